@@ -1,0 +1,202 @@
+//! Directory operations and mmap reads shared by the two disk backends (std and uring).
+//! Blocking calls; callers run them on tokio's blocking pool via [`blocking`].
+use super::FsSpace;
+use bytes::Bytes;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+
+/// Runs a blocking closure on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
+}
+
+/// Creates the store directory and its quarantine subdirectory.
+pub(crate) fn prepare_dir(root: &Path) -> io::Result<()> {
+    fs::create_dir_all(root.join(QUARANTINE_DIR))?;
+    fsync_dir(root)
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+pub(crate) fn sync_dirs(root: &Path) -> io::Result<()> {
+    fsync_dir(root)?;
+    fsync_dir(&root.join(QUARANTINE_DIR))
+}
+
+pub(crate) fn list(root: &Path) -> io::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, meta.len()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Maps `[offset, offset+len)` of a file read-only; the returned bytes own the mapping.
+pub(crate) fn map(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let file = fs::File::open(path)?;
+    let file_len = file.metadata()?.len();
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("map {offset}+{len} past the end of a {file_len}-byte file"),
+        ));
+    }
+    let len_usize = usize::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: sealed chunk files are immutable: the store never writes, truncates or reuses a
+    // sealed file (a new version gets a new inode via rename). Bytes are verified by crc after
+    // mapping, so outside tampering is caught rather than trusted.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len_usize)
+            .populate()
+            .map(&file)?
+    };
+    Ok(Bytes::from_owner(map))
+}
+
+/// Maps on the caller's thread when small (page faults of a small range are cheap), on the
+/// blocking pool when large.
+pub(crate) async fn map_async(path: PathBuf, offset: u64, len: u64) -> io::Result<Bytes> {
+    const MAP_INLINE_MAX_BYTES: u64 = 256 * 1024;
+    if len <= MAP_INLINE_MAX_BYTES {
+        map(&path, offset, len)
+    } else {
+        blocking(move || map(&path, offset, len)).await
+    }
+}
+
+pub(crate) fn space(root: &Path) -> io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok(FsSpace {
+        total_bytes: st.f_blocks as u64 * frsize,
+        available_bytes: st.f_bavail as u64 * frsize,
+    })
+}
+
+/// Resolves a store-relative name, refusing anything that could leave the directory.
+pub(crate) fn resolve(root: &Path, name: &str) -> io::Result<PathBuf> {
+    let ok = !name.is_empty()
+        && !name.starts_with('/')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad store file name {name:?}"),
+        ));
+    }
+    Ok(root.join(name))
+}
+
+/// The directory half of a disk backend (everything but data writes), shared by the std and
+/// uring backends.
+pub(crate) struct DiskDir {
+    pub(crate) root: PathBuf,
+}
+
+impl DiskDir {
+    pub(crate) fn new(root: PathBuf) -> io::Result<Self> {
+        prepare_dir(&root)?;
+        Ok(DiskDir { root })
+    }
+
+    pub(crate) fn path(&self, name: &str) -> io::Result<PathBuf> {
+        resolve(&self.root, name)
+    }
+
+    pub(crate) async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (a, b) = (self.path(from)?, self.path(to)?);
+        blocking(move || fs::rename(a, b)).await
+    }
+
+    pub(crate) async fn remove(&self, name: &str) -> io::Result<()> {
+        let p = self.path(name)?;
+        blocking(move || fs::remove_file(p)).await
+    }
+
+    pub(crate) async fn sync_dir(&self) -> io::Result<()> {
+        let root = self.root.clone();
+        blocking(move || sync_dirs(&root)).await
+    }
+
+    pub(crate) async fn list(&self) -> io::Result<Vec<(String, u64)>> {
+        let root = self.root.clone();
+        blocking(move || list(&root)).await
+    }
+
+    pub(crate) async fn read_all(&self, name: &str) -> io::Result<Vec<u8>> {
+        let p = self.path(name)?;
+        blocking(move || fs::read(p)).await
+    }
+
+    pub(crate) async fn map(&self, name: &str, offset: u64, len: u64) -> io::Result<Bytes> {
+        map_async(self.path(name)?, offset, len).await
+    }
+
+    pub(crate) fn space(&self) -> io::Result<FsSpace> {
+        space(&self.root)
+    }
+}
+
+/// Implements [`super::Backend`] for a disk backend: the given data methods, plus the directory
+/// methods delegated to its `dir: DiskDir` field.
+macro_rules! disk_backend_impl {
+    ($ty:ty, { $($data_methods:tt)* }) => {
+        #[async_trait::async_trait]
+        impl super::Backend for $ty {
+        $($data_methods)*
+        async fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+            self.dir.rename(from, to).await
+        }
+        async fn remove(&self, name: &str) -> std::io::Result<()> {
+            self.dir.remove(name).await
+        }
+        async fn sync_dir(&self) -> std::io::Result<()> {
+            self.dir.sync_dir().await
+        }
+        async fn list(&self) -> std::io::Result<Vec<(String, u64)>> {
+            self.dir.list().await
+        }
+        async fn read_all(&self, name: &str) -> std::io::Result<Vec<u8>> {
+            self.dir.read_all(name).await
+        }
+        async fn map(&self, name: &str, offset: u64, len: u64) -> std::io::Result<bytes::Bytes> {
+            self.dir.map(name, offset, len).await
+        }
+        fn space(&self) -> std::io::Result<super::FsSpace> {
+            self.dir.space()
+        }
+        }
+    };
+}
+pub(crate) use disk_backend_impl;

@@ -1,0 +1,557 @@
+//! [`Store`]: the chunk store over any [`Backend`]. Holds the inventory in memory (sealed
+//! chunks with their decoded sidecars; chunks being written with their running crcs).
+//!
+//! Locking: `state` (a std mutex) guards the inventory and is never held across an `.await`;
+//! each chunk being written has its own async mutex, so writes to one chunk are serialized
+//! while different chunks proceed in parallel.
+use super::{ChunkInfo, ChunkStore, QuarantineRecord, StoreConfig, Usage};
+use crate::backend::{Backend, FileHandle};
+use crate::error::{ChunkError, Result};
+use crate::format::{CrcAccumulator, Sidecar, BLOCK_SIZE_BYTES};
+use crate::{durable, metrics as m, names};
+use async_trait::async_trait;
+use bytes::Bytes;
+use shale_proto::{ChunkId, ChunkRef, ChunkVersion};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::task::JoinHandle;
+
+pub(super) struct Sealed {
+    pub(super) version: ChunkVersion,
+    pub(super) sidecar: Arc<Sidecar>,
+}
+
+struct OpenChunk {
+    version: ChunkVersion,
+    fh: Option<FileHandle>,
+    written: u64,
+    crc: CrcAccumulator,
+    pending: VecDeque<JoinHandle<io::Result<()>>>,
+    /// Set once sealed or discarded; later calls on this handle find nothing.
+    done: bool,
+}
+
+type OpenSlot = (ChunkVersion, Arc<AsyncMutex<OpenChunk>>);
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) sealed: HashMap<ChunkId, Sealed>,
+    open: HashMap<ChunkId, OpenSlot>,
+    pub(super) sealed_bytes: u64,
+    open_bytes: u64,
+    pub(super) reports: Vec<QuarantineRecord>,
+}
+
+pub struct Store<B: Backend> {
+    pub(super) backend: Arc<B>,
+    pub(super) config: StoreConfig,
+    pub(super) state: Mutex<State>,
+    quarantine_seq: AtomicU64,
+}
+
+fn sidecar_bytes(length: u64) -> u64 {
+    48 + 4 * crate::format::block_count(length, BLOCK_SIZE_BYTES)
+}
+
+impl<B: Backend> Store<B> {
+    pub(super) fn new(backend: B, config: StoreConfig) -> Self {
+        m::describe();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Store {
+            backend: Arc::new(backend),
+            config,
+            state: Mutex::new(State::default()),
+            quarantine_seq: AtomicU64::new(seed),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // The inventory is updated in small steps that leave it consistent; a panic elsewhere
+        // while holding the lock must not take the whole server down.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The backend (tests use it to inject faults).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn open_slot(&self, c: ChunkRef) -> Result<Arc<AsyncMutex<OpenChunk>>> {
+        let st = self.lock();
+        match st.open.get(&c.id) {
+            Some((v, oc)) if *v == c.version => Ok(oc.clone()),
+            Some((v, _)) => Err(ChunkError::WrongVersion {
+                chunk: c.id,
+                have: *v,
+                want: c.version,
+            }),
+            None => match st.sealed.get(&c.id) {
+                Some(s) if s.version == c.version => Err(ChunkError::AlreadySealed(c.id)),
+                _ => Err(ChunkError::NotFound(c.id)),
+            },
+        }
+    }
+
+    fn free_bytes(&self, st: &State) -> u64 {
+        let used = st.sealed_bytes + st.open_bytes;
+        let fs_free = self
+            .backend
+            .space()
+            .map_or(u64::MAX, |s| s.available_bytes);
+        let cap_free = self
+            .config
+            .capacity_bytes
+            .map_or(u64::MAX, |c| c.saturating_sub(used));
+        fs_free.min(cap_free)
+    }
+
+    /// Waits for every write in flight; the first error wins.
+    async fn drain(oc: &mut OpenChunk) -> io::Result<()> {
+        let mut first = Ok(());
+        while let Some(h) = oc.pending.pop_front() {
+            let r = h
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(format!("write task failed: {e}"))));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// Throws away a chunk being written: waits for its writes, closes and removes its temp
+    /// files, and drops it from the inventory. Temp files left by a crash are removed at open.
+    async fn discard(&self, id: ChunkId, oc: &mut OpenChunk) {
+        if oc.done {
+            return;
+        }
+        oc.done = true;
+        let _ = Self::drain(oc).await;
+        if let Some(fh) = oc.fh.take() {
+            let _ = self.backend.close(fh).await;
+        }
+        let _ = self.backend.remove(&names::data_tmp(id)).await;
+        let _ = self.backend.remove(&names::sidecar_tmp(id)).await;
+        let mut st = self.lock();
+        if st.open.get(&id).is_some_and(|(v, _)| *v == oc.version) {
+            st.open.remove(&id);
+        }
+        st.open_bytes = st.open_bytes.saturating_sub(oc.written);
+    }
+
+    /// Turns an I/O failure of a chunk being written into its error, after discarding it.
+    async fn fail(&self, id: ChunkId, oc: &mut OpenChunk, op: &'static str, e: io::Error) -> ChunkError {
+        self.discard(id, oc).await;
+        match ChunkError::io(op, names::data_tmp(id), e) {
+            ChunkError::NoSpace { .. } => ChunkError::NoSpace {
+                need_bytes: 0,
+                free_bytes: self.free_bytes(&self.lock()),
+            },
+            ChunkError::Io { source, .. } => ChunkError::Failed {
+                chunk: id,
+                why: format!("{op}: {source}"),
+            },
+            other => other,
+        }
+    }
+
+    /// Moves a replica's files to `quarantine/` and records why. Never fails: a replica that
+    /// cannot even be moved is still dropped from the inventory (never served).
+    pub(super) async fn quarantine(&self, id: ChunkId, version: Option<ChunkVersion>, reason: String) {
+        {
+            let mut st = self.lock();
+            if let Some(s) = st.sealed.get(&id) {
+                if version.is_none_or(|v| v == s.version) {
+                    let len = s.sidecar.length;
+                    st.sealed.remove(&id);
+                    st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
+                }
+            }
+        }
+        for name in [names::data(id), names::sidecar(id)] {
+            let n = self.quarantine_seq.fetch_add(1, Ordering::Relaxed);
+            let _ = self.backend.rename(&name, &names::quarantined(&name, n)).await;
+        }
+        if let Err(e) = self.backend.sync_dir().await {
+            tracing::warn!(chunk = %id, error = %e, "sync after quarantine failed");
+        }
+        tracing::warn!(chunk = %id, %reason, "replica quarantined");
+        m::quarantined(self.backend.kind());
+        let rec = QuarantineRecord {
+            id,
+            version,
+            reason,
+        };
+        self.lock().reports.push(rec);
+    }
+
+    async fn seal_locked(&self, c: ChunkRef, oc: &mut OpenChunk) -> Result<ChunkInfo> {
+        let id = c.id;
+        if let Err(e) = Self::drain(oc).await {
+            return Err(self.fail(id, oc, "write", e).await);
+        }
+        let Some(fh) = oc.fh else {
+            return Err(ChunkError::NotFound(id));
+        };
+        if let Err(e) = self.backend.sync_data(fh).await {
+            return Err(self.fail(id, oc, "fdatasync", e).await);
+        }
+        let sidecar = Sidecar {
+            block_size: BLOCK_SIZE_BYTES,
+            chunk: id,
+            version: c.version,
+            length: oc.written,
+            block_crcs: oc.crc.clone().finish(),
+        };
+        let encoded = Bytes::from(sidecar.encode());
+        if let Err(e) = durable::write_synced_temp(&*self.backend, &names::sidecar_tmp(id), encoded).await {
+            return Err(self.fail(id, oc, "write sidecar", e).await);
+        }
+        // An older sealed version stops being served now; its sidecar goes first so that a crash
+        // from here on can never pair the old sidecar with new data (unpaired files are
+        // quarantined at open, never served).
+        let replaced = {
+            let mut st = self.lock();
+            let old = st.sealed.remove(&id);
+            if let Some(old) = &old {
+                let len = old.sidecar.length;
+                st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
+            }
+            old.is_some()
+        };
+        if replaced {
+            let gone = async {
+                self.backend.remove(&names::sidecar(id)).await?;
+                self.backend.sync_dir().await
+            };
+            if let Err(e) = gone.await {
+                return Err(self.fail(id, oc, "remove old sidecar", e).await);
+            }
+        }
+        oc.fh = None;
+        let _ = self.backend.close(fh).await;
+        let (dt, st_tmp) = (names::data_tmp(id), names::sidecar_tmp(id));
+        let (d, s) = (names::data(id), names::sidecar(id));
+        if let Err(e) = durable::commit(&*self.backend, &[(&dt, &d), (&st_tmp, &s)]).await {
+            return Err(self.fail(id, oc, "commit", e).await);
+        }
+        oc.done = true;
+        let info = ChunkInfo {
+            id,
+            version: c.version,
+            length_bytes: oc.written,
+            sealed: true,
+        };
+        let mut st = self.lock();
+        st.open.remove(&id);
+        st.open_bytes = st.open_bytes.saturating_sub(oc.written);
+        st.sealed_bytes += oc.written + sidecar_bytes(oc.written);
+        st.sealed.insert(
+            id,
+            Sealed {
+                version: c.version,
+                sidecar: Arc::new(sidecar),
+            },
+        );
+        Ok(info)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> ChunkStore for Store<B> {
+    async fn create(&self, c: ChunkRef) -> Result<()> {
+        let slot = {
+            let mut st = self.lock();
+            if let Some((v, _)) = st.open.get(&c.id) {
+                return Err(ChunkError::AlreadyOpen {
+                    chunk: c.id,
+                    version: *v,
+                });
+            }
+            if let Some(s) = st.sealed.get(&c.id) {
+                if s.version >= c.version {
+                    return Err(ChunkError::VersionNotNewer {
+                        chunk: c.id,
+                        have: s.version,
+                        want: c.version,
+                    });
+                }
+            }
+            let oc = Arc::new(AsyncMutex::new(OpenChunk {
+                version: c.version,
+                fh: None,
+                written: 0,
+                crc: CrcAccumulator::new(BLOCK_SIZE_BYTES),
+                pending: VecDeque::new(),
+                done: false,
+            }));
+            st.open.insert(c.id, (c.version, oc.clone()));
+            oc
+        };
+        let mut oc = slot.lock().await;
+        match self.backend.create(&names::data_tmp(c.id)).await {
+            Ok(fh) => {
+                oc.fh = Some(fh);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(c.id, &mut oc, "create", e).await),
+        }
+    }
+
+    async fn write(&self, c: ChunkRef, offset: u64, data: Bytes) -> Result<()> {
+        let started = Instant::now();
+        let slot = self.open_slot(c)?;
+        let mut oc = slot.lock().await;
+        if oc.done {
+            return Err(ChunkError::NotFound(c.id));
+        }
+        if offset != oc.written {
+            return Err(ChunkError::BadOffset {
+                chunk: c.id,
+                expected: oc.written,
+                got: offset,
+            });
+        }
+        let len = data.len() as u64;
+        let size = oc.written + len;
+        if size > self.config.chunk_size_max_bytes {
+            return Err(ChunkError::TooLarge {
+                chunk: c.id,
+                size_bytes: size,
+                max_bytes: self.config.chunk_size_max_bytes,
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let need = len + sidecar_bytes(size);
+        let free = {
+            let mut st = self.lock();
+            let free = self.free_bytes(&st);
+            if need <= free {
+                st.open_bytes += len;
+            }
+            free
+        };
+        if need > free {
+            self.discard(c.id, &mut oc).await;
+            return Err(ChunkError::NoSpace {
+                need_bytes: need,
+                free_bytes: free,
+            });
+        }
+        let Some(fh) = oc.fh else {
+            return Err(ChunkError::NotFound(c.id));
+        };
+        oc.crc.update(&data);
+        oc.written = size;
+        let backend = self.backend.clone();
+        oc.pending
+            .push_back(tokio::spawn(async move { backend.write_at(fh, offset, data).await }));
+        // Bound the write-behind; surface errors of finished writes early.
+        while oc.pending.len() > self.config.inflight_writes_max
+            || oc.pending.front().is_some_and(|h| h.is_finished())
+        {
+            let Some(h) = oc.pending.pop_front() else { break };
+            let r = h
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(format!("write task failed: {e}"))));
+            if let Err(e) = r {
+                return Err(self.fail(c.id, &mut oc, "write", e).await);
+            }
+        }
+        m::wrote(self.backend.kind(), len, started.elapsed());
+        Ok(())
+    }
+
+    async fn seal(&self, c: ChunkRef) -> Result<ChunkInfo> {
+        let started = Instant::now();
+        let slot = self.open_slot(c)?;
+        let mut oc = slot.lock().await;
+        if oc.done {
+            return Err(ChunkError::NotFound(c.id));
+        }
+        let info = self.seal_locked(c, &mut oc).await?;
+        m::sealed(self.backend.kind(), started.elapsed());
+        Ok(info)
+    }
+
+    async fn abort(&self, c: ChunkRef) -> Result<()> {
+        let slot = self.open_slot(c)?;
+        let mut oc = slot.lock().await;
+        self.discard(c.id, &mut oc).await;
+        Ok(())
+    }
+
+    async fn read(&self, c: ChunkRef, offset: u64, length: u64) -> Result<Bytes> {
+        let started = Instant::now();
+        let sidecar = {
+            let st = self.lock();
+            match st.sealed.get(&c.id) {
+                Some(s) if s.version == c.version => s.sidecar.clone(),
+                Some(s) => {
+                    return Err(ChunkError::WrongVersion {
+                        chunk: c.id,
+                        have: s.version,
+                        want: c.version,
+                    })
+                }
+                None if st.open.contains_key(&c.id) => return Err(ChunkError::NotSealed(c.id)),
+                None => return Err(ChunkError::NotFound(c.id)),
+            }
+        };
+        let end = offset.checked_add(length);
+        if end.is_none_or(|e| e > sidecar.length) {
+            return Err(ChunkError::ReadPastEnd {
+                chunk: c.id,
+                offset,
+                length,
+                chunk_len: sidecar.length,
+            });
+        }
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let (start, span_end) = sidecar.block_span(offset, length);
+        let span = match self.backend.map(&names::data(c.id), start, span_end - start).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ChunkError::NotFound(c.id));
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let why = format!("data file shorter than its sidecar says: {e}");
+                self.quarantine(c.id, Some(c.version), why).await;
+                return Err(ChunkError::ChecksumMismatch {
+                    chunk: c.id,
+                    block: start / u64::from(sidecar.block_size),
+                });
+            }
+            Err(e) => return Err(ChunkError::io("map", names::data(c.id), e)),
+        };
+        if let Err(block) = sidecar.verify_blocks(start, &span) {
+            m::checksum_failure(self.backend.kind());
+            let why = format!("checksum mismatch in block {block} on read");
+            self.quarantine(c.id, Some(c.version), why).await;
+            return Err(ChunkError::ChecksumMismatch { chunk: c.id, block });
+        }
+        let from = (offset - start) as usize;
+        let out = span.slice(from..from + length as usize);
+        m::read(self.backend.kind(), length, started.elapsed());
+        Ok(out)
+    }
+
+    async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool> {
+        let open = self.lock().open.get(&id).cloned();
+        if let Some((v, slot)) = open {
+            if v > version {
+                return Err(ChunkError::WrongVersion {
+                    chunk: id,
+                    have: v,
+                    want: version,
+                });
+            }
+            let mut oc = slot.lock().await;
+            self.discard(id, &mut oc).await;
+            return Ok(true);
+        }
+        let removed = {
+            let mut st = self.lock();
+            match st.sealed.get(&id) {
+                None => return Ok(false),
+                Some(s) if s.version > version => {
+                    return Err(ChunkError::WrongVersion {
+                        chunk: id,
+                        have: s.version,
+                        want: version,
+                    })
+                }
+                Some(_) => {
+                    let s = st.sealed.remove(&id);
+                    if let Some(s) = &s {
+                        let len = s.sidecar.length;
+                        st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
+                    }
+                    s
+                }
+            }
+        };
+        // Sidecar first: a crash in between leaves data without a sidecar, which is
+        // quarantined at open, never served.
+        for name in [names::sidecar(id), names::data(id)] {
+            match self.backend.remove(&name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ChunkError::io("remove", name, e)),
+            }
+        }
+        self.backend
+            .sync_dir()
+            .await
+            .map_err(|e| ChunkError::io("sync dir", "", e))?;
+        Ok(removed.is_some())
+    }
+
+    fn list(&self) -> Vec<ChunkInfo> {
+        let st = self.lock();
+        let mut out: Vec<ChunkInfo> = st
+            .sealed
+            .iter()
+            .map(|(id, s)| ChunkInfo {
+                id: *id,
+                version: s.version,
+                length_bytes: s.sidecar.length,
+                sealed: true,
+            })
+            .collect();
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
+    fn stat(&self, id: ChunkId) -> Option<ChunkInfo> {
+        let st = self.lock();
+        if let Some(s) = st.sealed.get(&id) {
+            return Some(ChunkInfo {
+                id,
+                version: s.version,
+                length_bytes: s.sidecar.length,
+                sealed: true,
+            });
+        }
+        st.open.get(&id).map(|(v, slot)| ChunkInfo {
+            id,
+            version: *v,
+            length_bytes: slot.try_lock().map_or(0, |oc| oc.written),
+            sealed: false,
+        })
+    }
+
+    fn usage(&self) -> Usage {
+        let st = self.lock();
+        let used = st.sealed_bytes + st.open_bytes;
+        let free = self.free_bytes(&st);
+        let capacity = self.config.capacity_bytes.unwrap_or_else(|| {
+            self.backend.space().map_or(used.saturating_add(free), |s| s.total_bytes)
+        });
+        Usage {
+            capacity_bytes: capacity,
+            used_bytes: used,
+            free_bytes: free,
+            sealed_chunks: st.sealed.len() as u64,
+            open_chunks: st.open.len() as u64,
+        }
+    }
+
+    fn take_quarantine_reports(&self) -> Vec<QuarantineRecord> {
+        std::mem::take(&mut self.lock().reports)
+    }
+
+    fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+}

@@ -1,0 +1,13 @@
+//! Compiles `proto/*.proto` with protox (pure Rust: no system `protoc` needed).
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/chunk.proto"];
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .include_file("protos.rs")
+        .compile_fds(fds)?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Checked conversions from wire messages to domain types.
+//!
+//! Every `TryFrom` here rejects a missing message field, a zero id or version, and an
+//! out-of-range length with a [`WireError`] naming the field, so servers never act on a
+//! half-filled request. Conversions back to the wire are infallible `From`s.
+use crate::ids::{ChunkId, ChunkVersion, NodeId};
+use crate::pb;
+
+/// Largest range one ReadChunk request may ask for (one chunk is at most 1 GiB).
+pub const READ_LEN_MAX_BYTES: u64 = 1 << 30;
+
+/// A wire message that cannot be turned into a domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` is {value}: {why}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        why: &'static str,
+    },
+    #[error("field `{field}` is invalid: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+fn nonzero(field: &'static str, value: u64) -> Result<u64, WireError> {
+    if value == 0 {
+        Err(WireError::OutOfRange {
+            field,
+            value,
+            why: "must be at least 1",
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+/// A chunk replica named with the version it must have.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub version: ChunkVersion,
+}
+
+impl TryFrom<&pb::ChunkRef> for ChunkRef {
+    type Error = WireError;
+    fn try_from(m: &pb::ChunkRef) -> Result<Self, WireError> {
+        Ok(ChunkRef {
+            id: ChunkId(nonzero("chunk.chunk_id", m.chunk_id)?),
+            version: ChunkVersion(nonzero("chunk.version", m.version)?),
+        })
+    }
+}
+
+impl TryFrom<Option<&pb::ChunkRef>> for ChunkRef {
+    type Error = WireError;
+    fn try_from(m: Option<&pb::ChunkRef>) -> Result<Self, WireError> {
+        m.ok_or(WireError::Missing("chunk"))?.try_into()
+    }
+}
+
+impl From<ChunkRef> for pb::ChunkRef {
+    fn from(c: ChunkRef) -> Self {
+        pb::ChunkRef {
+            chunk_id: c.id.get(),
+            version: c.version.get(),
+        }
+    }
+}
+
+/// A downstream replica in a write pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineTarget {
+    pub node: NodeId,
+    pub address: String,
+}
+
+impl TryFrom<&pb::PipelineTarget> for PipelineTarget {
+    type Error = WireError;
+    fn try_from(m: &pb::PipelineTarget) -> Result<Self, WireError> {
+        let node = NodeId(nonzero("node_id", m.node_id)?);
+        if m.address.is_empty() || m.address.len() > 256 || !m.address.contains(':') {
+            return Err(WireError::Invalid {
+                field: "address",
+                why: format!("{:?} is not host:port", m.address),
+            });
+        }
+        Ok(PipelineTarget {
+            node,
+            address: m.address.clone(),
+        })
+    }
+}
+
+/// The header of a WriteChunk stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteHeader {
+    pub chunk: ChunkRef,
+    pub downstream: Vec<PipelineTarget>,
+    pub length: u64,
+}
+
+/// Longest pipeline a header may name after the receiver (replication factor is at most 16).
+pub const DOWNSTREAM_MAX: usize = 15;
+
+impl WriteHeader {
+    /// Converts a wire header, also checking `length <= chunk_size_bytes`.
+    pub fn from_wire(m: &pb::WriteHeader, chunk_size_bytes: u64) -> Result<Self, WireError> {
+        let chunk = ChunkRef::try_from(m.chunk.as_ref())?;
+        if m.downstream.len() > DOWNSTREAM_MAX {
+            return Err(WireError::OutOfRange {
+                field: "downstream",
+                value: m.downstream.len() as u64,
+                why: "pipeline longer than 15 replicas",
+            });
+        }
+        if m.length > chunk_size_bytes {
+            return Err(WireError::OutOfRange {
+                field: "length",
+                value: m.length,
+                why: "larger than the chunk size",
+            });
+        }
+        let downstream = m
+            .downstream
+            .iter()
+            .map(PipelineTarget::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(WriteHeader {
+            chunk,
+            downstream,
+            length: m.length,
+        })
+    }
+}
+
+/// A range of one chunk to read.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ReadRange {
+    pub chunk: ChunkRef,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl TryFrom<&pb::ReadChunkRequest> for ReadRange {
+    type Error = WireError;
+    fn try_from(m: &pb::ReadChunkRequest) -> Result<Self, WireError> {
+        let chunk = ChunkRef::try_from(m.chunk.as_ref())?;
+        if m.length > READ_LEN_MAX_BYTES {
+            return Err(WireError::OutOfRange {
+                field: "length",
+                value: m.length,
+                why: "larger than 1 GiB",
+            });
+        }
+        if m.offset.checked_add(m.length).is_none() {
+            return Err(WireError::OutOfRange {
+                field: "offset",
+                value: m.offset,
+                why: "offset + length overflows",
+            });
+        }
+        Ok(ReadRange {
+            chunk,
+            offset: m.offset,
+            length: m.length,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cref(id: u64, v: u64) -> Option<pb::ChunkRef> {
+        Some(pb::ChunkRef {
+            chunk_id: id,
+            version: v,
+        })
+    }
+
+    #[test]
+    fn chunk_ref_rejects_missing_and_zero() {
+        assert_eq!(
+            ChunkRef::try_from(None::<&pb::ChunkRef>),
+            Err(WireError::Missing("chunk"))
+        );
+        let e = ChunkRef::try_from(cref(0, 1).as_ref()).unwrap_err();
+        assert!(e.to_string().contains("chunk.chunk_id"), "{e}");
+        let e = ChunkRef::try_from(cref(1, 0).as_ref()).unwrap_err();
+        assert!(e.to_string().contains("chunk.version"), "{e}");
+        let ok = ChunkRef::try_from(cref(7, 2).as_ref()).unwrap();
+        assert_eq!(pb::ChunkRef::from(ok), cref(7, 2).unwrap());
+    }
+
+    #[test]
+    fn read_range_rejects_oversize_and_overflow() {
+        let mut m = pb::ReadChunkRequest {
+            chunk: cref(1, 1),
+            offset: 0,
+            length: READ_LEN_MAX_BYTES + 1,
+        };
+        assert!(ReadRange::try_from(&m).is_err());
+        m.length = 10;
+        m.offset = u64::MAX - 2;
+        assert!(ReadRange::try_from(&m).is_err());
+        m.offset = 5;
+        assert_eq!(ReadRange::try_from(&m).unwrap().length, 10);
+    }
+
+    #[test]
+    fn write_header_checks_length_and_pipeline() {
+        let target = |a: &str| pb::PipelineTarget {
+            node_id: 2,
+            address: a.into(),
+        };
+        let mut m = pb::WriteHeader {
+            chunk: cref(1, 1),
+            downstream: vec![target("127.0.0.1:7001")],
+            length: 100,
+        };
+        assert_eq!(WriteHeader::from_wire(&m, 1024).unwrap().downstream.len(), 1);
+        assert!(WriteHeader::from_wire(&m, 99).is_err());
+        m.downstream = vec![target("nope")];
+        assert!(WriteHeader::from_wire(&m, 1024).is_err());
+        m.downstream = vec![target("127.0.0.1:1"); DOWNSTREAM_MAX + 1];
+        assert!(WriteHeader::from_wire(&m, 1024).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! Shale's wire protocol.
+//!
+//! * [`pb`]: the prost/tonic code generated from `proto/*.proto` (built with protox, so no
+//!   system `protoc` is needed).
+//! * [`ids`]: typed ids (`ChunkId`, `ChunkVersion`, `NodeId`, `InodeId`) used everywhere in the
+//!   domain code.
+//! * [`convert`]: checked conversions from wire messages to domain types. prost types stay at the
+//!   edge: a missing or out-of-range field becomes a [`WireError`] that names the field.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod convert;
+pub mod ids;
+
+/// All generated code, nested by package (`shale::chunk::v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod generated {
+    include!(concat!(env!("OUT_DIR"), "/protos.rs"));
+}
+
+/// The chunk service protocol, version 1.
+pub use generated::shale::chunk::v1 as pb;
+
+pub use convert::{ChunkRef, ReadRange, WireError, WriteHeader, READ_LEN_MAX_BYTES};
+pub use ids::{ChunkId, ChunkVersion, InodeId, NodeId};
