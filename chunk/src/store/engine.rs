@@ -161,20 +161,32 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    /// Moves a replica's files to `quarantine/` and records why. Never fails: a replica that
-    /// cannot even be moved is still dropped from the inventory (never served).
-    pub(super) async fn quarantine(&self, id: ChunkId, version: Option<ChunkVersion>, reason: String) {
+    /// Moves a replica's files to `quarantine/` and records why. With `only_if`, does so only
+    /// if that sidecar is still the one in the inventory (a read racing a replacement must not
+    /// quarantine the new version); returns whether it quarantined. Never fails: a replica whose
+    /// files cannot even be moved is still dropped from the inventory (never served).
+    pub(super) async fn quarantine(
+        &self,
+        id: ChunkId,
+        version: Option<ChunkVersion>,
+        reason: String,
+        only_if: Option<&Arc<Sidecar>>,
+    ) -> bool {
         {
             let mut st = self.lock();
-            if let Some(s) = st.sealed.get(&id) {
-                if version.is_none_or(|v| v == s.version) {
-                    let len = s.sidecar.length;
-                    st.sealed.remove(&id);
-                    st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
+            let current = st.sealed.get(&id).map(|s| s.sidecar.clone());
+            if let Some(expected) = only_if {
+                if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, expected)) {
+                    return false;
                 }
             }
+            if let Some(sc) = current {
+                st.sealed.remove(&id);
+                let len = sc.length;
+                st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
+            }
         }
-        for name in [names::data(id), names::sidecar(id)] {
+        for name in [names::data(id), names::data_new(id), names::sidecar(id)] {
             let n = self.quarantine_seq.fetch_add(1, Ordering::Relaxed);
             let _ = self.backend.rename(&name, &names::quarantined(&name, n)).await;
         }
@@ -189,6 +201,30 @@ impl<B: Backend> Store<B> {
             reason,
         };
         self.lock().reports.push(rec);
+        true
+    }
+
+    /// Puts a synced data temp and sidecar temp in place so that a crash at any point leaves
+    /// either the old sealed version or the new one (never a mix, never neither):
+    /// 1. `<id>.chunk.tmp` → `<id>.chunk.new`, dir sync (new data durable under a known name);
+    /// 2. `<id>.crc.tmp` → `<id>.crc`, dir sync: the commit point;
+    /// 3. `<id>.chunk.new` → `<id>.chunk`, no sync needed: recovery rolls a `.chunk.new` forward
+    ///    when it fully matches the sidecar in place, and removes it otherwise.
+    ///
+    /// The older version leaves the inventory before step 3 (it is stale from then on; reads that
+    /// already mapped it keep a valid mapping of its inode).
+    async fn commit_seal(&self, id: ChunkId) -> io::Result<()> {
+        let b = &*self.backend;
+        durable::commit(b, &[(&names::data_tmp(id), &names::data_new(id))]).await?;
+        durable::commit(b, &[(&names::sidecar_tmp(id), &names::sidecar(id))]).await?;
+        {
+            let mut st = self.lock();
+            if let Some(old) = st.sealed.remove(&id) {
+                let len = old.sidecar.length;
+                st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
+            }
+        }
+        b.rename(&names::data_new(id), &names::data(id)).await
     }
 
     async fn seal_locked(&self, c: ChunkRef, oc: &mut OpenChunk) -> Result<ChunkInfo> {
@@ -213,32 +249,9 @@ impl<B: Backend> Store<B> {
         if let Err(e) = durable::write_synced_temp(&*self.backend, &names::sidecar_tmp(id), encoded).await {
             return Err(self.fail(id, oc, "write sidecar", e).await);
         }
-        // An older sealed version stops being served now; its sidecar goes first so that a crash
-        // from here on can never pair the old sidecar with new data (unpaired files are
-        // quarantined at open, never served).
-        let replaced = {
-            let mut st = self.lock();
-            let old = st.sealed.remove(&id);
-            if let Some(old) = &old {
-                let len = old.sidecar.length;
-                st.sealed_bytes = st.sealed_bytes.saturating_sub(len + sidecar_bytes(len));
-            }
-            old.is_some()
-        };
-        if replaced {
-            let gone = async {
-                self.backend.remove(&names::sidecar(id)).await?;
-                self.backend.sync_dir().await
-            };
-            if let Err(e) = gone.await {
-                return Err(self.fail(id, oc, "remove old sidecar", e).await);
-            }
-        }
         oc.fh = None;
         let _ = self.backend.close(fh).await;
-        let (dt, st_tmp) = (names::data_tmp(id), names::sidecar_tmp(id));
-        let (d, s) = (names::data(id), names::sidecar(id));
-        if let Err(e) = durable::commit(&*self.backend, &[(&dt, &d), (&st_tmp, &s)]).await {
+        if let Err(e) = self.commit_seal(id).await {
             return Err(self.fail(id, oc, "commit", e).await);
         }
         oc.done = true;
@@ -426,7 +439,7 @@ impl<B: Backend> ChunkStore for Store<B> {
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 let why = format!("data file shorter than its sidecar says: {e}");
-                self.quarantine(c.id, Some(c.version), why).await;
+                self.quarantine(c.id, Some(c.version), why, Some(&sidecar)).await;
                 return Err(ChunkError::ChecksumMismatch {
                     chunk: c.id,
                     block: start / u64::from(sidecar.block_size),
@@ -437,7 +450,10 @@ impl<B: Backend> ChunkStore for Store<B> {
         if let Err(block) = sidecar.verify_blocks(start, &span) {
             m::checksum_failure(self.backend.kind());
             let why = format!("checksum mismatch in block {block} on read");
-            self.quarantine(c.id, Some(c.version), why).await;
+            if !self.quarantine(c.id, Some(c.version), why, Some(&sidecar)).await {
+                // Replaced while we read: the bytes we mapped belong to the newer version.
+                return Err(ChunkError::NotFound(c.id));
+            }
             return Err(ChunkError::ChecksumMismatch { chunk: c.id, block });
         }
         let from = (offset - start) as usize;
@@ -483,7 +499,7 @@ impl<B: Backend> ChunkStore for Store<B> {
         };
         // Sidecar first: a crash in between leaves data without a sidecar, which is
         // quarantined at open, never served.
-        for name in [names::sidecar(id), names::data(id)] {
+        for name in [names::sidecar(id), names::data(id), names::data_new(id)] {
             match self.backend.remove(&name).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -1,6 +1,8 @@
 //! The recovery scan at open: rebuilds the inventory from the directory.
 //!
 //! * temp files (a write or seal that never finished) are removed;
+//! * a `<id>.chunk.new` (a seal cut short after its data was synced) is rolled forward over
+//!   `<id>.chunk` if it fully matches the sidecar in place (the seal had committed), else removed;
 //! * a chunk is served only if its data and sidecar are both present, the sidecar decodes (magic,
 //!   version, self-crc), names this chunk, agrees with the data's length, and the blocks checked
 //!   (last block, or all with [`VerifyAtOpen::Full`]) match;
@@ -22,6 +24,7 @@ const VERIFY_WINDOW_BYTES: u64 = 8 << 20;
 #[derive(Default)]
 struct Found {
     data_len: Option<u64>,
+    data_new_len: Option<u64>,
     sidecar: bool,
 }
 
@@ -52,11 +55,19 @@ impl<B: Backend> Store<B> {
                     report.temp_removed.push(name);
                 }
                 Kind::Data(id) => chunks.entry(id).or_default().data_len = Some(len),
+                Kind::DataNew(id) => chunks.entry(id).or_default().data_new_len = Some(len),
                 Kind::Sidecar(id) => chunks.entry(id).or_default().sidecar = true,
                 Kind::Unknown => report.unknown_files.push(name),
             }
         }
-        for (id, found) in chunks {
+        for (id, mut found) in chunks {
+            if let Some(new_len) = found.data_new_len {
+                if self.roll_forward(id, new_len, found.sidecar).await? {
+                    found.data_len = Some(new_len);
+                } else {
+                    report.temp_removed.push(names::data_new(id));
+                }
+            }
             match self.check(id, &found).await {
                 Ok(sidecar) => {
                     report.sealed_chunks += 1;
@@ -72,12 +83,12 @@ impl<B: Backend> Store<B> {
                     );
                 }
                 Err((version, reason)) => {
-                    self.quarantine(id, version, reason).await;
+                    self.quarantine(id, version, reason, None).await;
                 }
             }
         }
         report.quarantined = self.lock().reports.clone();
-        if !report.temp_removed.is_empty() {
+        if !report.temp_removed.is_empty() || !report.quarantined.is_empty() {
             self.backend
                 .sync_dir()
                 .await
@@ -112,25 +123,63 @@ impl<B: Backend> Store<B> {
             let why = format!("data is {data_len} bytes, sidecar says {}", sc.length);
             return Err((v, why));
         }
-        let bs = u64::from(sc.block_size);
         let from = match self.config.verify_at_open {
             VerifyAtOpen::Full => 0,
-            VerifyAtOpen::Tail => sc.length.saturating_sub(1) / bs * bs,
+            VerifyAtOpen::Tail => {
+                let bs = u64::from(sc.block_size);
+                sc.length.saturating_sub(1) / bs * bs
+            }
         };
+        self.verify_file(&names::data(id), &sc, from)
+            .await
+            .map_err(|why| (v, why))?;
+        Ok(sc)
+    }
+
+    /// Verifies blocks of a data file from `from` (block-aligned) to the end.
+    async fn verify_file(&self, name: &str, sc: &Sidecar, from: u64) -> Result<(), String> {
         let mut at = from;
         while at < sc.length {
             let len = VERIFY_WINDOW_BYTES.min(sc.length - at);
             let bytes = self
                 .backend
-                .map(&names::data(id), at, len)
+                .map(name, at, len)
                 .await
-                .map_err(|e| (v, format!("data unreadable: {e}")))?;
+                .map_err(|e| format!("data unreadable: {e}"))?;
             if let Err(block) = sc.verify_blocks(at, &bytes) {
                 crate::metrics::checksum_failure(self.backend.kind());
-                return Err((v, format!("checksum mismatch in block {block} at open")));
+                return Err(format!("checksum mismatch in block {block} at open"));
             }
             at += len;
         }
-        Ok(sc)
+        Ok(())
+    }
+
+    /// Finishes or undoes a seal that a crash cut short (see `Store::commit_seal`). Returns
+    /// whether `<id>.chunk.new` became `<id>.chunk`.
+    async fn roll_forward(&self, id: ChunkId, new_len: u64, has_sidecar: bool) -> Result<bool> {
+        let new = names::data_new(id);
+        let committed = has_sidecar
+            && match self.backend.read_all(&names::sidecar(id)).await {
+                Ok(raw) => match Sidecar::decode(&raw) {
+                    Ok(sc) => {
+                        sc.chunk == id
+                            && sc.length == new_len
+                            && self.verify_file(&new, &sc, 0).await.is_ok()
+                    }
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+        let res = if committed {
+            self.backend.rename(&new, &names::data(id)).await
+        } else {
+            self.backend.remove(&new).await
+        };
+        res.map_err(|e| ChunkError::io("recover", new.clone(), e))?;
+        if committed {
+            tracing::info!(chunk = %id, "rolled an interrupted seal forward");
+        }
+        Ok(committed)
     }
 }
