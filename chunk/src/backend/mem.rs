@@ -39,6 +39,9 @@ struct MemFs {
     next_id: u64,
     capacity_bytes: u64,
     faults: Vec<Fault>,
+    /// Mutating operations left before the simulated machine dies (every later call fails
+    /// with EIO and changes nothing, until [`MemBackend::crash`]).
+    ops_left: Option<u64>,
 }
 
 impl MemFs {
@@ -65,6 +68,18 @@ impl MemFs {
             None => false,
         }
     }
+    /// Counts one mutating operation; fails once the simulated machine is dead.
+    fn step(&mut self) -> io::Result<()> {
+        match &mut self.ops_left {
+            Some(0) => Err(io::Error::from_raw_os_error(libc::EIO)),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn gc(&mut self) {
         let live: std::collections::HashSet<u64> = self
             .dir
@@ -105,9 +120,18 @@ impl MemBackend {
         self.lock().faults.push(fault);
     }
 
-    /// Simulates a power cut: unsynced data and directory changes are lost, handles closed.
+    /// The machine dies after `n` more mutating operations (create, write, sync, rename,
+    /// remove): each later one fails with EIO and changes nothing. Pair with [`Self::crash`] to
+    /// sweep every crash point of a protocol.
+    pub fn die_after_ops(&self, n: u64) {
+        self.lock().ops_left = Some(n);
+    }
+
+    /// Simulates a power cut: unsynced data and directory changes are lost, handles closed,
+    /// and the machine comes back up.
     pub fn crash(&self) {
         let mut fs = self.lock();
+        fs.ops_left = None;
         fs.dir = fs.durable_dir.clone();
         fs.handles.clear();
         for inode in fs.inodes.values_mut() {
@@ -167,6 +191,7 @@ impl Backend for MemBackend {
 
     async fn create(&self, name: &str) -> io::Result<FileHandle> {
         let mut fs = self.lock();
+        fs.step()?;
         let id = fs.next_id;
         fs.next_id += 1;
         fs.inodes.insert(id, Inode::default());
@@ -178,6 +203,7 @@ impl Backend for MemBackend {
 
     async fn write_at(&self, fh: FileHandle, offset: u64, data: Bytes) -> io::Result<()> {
         let mut fs = self.lock();
+        fs.step()?;
         let ino = fs.handle(fh)?;
         if fs.take_fault(Fault::NoSpace) {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
@@ -203,6 +229,7 @@ impl Backend for MemBackend {
 
     async fn sync_data(&self, fh: FileHandle) -> io::Result<()> {
         let mut fs = self.lock();
+        fs.step()?;
         let ino = fs.handle(fh)?;
         if fs.take_fault(Fault::LostFsync) {
             return Ok(());
@@ -222,6 +249,7 @@ impl Backend for MemBackend {
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut fs = self.lock();
+        fs.step()?;
         let ino = fs.ino(from)?;
         fs.dir.remove(from);
         fs.dir.insert(to.to_string(), ino);
@@ -231,6 +259,7 @@ impl Backend for MemBackend {
 
     async fn remove(&self, name: &str) -> io::Result<()> {
         let mut fs = self.lock();
+        fs.step()?;
         fs.ino(name)?;
         fs.dir.remove(name);
         fs.gc();
@@ -239,6 +268,7 @@ impl Backend for MemBackend {
 
     async fn sync_dir(&self) -> io::Result<()> {
         let mut fs = self.lock();
+        fs.step()?;
         fs.durable_dir = fs.dir.clone();
         fs.gc();
         Ok(())

@@ -66,6 +66,9 @@ impl<B: Backend> Store<B> {
                     found.data_len = Some(new_len);
                 } else {
                     report.temp_removed.push(names::data_new(id));
+                    if found.data_len.is_none() && !found.sidecar {
+                        continue;
+                    }
                 }
             }
             match self.check(id, &found).await {
