@@ -1,1 +1,44 @@
-fn main() {}
+//! Shale benchmarks. Each subcommand measures its baseline in the same run and prints its
+//! figures as one JSON object on its last stdout line (DESIGN.md §6).
+use clap::{Parser, Subcommand};
+
+mod chunk_store;
+mod report;
+
+#[derive(Parser)]
+#[command(name = "shale-bench", about = "Shale benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Chunk store: io_uring store vs std::fs+fdatasync writes, mmap+verify vs read() reads,
+    /// 64 KiB random-read latency.
+    ChunkStore(chunk_store::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::ChunkStore(a) => rt.block_on(chunk_store::run(a)),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -13,7 +13,7 @@ pub async fn write_synced_temp<B: Backend + ?Sized>(
 ) -> io::Result<()> {
     let fh = backend.create(tmp_name).await?;
     let res = async {
-        backend.write_at(fh, 0, data).await?;
+        backend.write_at(fh, 0, vec![data]).await?;
         backend.sync_data(fh).await
     }
     .await;

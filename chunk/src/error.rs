@@ -49,7 +49,9 @@ pub enum ChunkError {
     },
     #[error("{chunk}: checksum mismatch in block {block}; replica quarantined")]
     ChecksumMismatch { chunk: ChunkId, block: u64 },
-    #[error("no space: {need_bytes} bytes needed, {free_bytes} free; the partial chunk was removed")]
+    #[error(
+        "no space: {need_bytes} bytes needed, {free_bytes} free; the partial chunk was removed"
+    )]
     NoSpace { need_bytes: u64, free_bytes: u64 },
     #[error("{chunk}: write failed earlier ({why}); the partial chunk was removed")]
     Failed { chunk: ChunkId, why: String },

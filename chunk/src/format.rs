@@ -155,7 +155,11 @@ impl Sidecar {
     /// block-aligned) against the sidecar. Returns the first bad block index.
     pub fn verify_blocks(&self, data_start: u64, data: &[u8]) -> Result<(), u64> {
         let bs = u64::from(self.block_size);
-        debug_assert_eq!(data_start % bs, 0, "verification starts on a block boundary");
+        debug_assert_eq!(
+            data_start % bs,
+            0,
+            "verification starts on a block boundary"
+        );
         let first = data_start / bs;
         for (i, block) in data.chunks(bs as usize).enumerate() {
             let idx = first + i as u64;

@@ -81,7 +81,8 @@ async fn start_uring(dir: &Path) -> std::io::Result<backend::uring::UringBackend
     let probe = "uring-probe.tmp";
     let fh = b.create(probe).await?;
     let r = async {
-        b.write_at(fh, 0, bytes::Bytes::from_static(&[0u8; 4096])).await?;
+        b.write_at(fh, 0, vec![bytes::Bytes::from_static(&[0u8; 4096])])
+            .await?;
         b.sync_data(fh).await
     }
     .await;

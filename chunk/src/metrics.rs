@@ -16,8 +16,16 @@ pub const QUARANTINED: &str = "shale_chunk_quarantined_total";
 /// Registers descriptions once per process (harmless to call again).
 pub fn describe() {
     use metrics::{describe_counter, describe_histogram, Unit};
-    describe_counter!(BYTES_WRITTEN, Unit::Bytes, "chunk bytes accepted for writing");
-    describe_counter!(BYTES_READ, Unit::Bytes, "verified chunk bytes returned by reads");
+    describe_counter!(
+        BYTES_WRITTEN,
+        Unit::Bytes,
+        "chunk bytes accepted for writing"
+    );
+    describe_counter!(
+        BYTES_READ,
+        Unit::Bytes,
+        "verified chunk bytes returned by reads"
+    );
     describe_counter!(WRITE_OPS, "chunk write calls");
     describe_counter!(READ_OPS, "chunk read calls");
     describe_counter!(SEALS, "chunks sealed (durable)");

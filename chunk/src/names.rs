@@ -47,7 +47,10 @@ pub fn classify(name: &str) -> Kind {
     if name.ends_with(TMP_EXT) {
         return Kind::Temp;
     }
-    if let Some(stem) = name.strip_suffix(NEW_EXT).and_then(|n| n.strip_suffix(DATA_EXT)) {
+    if let Some(stem) = name
+        .strip_suffix(NEW_EXT)
+        .and_then(|n| n.strip_suffix(DATA_EXT))
+    {
         return ChunkId::from_file_stem(stem).map_or(Kind::Unknown, Kind::DataNew);
     }
     if let Some(stem) = name.strip_suffix(DATA_EXT) {

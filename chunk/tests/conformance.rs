@@ -33,7 +33,10 @@ async fn put(s: &impl ChunkStore, id: u64, v: u64, len: usize, frame: usize) -> 
 }
 
 async fn read_all(s: &impl ChunkStore, id: u64, v: u64, len: usize) -> Vec<u8> {
-    s.read(cref(id, v), 0, len as u64).await.expect("read").to_vec()
+    s.read(cref(id, v), 0, len as u64)
+        .await
+        .expect("read")
+        .to_vec()
 }
 
 pub async fn write_seal_read_any_range<H: Harness>(h: &H) {
@@ -51,15 +54,26 @@ pub async fn write_seal_read_any_range<H: Harness>(h: &H) {
         (len - 7, 7),
         (12_345, 64 * KIB * 2 + 3),
     ] {
-        let got = s.read(cref(1, 1), off as u64, l as u64).await.expect("range");
+        let got = s
+            .read(cref(1, 1), off as u64, l as u64)
+            .await
+            .expect("range");
         assert_eq!(&got[..], &data[off..off + l], "range {off}+{l}");
     }
     // Zero-length reads return nothing and change nothing, anywhere inside or at the end.
     assert!(s.read(cref(1, 1), 0, 0).await.expect("empty").is_empty());
-    assert!(s.read(cref(1, 1), len as u64, 0).await.expect("empty").is_empty());
+    assert!(s
+        .read(cref(1, 1), len as u64, 0)
+        .await
+        .expect("empty")
+        .is_empty());
     // An empty chunk and a chunk of exactly N blocks.
     put(&s, 2, 1, 0, 1).await;
-    assert!(s.read(cref(2, 1), 0, 0).await.expect("empty chunk").is_empty());
+    assert!(s
+        .read(cref(2, 1), 0, 0)
+        .await
+        .expect("empty chunk")
+        .is_empty());
     let exact = put(&s, 3, 1, 2 * 64 * KIB, 64 * KIB).await;
     assert_eq!(read_all(&s, 3, 1, exact.len()).await, exact);
     let ids: Vec<u64> = s.list().iter().map(|c| c.id.get()).collect();
@@ -90,7 +104,11 @@ pub async fn reopen_serves_sealed_and_drops_unsealed<H: Harness>(h: &H) {
         s.read(cref(8, 1), 0, 10).await,
         Err(ChunkError::NotFound(_))
     ));
-    assert!(h.names().iter().all(|n| !n.ends_with(".tmp")), "{:?}", h.names());
+    assert!(
+        h.names().iter().all(|n| !n.ends_with(".tmp")),
+        "{:?}",
+        h.names()
+    );
 }
 
 pub async fn bad_input_is_refused_and_changes_nothing<H: Harness>(h: &H) {
@@ -98,7 +116,10 @@ pub async fn bad_input_is_refused_and_changes_nothing<H: Harness>(h: &H) {
     let data = put(&s, 1, 2, 70_000, 4096).await;
     let before = h.names();
     let err = |r: Result<Bytes, ChunkError>| r.expect_err("must fail");
-    assert!(matches!(err(s.read(cref(9, 1), 0, 1).await), ChunkError::NotFound(_)));
+    assert!(matches!(
+        err(s.read(cref(9, 1), 0, 1).await),
+        ChunkError::NotFound(_)
+    ));
     assert!(matches!(
         err(s.read(cref(1, 1), 0, 1).await),
         ChunkError::WrongVersion { .. }
@@ -107,9 +128,18 @@ pub async fn bad_input_is_refused_and_changes_nothing<H: Harness>(h: &H) {
         err(s.read(cref(1, 3), 0, 1).await),
         ChunkError::WrongVersion { .. }
     ));
-    for (off, len) in [(70_000, 1), (69_999, 2), (80_000, 0), (u64::MAX, 2), (1, u64::MAX)] {
+    for (off, len) in [
+        (70_000, 1),
+        (69_999, 2),
+        (80_000, 0),
+        (u64::MAX, 2),
+        (1, u64::MAX),
+    ] {
         let e = err(s.read(cref(1, 2), off, len).await);
-        assert!(matches!(e, ChunkError::ReadPastEnd { .. }), "{off}+{len}: {e}");
+        assert!(
+            matches!(e, ChunkError::ReadPastEnd { .. }),
+            "{off}+{len}: {e}"
+        );
         assert!(e.to_string().contains("past the end"), "{e}");
     }
     // Creating the same or an older version of a sealed chunk is refused.
@@ -124,8 +154,14 @@ pub async fn bad_input_is_refused_and_changes_nothing<H: Harness>(h: &H) {
     // Writes to unknown, sealed or wrong-version chunks.
     let w = |id, v, off| s.write(cref(id, v), off, Bytes::from_static(b"x"));
     assert!(matches!(w(9, 1, 0).await, Err(ChunkError::NotFound(_))));
-    assert!(matches!(w(1, 2, 70_000).await, Err(ChunkError::AlreadySealed(_))));
-    assert!(matches!(s.seal(cref(9, 1)).await, Err(ChunkError::NotFound(_))));
+    assert!(matches!(
+        w(1, 2, 70_000).await,
+        Err(ChunkError::AlreadySealed(_))
+    ));
+    assert!(matches!(
+        s.seal(cref(9, 1)).await,
+        Err(ChunkError::NotFound(_))
+    ));
     // A chunk being written: bad offsets, oversize writes, double create, wrong version.
     s.create(cref(5, 1)).await.expect("create");
     assert!(matches!(
@@ -139,9 +175,18 @@ pub async fn bad_input_is_refused_and_changes_nothing<H: Harness>(h: &H) {
     s.write(cref(5, 1), 0, Bytes::from(vec![7u8; 10]))
         .await
         .expect("write");
-    assert!(matches!(w(5, 1, 0).await, Err(ChunkError::BadOffset { .. })));
-    assert!(matches!(w(5, 1, 11).await, Err(ChunkError::BadOffset { .. })));
-    assert!(matches!(w(5, 2, 10).await, Err(ChunkError::WrongVersion { .. })));
+    assert!(matches!(
+        w(5, 1, 0).await,
+        Err(ChunkError::BadOffset { .. })
+    ));
+    assert!(matches!(
+        w(5, 1, 11).await,
+        Err(ChunkError::BadOffset { .. })
+    ));
+    assert!(matches!(
+        w(5, 2, 10).await,
+        Err(ChunkError::WrongVersion { .. })
+    ));
     let big = Bytes::from(vec![0u8; 4 << 20]);
     let e = s.write(cref(5, 1), 10, big).await.expect_err("oversize");
     assert!(matches!(e, ChunkError::TooLarge { .. }), "{e}");
@@ -155,7 +200,11 @@ pub async fn bad_input_is_refused_and_changes_nothing<H: Harness>(h: &H) {
     want.extend_from_slice(&[8u8; 5]);
     assert_eq!(read_all(&s, 5, 1, 15).await, want);
     assert_eq!(read_all(&s, 1, 2, data.len()).await, data);
-    let after: Vec<String> = h.names().into_iter().filter(|n| !n.starts_with("0000000000000005")).collect();
+    let after: Vec<String> = h
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with("0000000000000005"))
+        .collect();
     assert_eq!(before, after);
 }
 
@@ -182,7 +231,11 @@ pub async fn newer_version_replaces_older<H: Harness>(h: &H) {
     assert_eq!(s.stat(ChunkId(4)).map(|c| c.version), Some(ChunkVersion(2)));
     assert_eq!(read_all(&s, 4, 2, 50_000).await, content(4, 2, 50_000));
     // A store holds one version: exactly one data file and one sidecar.
-    let files: Vec<String> = h.names().into_iter().filter(|n| !n.starts_with("quarantine/")).collect();
+    let files: Vec<String> = h
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with("quarantine/"))
+        .collect();
     assert_eq!(files.len(), 2, "{files:?}");
 }
 
@@ -196,10 +249,18 @@ pub async fn delete_respects_versions<H: Harness>(h: &H) {
     assert_eq!(s.list().len(), 1);
     assert!(s.delete(ChunkId(1), ChunkVersion(5)).await.expect("delete"));
     assert!(!s.delete(ChunkId(1), ChunkVersion(5)).await.expect("again"));
-    assert!(!s.delete(ChunkId(99), ChunkVersion(1)).await.expect("unknown"));
+    assert!(!s
+        .delete(ChunkId(99), ChunkVersion(1))
+        .await
+        .expect("unknown"));
     s.create(cref(2, 1)).await.expect("create");
-    s.write(cref(2, 1), 0, Bytes::from_static(b"abc")).await.expect("write");
-    assert!(s.delete(ChunkId(2), ChunkVersion(1)).await.expect("delete open"));
+    s.write(cref(2, 1), 0, Bytes::from_static(b"abc"))
+        .await
+        .expect("write");
+    assert!(s
+        .delete(ChunkId(2), ChunkVersion(1))
+        .await
+        .expect("delete open"));
     assert!(s.list().is_empty());
     assert_eq!(s.usage().used_bytes, 0);
     assert!(h.names().is_empty(), "{:?}", h.names());
@@ -210,21 +271,33 @@ pub async fn corrupt_block_is_caught_on_read_and_quarantined<H: Harness>(h: &H) 
     let data = put(&s, 3, 1, 300_000, 65_536).await;
     h.flip_bit("0000000000000003.chunk", 200_000);
     // Blocks before the bad one still read fine.
-    assert_eq!(&s.read(cref(3, 1), 0, 1000).await.expect("ok")[..], &data[..1000]);
-    let e = s.read(cref(3, 1), 150_000, 100_000).await.expect_err("corrupt");
+    assert_eq!(
+        &s.read(cref(3, 1), 0, 1000).await.expect("ok")[..],
+        &data[..1000]
+    );
+    let e = s
+        .read(cref(3, 1), 150_000, 100_000)
+        .await
+        .expect_err("corrupt");
     assert!(
         matches!(e, ChunkError::ChecksumMismatch { block: 3, .. }),
         "{e}"
     );
     assert!(e.to_string().contains("block 3"), "{e}");
     // Never served again, recorded for the master, files moved aside.
-    assert!(matches!(s.read(cref(3, 1), 0, 10).await, Err(ChunkError::NotFound(_))));
+    assert!(matches!(
+        s.read(cref(3, 1), 0, 10).await,
+        Err(ChunkError::NotFound(_))
+    ));
     let reports = s.take_quarantine_reports();
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].id, ChunkId(3));
     assert!(s.take_quarantine_reports().is_empty());
     let names = h.names();
-    assert!(names.iter().all(|n| n.starts_with("quarantine/")), "{names:?}");
+    assert!(
+        names.iter().all(|n| n.starts_with("quarantine/")),
+        "{names:?}"
+    );
     drop(s);
     let (s, report) = h.open(cfg()).await;
     assert_eq!(report.sealed_chunks, 0);
@@ -266,9 +339,15 @@ pub async fn damaged_files_are_quarantined_at_open<H: Harness>(h: &H) {
     assert!(q[4].1.contains("checksum mismatch"), "{q:?}");
     assert_eq!(read_all(&s, 6, 1, good.len()).await, good);
     for id in 1..=5 {
-        assert!(matches!(s.read(cref(id, 1), 0, 1).await, Err(ChunkError::NotFound(_))));
+        assert!(matches!(
+            s.read(cref(id, 1), 0, 1).await,
+            Err(ChunkError::NotFound(_))
+        ));
     }
-    assert!(h.read_raw("notes.txt").is_some(), "unknown files are left alone");
+    assert!(
+        h.read_raw("notes.txt").is_some(),
+        "unknown files are left alone"
+    );
 }
 
 pub async fn full_verify_at_open_catches_middle_blocks<H: Harness>(h: &H) {
@@ -314,7 +393,11 @@ pub async fn no_space_leaves_nothing_behind<H: Harness>(h: &H) {
     assert!(e.to_string().contains("no space"), "{e}");
     assert_eq!(s.stat(ChunkId(2)), None, "partial chunk removed");
     assert_eq!(s.usage().used_bytes, used);
-    assert!(h.names().iter().all(|n| !n.starts_with("0000000000000002")), "{:?}", h.names());
+    assert!(
+        h.names().iter().all(|n| !n.starts_with("0000000000000002")),
+        "{:?}",
+        h.names()
+    );
     // The store still works, and the space is usable again.
     put(&s, 3, 1, 500_000, 100_000).await;
     let u = s.usage();

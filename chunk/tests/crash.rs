@@ -54,9 +54,13 @@ fn crash_child() {
             let data = content(id, v, len);
             s.create(cref(id, v)).await.expect("create");
             for (i, piece) in data.chunks(FRAME).enumerate() {
-                s.write(cref(id, v), (i * FRAME) as u64, Bytes::copy_from_slice(piece))
-                    .await
-                    .expect("write");
+                s.write(
+                    cref(id, v),
+                    (i * FRAME) as u64,
+                    Bytes::copy_from_slice(piece),
+                )
+                .await
+                .expect("write");
             }
             s.seal(cref(id, v)).await.expect("seal");
             writeln!(out, "sealed {id} {v} {len}").expect("stdout");
@@ -136,9 +140,9 @@ fn sigkill_at_random_points_loses_no_sealed_chunk() {
             }
             // Everything acknowledged is there (or a newer version sealed just before the kill).
             for (id, (v, len)) in &acked {
-                let info = s.stat(ChunkId(*id)).unwrap_or_else(|| {
-                    panic!("trial {trial}: acknowledged chunk {id} v{v} lost")
-                });
+                let info = s
+                    .stat(ChunkId(*id))
+                    .unwrap_or_else(|| panic!("trial {trial}: acknowledged chunk {id} v{v} lost"));
                 assert!(info.sealed);
                 assert!(info.version.get() >= *v, "trial {trial}: {id} went back");
                 if info.version.get() == *v {

@@ -25,15 +25,22 @@ async fn try_put(s: &impl ChunkStore, id: u64, v: u64, len: usize) -> Result<(),
     let data = content(id, v, len);
     s.create(cref(id, v)).await?;
     for (i, piece) in data.chunks(40_000).enumerate() {
-        s.write(cref(id, v), (i * 40_000) as u64, Bytes::copy_from_slice(piece))
-            .await?;
+        s.write(
+            cref(id, v),
+            (i * 40_000) as u64,
+            Bytes::copy_from_slice(piece),
+        )
+        .await?;
     }
     s.seal(cref(id, v)).await.map(|_| ())
 }
 
 fn chunk_files(fs: &MemBackend, id: u64) -> Vec<String> {
     let stem = format!("{id:016x}");
-    fs.names().into_iter().filter(|n| n.starts_with(&stem)).collect()
+    fs.names()
+        .into_iter()
+        .filter(|n| n.starts_with(&stem))
+        .collect()
 }
 
 #[tokio::test]
@@ -79,7 +86,10 @@ async fn a_lost_fsync_is_detected_after_a_crash_never_served() {
     let (s, report) = open(&fs).await;
     assert_eq!(report.sealed_chunks, 0, "{report}");
     assert_eq!(report.quarantined.len(), 1, "{report}");
-    assert!(matches!(s.read(cref(4, 1), 0, 1).await, Err(ChunkError::NotFound(_))));
+    assert!(matches!(
+        s.read(cref(4, 1), 0, 1).await,
+        Err(ChunkError::NotFound(_))
+    ));
 }
 
 #[tokio::test]
@@ -131,7 +141,10 @@ async fn every_crash_point_leaves_a_whole_version_or_nothing() {
                 }
                 None => {
                     assert!(!sealed, "crash point {n}: acknowledged chunk lost");
-                    assert!(!replacing, "crash point {n}: replacement lost both versions");
+                    assert!(
+                        !replacing,
+                        "crash point {n}: replacement lost both versions"
+                    );
                 }
             }
             assert!(report.quarantined.is_empty(), "crash point {n}: {report}");
@@ -151,6 +164,9 @@ async fn bit_flip_at_rest_is_caught_on_read() {
     try_put(&s, 6, 1, 100_000).await.expect("put");
     fs.flip_bit("0000000000000006.chunk", 99_999).expect("flip");
     let e = s.read(cref(6, 1), 99_000, 1000).await.expect_err("flip");
-    assert!(matches!(e, ChunkError::ChecksumMismatch { block: 1, .. }), "{e}");
+    assert!(
+        matches!(e, ChunkError::ChecksumMismatch { block: 1, .. }),
+        "{e}"
+    );
     assert_eq!(s.take_quarantine_reports().len(), 1);
 }

@@ -226,7 +226,10 @@ mod tests {
             downstream: vec![target("127.0.0.1:7001")],
             length: 100,
         };
-        assert_eq!(WriteHeader::from_wire(&m, 1024).unwrap().downstream.len(), 1);
+        assert_eq!(
+            WriteHeader::from_wire(&m, 1024).unwrap().downstream.len(),
+            1
+        );
         assert!(WriteHeader::from_wire(&m, 99).is_err());
         m.downstream = vec![target("nope")];
         assert!(WriteHeader::from_wire(&m, 1024).is_err());

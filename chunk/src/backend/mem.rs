@@ -46,9 +46,10 @@ struct MemFs {
 
 impl MemFs {
     fn ino(&self, name: &str) -> io::Result<u64> {
-        self.dir.get(name).copied().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))
-        })
+        self.dir
+            .get(name)
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file")))
     }
     fn handle(&self, fh: FileHandle) -> io::Result<u64> {
         self.handles
@@ -144,7 +145,10 @@ impl MemBackend {
     pub fn flip_bit(&self, name: &str, offset: usize) -> io::Result<()> {
         let mut fs = self.lock();
         let ino = fs.ino(name)?;
-        let inode = fs.inodes.get_mut(&ino).ok_or_else(|| io::Error::other("lost inode"))?;
+        let inode = fs
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| io::Error::other("lost inode"))?;
         for buf in [&mut inode.data, &mut inode.synced] {
             if let Some(b) = buf.get_mut(offset) {
                 *b ^= 0x01;
@@ -177,6 +181,35 @@ impl MemBackend {
         fs.inodes.get(ino).map(|i| i.data.clone())
     }
 
+    fn write_one(&self, fh: FileHandle, offset: u64, data: Bytes) -> io::Result<()> {
+        let mut fs = self.lock();
+        fs.step()?;
+        let ino = fs.handle(fh)?;
+        if fs.take_fault(Fault::NoSpace) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let torn = fs.take_fault(Fault::TornWrite);
+        let off = usize::try_from(offset).map_err(io::Error::other)?;
+        let cur_len = fs.inodes.get(&ino).map_or(0, |i| i.data.len());
+        let grow = (off + data.len()).saturating_sub(cur_len) as u64;
+        if fs.used_bytes() + grow > fs.capacity_bytes {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let keep = if torn { data.len() / 2 } else { data.len() };
+        let inode = fs
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| io::Error::other("lost inode"))?;
+        if inode.data.len() < off + keep {
+            inode.data.resize(off + keep, 0);
+        }
+        inode.data[off..off + keep].copy_from_slice(&data[..keep]);
+        if torn {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+
     /// Every name in the directory, including `quarantine/...`.
     pub fn names(&self) -> Vec<String> {
         self.lock().dir.keys().cloned().collect()
@@ -201,28 +234,12 @@ impl Backend for MemBackend {
         Ok(FileHandle(id))
     }
 
-    async fn write_at(&self, fh: FileHandle, offset: u64, data: Bytes) -> io::Result<()> {
-        let mut fs = self.lock();
-        fs.step()?;
-        let ino = fs.handle(fh)?;
-        if fs.take_fault(Fault::NoSpace) {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        let torn = fs.take_fault(Fault::TornWrite);
-        let off = usize::try_from(offset).map_err(io::Error::other)?;
-        let cur_len = fs.inodes.get(&ino).map_or(0, |i| i.data.len());
-        let grow = (off + data.len()).saturating_sub(cur_len) as u64;
-        if fs.used_bytes() + grow > fs.capacity_bytes {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        let keep = if torn { data.len() / 2 } else { data.len() };
-        let inode = fs.inodes.get_mut(&ino).ok_or_else(|| io::Error::other("lost inode"))?;
-        if inode.data.len() < off + keep {
-            inode.data.resize(off + keep, 0);
-        }
-        inode.data[off..off + keep].copy_from_slice(&data[..keep]);
-        if torn {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+    async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()> {
+        let mut at = offset;
+        for b in bufs {
+            let n = b.len() as u64;
+            self.write_one(fh, at, b)?;
+            at += n;
         }
         Ok(())
     }
@@ -290,7 +307,11 @@ impl Backend for MemBackend {
     async fn read_all(&self, name: &str) -> io::Result<Vec<u8>> {
         let fs = self.lock();
         let ino = fs.ino(name)?;
-        Ok(fs.inodes.get(&ino).map(|i| i.data.clone()).unwrap_or_default())
+        Ok(fs
+            .inodes
+            .get(&ino)
+            .map(|i| i.data.clone())
+            .unwrap_or_default())
     }
 
     async fn map(&self, name: &str, offset: u64, len: u64) -> io::Result<Bytes> {
@@ -301,7 +322,10 @@ impl Backend for MemBackend {
         if b > data.len() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("map {offset}+{len} past the end of a {}-byte file", data.len()),
+                format!(
+                    "map {offset}+{len} past the end of a {}-byte file",
+                    data.len()
+                ),
             ));
         }
         Ok(Bytes::copy_from_slice(&data[a..b]))

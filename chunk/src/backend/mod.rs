@@ -38,8 +38,9 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Creates (or truncates) `name` for reading and writing.
     async fn create(&self, name: &str) -> io::Result<FileHandle>;
-    /// Writes all of `data` at `offset`.
-    async fn write_at(&self, fh: FileHandle, offset: u64, data: Bytes) -> io::Result<()>;
+    /// Writes all of `bufs`, one after another, starting at `offset` (one vectored write where
+    /// the backend can).
+    async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()>;
     /// Makes the file's data durable (fdatasync).
     async fn sync_data(&self, fh: FileHandle) -> io::Result<()>;
     /// Closes the handle.

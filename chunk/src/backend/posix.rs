@@ -48,11 +48,8 @@ pub(crate) fn list(root: &Path) -> io::Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
-/// Maps `[offset, offset+len)` of a file read-only; the returned bytes own the mapping.
-pub(crate) fn map(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
+/// Maps `[offset, offset+len)` of a file read-only, without touching it yet.
+fn map_lazy(path: &Path, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
     let file = fs::File::open(path)?;
     let file_len = file.metadata()?.len();
     if offset.checked_add(len).is_none_or(|end| end > file_len) {
@@ -65,24 +62,45 @@ pub(crate) fn map(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
     // SAFETY: sealed chunk files are immutable: the store never writes, truncates or reuses a
     // sealed file (a new version gets a new inode via rename). Bytes are verified by crc after
     // mapping, so outside tampering is caught rather than trusted.
-    let map = unsafe {
+    unsafe {
         memmap2::MmapOptions::new()
             .offset(offset)
             .len(len_usize)
-            .populate()
-            .map(&file)?
-    };
-    Ok(Bytes::from_owner(map))
+            .map(&file)
+    }
 }
 
-/// Maps on the caller's thread when small (page faults of a small range are cheap), on the
-/// blocking pool when large.
+/// Whether every page of the mapping is in the page cache (so touching it cannot block on the
+/// disk).
+fn resident(map: &memmap2::Mmap) -> bool {
+    let page = 4096usize;
+    let addr = map.as_ptr() as usize;
+    let start = addr & !(page - 1);
+    let len = addr + map.len() - start;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: [start, start+len) lies within (the page-aligned extent of) a live mapping and
+    // `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    rc == 0 && vec.iter().all(|b| b & 1 == 1)
+}
+
+/// Maps a range and faults it in: on the caller's thread when it is already in the page cache
+/// (cheap minor faults), on the blocking pool when it must come from the disk. The returned
+/// bytes own the mapping (no copy).
 pub(crate) async fn map_async(path: PathBuf, offset: u64, len: u64) -> io::Result<Bytes> {
-    const MAP_INLINE_MAX_BYTES: u64 = 256 * 1024;
-    if len <= MAP_INLINE_MAX_BYTES {
-        map(&path, offset, len)
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let map = map_lazy(&path, offset, len)?;
+    let populate = |m: memmap2::Mmap| -> io::Result<Bytes> {
+        // Best effort: older kernels lack MADV_POPULATE_READ; then pages fault in on first touch.
+        let _ = m.advise(memmap2::Advice::PopulateRead);
+        Ok(Bytes::from_owner(m))
+    };
+    if resident(&map) {
+        populate(map)
     } else {
-        blocking(move || map(&path, offset, len)).await
+        blocking(move || populate(map)).await
     }
 }
 

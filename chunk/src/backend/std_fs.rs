@@ -61,9 +61,17 @@ posix::disk_backend_impl!(StdBackend, {
         Ok(FileHandle(id))
     }
 
-    async fn write_at(&self, fh: FileHandle, offset: u64, data: Bytes) -> io::Result<()> {
+    async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()> {
         let f = self.file(fh)?;
-        blocking(move || f.write_all_at(&data, offset)).await
+        blocking(move || {
+            let mut at = offset;
+            for b in &bufs {
+                f.write_all_at(b, at)?;
+                at += b.len() as u64;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn sync_data(&self, fh: FileHandle) -> io::Result<()> {
@@ -78,5 +86,4 @@ posix::disk_backend_impl!(StdBackend, {
             .remove(&fh.0);
         Ok(())
     }
-
 });

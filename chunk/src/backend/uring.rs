@@ -26,10 +26,25 @@ pub const THREADS_MAX: usize = 16;
 type Reply<T> = oneshot::Sender<io::Result<T>>;
 
 enum Op {
-    Create { path: PathBuf, id: u64, reply: Reply<()> },
-    WriteAt { id: u64, offset: u64, data: Bytes, reply: Reply<()> },
-    SyncData { id: u64, reply: Reply<()> },
-    Close { id: u64, reply: Reply<()> },
+    Create {
+        path: PathBuf,
+        id: u64,
+        reply: Reply<()>,
+    },
+    WriteAt {
+        id: u64,
+        offset: u64,
+        bufs: Vec<Bytes>,
+        reply: Reply<()>,
+    },
+    SyncData {
+        id: u64,
+        reply: Reply<()>,
+    },
+    Close {
+        id: u64,
+        reply: Reply<()>,
+    },
 }
 
 pub struct UringBackend {
@@ -123,11 +138,19 @@ async fn run(op: Op, files: Files) {
         Op::WriteAt {
             id,
             offset,
-            data,
+            bufs,
             reply,
         } => {
+            let want: usize = bufs.iter().map(|b| b.len()).sum();
             let r = match lookup(&files, id) {
-                Ok(f) => f.write_all_at(data, offset).await.0,
+                Ok(f) => match f.writev_at_all(bufs, Some(offset)).await.0 {
+                    Ok(n) if n == want => Ok(()),
+                    Ok(n) => Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("wrote {n} of {want} bytes"),
+                    )),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             let _ = reply.send(r);
@@ -160,16 +183,17 @@ posix::disk_backend_impl!(UringBackend, {
         let path = self.dir.path(name)?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = (n << 8) | (n % self.threads.len() as u64);
-        self.call(id, |reply| Op::Create { path, id, reply }).await?;
+        self.call(id, |reply| Op::Create { path, id, reply })
+            .await?;
         Ok(FileHandle(id))
     }
 
-    async fn write_at(&self, fh: FileHandle, offset: u64, data: Bytes) -> io::Result<()> {
+    async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()> {
         let id = fh.0;
         self.call(id, |reply| Op::WriteAt {
             id,
             offset,
-            data,
+            bufs,
             reply,
         })
         .await
@@ -184,5 +208,4 @@ posix::disk_backend_impl!(UringBackend, {
         let id = fh.0;
         self.call(id, |reply| Op::Close { id, reply }).await
     }
-
 });

@@ -30,6 +30,9 @@ struct OpenChunk {
     fh: Option<FileHandle>,
     written: u64,
     crc: CrcAccumulator,
+    /// Frames accepted but not yet handed to the backend, starting at `written - staged_bytes`.
+    staged: Vec<Bytes>,
+    staged_bytes: u64,
     pending: VecDeque<JoinHandle<io::Result<()>>>,
     /// Set once sealed or discarded; later calls on this handle find nothing.
     done: bool,
@@ -100,15 +103,27 @@ impl<B: Backend> Store<B> {
 
     fn free_bytes(&self, st: &State) -> u64 {
         let used = st.sealed_bytes + st.open_bytes;
-        let fs_free = self
-            .backend
-            .space()
-            .map_or(u64::MAX, |s| s.available_bytes);
+        let fs_free = self.backend.space().map_or(u64::MAX, |s| s.available_bytes);
         let cap_free = self
             .config
             .capacity_bytes
             .map_or(u64::MAX, |c| c.saturating_sub(used));
         fs_free.min(cap_free)
+    }
+
+    /// Hands the staged frames to the backend as one vectored write (in the background).
+    fn flush_staged(&self, oc: &mut OpenChunk) {
+        let Some(fh) = oc.fh else { return };
+        if oc.staged.is_empty() {
+            return;
+        }
+        let offset = oc.written - oc.staged_bytes;
+        let bufs = std::mem::take(&mut oc.staged);
+        oc.staged_bytes = 0;
+        let backend = self.backend.clone();
+        oc.pending.push_back(tokio::spawn(async move {
+            backend.write_at(fh, offset, bufs).await
+        }));
     }
 
     /// Waits for every write in flight; the first error wins.
@@ -132,6 +147,7 @@ impl<B: Backend> Store<B> {
             return;
         }
         oc.done = true;
+        oc.staged.clear();
         let _ = Self::drain(oc).await;
         if let Some(fh) = oc.fh.take() {
             let _ = self.backend.close(fh).await;
@@ -146,7 +162,13 @@ impl<B: Backend> Store<B> {
     }
 
     /// Turns an I/O failure of a chunk being written into its error, after discarding it.
-    async fn fail(&self, id: ChunkId, oc: &mut OpenChunk, op: &'static str, e: io::Error) -> ChunkError {
+    async fn fail(
+        &self,
+        id: ChunkId,
+        oc: &mut OpenChunk,
+        op: &'static str,
+        e: io::Error,
+    ) -> ChunkError {
         self.discard(id, oc).await;
         match ChunkError::io(op, names::data_tmp(id), e) {
             ChunkError::NoSpace { .. } => ChunkError::NoSpace {
@@ -188,7 +210,10 @@ impl<B: Backend> Store<B> {
         }
         for name in [names::data(id), names::data_new(id), names::sidecar(id)] {
             let n = self.quarantine_seq.fetch_add(1, Ordering::Relaxed);
-            let _ = self.backend.rename(&name, &names::quarantined(&name, n)).await;
+            let _ = self
+                .backend
+                .rename(&name, &names::quarantined(&name, n))
+                .await;
         }
         if let Err(e) = self.backend.sync_dir().await {
             tracing::warn!(chunk = %id, error = %e, "sync after quarantine failed");
@@ -229,6 +254,7 @@ impl<B: Backend> Store<B> {
 
     async fn seal_locked(&self, c: ChunkRef, oc: &mut OpenChunk) -> Result<ChunkInfo> {
         let id = c.id;
+        self.flush_staged(oc);
         if let Err(e) = Self::drain(oc).await {
             return Err(self.fail(id, oc, "write", e).await);
         }
@@ -246,7 +272,9 @@ impl<B: Backend> Store<B> {
             block_crcs: oc.crc.clone().finish(),
         };
         let encoded = Bytes::from(sidecar.encode());
-        if let Err(e) = durable::write_synced_temp(&*self.backend, &names::sidecar_tmp(id), encoded).await {
+        if let Err(e) =
+            durable::write_synced_temp(&*self.backend, &names::sidecar_tmp(id), encoded).await
+        {
             return Err(self.fail(id, oc, "write sidecar", e).await);
         }
         oc.fh = None;
@@ -301,6 +329,8 @@ impl<B: Backend> ChunkStore for Store<B> {
                 fh: None,
                 written: 0,
                 crc: CrcAccumulator::new(BLOCK_SIZE_BYTES),
+                staged: Vec::new(),
+                staged_bytes: 0,
                 pending: VecDeque::new(),
                 done: false,
             }));
@@ -359,19 +389,20 @@ impl<B: Backend> ChunkStore for Store<B> {
                 free_bytes: free,
             });
         }
-        let Some(fh) = oc.fh else {
-            return Err(ChunkError::NotFound(c.id));
-        };
         oc.crc.update(&data);
         oc.written = size;
-        let backend = self.backend.clone();
-        oc.pending
-            .push_back(tokio::spawn(async move { backend.write_at(fh, offset, data).await }));
+        oc.staged.push(data);
+        oc.staged_bytes += len;
+        if oc.staged_bytes >= self.config.write_batch_bytes {
+            self.flush_staged(&mut oc);
+        }
         // Bound the write-behind; surface errors of finished writes early.
         while oc.pending.len() > self.config.inflight_writes_max
             || oc.pending.front().is_some_and(|h| h.is_finished())
         {
-            let Some(h) = oc.pending.pop_front() else { break };
+            let Some(h) = oc.pending.pop_front() else {
+                break;
+            };
             let r = h
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(format!("write task failed: {e}"))));
@@ -432,14 +463,19 @@ impl<B: Backend> ChunkStore for Store<B> {
             return Ok(Bytes::new());
         }
         let (start, span_end) = sidecar.block_span(offset, length);
-        let span = match self.backend.map(&names::data(c.id), start, span_end - start).await {
+        let span = match self
+            .backend
+            .map(&names::data(c.id), start, span_end - start)
+            .await
+        {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(ChunkError::NotFound(c.id));
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 let why = format!("data file shorter than its sidecar says: {e}");
-                self.quarantine(c.id, Some(c.version), why, Some(&sidecar)).await;
+                self.quarantine(c.id, Some(c.version), why, Some(&sidecar))
+                    .await;
                 return Err(ChunkError::ChecksumMismatch {
                     chunk: c.id,
                     block: start / u64::from(sidecar.block_size),
@@ -450,7 +486,10 @@ impl<B: Backend> ChunkStore for Store<B> {
         if let Err(block) = sidecar.verify_blocks(start, &span) {
             m::checksum_failure(self.backend.kind());
             let why = format!("checksum mismatch in block {block} on read");
-            if !self.quarantine(c.id, Some(c.version), why, Some(&sidecar)).await {
+            if !self
+                .quarantine(c.id, Some(c.version), why, Some(&sidecar))
+                .await
+            {
                 // Replaced while we read: the bytes we mapped belong to the newer version.
                 return Err(ChunkError::NotFound(c.id));
             }
@@ -552,7 +591,9 @@ impl<B: Backend> ChunkStore for Store<B> {
         let used = st.sealed_bytes + st.open_bytes;
         let free = self.free_bytes(&st);
         let capacity = self.config.capacity_bytes.unwrap_or_else(|| {
-            self.backend.space().map_or(used.saturating_add(free), |s| s.total_bytes)
+            self.backend
+                .space()
+                .map_or(used.saturating_add(free), |s| s.total_bytes)
         });
         Usage {
             capacity_bytes: capacity,

@@ -24,8 +24,10 @@ pub use engine::Store;
 
 /// The default largest chunk: 64 MiB.
 pub const CHUNK_SIZE_DEFAULT_BYTES: u64 = 64 << 20;
-/// Writes of one chunk that may be in flight at once before a writer waits.
-pub const INFLIGHT_WRITES_DEFAULT: usize = 8;
+/// Backend writes of one chunk that may be in flight at once before a writer waits.
+pub const INFLIGHT_WRITES_DEFAULT: usize = 4;
+/// Frames of one chunk are gathered into vectored backend writes of about this size.
+pub const WRITE_BATCH_DEFAULT_BYTES: u64 = 2 << 20;
 
 /// How much of each chunk the recovery scan at open verifies.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -45,7 +47,10 @@ pub struct StoreConfig {
     /// Cap on the bytes this store may hold (`None`: the file system's size).
     pub capacity_bytes: Option<u64>,
     pub verify_at_open: VerifyAtOpen,
+    /// Bounds the write-behind of one chunk: at most this many batches in flight...
     pub inflight_writes_max: usize,
+    /// ...of about this many bytes each (so ≈ their product is buffered per chunk).
+    pub write_batch_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +60,7 @@ impl Default for StoreConfig {
             capacity_bytes: None,
             verify_at_open: VerifyAtOpen::Tail,
             inflight_writes_max: INFLIGHT_WRITES_DEFAULT,
+            write_batch_bytes: WRITE_BATCH_DEFAULT_BYTES,
         }
     }
 }

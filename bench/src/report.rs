@@ -1,0 +1,32 @@
+//! Shared output helpers: the machine description and the final JSON line.
+use serde_json::{Map, Value};
+
+/// Prints the hardware and settings a run used (to stdout, before the figures).
+pub fn print_machine(dir: &std::path::Path) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "machine: {cores} cores, kernel {}, data dir {}",
+        kernel.trim(),
+        dir.display()
+    );
+}
+
+/// Rounds to one decimal for readable JSON.
+pub fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Rounds to three decimals (ratios).
+pub fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Prints the one-line JSON result; must be the last line on stdout.
+pub fn print_json(fields: Vec<(&str, Value)>) {
+    let mut m = Map::new();
+    for (k, v) in fields {
+        m.insert(k.to_string(), v);
+    }
+    println!("{}", Value::Object(m));
+}

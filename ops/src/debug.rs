@@ -1,0 +1,50 @@
+//! `shale debug ...`: human-readable views of on-disk state.
+use shale_chunk::{open_disk_store, BackendChoice, StoreConfig, VerifyAtOpen};
+use std::path::Path;
+
+pub async fn chunk_store(dir: &Path, full_verify: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let config = StoreConfig {
+        chunk_size_max_bytes: 1 << 30,
+        verify_at_open: if full_verify {
+            VerifyAtOpen::Full
+        } else {
+            VerifyAtOpen::Tail
+        },
+        ..StoreConfig::default()
+    };
+    let (store, report) = open_disk_store(dir, config, BackendChoice::Auto).await?;
+    println!("store {} (backend {})", dir.display(), store.backend_kind());
+    println!("recovery: {report}");
+    let u = store.usage();
+    println!(
+        "usage: {} used, {} free of {} ({} sealed chunks)",
+        human(u.used_bytes),
+        human(u.free_bytes),
+        human(u.capacity_bytes),
+        u.sealed_chunks
+    );
+    for c in store.list() {
+        println!(
+            "  {:016x} {} {:>12} bytes",
+            c.id.get(),
+            c.version,
+            c.length_bytes
+        );
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
