@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod chunk_store;
+mod raftlog;
 mod report;
 
 #[derive(Parser)]
@@ -17,6 +18,8 @@ enum Cmd {
     /// Chunk store: io_uring store vs std::fs+fdatasync writes, mmap+verify vs read() reads,
     /// 64 KiB random-read latency.
     ChunkStore(chunk_store::Args),
+    /// Raft log: durable appends/s with 1 and 64 proposers vs write+fdatasync per entry.
+    Raftlog(raftlog::Args),
 }
 
 fn main() {
@@ -36,6 +39,9 @@ fn main() {
     };
     let res = match cli.cmd {
         Cmd::ChunkStore(a) => rt.block_on(chunk_store::run(a)),
+        Cmd::Raftlog(a) => rt
+            .block_on(raftlog::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
     };
     if let Err(e) = res {
         eprintln!("error: {e}");

@@ -48,3 +48,11 @@ fn human(bytes: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+pub fn raftlog(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()).into());
+    }
+    print!("{}", shale_meta::raftlog::dump::dump(dir, None)?);
+    Ok(())
+}

@@ -31,6 +31,11 @@ enum DebugCmd {
         #[arg(long)]
         full_verify: bool,
     },
+    /// Print every segment and record of a raft log directory (read-only).
+    Raftlog {
+        /// The log directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
             Cmd::Debug(DebugCmd::ChunkStore { dir, full_verify }) => {
                 debug::chunk_store(&dir, full_verify).await
             }
+            Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir),
         }
     });
     match res {

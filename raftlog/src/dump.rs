@@ -4,9 +4,12 @@ use crate::segment;
 use std::fmt::Write;
 use std::path::Path;
 
+/// Renders one record's payload for [`dump`].
+pub type ShowPayload<'a> = &'a dyn Fn(Kind, &[u8]) -> String;
+
 /// Prints every segment and record. `show` renders a payload (e.g. a decoded entry); without
 /// it, payloads are shown as length and a hex prefix.
-pub fn dump(dir: &Path, show: Option<&dyn Fn(Kind, &[u8]) -> String>) -> std::io::Result<String> {
+pub fn dump(dir: &Path, show: Option<ShowPayload<'_>>) -> std::io::Result<String> {
     let mut out = String::new();
     let mut names: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
@@ -43,7 +46,11 @@ pub fn dump(dir: &Path, show: Option<&dyn Fn(Kind, &[u8]) -> String>) -> std::io
                     pos += n;
                 }
                 Err(e) => {
-                    let _ = writeln!(out, "  @{pos:<10} DAMAGED: {e} ({} bytes to the end)", buf.len() - pos);
+                    let _ = writeln!(
+                        out,
+                        "  @{pos:<10} DAMAGED: {e} ({} bytes to the end)",
+                        buf.len() - pos
+                    );
                     break;
                 }
             }

@@ -227,7 +227,15 @@ mod tests {
         st.truncate(4);
         assert_eq!(st.last_index(), Some(3));
         // A location report for the truncated 5 is ignored; a new 4 can be appended.
-        st.publish(5, seq5, Loc { segment: 1, offset: 0, len: 1 });
+        st.publish(
+            5,
+            seq5,
+            Loc {
+                segment: 1,
+                offset: 0,
+                len: 1,
+            },
+        );
         assert!(st.find(5, 5).is_empty());
         st.insert(4, b("y"), None);
         st.purge(2, Bytes::from_static(b"id2"));
@@ -244,7 +252,15 @@ mod tests {
         st.active_segment = 1;
         let s1 = st.insert(1, b("aaaa"), None);
         st.insert(2, b("bbbb"), None);
-        st.publish(1, s1, Loc { segment: 1, offset: 24, len: 4 });
+        st.publish(
+            1,
+            s1,
+            Loc {
+                segment: 1,
+                offset: 24,
+                len: 4,
+            },
+        );
         assert!(matches!(st.find(1, 1)[0].1, Found::OnDisk(_)));
         assert!(matches!(st.find(2, 2)[0].1, Found::Cached(_)));
         assert_eq!(st.cached_bytes(), 4);
@@ -260,6 +276,10 @@ mod tests {
         st.purge(2, Bytes::new());
         assert_eq!(st.deletable_segments(), vec![1]);
         st.purge(4, Bytes::new());
-        assert_eq!(st.deletable_segments(), vec![1, 2], "active segment 3 stays");
+        assert_eq!(
+            st.deletable_segments(),
+            vec![1, 2],
+            "active segment 3 stays"
+        );
     }
 }

@@ -8,9 +8,9 @@
 use crate::error::{LogError, Result};
 use crate::flusher::{Cmd, Done, EntryPos, Flusher};
 use crate::index::{Found, State};
+use crate::metrics as m;
 use crate::record::{self, Kind, BATCH_RECORD_BYTES, PAYLOAD_MAX_BYTES, SEGMENT_HEADER_BYTES};
 use crate::segment::{self, OpenReport};
-use crate::metrics as m;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fs::File;
@@ -115,7 +115,12 @@ impl RaftLog {
     }
 
     fn check_running(&self) -> Result<()> {
-        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        match self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             Some(why) => Err(LogError::Stopped(why.clone())),
             None => Ok(()),
         }
@@ -385,7 +390,10 @@ impl RaftLog {
         };
         let (r, _) = record::decode(&buf).map_err(|e| corrupt(e.to_string()))?;
         if r.kind != Kind::Append || r.index != index {
-            return Err(corrupt(format!("expected entry {index}, found {} {}", r.kind, r.index)));
+            return Err(corrupt(format!(
+                "expected entry {index}, found {} {}",
+                r.kind, r.index
+            )));
         }
         Ok(Bytes::copy_from_slice(r.payload))
     }

@@ -14,7 +14,10 @@ pub fn describe() {
     describe_counter!(APPEND_BYTES, Unit::Bytes, "bytes of log entries appended");
     describe_counter!(FSYNCS, "fdatasync calls of the log");
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "fdatasync latency");
-    describe_histogram!(BATCH_WRITES, "writes made durable by one fsync (group commit)");
+    describe_histogram!(
+        BATCH_WRITES,
+        "writes made durable by one fsync (group commit)"
+    );
     describe_histogram!(BATCH_BYTES, Unit::Bytes, "bytes written by one batch");
 }
 

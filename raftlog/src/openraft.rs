@@ -1,10 +1,14 @@
 //! The only file that names openraft's traits: [`LogStore`] implements `RaftLogStorage` and
 //! `RaftLogReader` over [`RaftLog`] for any type config, serializing entries, votes and log ids
 //! with postcard (compact, not self-describing; the record format carries the version).
+// openraft's own error type is large; these functions return it as openraft's traits require.
+#![allow(clippy::result_large_err)]
 use crate::log::RaftLog;
 use bytes::Bytes;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{LogId, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError, Vote};
+use openraft::{
+    LogId, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError, Vote,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
@@ -102,9 +106,9 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StErr<C>> {
         let last_purged_log_id = match self.log.purged() {
-            Some((_, id)) => Some(
-                dec::<LogId<C::NodeId>>(&id).map_err(|e| StorageIOError::read_logs(&e))?,
-            ),
+            Some((_, id)) => {
+                Some(dec::<LogId<C::NodeId>>(&id).map_err(|e| StorageIOError::read_logs(&e))?)
+            }
             None => None,
         };
         let last_log_id = match self.log.last_index() {
@@ -140,7 +144,10 @@ where
         }
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StErr<C>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<C::NodeId>>,
+    ) -> Result<(), StErr<C>> {
         let b = enc(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.log
             .save_committed(b)

@@ -85,7 +85,7 @@ impl fmt::Display for Kind {
             Kind::Truncate => "truncate",
             Kind::Purge => "purge",
         };
-        f.write_str(s)
+        f.pad(s)
     }
 }
 
@@ -168,7 +168,7 @@ pub fn decode(b: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     }
     let body_len = u32_at(b, 0);
     let body = body_len as usize;
-    if body < RECORD_HEADER_BYTES - 8 || body > RECORD_HEADER_BYTES - 8 + PAYLOAD_MAX_BYTES {
+    if !(RECORD_HEADER_BYTES - 8..=RECORD_HEADER_BYTES - 8 + PAYLOAD_MAX_BYTES).contains(&body) {
         return Err(RecordError::Length(body_len));
     }
     if 8 + body > b.len() {

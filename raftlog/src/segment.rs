@@ -105,7 +105,12 @@ fn apply(st: &mut State, seg: u64, offset: u64, r: &record::Record<'_>) {
             if let Some(from) = st.check_next(r.index) {
                 // Cannot happen from this log's own writes (an overwrite writes a Truncate
                 // record first); accept it the same way the live log would.
-                tracing::warn!(segment = seg, offset, index = r.index, "replay: implicit overwrite");
+                tracing::warn!(
+                    segment = seg,
+                    offset,
+                    index = r.index,
+                    "replay: implicit overwrite"
+                );
                 st.truncate(from);
             }
             let loc = Loc {
@@ -125,7 +130,12 @@ fn apply(st: &mut State, seg: u64, offset: u64, r: &record::Record<'_>) {
 /// Replays every segment into `st`. Returns the next batch sequence number and the active
 /// segment's length. A damaged record in the last segment with no later batch after it is a
 /// torn tail and is cut off; any other damage is [`LogError::Corrupt`].
-pub fn replay(dir: &Path, seqs: &[u64], st: &mut State, report: &mut OpenReport) -> Result<(u64, u64)> {
+pub fn replay(
+    dir: &Path,
+    seqs: &[u64],
+    st: &mut State,
+    report: &mut OpenReport,
+) -> Result<(u64, u64)> {
     let mut batch_seq = 0u64;
     let mut active_len = 0u64;
     for (i, &seq) in seqs.iter().enumerate() {

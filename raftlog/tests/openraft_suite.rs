@@ -1,5 +1,7 @@
 //! openraft's storage conformance suite (`Suite::test_all`) against `LogStore`, with a small
 //! in-memory state machine (the suite tests a log store and a state machine together).
+// openraft's StorageError is large; the suite returns it.
+#![allow(clippy::result_large_err)]
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
@@ -26,10 +28,12 @@ struct SmData {
     values: Vec<String>,
 }
 
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Sm {
     data: Arc<Mutex<SmData>>,
-    snapshot: Arc<Mutex<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>>>,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
