@@ -1,5 +1,15 @@
-//! Shale's master: namespace and chunk map as a Raft state machine (arrives with the
-//! replicated-master issue). Today it only re-exports the Raft log it will be built on.
+//! Shale's master.
+//!
+//! * [`path`]: path validation (pure);
+//! * [`sm`]: the state machine — namespace, files under construction, chunk map, garbage,
+//!   chunkserver registry — changed only by `MetaState::apply` (pure, deterministic);
+//! * [`placement`]: choosing chunkservers for a chunk (pure);
+//! * [`snapshot`]: the versioned, checksummed snapshot format of the state.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod path;
+pub mod placement;
+pub mod sm;
+pub mod snapshot;
 
 pub use shale_raftlog as raftlog;

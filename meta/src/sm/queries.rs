@@ -1,0 +1,158 @@
+//! Read-only questions to the master state (served without going through the log).
+use super::{InodeKind, MetaError, MetaState, ServerInfo, Stat};
+use crate::path;
+use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
+
+/// Most entries one `list` call returns.
+pub const LIST_LIMIT_MAX: usize = 10_000;
+
+/// A complete file's chunks, for readers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChunks {
+    pub file: InodeId,
+    pub length: u64,
+    pub chunk_size_bytes: u64,
+    pub replication: u8,
+    pub chunks: Vec<(ChunkId, ChunkVersion)>,
+}
+
+/// Counts for status pages and memory measurements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub files: u64,
+    pub dirs: u64,
+    pub chunks: u64,
+    pub under_construction: u64,
+    pub garbage_chunks: u64,
+    pub chunkservers: u64,
+}
+
+impl MetaState {
+    fn stat_inode(&self, id: InodeId) -> Option<Stat> {
+        let i = self.inodes.get(&id)?;
+        Some(match &i.kind {
+            InodeKind::Dir(e) => Stat {
+                inode: id,
+                is_dir: true,
+                length: 0,
+                mtime_ms: i.mtime_ms,
+                replication: 0,
+                chunk_size_bytes: 0,
+                chunks: 0,
+                entries: e.len() as u64,
+            },
+            InodeKind::File(f) => Stat {
+                inode: id,
+                is_dir: false,
+                length: f.length,
+                mtime_ms: i.mtime_ms,
+                replication: f.replication,
+                chunk_size_bytes: f.chunk_size_bytes(),
+                chunks: f.chunks.len() as u32,
+                entries: 0,
+            },
+        })
+    }
+
+    pub fn stat(&self, p: &str) -> Result<Stat, MetaError> {
+        let id = self.resolve(&path::components(p)?)?;
+        self.stat_inode(id)
+            .ok_or_else(|| MetaError::NotFound(p.to_string()))
+    }
+
+    /// Up to `limit` entries of a directory after `start_after` (exclusive), in name order, and
+    /// whether more follow.
+    pub fn list(
+        &self,
+        p: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, Stat)>, bool), MetaError> {
+        let id = self.resolve(&path::components(p)?)?;
+        let entries = self
+            .entries(id)
+            .ok_or_else(|| MetaError::NotADirectory(p.to_string()))?;
+        let limit = limit.clamp(1, LIST_LIMIT_MAX);
+        let range = match start_after {
+            Some(s) => {
+                entries.range::<str, _>((std::ops::Bound::Excluded(s), std::ops::Bound::Unbounded))
+            }
+            None => entries.range::<str, _>(..),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for (name, child) in range {
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(s) = self.stat_inode(*child) {
+                out.push((name.to_string(), s));
+            }
+        }
+        Ok((out, more))
+    }
+
+    /// The chunks of a complete file.
+    pub fn file_chunks(&self, p: &str) -> Result<FileChunks, MetaError> {
+        let id = self.resolve(&path::components(p)?)?;
+        match self.inodes.get(&id).map(|i| &i.kind) {
+            Some(InodeKind::File(f)) => Ok(FileChunks {
+                file: id,
+                length: f.length,
+                chunk_size_bytes: f.chunk_size_bytes(),
+                replication: f.replication,
+                chunks: f
+                    .chunks
+                    .iter()
+                    .map(|c| {
+                        (
+                            *c,
+                            self.chunks.get(c).map_or(ChunkVersion(0), |m| m.version),
+                        )
+                    })
+                    .collect(),
+            }),
+            _ => Err(MetaError::IsADirectory(p.to_string())),
+        }
+    }
+
+    /// The current version of a live chunk.
+    pub fn chunk_version(&self, id: ChunkId) -> Option<ChunkVersion> {
+        self.chunks.get(&id).map(|m| m.version)
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = (&NodeId, &ServerInfo)> {
+        self.servers.iter()
+    }
+
+    pub fn garbage(&self) -> impl Iterator<Item = (&ChunkId, &ChunkVersion)> {
+        self.garbage.iter()
+    }
+
+    pub fn default_chunk_size_bytes(&self) -> u64 {
+        1 << self.chunk_size_log2
+    }
+
+    pub fn default_replication(&self) -> u8 {
+        self.replication
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            chunks: self.chunks.len() as u64,
+            under_construction: self.pending.len() as u64,
+            garbage_chunks: self.garbage.len() as u64,
+            chunkservers: self.servers.len() as u64,
+            ..Counts::default()
+        };
+        for i in self.inodes.values() {
+            match i.kind {
+                InodeKind::Dir(_) => c.dirs += 1,
+                InodeKind::File(_) => c.files += 1,
+            }
+        }
+        c.files -= c.under_construction;
+        c
+    }
+}

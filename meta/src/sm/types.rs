@@ -1,0 +1,216 @@
+//! Commands, replies, errors and the records of the master state. Everything here is
+//! serialized into the Raft log or a snapshot: change only with a format version bump.
+use serde::{Deserialize, Serialize};
+use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
+use std::collections::BTreeMap;
+
+/// Who holds a writer lease: a client session id (random per client process).
+pub type Holder = u64;
+
+/// A change to the master state. The leader stamps each with the log time it is applied at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Mkdir {
+        path: String,
+        parents: bool,
+    },
+    /// Starts a file under construction (invisible until `Complete`).
+    Create {
+        path: String,
+        overwrite: bool,
+        replication: Option<u8>,
+        chunk_size_bytes: Option<u64>,
+        holder: Holder,
+        lease_ms: u64,
+    },
+    RenewLease {
+        file: InodeId,
+        holder: Holder,
+        lease_ms: u64,
+    },
+    /// Allocates chunk `index` of a file under construction on `pipeline` (chosen by the leader
+    /// from soft state: placement is not deterministic). Re-allocating an existing index keeps
+    /// the chunk id and bumps its version (older replicas become stale).
+    AllocateChunk {
+        file: InodeId,
+        holder: Holder,
+        index: u32,
+        pipeline: Vec<NodeId>,
+    },
+    /// Drops the last chunk of a file under construction.
+    AbandonChunk {
+        file: InodeId,
+        holder: Holder,
+        index: u32,
+    },
+    /// Makes the file visible atomically with its length (replacing an overwritten file).
+    Complete {
+        file: InodeId,
+        holder: Holder,
+        length: u64,
+    },
+    /// Gives up a file under construction.
+    Abandon {
+        file: InodeId,
+        holder: Holder,
+    },
+    Rename {
+        src: String,
+        dst: String,
+    },
+    Delete {
+        path: String,
+        recursive: bool,
+    },
+    SetReplication {
+        path: String,
+        replication: u8,
+    },
+    RegisterChunkserver {
+        uuid: String,
+        address: String,
+        host: String,
+        rack: Option<String>,
+        capacity_bytes: u64,
+    },
+    /// Abandons files whose writer lease expired by this command's log time.
+    ExpireLeases,
+    /// Garbage chunks whose replicas are all deleted.
+    ForgetGarbage {
+        chunks: Vec<(ChunkId, ChunkVersion)>,
+    },
+}
+
+/// The result of applying a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    Inode(InodeId),
+    Created {
+        file: InodeId,
+        lease_expires_ms: u64,
+    },
+    Lease {
+        expires_ms: u64,
+    },
+    Chunk {
+        id: ChunkId,
+        version: ChunkVersion,
+        pipeline: Vec<NodeId>,
+    },
+    Completed {
+        file: InodeId,
+        length: u64,
+    },
+    Server(NodeId),
+    Expired(u32),
+    Err(MetaError),
+}
+
+/// Why a command or query was refused. Applying a refused command changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    #[error("invalid path {path:?}: {why}")]
+    InvalidPath { path: String, why: String },
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
+    #[error("cannot move {src} into its own subtree {dst}")]
+    IntoOwnSubtree { src: String, dst: String },
+    #[error("the root directory cannot be renamed or deleted")]
+    Root,
+    #[error("{0}: no such file under construction")]
+    UnknownFile(InodeId),
+    #[error("{file}: {why}")]
+    Lease { file: InodeId, why: String },
+    #[error("{file}: bad chunk index {index}: {why}")]
+    ChunkIndex {
+        file: InodeId,
+        index: u32,
+        why: String,
+    },
+    #[error("{file}: bad length {length}: {why}")]
+    Length {
+        file: InodeId,
+        length: u64,
+        why: String,
+    },
+    #[error("bad argument: {0}")]
+    BadArgument(String),
+}
+
+/// A file or directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub parent: InodeId,
+    pub mtime_ms: u64,
+    pub kind: InodeKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InodeKind {
+    /// Entries by name (ordered, for paged listing).
+    Dir(BTreeMap<Box<str>, InodeId>),
+    File(FileMeta),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub length: u64,
+    pub replication: u8,
+    pub chunk_size_log2: u8,
+    pub chunks: Vec<ChunkId>,
+}
+
+impl FileMeta {
+    pub fn chunk_size_bytes(&self) -> u64 {
+        1u64 << self.chunk_size_log2
+    }
+}
+
+/// The writer side of a file under construction (not linked into any directory yet).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub parent: InodeId,
+    pub name: Box<str>,
+    pub holder: Holder,
+    pub expires_ms: u64,
+    pub overwrite: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    pub version: ChunkVersion,
+    pub file: InodeId,
+    pub index: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub uuid: String,
+    pub address: String,
+    pub host: String,
+    pub rack: Option<String>,
+    pub capacity_bytes: u64,
+    pub registered_ms: u64,
+}
+
+/// What `stat` says about a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    pub inode: InodeId,
+    pub is_dir: bool,
+    pub length: u64,
+    pub mtime_ms: u64,
+    pub replication: u8,
+    pub chunk_size_bytes: u64,
+    pub chunks: u32,
+    pub entries: u64,
+}

@@ -1,0 +1,113 @@
+//! Invariants of the master state, checked after every apply in debug builds and by tests.
+use super::{InodeKind, MetaState, ROOT};
+use shale_proto::InodeId;
+use std::collections::HashSet;
+
+impl MetaState {
+    /// Every invariant, or the first one broken.
+    pub fn validate(&self) -> Result<(), String> {
+        let root = self.inodes.get(&ROOT).ok_or("no root")?;
+        if root.parent != ROOT || !matches!(root.kind, InodeKind::Dir(_)) {
+            return Err("root must be a directory that is its own parent".into());
+        }
+        // Every linked inode is reached exactly once from the root, with the right parent.
+        let mut seen: HashSet<InodeId> = HashSet::from([ROOT]);
+        let mut stack = vec![ROOT];
+        while let Some(dir) = stack.pop() {
+            let Some(InodeKind::Dir(entries)) = self.inodes.get(&dir).map(|i| &i.kind) else {
+                continue;
+            };
+            for (name, child) in entries {
+                let c = self
+                    .inodes
+                    .get(child)
+                    .ok_or_else(|| format!("entry {name} of {dir} points to missing {child}"))?;
+                if c.parent != dir {
+                    return Err(format!(
+                        "{child} ({name}) has parent {} not {dir}",
+                        c.parent
+                    ));
+                }
+                if !seen.insert(*child) {
+                    return Err(format!("{child} is linked twice"));
+                }
+                if matches!(c.kind, InodeKind::Dir(_)) {
+                    stack.push(*child);
+                }
+                if self.pending.contains_key(child) {
+                    return Err(format!("{child} is linked but under construction"));
+                }
+            }
+        }
+        for (f, p) in &self.pending {
+            let Some(InodeKind::File(_)) = self.inodes.get(f).map(|i| &i.kind) else {
+                return Err(format!("pending {f} is not a file inode"));
+            };
+            if !matches!(
+                self.inodes.get(&p.parent).map(|i| &i.kind),
+                Some(InodeKind::Dir(_))
+            ) {
+                return Err(format!("pending {f} has no directory {}", p.parent));
+            }
+            if self.pending_names.get(&(p.parent, p.name.clone())) != Some(f) {
+                return Err(format!("pending {f} missing from the name index"));
+            }
+        }
+        if self.pending_names.len() != self.pending.len() {
+            return Err("pending name index out of step".into());
+        }
+        if seen.len() + self.pending.len() != self.inodes.len() {
+            return Err(format!(
+                "{} inodes, {} reachable, {} pending: orphans exist",
+                self.inodes.len(),
+                seen.len(),
+                self.pending.len()
+            ));
+        }
+        // Chunks: each live chunk belongs to exactly the file and index that list it.
+        let mut listed = 0usize;
+        for (id, inode) in &self.inodes {
+            let InodeKind::File(f) = &inode.kind else {
+                continue;
+            };
+            for (k, c) in f.chunks.iter().enumerate() {
+                let m = self
+                    .chunks
+                    .get(c)
+                    .ok_or_else(|| format!("{id} lists missing {c}"))?;
+                if m.file != *id || m.index as usize != k {
+                    return Err(format!(
+                        "{c} says {}#{} but {id}#{k} lists it",
+                        m.file, m.index
+                    ));
+                }
+                if self.garbage.contains_key(c) {
+                    return Err(format!("live {c} is also garbage"));
+                }
+                if c.get() >= self.next_chunk {
+                    return Err(format!("{c} is not below next_chunk"));
+                }
+            }
+            listed += f.chunks.len();
+            if !self.pending.contains_key(id) {
+                let n = f.chunks.len() as u64;
+                let cs = f.chunk_size_bytes();
+                let ok = (n == 0 && f.length == 0)
+                    || (n > 0 && f.length > (n - 1) * cs && f.length <= n * cs);
+                if !ok {
+                    return Err(format!("{id}: length {} does not fit {n} chunks", f.length));
+                }
+            }
+            if id.get() >= self.next_inode {
+                return Err(format!("{id} is not below next_inode"));
+            }
+        }
+        if listed != self.chunks.len() {
+            return Err(format!(
+                "{} chunks, {listed} listed by files",
+                self.chunks.len()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The snapshot format of the master state: a small versioned header, a crc32c of the body,
+//! and the body (postcard, compact and not self-describing: the header version says how to
+//! read it).
+//!
+//! | offset | size | field                       |
+//! |--------|------|-----------------------------|
+//! | 0      | 8    | magic `SHALESNP`            |
+//! | 8      | 2    | format version (1)          |
+//! | 10     | 2    | reserved, 0                 |
+//! | 12     | 4    | crc32c of the body          |
+//! | 16     | 8    | body length                 |
+//! | 24     | n    | body: `MetaState` (postcard)|
+use crate::sm::MetaState;
+
+pub const MAGIC: &[u8; 8] = b"SHALESNP";
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER_BYTES: usize = 24;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot header cut short")]
+    Short,
+    #[error("not a Shale snapshot (bad magic)")]
+    Magic,
+    #[error("unsupported snapshot format version {0}")]
+    Version(u16),
+    #[error("snapshot body is {got} bytes, header says {want}")]
+    Length { got: usize, want: u64 },
+    #[error("snapshot checksum mismatch")]
+    Crc,
+    #[error("snapshot body does not decode: {0}")]
+    Body(String),
+}
+
+pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
+    let body = postcard::to_allocvec(state).map_err(|e| SnapshotError::Body(e.to_string()))?;
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
+    if b.len() < HEADER_BYTES {
+        return Err(SnapshotError::Short);
+    }
+    if &b[..8] != MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let crc = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&b[16..24]);
+    let want = u64::from_le_bytes(len);
+    let body = &b[HEADER_BYTES..];
+    if body.len() as u64 != want {
+        return Err(SnapshotError::Length {
+            got: body.len(),
+            want,
+        });
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err(SnapshotError::Crc);
+    }
+    let state: MetaState =
+        postcard::from_bytes(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
+    state.validate().map_err(SnapshotError::Body)?;
+    Ok(state)
+}
