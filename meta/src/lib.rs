@@ -9,6 +9,8 @@
 
 pub mod path;
 pub mod placement;
+pub mod raft;
+pub mod server;
 pub mod sm;
 pub mod snapshot;
 

@@ -1,10 +1,12 @@
-//! `shale`: the one binary. Today it carries the inspection tools of the parts that exist
-//! (`shale debug ...`); servers, `shale up` and the file commands arrive with their issues.
+//! `shale`: the one binary: `shale master` (a master process) and the inspection tools
+//! (`shale debug ...`); the chunkserver, `shale up` and the file commands arrive with their
+//! issues.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod debug;
+mod master;
 
 #[derive(Parser)]
 #[command(name = "shale", version, about = "Shale: a distributed file system")]
@@ -15,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run one master (a member of the Raft group that keeps the namespace and chunk map).
+    Master(master::Args),
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async {
         match cli.cmd {
+            Cmd::Master(a) => master::run(a).await,
             Cmd::Debug(DebugCmd::ChunkStore { dir, full_verify }) => {
                 debug::chunk_store(&dir, full_verify).await
             }

@@ -19,6 +19,8 @@ pub mod generated {
 
 /// The chunk service protocol, version 1.
 pub use generated::shale::chunk::v1 as pb;
+/// The master and Raft protocols, version 1.
+pub use generated::shale::meta::v1 as metapb;
 
 pub use convert::{ChunkRef, ReadRange, WireError, WriteHeader, READ_LEN_MAX_BYTES};
 pub use ids::{ChunkId, ChunkVersion, InodeId, NodeId};

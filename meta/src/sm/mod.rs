@@ -33,6 +33,9 @@ type Res<T> = Result<T, MetaError>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
+    /// The latest log time applied; time never runs backwards in the state (a new leader with
+    /// a slower clock cannot un-expire a lease).
+    pub(crate) log_time_ms: u64,
     pub(crate) next_inode: u64,
     pub(crate) next_chunk: u64,
     pub(crate) next_server: u64,
@@ -77,6 +80,7 @@ impl MetaState {
             },
         );
         Ok(MetaState {
+            log_time_ms: 0,
             next_inode: ROOT.get() + 1,
             next_chunk: 1,
             next_server: 1,
@@ -93,6 +97,8 @@ impl MetaState {
 
     /// Applies one command at log time `now_ms`.
     pub fn apply(&mut self, cmd: &Command, now_ms: u64) -> Reply {
+        let now_ms = now_ms.max(self.log_time_ms);
+        self.log_time_ms = now_ms;
         let r = match cmd {
             Command::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
             Command::Create {

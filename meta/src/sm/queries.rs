@@ -117,6 +117,17 @@ impl MetaState {
         }
     }
 
+    /// (chunk size, replication) of a file under construction.
+    pub fn pending_file(&self, file: InodeId) -> Option<(u64, u8)> {
+        if !self.pending.contains_key(&file) {
+            return None;
+        }
+        match self.inodes.get(&file).map(|i| &i.kind) {
+            Some(InodeKind::File(f)) => Some((f.chunk_size_bytes(), f.replication)),
+            _ => None,
+        }
+    }
+
     /// The current version of a live chunk.
     pub fn chunk_version(&self, id: ChunkId) -> Option<ChunkVersion> {
         self.chunks.get(&id).map(|m| m.version)
@@ -128,6 +139,16 @@ impl MetaState {
 
     pub fn garbage(&self) -> impl Iterator<Item = (&ChunkId, &ChunkVersion)> {
         self.garbage.iter()
+    }
+
+    /// The latest log time applied.
+    pub fn log_time_ms(&self) -> u64 {
+        self.log_time_ms
+    }
+
+    /// Whether any file is under construction (lease expiry has work to do).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn default_chunk_size_bytes(&self) -> u64 {

@@ -1,0 +1,304 @@
+//! The master process: Raft node + MasterService + RaftService on one gRPC port.
+//!
+//! Writes go through Raft on the leader (followers answer UNAVAILABLE with the leader's address
+//! in the `shale-leader` metadata). Reads are linearizable by default (a shared ReadIndex round,
+//! [`reads`]); a request may ask for a follower read instead. Chunkserver heartbeats land on
+//! every master and feed the soft state ([`soft`]).
+use crate::raft::network::{Network, RaftServer, RAFT_MESSAGE_MAX_BYTES};
+use crate::raft::store::SmStore;
+use crate::raft::types::{MasterRaft, Node, Request};
+use crate::sm::{Command, MetaError, Reply};
+use openraft::error::{ClientWriteError, RaftError};
+use shale_proto::metapb::master_service_server::MasterServiceServer;
+use shale_proto::metapb::raft_service_server::RaftServiceServer;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::Status;
+
+pub mod reads;
+mod service;
+pub mod soft;
+
+/// Largest MasterService message (a heartbeat's full chunk report can be large).
+pub const MESSAGE_MAX_BYTES: usize = 64 << 20;
+
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    pub id: u64,
+    /// The address other masters and clients reach this one at (host:port).
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    /// Initial voting masters (id → address); empty: wait to be bootstrapped or added.
+    pub peers: BTreeMap<u64, String>,
+    pub chunk_size_bytes: u64,
+    pub replication: u8,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and compact the log) every this many applied entries.
+    pub snapshot_every: u64,
+    pub timeouts: soft::Timeouts,
+}
+
+impl MasterConfig {
+    pub fn new(id: u64, advertise: String, data_dir: PathBuf) -> Self {
+        MasterConfig {
+            id,
+            advertise,
+            data_dir,
+            peers: BTreeMap::new(),
+            chunk_size_bytes: 64 << 20,
+            replication: 3,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
+            snapshot_every: 10_000,
+            timeouts: soft::Timeouts::default(),
+        }
+    }
+}
+
+/// One running master.
+pub struct Master {
+    pub id: u64,
+    pub raft: MasterRaft,
+    pub sm: SmStore,
+    pub soft: Mutex<soft::Soft>,
+    pub reads: reads::ReadBarrier,
+    pub config: MasterConfig,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Maps a refused command to a gRPC status (one place for all of them).
+pub fn status_of(e: &MetaError) -> Status {
+    let msg = e.to_string();
+    match e {
+        MetaError::InvalidPath { .. }
+        | MetaError::BadArgument(_)
+        | MetaError::Length { .. }
+        | MetaError::ChunkIndex { .. } => Status::invalid_argument(msg),
+        MetaError::NotFound(_) | MetaError::UnknownFile(_) => Status::not_found(msg),
+        MetaError::AlreadyExists(_) => Status::already_exists(msg),
+        MetaError::NotADirectory(_)
+        | MetaError::IsADirectory(_)
+        | MetaError::NotEmpty(_)
+        | MetaError::IntoOwnSubtree { .. }
+        | MetaError::Root
+        | MetaError::Lease { .. } => Status::failed_precondition(msg),
+    }
+}
+
+impl Master {
+    /// The current leader, if known: (id, address).
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// UNAVAILABLE naming the leader (in the message and the `shale-leader` metadata).
+    pub fn not_leader(&self) -> Status {
+        match self.leader() {
+            Some((id, addr)) if id != self.id => {
+                let mut s = Status::unavailable(format!(
+                    "master {} is not the leader; the leader is master {id} at {addr}",
+                    self.id
+                ));
+                if let Ok(v) = addr.parse() {
+                    s.metadata_mut().insert("shale-leader", v);
+                }
+                s
+            }
+            _ => Status::unavailable(format!(
+                "master {} is not the leader and no leader is known yet; retry",
+                self.id
+            )),
+        }
+    }
+
+    /// Proposes a command through Raft; returns its reply once committed and applied.
+    pub async fn write(&self, cmd: Command) -> Result<Reply, Status> {
+        let req = Request {
+            cmd,
+            time_ms: now_ms(),
+        };
+        match self.raft.client_write(req).await {
+            Ok(r) => match r.data {
+                Reply::Err(e) => Err(status_of(&e)),
+                ok => Ok(ok),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_leader())
+            }
+            Err(e) => Err(Status::unavailable(format!("write failed: {e}"))),
+        }
+    }
+
+    /// Waits until a read may be served here: linearizable (leader, ReadIndex) unless a
+    /// follower read was asked for.
+    pub async fn read_ready(&self, follower_read: bool) -> Result<(), Status> {
+        if follower_read {
+            return Ok(());
+        }
+        self.reads
+            .wait(&self.raft)
+            .await
+            .map_err(|_| self.not_leader())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Forms the group from `members` if this master's log is empty; otherwise does nothing.
+    pub async fn bootstrap(&self, members: &BTreeMap<u64, String>) -> Result<(), Status> {
+        let nodes: BTreeMap<u64, Node> = members
+            .iter()
+            .map(|(id, addr)| (*id, Node::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(Status::failed_precondition(format!("bootstrap: {e}"))),
+        }
+    }
+
+    /// Adds a master: first as a learner (it catches up), then as a voter.
+    pub async fn add_master(&self, id: u64, addr: String) -> Result<(), Status> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.raft
+            .add_learner(id, Node::new(addr), true)
+            .await
+            .map_err(|e| Status::unavailable(format!("add learner {id}: {e}")))?;
+        let mut voters = self.voters();
+        voters.insert(id);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| Status::unavailable(format!("add voter {id}: {e}")))?;
+        Ok(())
+    }
+
+    pub async fn remove_master(&self, id: u64) -> Result<(), Status> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let mut voters = self.voters();
+        if !voters.remove(&id) {
+            return Err(Status::not_found(format!("master {id} is not a voter")));
+        }
+        if voters.is_empty() {
+            return Err(Status::failed_precondition("cannot remove the last master"));
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| Status::unavailable(format!("remove {id}: {e}")))?;
+        Ok(())
+    }
+
+    pub fn voters(&self) -> BTreeSet<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().collect()
+    }
+}
+
+/// Starts a master on `listener` and serves until `shutdown` completes.
+pub async fn serve(
+    config: MasterConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let raft_config = openraft::Config {
+        cluster_name: "shale".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000.min(config.snapshot_every),
+        ..Default::default()
+    }
+    .validate()?;
+    let (log, report) = crate::raftlog::RaftLog::open(
+        &config.data_dir.join("raft"),
+        crate::raftlog::LogConfig::default(),
+    )?;
+    tracing::info!("master {}: raft log {report}", config.id);
+    let log_store = crate::raftlog::LogStore::new(Arc::new(log));
+    let sm = SmStore::open(
+        &config.data_dir.join("state"),
+        config.chunk_size_bytes,
+        config.replication,
+    )?;
+    let raft = MasterRaft::new(
+        config.id,
+        Arc::new(raft_config),
+        Network,
+        log_store,
+        sm.clone(),
+    )
+    .await?;
+    let master = Arc::new(Master {
+        id: config.id,
+        raft: raft.clone(),
+        sm,
+        soft: Mutex::new(soft::Soft::default()),
+        reads: reads::ReadBarrier::default(),
+        config: config.clone(),
+    });
+    if !config.peers.is_empty() {
+        master.bootstrap(&config.peers).await?;
+    }
+    let ticker = tokio::spawn(expire_leases(master.clone()));
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftServiceServer::new(RaftServer { raft: raft.clone() })
+                .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            MasterServiceServer::new(service::Svc(master.clone()))
+                .max_decoding_message_size(MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(MESSAGE_MAX_BYTES),
+        )
+        .serve_with_incoming_shutdown(tokio_stream_incoming(listener), shutdown)
+        .await;
+    ticker.abort();
+    let _ = raft.shutdown().await;
+    result.map_err(Into::into)
+}
+
+fn tokio_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// On the leader, abandons files whose writer lease expired (by log time), once a second.
+async fn expire_leases(master: Arc<Master>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let pending = master.sm.read().state.has_pending();
+        if pending && master.is_leader() {
+            if let Err(e) = master.write(Command::ExpireLeases).await {
+                tracing::debug!(error = %e, "lease expiry round failed");
+            }
+        }
+    }
+}

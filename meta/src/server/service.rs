@@ -1,0 +1,507 @@
+//! MasterService over gRPC: converts wire messages to commands and queries, and replies back.
+use super::soft::{Live, Liveness};
+use super::{status_of, Master};
+use crate::placement::{self, Candidate};
+use crate::sm::{Command, Reply, Stat};
+use shale_proto::metapb::master_service_server::MasterService;
+use shale_proto::metapb::*;
+use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+pub struct Svc(pub Arc<Master>);
+
+type R<T> = Result<Response<T>, Status>;
+
+fn file_stat(name: &str, s: &Stat) -> FileStat {
+    FileStat {
+        name: name.to_string(),
+        inode: s.inode.get(),
+        is_dir: s.is_dir,
+        length: s.length,
+        mtime_ms: s.mtime_ms,
+        replication: u32::from(s.replication),
+        chunk_size: s.chunk_size_bytes,
+        chunks: s.chunks,
+        entries: s.entries,
+    }
+}
+
+fn unexpected(r: Reply) -> Status {
+    Status::internal(format!("unexpected reply {r:?}"))
+}
+
+fn u8_arg(v: u32, what: &str) -> Result<u8, Status> {
+    u8::try_from(v).map_err(|_| Status::invalid_argument(format!("{what} {v} is out of range")))
+}
+
+impl Svc {
+    fn stat_path(&self, path: &str) -> Result<FileStat, Status> {
+        let g = self.0.sm.read();
+        let s = g.state.stat(path).map_err(|e| status_of(&e))?;
+        let name = path.rsplit('/').next().unwrap_or("");
+        Ok(file_stat(name, &s))
+    }
+
+    fn replica(&self, node: NodeId) -> Replica {
+        let g = self.0.sm.read();
+        let address = g
+            .state
+            .servers()
+            .find(|(n, _)| **n == node)
+            .map(|(_, s)| s.address.clone())
+            .unwrap_or_default();
+        Replica {
+            node_id: node.get(),
+            address,
+        }
+    }
+
+    fn status(&self) -> StatusReply {
+        let m = &self.0;
+        let metrics = m.raft.metrics().borrow().clone();
+        let role = format!("{:?}", metrics.state).to_lowercase();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let masters = membership
+            .nodes()
+            .map(|(id, n)| MasterInfo {
+                id: *id,
+                address: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let (leader, leader_address) = m.leader().unwrap_or((0, String::new()));
+        let now = Instant::now();
+        let g = m.sm.read();
+        let soft = m.soft.lock().unwrap_or_else(|p| p.into_inner());
+        let chunkservers = g
+            .state
+            .servers()
+            .map(|(id, s)| {
+                let live = soft.servers.get(id);
+                ChunkserverInfo {
+                    node_id: id.get(),
+                    address: s.address.clone(),
+                    host: s.host.clone(),
+                    rack: s.rack.clone().unwrap_or_default(),
+                    state: soft.liveness(*id, now, m.config.timeouts).as_str().into(),
+                    free_bytes: live.map_or(0, |l| l.free_bytes),
+                    capacity_bytes: s.capacity_bytes,
+                    chunks: soft.held_by(*id).len() as u64,
+                }
+            })
+            .collect();
+        let counts = g.state.counts();
+        StatusReply {
+            id: m.id,
+            role,
+            leader,
+            leader_address,
+            term: metrics.current_term,
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            masters,
+            chunkservers,
+            files: counts.files,
+            dirs: counts.dirs,
+            chunks: counts.chunks,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MasterService for Svc {
+    async fn mkdir(&self, req: Request<MkdirRequest>) -> R<FileStat> {
+        let r = req.into_inner();
+        self.0
+            .write(Command::Mkdir {
+                path: r.path.clone(),
+                parents: r.parents,
+            })
+            .await?;
+        Ok(Response::new(self.stat_path(&r.path)?))
+    }
+
+    async fn stat(&self, req: Request<PathRequest>) -> R<FileStat> {
+        let r = req.into_inner();
+        self.0.read_ready(r.follower_read).await?;
+        Ok(Response::new(self.stat_path(&r.path)?))
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> R<ListReply> {
+        let r = req.into_inner();
+        self.0.read_ready(r.follower_read).await?;
+        let g = self.0.sm.read();
+        let after = (!r.start_after.is_empty()).then_some(r.start_after.as_str());
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let (entries, more) = g
+            .state
+            .list(&r.path, after, limit)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(ListReply {
+            entries: entries.iter().map(|(n, s)| file_stat(n, s)).collect(),
+            more,
+        }))
+    }
+
+    async fn rename(&self, req: Request<RenameRequest>) -> R<Empty> {
+        let r = req.into_inner();
+        self.0
+            .write(Command::Rename {
+                src: r.src,
+                dst: r.dst,
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> R<Empty> {
+        let r = req.into_inner();
+        self.0
+            .write(Command::Delete {
+                path: r.path,
+                recursive: r.recursive,
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn set_replication(&self, req: Request<SetReplicationRequest>) -> R<Empty> {
+        let r = req.into_inner();
+        let replication = u8_arg(r.replication, "replication")?;
+        self.0
+            .write(Command::SetReplication {
+                path: r.path,
+                replication,
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create(&self, req: Request<CreateRequest>) -> R<CreateReply> {
+        let r = req.into_inner();
+        let replication = match r.replication {
+            0 => None,
+            v => Some(u8_arg(v, "replication")?),
+        };
+        let reply = self
+            .0
+            .write(Command::Create {
+                path: r.path,
+                overwrite: r.overwrite,
+                replication,
+                chunk_size_bytes: (r.chunk_size != 0).then_some(r.chunk_size),
+                holder: r.client_id,
+                lease_ms: r.lease_ms,
+            })
+            .await?;
+        let Reply::Created {
+            file,
+            lease_expires_ms,
+        } = reply
+        else {
+            return Err(unexpected(reply));
+        };
+        let g = self.0.sm.read();
+        let (chunk_size, replication) = g
+            .state
+            .pending_file(file)
+            .ok_or_else(|| Status::not_found(format!("{file} vanished")))?;
+        Ok(Response::new(CreateReply {
+            file: file.get(),
+            lease_expires_ms,
+            chunk_size,
+            replication: u32::from(replication),
+        }))
+    }
+
+    async fn renew_lease(&self, req: Request<LeaseRequest>) -> R<LeaseReply> {
+        let r = req.into_inner();
+        match self
+            .0
+            .write(Command::RenewLease {
+                file: InodeId(r.file),
+                holder: r.client_id,
+                lease_ms: r.lease_ms,
+            })
+            .await?
+        {
+            Reply::Lease { expires_ms } => Ok(Response::new(LeaseReply { expires_ms })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn allocate_chunk(&self, req: Request<AllocateChunkRequest>) -> R<AllocateChunkReply> {
+        let r = req.into_inner();
+        if !self.0.is_leader() {
+            return Err(self.0.not_leader());
+        }
+        let file = InodeId(r.file);
+        let (chunk_size, replication) =
+            self.0.sm.read().state.pending_file(file).ok_or_else(|| {
+                Status::not_found(format!("{file}: no such file under construction"))
+            })?;
+        let candidates = self.candidates();
+        let exclude: Vec<NodeId> = r.exclude.iter().map(|n| NodeId(*n)).collect();
+        let client_host = (!r.client_host.is_empty()).then_some(r.client_host.as_str());
+        let pipeline = placement::place(
+            &candidates,
+            usize::from(replication),
+            &exclude,
+            chunk_size,
+            client_host,
+        )
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        match self
+            .0
+            .write(Command::AllocateChunk {
+                file,
+                holder: r.client_id,
+                index: r.index,
+                pipeline,
+            })
+            .await?
+        {
+            Reply::Chunk {
+                id,
+                version,
+                pipeline,
+            } => Ok(Response::new(AllocateChunkReply {
+                chunk_id: id.get(),
+                version: version.get(),
+                pipeline: pipeline.into_iter().map(|n| self.replica(n)).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn abandon_chunk(&self, req: Request<AbandonChunkRequest>) -> R<Empty> {
+        let r = req.into_inner();
+        self.0
+            .write(Command::AbandonChunk {
+                file: InodeId(r.file),
+                holder: r.client_id,
+                index: r.index,
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn complete(&self, req: Request<CompleteRequest>) -> R<FileStat> {
+        let r = req.into_inner();
+        match self
+            .0
+            .write(Command::Complete {
+                file: InodeId(r.file),
+                holder: r.client_id,
+                length: r.length,
+            })
+            .await?
+        {
+            Reply::Completed { file, length } => Ok(Response::new(FileStat {
+                inode: file.get(),
+                length,
+                ..FileStat::default()
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn abandon(&self, req: Request<AbandonRequest>) -> R<Empty> {
+        let r = req.into_inner();
+        self.0
+            .write(Command::Abandon {
+                file: InodeId(r.file),
+                holder: r.client_id,
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_chunk_locations(&self, req: Request<LocationsRequest>) -> R<LocationsReply> {
+        let r = req.into_inner();
+        self.0.read_ready(r.follower_read).await?;
+        let fc = self
+            .0
+            .sm
+            .read()
+            .state
+            .file_chunks(&r.path)
+            .map_err(|e| status_of(&e))?;
+        let cs = fc.chunk_size_bytes;
+        let end = if r.length == 0 {
+            fc.length
+        } else {
+            r.offset.saturating_add(r.length).min(fc.length)
+        };
+        let (first, last) = (r.offset / cs, end.div_ceil(cs));
+        let now = Instant::now();
+        let t = self.0.config.timeouts;
+        let located: Vec<(usize, ChunkId, ChunkVersion, Vec<NodeId>)> = {
+            let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+            fc.chunks
+                .iter()
+                .enumerate()
+                .skip(first as usize)
+                .take(last.saturating_sub(first) as usize)
+                .map(|(i, (c, v))| (i, *c, *v, soft.locations(*c, *v, now, t)))
+                .collect()
+        };
+        let chunks = located
+            .into_iter()
+            .map(|(i, c, v, nodes)| ChunkLocation {
+                chunk_id: c.get(),
+                version: v.get(),
+                index: i as u32,
+                replicas: nodes.into_iter().map(|n| self.replica(n)).collect(),
+            })
+            .collect();
+        Ok(Response::new(LocationsReply {
+            file: fc.file.get(),
+            length: fc.length,
+            chunk_size: cs,
+            chunks,
+        }))
+    }
+
+    async fn register_chunkserver(&self, req: Request<RegisterRequest>) -> R<RegisterReply> {
+        let r = req.into_inner();
+        match self
+            .0
+            .write(Command::RegisterChunkserver {
+                uuid: r.uuid,
+                address: r.address,
+                host: r.host,
+                rack: (!r.rack.is_empty()).then_some(r.rack),
+                capacity_bytes: r.capacity_bytes,
+            })
+            .await?
+        {
+            Reply::Server(n) => Ok(Response::new(RegisterReply { node_id: n.get() })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> R<HeartbeatReply> {
+        let r = req.into_inner();
+        let node = NodeId(r.node_id);
+        let (known, delete) = {
+            let g = self.0.sm.read();
+            let known = g.state.servers().any(|(n, _)| *n == node);
+            // Only the leader orders deletions: replicas of garbage chunks and stale versions.
+            let delete: Vec<ReportedChunk> = if self.0.is_leader() {
+                let garbage: BTreeMap<&ChunkId, &ChunkVersion> = g.state.garbage().collect();
+                r.chunks
+                    .iter()
+                    .filter(|c| {
+                        let id = ChunkId(c.chunk_id);
+                        garbage.contains_key(&id)
+                            || g.state
+                                .chunk_version(id)
+                                .is_some_and(|v| c.version < v.get())
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (known, delete)
+        };
+        if !known {
+            return Err(Status::not_found(format!(
+                "chunkserver {node} is not registered; register first"
+            )));
+        }
+        let chunks: Vec<(ChunkId, ChunkVersion)> = r
+            .chunks
+            .iter()
+            .map(|c| (ChunkId(c.chunk_id), ChunkVersion(c.version)))
+            .collect();
+        let removed: Vec<ChunkId> = r.removed.iter().map(|c| ChunkId(*c)).collect();
+        self.0
+            .soft
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heartbeat(
+                node,
+                Live {
+                    last_seen: Instant::now(),
+                    free_bytes: r.free_bytes,
+                    used_bytes: r.used_bytes,
+                    inflight: r.inflight_writes,
+                },
+                r.full_report,
+                &chunks,
+                &removed,
+            );
+        Ok(Response::new(HeartbeatReply { delete }))
+    }
+
+    async fn status(&self, _req: Request<Empty>) -> R<StatusReply> {
+        Ok(Response::new(self.status()))
+    }
+
+    async fn add_master(&self, req: Request<MasterRequest>) -> R<StatusReply> {
+        let r = req.into_inner();
+        if r.id == 0 || !r.address.contains(':') {
+            return Err(Status::invalid_argument(
+                "add master: need an id ≥ 1 and host:port",
+            ));
+        }
+        self.0.add_master(r.id, r.address).await?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn remove_master(&self, req: Request<MasterRequest>) -> R<StatusReply> {
+        self.0.remove_master(req.into_inner().id).await?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn bootstrap(&self, req: Request<BootstrapRequest>) -> R<StatusReply> {
+        let r = req.into_inner();
+        let mut members = BTreeMap::new();
+        for m in r.masters {
+            if m.id == 0 || !m.address.contains(':') {
+                return Err(Status::invalid_argument(format!(
+                    "bootstrap: master {} at {:?} needs an id ≥ 1 and host:port",
+                    m.id, m.address
+                )));
+            }
+            members.insert(m.id, m.address);
+        }
+        if !members.contains_key(&self.0.id) {
+            return Err(Status::invalid_argument(format!(
+                "bootstrap: the members must include this master ({})",
+                self.0.id
+            )));
+        }
+        self.0.bootstrap(&members).await?;
+        Ok(Response::new(self.status()))
+    }
+}
+
+impl Svc {
+    /// Placement candidates: registered chunkservers that are alive, with their labels, free
+    /// space and load.
+    fn candidates(&self) -> Vec<Candidate> {
+        let now = Instant::now();
+        let t = self.0.config.timeouts;
+        let g = self.0.sm.read();
+        let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+        g.state
+            .servers()
+            .filter(|(id, _)| soft.liveness(**id, now, t) == Liveness::Alive)
+            .filter_map(|(id, s)| {
+                soft.servers.get(id).map(|l| Candidate {
+                    node: *id,
+                    host: s.host.clone(),
+                    rack: s.rack.clone(),
+                    free_bytes: l.free_bytes,
+                    load: l.inflight,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,207 @@
+//! Soft state (as in GFS): chunkserver liveness and load, and where replicas are. Learned from
+//! heartbeats and chunk reports on every master, never written to Raft, so a new leader knows
+//! locations at once.
+use shale_proto::{ChunkId, ChunkVersion, NodeId};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Missed heartbeats: no new replicas placed on it.
+    Stale,
+    /// Gone: its replicas no longer count.
+    Dead,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Stale => "stale",
+            Liveness::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub last_seen: Instant,
+    pub free_bytes: u64,
+    pub used_bytes: u64,
+    pub inflight: u32,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub struct Timeouts {
+    pub stale_after: Duration,
+    pub dead_after: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stale_after: Duration::from_secs(3),
+            dead_after: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Soft {
+    pub servers: HashMap<NodeId, Live>,
+    replicas: HashMap<ChunkId, Vec<(NodeId, ChunkVersion)>>,
+    held: HashMap<NodeId, HashSet<ChunkId>>,
+}
+
+impl Soft {
+    /// Records a heartbeat; with `full`, `chunks` replaces everything known of that server.
+    #[allow(clippy::too_many_arguments)]
+    pub fn heartbeat(
+        &mut self,
+        node: NodeId,
+        live: Live,
+        full: bool,
+        chunks: &[(ChunkId, ChunkVersion)],
+        removed: &[ChunkId],
+    ) {
+        self.servers.insert(node, live);
+        if full {
+            let old = self.held.remove(&node).unwrap_or_default();
+            for c in old {
+                self.drop_replica(c, node);
+            }
+        }
+        for c in removed {
+            self.drop_replica(*c, node);
+            if let Some(h) = self.held.get_mut(&node) {
+                h.remove(c);
+            }
+        }
+        for (c, v) in chunks {
+            let list = self.replicas.entry(*c).or_default();
+            list.retain(|(n, _)| *n != node);
+            list.push((node, *v));
+            self.held.entry(node).or_default().insert(*c);
+        }
+    }
+
+    fn drop_replica(&mut self, c: ChunkId, node: NodeId) {
+        if let Some(list) = self.replicas.get_mut(&c) {
+            list.retain(|(n, _)| *n != node);
+            if list.is_empty() {
+                self.replicas.remove(&c);
+            }
+        }
+    }
+
+    pub fn liveness(&self, node: NodeId, now: Instant, t: Timeouts) -> Liveness {
+        match self.servers.get(&node) {
+            None => Liveness::Dead,
+            Some(l) => {
+                let age = now.saturating_duration_since(l.last_seen);
+                if age >= t.dead_after {
+                    Liveness::Dead
+                } else if age >= t.stale_after {
+                    Liveness::Stale
+                } else {
+                    Liveness::Alive
+                }
+            }
+        }
+    }
+
+    /// Servers holding `version` of `chunk` that are not dead, alive ones first.
+    pub fn locations(
+        &self,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        now: Instant,
+        t: Timeouts,
+    ) -> Vec<NodeId> {
+        let mut out: Vec<(Liveness, NodeId)> = self
+            .replicas
+            .get(&chunk)
+            .map(|l| {
+                l.iter()
+                    .filter(|(_, v)| *v == version)
+                    .map(|(n, _)| (self.liveness(*n, now, t), *n))
+                    .filter(|(l, _)| *l != Liveness::Dead)
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|(l, n)| (*l != Liveness::Alive, *n));
+        out.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Chunks a server reported, with versions.
+    pub fn held_by(&self, node: NodeId) -> Vec<(ChunkId, ChunkVersion)> {
+        self.held
+            .get(&node)
+            .map(|h| {
+                h.iter()
+                    .filter_map(|c| {
+                        self.replicas
+                            .get(c)
+                            .and_then(|l| l.iter().find(|(n, _)| *n == node))
+                            .map(|(_, v)| (*c, *v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_liveness_and_locations() {
+        let mut s = Soft::default();
+        let t = Timeouts {
+            stale_after: Duration::from_secs(1),
+            dead_after: Duration::from_secs(5),
+        };
+        let t0 = Instant::now();
+        let live = |at| Live {
+            last_seen: at,
+            free_bytes: 1,
+            used_bytes: 0,
+            inflight: 0,
+        };
+        s.heartbeat(
+            NodeId(1),
+            live(t0),
+            true,
+            &[(ChunkId(7), ChunkVersion(2))],
+            &[],
+        );
+        s.heartbeat(
+            NodeId(2),
+            live(t0),
+            true,
+            &[(ChunkId(7), ChunkVersion(1))],
+            &[],
+        );
+        assert_eq!(
+            s.locations(ChunkId(7), ChunkVersion(2), t0, t),
+            vec![NodeId(1)]
+        );
+        assert_eq!(
+            s.liveness(NodeId(1), t0 + Duration::from_secs(2), t),
+            Liveness::Stale
+        );
+        assert_eq!(
+            s.liveness(NodeId(1), t0 + Duration::from_secs(6), t),
+            Liveness::Dead
+        );
+        assert!(s
+            .locations(ChunkId(7), ChunkVersion(2), t0 + Duration::from_secs(6), t)
+            .is_empty());
+        s.heartbeat(NodeId(1), live(t0), false, &[], &[ChunkId(7)]);
+        assert!(s.locations(ChunkId(7), ChunkVersion(2), t0, t).is_empty());
+        s.heartbeat(NodeId(2), live(t0), true, &[], &[]);
+        assert!(s.held_by(NodeId(2)).is_empty());
+    }
+}

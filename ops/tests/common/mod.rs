@@ -1,0 +1,272 @@
+//! Real-process harness: start `shale master` processes on 127.0.0.1:0, talk to them over
+//! gRPC, kill/stop/restart them. Every child is killed when its handle drops.
+#![allow(dead_code)]
+use shale_proto::metapb::master_service_client::MasterServiceClient;
+use shale_proto::metapb::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct MasterProc {
+    pub id: u64,
+    pub addr: String,
+    pub data: PathBuf,
+    pub child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl MasterProc {
+    /// Starts a master; `listen` may be `127.0.0.1:0` (the bound address is read back).
+    pub fn start(id: u64, listen: &str, data: &Path, extra: &[&str]) -> MasterProc {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shale"))
+            .args([
+                "master",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                listen,
+                "--data",
+            ])
+            .arg(data)
+            .args(&extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn shale master");
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("read the listen line");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        MasterProc {
+            id,
+            addr,
+            data: data.to_path_buf(),
+            child: Some(child),
+            extra,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Starts the same master again on the same address and data.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut again = MasterProc::start(self.id, &self.addr.clone(), &self.data.clone(), &extra);
+        self.child = again.child.take();
+    }
+}
+
+impl Drop for MasterProc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: resume a stopped child so kill and wait work.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
+        }
+        self.kill9();
+    }
+}
+
+pub async fn client(addr: &str) -> MasterServiceClient<Channel> {
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect_lazy();
+    MasterServiceClient::new(ch)
+}
+
+/// The leader's address, asked of any master, waiting (bounded) for one to be elected.
+pub async fn leader(addrs: &[String]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for a in addrs {
+            if let Ok(r) = client(a).await.status(Empty {}).await {
+                let s = r.into_inner();
+                if s.leader != 0 && addrs.contains(&s.leader_address) {
+                    if let Ok(r2) = client(&s.leader_address).await.status(Empty {}).await {
+                        if r2.into_inner().role == "leader" {
+                            return s.leader_address;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The master that last answered a leader-only call (clients cache the leader).
+static LAST_LEADER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Runs `op` against the leader, following `shale-leader` hints and retrying (bounded) while
+/// no leader is known. Returns the first non-UNAVAILABLE outcome.
+pub async fn on_leader<T, F, Fut>(addrs: &[String], mut op: F) -> Result<T, tonic::Status>
+where
+    F: FnMut(MasterServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + WAIT;
+    let cached = LAST_LEADER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .filter(|l| addrs.contains(l));
+    let mut target = cached.unwrap_or_else(|| addrs[0].clone());
+    let mut i = 0;
+    loop {
+        match op(client(&target).await).await {
+            Ok(r) => {
+                *LAST_LEADER.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+                return Ok(r.into_inner());
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                if Instant::now() > deadline {
+                    return Err(s);
+                }
+                match s
+                    .metadata()
+                    .get("shale-leader")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(l) if addrs.iter().any(|a| a == l) => target = l.to_string(),
+                    _ => {
+                        i += 1;
+                        target = addrs[i % addrs.len()].clone();
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                }
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}
+
+/// Creates and completes an empty file; returns once acknowledged.
+pub async fn touch(addrs: &[String], path: &str) -> Result<(), tonic::Status> {
+    let p = path.to_string();
+    let c = on_leader(addrs, |mut c| {
+        let p = p.clone();
+        async move {
+            c.create(CreateRequest {
+                path: p,
+                overwrite: true,
+                replication: 0,
+                chunk_size: 0,
+                client_id: 42,
+                lease_ms: 60_000,
+            })
+            .await
+        }
+    })
+    .await?;
+    on_leader(addrs, |mut cl| async move {
+        cl.complete(CompleteRequest {
+            file: c.file,
+            client_id: 42,
+            length: 0,
+        })
+        .await
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn status(addr: &str) -> StatusReply {
+    client(addr)
+        .await
+        .status(Empty {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+/// Waits (bounded) until `addr` has applied at least `index`.
+pub async fn caught_up(addr: &str, index: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = client(addr).await.status(Empty {}).await {
+            if r.into_inner().applied_index >= index {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not catch up to {index}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stats `path` on one master without a leader round trip.
+pub async fn follower_stat(addr: &str, path: &str) -> Result<FileStat, tonic::Status> {
+    client(addr)
+        .await
+        .stat(PathRequest {
+            path: path.into(),
+            follower_read: true,
+        })
+        .await
+        .map(|r| r.into_inner())
+}

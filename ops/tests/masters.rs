@@ -1,0 +1,338 @@
+//! Three real `shale master` processes: acknowledged writes survive `kill -9` of the leader, a
+//! new leader serves, the killed master restarts and catches up (through a snapshot: the log is
+//! compacted meanwhile), a SIGSTOPped follower resumes and catches up, a master is added and
+//! one removed at runtime, bad input gets clear statuses, and SIGTERM stops cleanly.
+//!
+//! One scenario in one test: multi-process tests run serially and never starve each other.
+mod common;
+
+use common::*;
+use shale_proto::metapb::*;
+use std::time::Instant;
+
+async fn files_visible(addr: &str, paths: &[String]) {
+    for p in paths {
+        let s = follower_stat(addr, p)
+            .await
+            .unwrap_or_else(|e| panic!("{p} missing on {addr}: {e}"));
+        assert!(!s.is_dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let extra = ["--snapshot-every", "40", "--election-timeout-ms", "150"];
+    let mut ms: Vec<MasterProc> = (1..=3)
+        .map(|id| {
+            MasterProc::start(
+                id,
+                "127.0.0.1:0",
+                &tmp.path().join(format!("m{id}")),
+                &extra,
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = ms.iter().map(|m| m.addr.clone()).collect();
+    let boot = BootstrapRequest {
+        masters: ms
+            .iter()
+            .map(|m| MasterInfo {
+                id: m.id,
+                address: m.addr.clone(),
+                voter: true,
+            })
+            .collect(),
+    };
+    client(&addrs[0])
+        .await
+        .bootstrap(boot.clone())
+        .await
+        .expect("bootstrap");
+    // Safe to run twice.
+    client(&addrs[0])
+        .await
+        .bootstrap(boot)
+        .await
+        .expect("bootstrap again");
+    let leader_addr = leader(&addrs).await;
+
+    // Acknowledged writes.
+    on_leader(&addrs, |mut c| async move {
+        c.mkdir(MkdirRequest {
+            path: "/d".into(),
+            parents: true,
+        })
+        .await
+    })
+    .await
+    .expect("mkdir");
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        let p = format!("/d/a{i}");
+        touch(&addrs, &p).await.expect("touch");
+        acked.push(p);
+    }
+
+    // kill -9 the leader; a new one serves; nothing acknowledged is lost.
+    let li = ms
+        .iter()
+        .position(|m| m.addr == leader_addr)
+        .expect("leader proc");
+    let killed = Instant::now();
+    ms[li].kill9();
+    let live: Vec<String> = addrs
+        .iter()
+        .filter(|a| **a != leader_addr)
+        .cloned()
+        .collect();
+    touch(&live, "/d/after-failover")
+        .await
+        .expect("write after failover");
+    println!("failover: first write {:?} after kill -9", killed.elapsed());
+    acked.push("/d/after-failover".into());
+    let new_leader = leader(&live).await;
+    assert_ne!(new_leader, leader_addr);
+    for p in &acked {
+        let p2 = p.clone();
+        on_leader(&live, |mut c| {
+            let p2 = p2.clone();
+            async move {
+                c.stat(PathRequest {
+                    path: p2,
+                    follower_read: false,
+                })
+                .await
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{p} lost after failover: {e}"));
+    }
+
+    // More writes while it is down: past the snapshot interval, so the log gets compacted and
+    // the restarted master must catch up from a snapshot.
+    for i in 0..80 {
+        let p = format!("/d/b{i}");
+        touch(&live, &p).await.expect("touch");
+        acked.push(p);
+    }
+    ms[li].restart();
+    let target = status(&new_leader).await.applied_index;
+    caught_up(&ms[li].addr, target).await;
+    files_visible(&ms[li].addr, &acked).await;
+
+    // SIGSTOP a follower, write, SIGCONT: it resumes and catches up.
+    let leader_now = leader(&addrs).await;
+    let fi = ms
+        .iter()
+        .position(|m| m.addr != leader_now)
+        .expect("a follower");
+    ms[fi].signal(libc::SIGSTOP);
+    for i in 0..30 {
+        let p = format!("/d/c{i}");
+        touch(&addrs, &p)
+            .await
+            .expect("touch with a follower stopped");
+        acked.push(p);
+    }
+    ms[fi].signal(libc::SIGCONT);
+    let target = status(&leader(&addrs).await).await.applied_index;
+    caught_up(&ms[fi].addr, target).await;
+    files_visible(&ms[fi].addr, &acked).await;
+
+    // Add master 4 at runtime, then remove master 2.
+    let m4 = MasterProc::start(4, "127.0.0.1:0", &tmp.path().join("m4"), &extra);
+    let a4 = m4.addr.clone();
+    let st = on_leader(&addrs, |mut c| {
+        let a4 = a4.clone();
+        async move { c.add_master(MasterRequest { id: 4, address: a4 }).await }
+    })
+    .await
+    .expect("add master 4");
+    assert!(st.masters.iter().any(|m| m.id == 4 && m.voter), "{st:?}");
+    ms.push(m4);
+    let all: Vec<String> = ms.iter().map(|m| m.addr.clone()).collect();
+    let target = status(&leader(&all).await).await.applied_index;
+    caught_up(&ms[3].addr, target).await;
+    files_visible(&ms[3].addr, &acked).await;
+    let st = on_leader(&all, |mut c| async move {
+        c.remove_master(MasterRequest {
+            id: 2,
+            address: String::new(),
+        })
+        .await
+    })
+    .await
+    .expect("remove master 2");
+    assert!(st.masters.iter().all(|m| m.id != 2 || !m.voter), "{st:?}");
+    let remaining: Vec<String> = ms
+        .iter()
+        .filter(|m| m.id != 2)
+        .map(|m| m.addr.clone())
+        .collect();
+    touch(&remaining, "/d/after-membership")
+        .await
+        .expect("write after changes");
+
+    bad_input(&remaining).await;
+
+    for m in ms.iter_mut() {
+        if m.id != 2 {
+            assert!(
+                m.terminate(),
+                "master {} did not stop cleanly on SIGTERM",
+                m.id
+            );
+        }
+    }
+}
+
+async fn bad_input(addrs: &[String]) {
+    use tonic::Code;
+    let code = |r: Result<_, tonic::Status>| -> (Code, String) {
+        let s: tonic::Status = match r {
+            Ok::<(), _>(()) => panic!("must fail"),
+            Err(s) => s,
+        };
+        (s.code(), s.message().to_string())
+    };
+    let before = status(&leader(addrs).await).await;
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.mkdir(MkdirRequest {
+                path: "no/leading/slash".into(),
+                parents: true,
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("invalid path"), "{m}");
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.create(CreateRequest {
+                path: "/d".into(),
+                overwrite: true,
+                replication: 0,
+                chunk_size: 0,
+                client_id: 1,
+                lease_ms: 1000,
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    assert!(m.contains("is a directory"), "{m}");
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.rename(RenameRequest {
+                src: "/d".into(),
+                dst: "/d/x/y".into(),
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert!(
+        c == Code::FailedPrecondition || c == Code::NotFound,
+        "{c:?} {m}"
+    );
+    on_leader(addrs, |mut c| async move {
+        c.mkdir(MkdirRequest {
+            path: "/d/sub".into(),
+            parents: true,
+        })
+        .await
+    })
+    .await
+    .expect("mkdir sub");
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.rename(RenameRequest {
+                src: "/d".into(),
+                dst: "/d/sub/d".into(),
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    assert!(m.contains("own subtree"), "{m}");
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.complete(CompleteRequest {
+                file: 999_999,
+                client_id: 1,
+                length: 0,
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::NotFound, "{m}");
+    // Complete without holding the lease.
+    let f = on_leader(addrs, |mut c| async move {
+        c.create(CreateRequest {
+            path: "/d/leased".into(),
+            overwrite: false,
+            replication: 1,
+            chunk_size: 0,
+            client_id: 7,
+            lease_ms: 60_000,
+        })
+        .await
+    })
+    .await
+    .expect("create");
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.complete(CompleteRequest {
+                file: f.file,
+                client_id: 8,
+                length: 0,
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    assert!(m.contains("lease"), "{m}");
+    // A chunk index that is not next (stale or ahead) is refused; so is a heartbeat from an
+    // unknown chunkserver.
+    let (c, m) = code(
+        on_leader(addrs, |mut c| async move {
+            c.abandon_chunk(AbandonChunkRequest {
+                file: f.file,
+                client_id: 7,
+                index: 3,
+            })
+            .await
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    let (c, m) = code(
+        client(&addrs[0])
+            .await
+            .heartbeat(HeartbeatRequest {
+                node_id: 77,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(c, Code::NotFound, "{m}");
+    // None of it changed the namespace.
+    let after = status(&leader(addrs).await).await;
+    assert_eq!(after.files, before.files, "refused requests created files");
+    assert_eq!(after.dirs, before.dirs + 1, "only /d/sub was added");
+}
