@@ -2,9 +2,14 @@
 //! figures as one JSON object on its last stdout line (DESIGN.md §6).
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod chunk_store;
+mod meta;
 mod raftlog;
 mod report;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 #[derive(Parser)]
 #[command(name = "shale-bench", about = "Shale benchmarks")]
@@ -20,6 +25,12 @@ enum Cmd {
     ChunkStore(chunk_store::Args),
     /// Raft log: durable appends/s with 1 and 64 proposers vs write+fdatasync per entry.
     Raftlog(raftlog::Args),
+    /// Master group: creates/s with 1 and 64 clients, stats/s, failover time, memory per
+    /// file and chunk (3 real master processes on loopback).
+    Meta(meta::Args),
+    /// (Internal: the body of a master process started by `meta`.)
+    #[command(hide = true)]
+    InternalMaster(meta::MasterArgs),
 }
 
 fn main() {
@@ -41,6 +52,12 @@ fn main() {
         Cmd::ChunkStore(a) => rt.block_on(chunk_store::run(a)),
         Cmd::Raftlog(a) => rt
             .block_on(raftlog::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::Meta(a) => rt
+            .block_on(meta::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::InternalMaster(a) => rt
+            .block_on(meta::internal_master(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
     };
     if let Err(e) = res {

@@ -82,6 +82,9 @@ fn put(s: &mut MetaState, p: &str, len: u64, now: u64) -> InodeId {
 
 /// Applies `cmd`, expects a refusal matching `want`, and checks nothing changed.
 fn refused(s: &mut MetaState, cmd: Command, now: u64, want: fn(&MetaError) -> bool) {
+    // Every applied entry advances the log clock, refused or not: advance it first so the
+    // comparison is about everything else.
+    s.apply(&Command::ForgetGarbage { chunks: vec![] }, now);
     let before = s.clone();
     match s.apply(&cmd, now) {
         Reply::Err(e) => {

@@ -7,6 +7,10 @@
 //! every waiter of the batch. Proposers that arrive while a sync runs form the next batch, so
 //! one fsync covers many appends under load.
 //!
+//! A batch that nobody waits for (only `committed`, `truncate` or `purge` records, which need
+//! no durability of their own) is written without a sync: the next synced batch covers it (one
+//! file, earlier offsets), and rotation and segment deletion sync first.
+//!
 //! After any write or sync failure the flusher stops: every later command fails (a log whose
 //! fsync failed cannot be trusted; the process must restart and recover).
 use crate::error::LogError;
@@ -175,9 +179,10 @@ impl Flusher {
                 drop(permit);
             }
         }
+        let sync = !dones.is_empty() || !positions.is_empty();
         let result = match self.stopped() {
             Some(why) => Err(io::Error::other(format!("raft log stopped: {why}"))),
-            None => self.write_and_sync(&buf),
+            None => self.write_batch_bytes(&buf, sync),
         };
         match &result {
             Ok(()) => {
@@ -203,8 +208,15 @@ impl Flusher {
         }
     }
 
-    fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_batch_bytes(&mut self, buf: &[u8], sync: bool) -> io::Result<()> {
         self.file.write_all_at(buf, self.offset)?;
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
         let t = Instant::now();
         self.file.sync_data()?;
         m::fsync(t.elapsed());
@@ -215,6 +227,8 @@ impl Flusher {
         if let Some(why) = self.stopped() {
             return Err(LogError::Stopped(why));
         }
+        self.sync()
+            .map_err(|e| LogError::io("fsync", segment::name(self.segment), e))?;
         self.file = segment::create(&self.dir, seq)?;
         self.segment = seq;
         self.offset = record::SEGMENT_HEADER_BYTES as u64;
@@ -225,6 +239,9 @@ impl Flusher {
         if let Some(why) = self.stopped() {
             return Err(LogError::Stopped(why));
         }
+        // The purge record that allows this deletion must be durable first.
+        self.sync()
+            .map_err(|e| LogError::io("fsync", segment::name(self.segment), e))?;
         for &s in seqs {
             let p = segment::path(&self.dir, s);
             match std::fs::remove_file(&p) {

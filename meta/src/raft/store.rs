@@ -9,7 +9,7 @@
 //! postcard bytes of openraft's `SnapshotMeta`, then the state (`crate::snapshot` format, with
 //! its own header and crc).
 #![allow(clippy::result_large_err)]
-use super::types::{LogId, Node, NodeId, StorageError, TypeConfig};
+use super::types::{LogId, Node, NodeId, Replies, StorageError, TypeConfig};
 use crate::sm::{MetaState, Reply};
 use crate::snapshot;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -182,7 +182,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         Ok((g.last_applied, g.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Replies>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -192,14 +192,19 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         for e in entries {
             g.last_applied = Some(e.log_id);
             match e.payload {
-                EntryPayload::Blank => out.push(Reply::Done),
+                EntryPayload::Blank => out.push(Replies::default()),
                 EntryPayload::Normal(req) => {
-                    let r = g.state.apply(&req.cmd, req.time_ms);
-                    out.push(r);
+                    let state = &mut g.state;
+                    let r: Vec<Reply> = req
+                        .cmds
+                        .iter()
+                        .map(|c| state.apply(c, req.time_ms))
+                        .collect();
+                    out.push(Replies(r));
                 }
                 EntryPayload::Membership(m) => {
                     g.membership = StoredMembership::new(Some(e.log_id), m);
-                    out.push(Reply::Done);
+                    out.push(Replies::default());
                 }
             }
         }

@@ -6,9 +6,9 @@
 //! every master and feed the soft state ([`soft`]).
 use crate::raft::network::{Network, RaftServer, RAFT_MESSAGE_MAX_BYTES};
 use crate::raft::store::SmStore;
-use crate::raft::types::{MasterRaft, Node, Request};
+use crate::raft::types::{MasterRaft, Node};
 use crate::sm::{Command, MetaError, Reply};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use shale_proto::metapb::master_service_server::MasterServiceServer;
 use shale_proto::metapb::raft_service_server::RaftServiceServer;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Status;
 
+mod propose;
 pub mod reads;
 mod service;
 pub mod soft;
@@ -67,13 +68,8 @@ pub struct Master {
     pub sm: SmStore,
     pub soft: Mutex<soft::Soft>,
     pub reads: reads::ReadBarrier,
+    proposer: propose::Proposer,
     pub config: MasterConfig,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Maps a refused command to a gRPC status (one place for all of them).
@@ -128,21 +124,16 @@ impl Master {
         }
     }
 
-    /// Proposes a command through Raft; returns its reply once committed and applied.
+    /// Proposes a command through Raft (batched with concurrent ones); returns its reply once
+    /// committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<Reply, Status> {
-        let req = Request {
-            cmd,
-            time_ms: now_ms(),
-        };
-        match self.raft.client_write(req).await {
-            Ok(r) => match r.data {
-                Reply::Err(e) => Err(status_of(&e)),
-                ok => Ok(ok),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(self.not_leader())
+        match self.proposer.propose(cmd).await {
+            Ok(Reply::Err(e)) => Err(status_of(&e)),
+            Ok(ok) => Ok(ok),
+            Err(propose::ProposeError::NotLeader) => Err(self.not_leader()),
+            Err(propose::ProposeError::Failed(e)) => {
+                Err(Status::unavailable(format!("write failed: {e}")))
             }
-            Err(e) => Err(Status::unavailable(format!("write failed: {e}"))),
         }
     }
 
@@ -258,6 +249,7 @@ pub async fn serve(
         sm,
         soft: Mutex::new(soft::Soft::default()),
         reads: reads::ReadBarrier::default(),
+        proposer: propose::Proposer::start(raft.clone()),
         config: config.clone(),
     });
     if !config.peers.is_empty() {

@@ -1,0 +1,516 @@
+//! `shale-bench meta`: three real master processes on loopback (fsync on), measured from
+//! client tasks over gRPC:
+//! * create+complete of empty files with 1 and 64 concurrent clients;
+//! * linearizable stat with 64 clients (ReadIndex rounds shared by concurrent reads);
+//! * failover: `kill -9` the leader under write load, time from the kill to the first
+//!   successful write (several trials; the killed master restarts and catches up in between);
+//! * memory of the master state per file and per chunk, with ≥ 1 M chunks, measured in this
+//!   process with a counting allocator on the same state-machine code the masters run.
+//!
+//! The master processes are this binary re-executed with the hidden `internal-master`
+//! subcommand (the same `shale_meta::server::serve` as `shale master`).
+use crate::report::{print_json, r1};
+use serde_json::json;
+use shale_meta::sm::{Command, MetaState, Reply};
+use shale_proto::metapb::master_service_client::MasterServiceClient;
+use shale_proto::metapb::*;
+use shale_proto::NodeId;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files created by the single client.
+    #[arg(long, default_value_t = 1000)]
+    creates_1: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: u64,
+    /// Files created by each of the concurrent clients.
+    #[arg(long, default_value_t = 150)]
+    creates_per_client: u64,
+    /// Stats issued by each of the concurrent clients.
+    #[arg(long, default_value_t = 600)]
+    stats_per_client: u64,
+    /// Failover trials.
+    #[arg(long, default_value_t = 3)]
+    failovers: u32,
+    /// Chunks in the memory measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    chunks: u64,
+    /// Where to put the masters' data (default: a temp dir under the current directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct MasterArgs {
+    #[arg(long)]
+    id: u64,
+    #[arg(long)]
+    listen: String,
+    #[arg(long)]
+    data: PathBuf,
+}
+
+/// The body of a master child process.
+pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+    let addr = listener.local_addr()?.to_string();
+    let mut config = shale_meta::server::MasterConfig::new(a.id, addr.clone(), a.data);
+    config.election_timeout_min_ms = 150;
+    config.election_timeout_max_ms = 300;
+    config.heartbeat_ms = 40;
+    println!("listening on {addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    shale_meta::server::serve(config, listener, std::future::pending()).await
+}
+
+struct Proc {
+    id: u64,
+    addr: String,
+    data: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn start(id: u64, listen: &str, data: &Path) -> Result<Proc, BoxError> {
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "internal-master",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                listen,
+                "--data",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("master {id} said {line:?}"))?
+            .to_string();
+        std::thread::spawn(move || for _ in out.lines() {});
+        Ok(Proc {
+            id,
+            addr,
+            data: data.to_path_buf(),
+            child: Some(child),
+        })
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn channel(addr: &str) -> Result<Channel, BoxError> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// A client that follows leader hints and retries (bounded) through elections.
+#[derive(Clone)]
+struct Client {
+    addrs: Arc<Vec<String>>,
+    leader: Arc<std::sync::Mutex<String>>,
+    channels: Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
+}
+
+impl Client {
+    fn new(addrs: Vec<String>) -> Client {
+        Client {
+            leader: Arc::new(std::sync::Mutex::new(addrs[0].clone())),
+            addrs: Arc::new(addrs),
+            channels: Arc::default(),
+        }
+    }
+
+    fn svc(&self, addr: &str) -> Result<MasterServiceClient<Channel>, BoxError> {
+        let mut ch = self.channels.lock().map_err(|_| "poisoned")?;
+        if let Some(c) = ch.get(addr) {
+            return Ok(MasterServiceClient::new(c.clone()));
+        }
+        let c = channel(addr)?;
+        ch.insert(addr.to_string(), c.clone());
+        Ok(MasterServiceClient::new(c))
+    }
+
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, BoxError>
+    where
+        F: Fn(MasterServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut i = 0;
+        loop {
+            let target = self.leader.lock().map_err(|_| "poisoned")?.clone();
+            match op(self.svc(&target)?).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if Instant::now() < deadline
+                        && matches!(
+                            s.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Unknown
+                                | tonic::Code::Cancelled
+                                | tonic::Code::DeadlineExceeded
+                        ) =>
+                {
+                    let hint = s
+                        .metadata()
+                        .get("shale-leader")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|h| self.addrs.iter().any(|a| a == h))
+                        .map(str::to_string);
+                    let next = hint.unwrap_or_else(|| {
+                        i += 1;
+                        self.addrs[i % self.addrs.len()].clone()
+                    });
+                    *self.leader.lock().map_err(|_| "poisoned")? = next;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(s) => return Err(Box::new(s)),
+            }
+        }
+    }
+
+    async fn touch(&self, path: String) -> Result<(), BoxError> {
+        let c = self
+            .call(|mut c| {
+                let p = path.clone();
+                async move {
+                    c.create(CreateRequest {
+                        path: p,
+                        overwrite: true,
+                        replication: 0,
+                        chunk_size: 0,
+                        client_id: 1,
+                        lease_ms: 60_000,
+                    })
+                    .await
+                }
+            })
+            .await?;
+        self.call(|mut cl| async move {
+            cl.complete(CompleteRequest {
+                file: c.file,
+                client_id: 1,
+                length: 0,
+            })
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+async fn parallel<F, Fut>(clients: u64, f: F) -> Result<Duration, BoxError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..clients).map(|k| tokio::spawn(f(k))).collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(t.elapsed())
+}
+
+async fn wait_leader(client: &Client) -> Result<(), BoxError> {
+    client
+        .call(|mut c| async move {
+            c.stat(PathRequest {
+                path: "/".into(),
+                follower_read: false,
+            })
+            .await
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Heap bytes per file and per chunk of the master state.
+fn memory(chunks: u64) -> Result<(f64, f64, u64), BoxError> {
+    const FILES: u64 = 200_000;
+    let cs: u64 = 1 << 20;
+    let mut s = MetaState::new(cs, 3).map_err(|e| e.to_string())?;
+    s.apply(
+        &Command::RegisterChunkserver {
+            uuid: "cs".into(),
+            address: "127.0.0.1:1".into(),
+            host: "h".into(),
+            rack: None,
+            capacity_bytes: 1 << 50,
+        },
+        1,
+    );
+    for d in 0..100 {
+        s.apply(
+            &Command::Mkdir {
+                path: format!("/d{d}"),
+                parents: false,
+            },
+            1,
+        );
+    }
+    let per_file_chunks = chunks.div_ceil(FILES);
+    let base = crate::alloc::live_bytes();
+    let mut files = Vec::with_capacity(FILES as usize);
+    for i in 0..FILES {
+        let r = s.apply(
+            &Command::Create {
+                path: format!("/d{}/file-{i:07}", i % 100),
+                overwrite: false,
+                replication: None,
+                chunk_size_bytes: None,
+                holder: 1,
+                lease_ms: 60_000,
+            },
+            2,
+        );
+        let Reply::Created { file, .. } = r else {
+            return Err(format!("create: {r:?}").into());
+        };
+        s.apply(
+            &Command::Complete {
+                file,
+                holder: 1,
+                length: 0,
+            },
+            2,
+        );
+        files.push(file);
+    }
+    let after_files = crate::alloc::live_bytes();
+    // Chunks: a second set of files, each with `per_file_chunks` chunks.
+    let mut n_chunks = 0u64;
+    let before_chunks = crate::alloc::live_bytes();
+    for i in 0..FILES {
+        let r = s.apply(
+            &Command::Create {
+                path: format!("/d{}/big-{i:07}", i % 100),
+                overwrite: false,
+                replication: None,
+                chunk_size_bytes: None,
+                holder: 1,
+                lease_ms: 60_000,
+            },
+            3,
+        );
+        let Reply::Created { file, .. } = r else {
+            return Err(format!("create: {r:?}").into());
+        };
+        for index in 0..per_file_chunks as u32 {
+            s.apply(
+                &Command::AllocateChunk {
+                    file,
+                    holder: 1,
+                    index,
+                    pipeline: vec![NodeId(1)],
+                },
+                3,
+            );
+            n_chunks += 1;
+        }
+        s.apply(
+            &Command::Complete {
+                file,
+                holder: 1,
+                length: per_file_chunks * cs,
+            },
+            3,
+        );
+    }
+    let after_chunks = crate::alloc::live_bytes();
+    let per_file = (after_files - base) as f64 / FILES as f64;
+    // The chunk files cost a file each too; what is left is the chunks' own cost.
+    let per_chunk =
+        ((after_chunks - before_chunks) as f64 - per_file * FILES as f64) / n_chunks as f64;
+    drop(files);
+    Ok((per_file, per_chunk, n_chunks))
+}
+
+pub async fn run(a: Args) -> Result<(), BoxError> {
+    let tmp = match &a.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir_in(".")?,
+    };
+    crate::report::print_machine(tmp.path());
+    let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
+    println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");
+
+    let mut procs = Vec::new();
+    for id in 1..=3u64 {
+        procs.push(Proc::start(
+            id,
+            "127.0.0.1:0",
+            &tmp.path().join(format!("m{id}")),
+        )?);
+    }
+    let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
+    let mut boot = MasterServiceClient::new(channel(&addrs[0])?);
+    boot.bootstrap(BootstrapRequest {
+        masters: procs
+            .iter()
+            .map(|p| MasterInfo {
+                id: p.id,
+                address: p.addr.clone(),
+                voter: true,
+            })
+            .collect(),
+    })
+    .await?;
+    let client = Client::new(addrs.clone());
+    wait_leader(&client).await?;
+    client
+        .call(|mut c| async move {
+            c.mkdir(MkdirRequest {
+                path: "/b".into(),
+                parents: true,
+            })
+            .await
+        })
+        .await?;
+
+    // 1 client.
+    let t = Instant::now();
+    for i in 0..a.creates_1 {
+        client.touch(format!("/b/one-{i}")).await?;
+    }
+    let creates_1 = a.creates_1 as f64 / t.elapsed().as_secs_f64();
+    println!("create+complete, 1 client: {creates_1:.0}/s");
+
+    // 64 clients, 8 connections.
+    let pool: Vec<Client> = (0..8).map(|_| Client::new(addrs.clone())).collect();
+    let per = a.creates_per_client;
+    let took = parallel(a.clients, |k| {
+        let c = pool[(k % 8) as usize].clone();
+        async move {
+            for i in 0..per {
+                c.touch(format!("/b/c{k}-{i}")).await?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let creates_64 = (a.clients * per) as f64 / took.as_secs_f64();
+    println!("create+complete, {} clients: {creates_64:.0}/s", a.clients);
+
+    // Stats, linearizable.
+    let per = a.stats_per_client;
+    let took = parallel(a.clients, |k| {
+        let c = pool[(k % 8) as usize].clone();
+        async move {
+            for i in 0..per {
+                let p = format!("/b/c{k}-{}", i % 150.min(per.max(1)));
+                c.call(|mut s| {
+                    let p = p.clone();
+                    async move {
+                        s.stat(PathRequest {
+                            path: p,
+                            follower_read: false,
+                        })
+                        .await
+                    }
+                })
+                .await?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let stats_64 = (a.clients * per) as f64 / took.as_secs_f64();
+    println!(
+        "stat (linearizable), {} clients: {stats_64:.0}/s",
+        a.clients
+    );
+
+    // Failover under load.
+    let mut failovers = Vec::new();
+    for trial in 0..a.failovers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok_writes = Arc::new(AtomicU64::new(0));
+        let load: Vec<_> = (0..8u64)
+            .map(|k| {
+                let (c, stop, ok) = (pool[k as usize].clone(), stop.clone(), ok_writes.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if c.touch(format!("/b/f{trial}-{k}-{i}")).await.is_ok() {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let leader = client
+            .call(|mut c| async move { c.status(Empty {}).await })
+            .await?
+            .leader_address;
+        let li = procs
+            .iter()
+            .position(|p| p.addr == leader)
+            .ok_or("leader not among the masters")?;
+        let survivors: Vec<String> = addrs.iter().filter(|a| **a != leader).cloned().collect();
+        let probe = Client::new(survivors);
+        procs[li].kill9();
+        let killed = Instant::now();
+        probe.touch(format!("/b/probe-{trial}")).await?;
+        let ms = killed.elapsed().as_secs_f64() * 1000.0;
+        println!("failover trial {trial}: first write {ms:.0} ms after kill -9");
+        failovers.push(ms);
+        stop.store(true, Ordering::Relaxed);
+        for l in load {
+            let _ = l.await;
+        }
+        // Restart the killed master on its address; let it catch up.
+        let (id, addr, data) = (procs[li].id, procs[li].addr.clone(), procs[li].data.clone());
+        procs[li] = Proc::start(id, &addr, &data)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    failovers.sort_by(f64::total_cmp);
+    let p50 = failovers.get(failovers.len() / 2).copied().unwrap_or(0.0);
+    let max = failovers.last().copied().unwrap_or(0.0);
+    print_json(vec![
+        ("bench", json!("meta")),
+        ("creates_per_s_1", json!(r1(creates_1))),
+        ("creates_per_s_64", json!(r1(creates_64))),
+        ("stats_per_s_64", json!(r1(stats_64))),
+        ("failover_ms_p50", json!(r1(p50))),
+        ("failover_ms_max", json!(r1(max))),
+        ("bytes_per_chunk", json!(r1(bytes_per_chunk))),
+        ("bytes_per_file", json!(r1(bytes_per_file))),
+        ("chunks_in_state", json!(n_chunks)),
+    ]);
+    Ok(())
+}
