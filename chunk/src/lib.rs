@@ -13,10 +13,12 @@
 
 pub mod backend;
 pub mod durable;
+pub mod durable_std;
 pub mod error;
 pub mod format;
 pub mod metrics;
 pub mod names;
+pub mod server;
 pub mod store;
 
 pub use error::{ChunkError, Result};

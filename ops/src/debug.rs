@@ -18,9 +18,9 @@ pub async fn chunk_store(dir: &Path, full_verify: bool) -> Result<(), Box<dyn st
     let u = store.usage();
     println!(
         "usage: {} used, {} free of {} ({} sealed chunks)",
-        human(u.used_bytes),
-        human(u.free_bytes),
-        human(u.capacity_bytes),
+        crate::human::size(u.used_bytes),
+        crate::human::size(u.free_bytes),
+        crate::human::size(u.capacity_bytes),
         u.sealed_chunks
     );
     for c in store.list() {
@@ -32,21 +32,6 @@ pub async fn chunk_store(dir: &Path, full_verify: bool) -> Result<(), Box<dyn st
         );
     }
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 pub fn raftlog(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -1,24 +1,73 @@
-//! `shale`: the one binary: `shale master` (a master process) and the inspection tools
-//! (`shale debug ...`); the chunkserver, `shale up` and the file commands arrive with their
-//! issues.
+//! `shale`: the one binary — servers (`master`, `chunkserver`), a local cluster (`up`), the file
+//! commands, and inspection tools (`debug`).
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod chunkserver;
 mod debug;
+mod files;
+mod human;
 mod master;
+mod up;
 
 #[derive(Parser)]
 #[command(name = "shale", version, about = "Shale: a distributed file system")]
 struct Cli {
+    /// Master addresses (host:port, comma-separated). Default: the cluster `shale up` starts.
+    #[arg(long, global = true, env = "SHALE_MASTERS", default_value = up::DEFAULT_MASTERS)]
+    masters: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start a local cluster: 3 masters + 3 chunkservers on 127.0.0.1 (Ctrl-C stops it).
+    Up(up::Args),
     /// Run one master (a member of the Raft group that keeps the namespace and chunk map).
     Master(master::Args),
+    /// Run one chunkserver.
+    Chunkserver(chunkserver::Args),
+    /// Store a local file.
+    Put {
+        local: PathBuf,
+        remote: String,
+        /// Fail if the remote file exists (default: replace it atomically).
+        #[arg(long)]
+        no_overwrite: bool,
+    },
+    /// Fetch a file to a local path.
+    Get { remote: String, local: PathBuf },
+    /// Print a file to standard output.
+    Cat { remote: String },
+    /// List a directory.
+    Ls {
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long format: type, size, replication, chunks.
+        #[arg(short = 'l')]
+        long: bool,
+    },
+    /// Show a file's or directory's attributes.
+    Stat { path: String },
+    /// Make a directory.
+    Mkdir {
+        path: String,
+        /// Make parents as needed; no error if it exists.
+        #[arg(short = 'p')]
+        parents: bool,
+    },
+    /// Rename (move) a file or directory atomically.
+    Mv { src: String, dst: String },
+    /// Delete a file (or, with -r, a directory and everything in it).
+    Rm {
+        path: String,
+        #[arg(short = 'r')]
+        recursive: bool,
+    },
+    /// Masters with roles; chunkservers with state, space and chunk counts.
+    Status,
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),
@@ -42,11 +91,51 @@ enum DebugCmd {
     },
 }
 
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let masters: Vec<String> = cli
+        .masters
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    match cli.cmd {
+        Cmd::Up(a) => up::run(a).await,
+        Cmd::Master(a) => master::run(a).await,
+        Cmd::Chunkserver(a) => chunkserver::run(a, masters).await,
+        Cmd::Debug(DebugCmd::ChunkStore { dir, full_verify }) => {
+            debug::chunk_store(&dir, full_verify).await
+        }
+        Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir),
+        cmd => {
+            let c = files::connect(&masters).await?;
+            match cmd {
+                Cmd::Put {
+                    local,
+                    remote,
+                    no_overwrite,
+                } => files::put(&c, &local, &remote, no_overwrite).await,
+                Cmd::Get { remote, local } => files::get(&c, &remote, &local).await,
+                Cmd::Cat { remote } => files::cat(&c, &remote).await,
+                Cmd::Ls { path, long } => files::ls(&c, &path, long).await,
+                Cmd::Stat { path } => files::stat(&c, &path).await,
+                Cmd::Mkdir { path, parents } => {
+                    c.mkdir(&path, parents).await?;
+                    Ok(())
+                }
+                Cmd::Mv { src, dst } => Ok(c.rename(&src, &dst).await?),
+                Cmd::Rm { path, recursive } => Ok(c.delete(&path, recursive).await?),
+                Cmd::Status => files::status(&c).await,
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,openraft=error".into()),
+                .unwrap_or_else(|_| "error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -58,16 +147,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let res = rt.block_on(async {
-        match cli.cmd {
-            Cmd::Master(a) => master::run(a).await,
-            Cmd::Debug(DebugCmd::ChunkStore { dir, full_verify }) => {
-                debug::chunk_store(&dir, full_verify).await
-            }
-            Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir),
-        }
-    });
-    match res {
+    match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -146,7 +146,8 @@ impl WriteHeader {
 pub struct ReadRange {
     pub chunk: ChunkRef,
     pub offset: u64,
-    pub length: u64,
+    /// `None`: to the end of the chunk.
+    pub length: Option<u64>,
 }
 
 impl TryFrom<&pb::ReadChunkRequest> for ReadRange {
@@ -170,7 +171,7 @@ impl TryFrom<&pb::ReadChunkRequest> for ReadRange {
         Ok(ReadRange {
             chunk,
             offset: m.offset,
-            length: m.length,
+            length: (!m.to_end).then_some(m.length),
         })
     }
 }
@@ -206,13 +207,16 @@ mod tests {
             chunk: cref(1, 1),
             offset: 0,
             length: READ_LEN_MAX_BYTES + 1,
+            to_end: false,
         };
         assert!(ReadRange::try_from(&m).is_err());
         m.length = 10;
         m.offset = u64::MAX - 2;
         assert!(ReadRange::try_from(&m).is_err());
         m.offset = 5;
-        assert_eq!(ReadRange::try_from(&m).unwrap().length, 10);
+        assert_eq!(ReadRange::try_from(&m).unwrap().length, Some(10));
+        m.to_end = true;
+        assert_eq!(ReadRange::try_from(&m).unwrap().length, None);
     }
 
     #[test]

@@ -419,7 +419,12 @@ impl MasterService for Svc {
             .iter()
             .map(|c| (ChunkId(c.chunk_id), ChunkVersion(c.version)))
             .collect();
-        let removed: Vec<ChunkId> = r.removed.iter().map(|c| ChunkId(*c)).collect();
+        let mut removed: Vec<ChunkId> = r.removed.iter().map(|c| ChunkId(*c)).collect();
+        for c in &r.corrupt {
+            tracing::warn!(chunk = c.chunk_id, version = c.version, node = %node,
+                "replica reported corrupt (quarantined on its chunkserver)");
+            removed.push(ChunkId(c.chunk_id));
+        }
         self.0
             .soft
             .lock()

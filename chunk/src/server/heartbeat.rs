@@ -1,0 +1,181 @@
+//! Registration and heartbeats to every master.
+//!
+//! The chunkserver registers once (through the leader, following `shale-leader` hints) and gets
+//! its node id; then every interval it heartbeats to *each* master: free/used bytes, writes in
+//! flight, its chunk report (full every [`FULL_REPORT_EVERY`] beats and after any failure, deltas
+//! in between), and replicas quarantined since the last beat. Deletions in the replies (garbage
+//! and stale versions, ordered by the leader only) are carried out.
+use super::service::ChunkServer;
+use shale_proto::metapb::master_service_client::MasterServiceClient;
+use shale_proto::metapb::{HeartbeatRequest, RegisterRequest, ReportedChunk};
+use shale_proto::{ChunkId, ChunkVersion};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+pub const FULL_REPORT_EVERY: u64 = 30;
+
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub uuid: String,
+    pub address: String,
+    pub host: String,
+    pub rack: Option<String>,
+}
+
+fn client(addr: &str) -> Option<MasterServiceClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5));
+    Some(MasterServiceClient::new(ep.connect_lazy()).max_decoding_message_size(64 << 20))
+}
+
+/// Registers with the master group; retries (following leader hints) until it succeeds.
+pub async fn register(masters: &[String], id: &Identity, capacity_bytes: u64) -> u64 {
+    let mut target = 0usize;
+    let mut hint: Option<String> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let addr = hint
+            .take()
+            .unwrap_or_else(|| masters[target % masters.len()].clone());
+        if let Some(mut c) = client(&addr) {
+            let req = RegisterRequest {
+                uuid: id.uuid.clone(),
+                address: id.address.clone(),
+                host: id.host.clone(),
+                rack: id.rack.clone().unwrap_or_default(),
+                capacity_bytes,
+            };
+            match c.register_chunkserver(req).await {
+                Ok(r) => return r.into_inner().node_id,
+                Err(s) => {
+                    hint = s
+                        .metadata()
+                        .get("shale-leader")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    tracing::debug!(master = %addr, error = %s, "register: retrying");
+                }
+            }
+        }
+        target += 1;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+struct MasterLink {
+    addr: String,
+    client: Option<MasterServiceClient<Channel>>,
+    known: HashMap<ChunkId, ChunkVersion>,
+    beats: u64,
+    needs_full: bool,
+}
+
+/// Heartbeats to every master until the task is dropped.
+pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Duration) {
+    let mut links: Vec<MasterLink> = masters
+        .iter()
+        .map(|a| MasterLink {
+            addr: a.clone(),
+            client: client(a),
+            known: HashMap::new(),
+            beats: 0,
+            needs_full: true,
+        })
+        .collect();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let node = server.node.load(Ordering::Relaxed);
+        let now: HashMap<ChunkId, ChunkVersion> = server
+            .store
+            .list()
+            .into_iter()
+            .map(|c| (c.id, c.version))
+            .collect();
+        let lengths: HashMap<ChunkId, u64> = server
+            .store
+            .list()
+            .into_iter()
+            .map(|c| (c.id, c.length_bytes))
+            .collect();
+        let corrupt: Vec<ReportedChunk> = server
+            .store
+            .take_quarantine_reports()
+            .into_iter()
+            .map(|q| ReportedChunk {
+                chunk_id: q.id.get(),
+                version: q.version.map_or(0, |v| v.get()),
+                length: 0,
+            })
+            .collect();
+        let usage = server.store.usage();
+        let started = Instant::now();
+        let mut deletes: Vec<ReportedChunk> = Vec::new();
+        for link in links.iter_mut() {
+            let full = link.needs_full || link.beats % FULL_REPORT_EVERY == 0;
+            let report = |c: &ChunkId, v: &ChunkVersion| ReportedChunk {
+                chunk_id: c.get(),
+                version: v.get(),
+                length: lengths.get(c).copied().unwrap_or(0),
+            };
+            let (chunks, removed): (Vec<ReportedChunk>, Vec<u64>) = if full {
+                (now.iter().map(|(c, v)| report(c, v)).collect(), Vec::new())
+            } else {
+                (
+                    now.iter()
+                        .filter(|(c, v)| link.known.get(c) != Some(v))
+                        .map(|(c, v)| report(c, v))
+                        .collect(),
+                    link.known
+                        .keys()
+                        .filter(|c| !now.contains_key(c))
+                        .map(|c| c.get())
+                        .collect(),
+                )
+            };
+            let req = HeartbeatRequest {
+                node_id: node,
+                free_bytes: usage.free_bytes,
+                used_bytes: usage.used_bytes,
+                inflight_writes: server.inflight.load(Ordering::Relaxed),
+                full_report: full,
+                chunks,
+                removed,
+                corrupt: corrupt.clone(),
+            };
+            let Some(c) = link.client.as_mut() else {
+                continue;
+            };
+            match c.heartbeat(req).await {
+                Ok(r) => {
+                    link.known = now.clone();
+                    link.beats += 1;
+                    link.needs_full = false;
+                    deletes.extend(r.into_inner().delete);
+                }
+                Err(s) => {
+                    link.needs_full = true;
+                    tracing::debug!(master = %link.addr, error = %s, "heartbeat failed");
+                }
+            }
+        }
+        for d in deletes {
+            let (id, v) = (ChunkId(d.chunk_id), ChunkVersion(d.version));
+            match server.store.delete(id, v).await {
+                Ok(true) => {
+                    tracing::info!(chunk = %id, version = %v, "deleted as ordered by the leader")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(chunk = %id, error = %e, "ordered delete refused"),
+            }
+        }
+        tracing::trace!(took = ?started.elapsed(), "heartbeat round");
+    }
+}

@@ -1,0 +1,92 @@
+//! The chunkserver process: ChunkService over gRPC on the chunk store, plus registration and
+//! heartbeats to every master.
+pub mod heartbeat;
+pub mod service;
+pub mod status;
+
+use crate::{open_disk_store, BackendChoice, StoreConfig};
+use service::{ChunkServer, FRAME_MAX_BYTES};
+use shale_proto::pb::chunk_service_server::ChunkServiceServer;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ChunkserverConfig {
+    pub data_dir: PathBuf,
+    pub masters: Vec<String>,
+    /// host:port this server is reached at (registered with the masters).
+    pub advertise: String,
+    pub host: String,
+    pub rack: Option<String>,
+    pub chunk_size_max_bytes: u64,
+    pub capacity_bytes: Option<u64>,
+    pub heartbeat: Duration,
+}
+
+/// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
+fn uuid(dir: &std::path::Path) -> std::io::Result<String> {
+    let p = dir.join("uuid");
+    match std::fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            crate::durable_std::write_file(dir, "uuid", id.as_bytes())?;
+            Ok(id)
+        }
+    }
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    config: ChunkserverConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let uuid = uuid(&config.data_dir)?;
+    let store_config = StoreConfig {
+        chunk_size_max_bytes: config.chunk_size_max_bytes,
+        capacity_bytes: config.capacity_bytes,
+        ..StoreConfig::default()
+    };
+    let (store, report) = open_disk_store(
+        &config.data_dir.join("chunks"),
+        store_config,
+        BackendChoice::Auto,
+    )
+    .await?;
+    tracing::info!("chunk store: {report}");
+    let server = Arc::new(ChunkServer::new(store, config.chunk_size_max_bytes));
+    let identity = heartbeat::Identity {
+        uuid,
+        address: config.advertise.clone(),
+        host: config.host.clone(),
+        rack: config.rack.clone(),
+    };
+    let capacity = server.store.usage().capacity_bytes;
+    let masters = config.masters.clone();
+    let hb_server = server.clone();
+    let interval = config.heartbeat;
+    let background = tokio::spawn(async move {
+        let node = heartbeat::register(&masters, &identity, capacity).await;
+        hb_server.node.store(node, Ordering::Relaxed);
+        tracing::info!(node, "registered with the masters");
+        heartbeat::run(hb_server, masters, interval).await;
+    });
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            ChunkServiceServer::from_arc(server)
+                .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
+                .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await;
+    background.abort();
+    result.map_err(Into::into)
+}

@@ -1,0 +1,347 @@
+//! ChunkService over gRPC: pipelined writes (store locally and forward downstream at once),
+//! verified streaming reads, peer-to-peer replication, deletion.
+//!
+//! A write is acknowledged only when this replica has sealed the chunk (durable) *and* the
+//! downstream replica acknowledged (so, recursively, every replica has it durable). A failure is
+//! returned with the failing replica's node id in the `shale-failed-node` metadata so the client
+//! can exclude it when it retries the chunk.
+use super::status::{blame, status_of};
+use crate::store::ChunkStore;
+use bytes::Bytes;
+use shale_proto::pb::chunk_service_client::ChunkServiceClient;
+use shale_proto::pb::chunk_service_server::ChunkService;
+use shale_proto::pb::write_chunk_request::Kind;
+use shale_proto::pb::*;
+use shale_proto::{ChunkRef as DomainRef, ReadRange, WriteHeader as DomainHeader};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest data frame a write may carry (clients send ≈1 MiB).
+pub const FRAME_MAX_BYTES: usize = 4 << 20;
+/// Reads stream in frames of this size.
+pub const READ_FRAME_BYTES: u64 = 1 << 20;
+/// Frames buffered towards the downstream replica.
+const FORWARD_QUEUE: usize = 8;
+
+pub struct ChunkServer {
+    pub store: Arc<dyn ChunkStore>,
+    /// Assigned by the masters at registration (0 until then).
+    pub node: AtomicU64,
+    pub chunk_size_max_bytes: u64,
+    pub inflight: AtomicU32,
+    peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+}
+
+struct Inflight<'a>(&'a AtomicU32);
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+pub fn peer_client(addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| invalid(format!("bad peer address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(120))
+        .tcp_nodelay(true);
+    Ok(ChunkServiceClient::new(ep.connect_lazy())
+        .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
+        .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)))
+}
+
+impl ChunkServer {
+    pub fn new(store: Arc<dyn ChunkStore>, chunk_size_max_bytes: u64) -> Self {
+        ChunkServer {
+            store,
+            node: AtomicU64::new(0),
+            chunk_size_max_bytes,
+            inflight: AtomicU32::new(0),
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn me(&self) -> u64 {
+        self.node.load(Ordering::Relaxed)
+    }
+
+    fn peer(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = peer_client(addr)?;
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Receives the data frames, writing each locally and forwarding it downstream.
+    async fn receive(
+        &self,
+        h: &DomainHeader,
+        stream: &mut Streaming<WriteChunkRequest>,
+        forward: Option<&mpsc::Sender<WriteChunkRequest>>,
+    ) -> Result<(), Status> {
+        let me = self.me();
+        let mut off = 0u64;
+        while let Some(msg) = stream.message().await? {
+            let Some(Kind::Data(data)) = msg.kind else {
+                return Err(invalid("only data frames may follow the header"));
+            };
+            if data.len() > FRAME_MAX_BYTES {
+                return Err(invalid(format!(
+                    "frame of {} bytes is over the {FRAME_MAX_BYTES}-byte limit",
+                    data.len()
+                )));
+            }
+            let len = data.len() as u64;
+            if off + len > h.length {
+                return Err(invalid(format!(
+                    "more data than the header's {} bytes",
+                    h.length
+                )));
+            }
+            if let Some(tx) = forward {
+                let fwd = WriteChunkRequest {
+                    kind: Some(Kind::Data(data.clone())),
+                };
+                if tx.send(fwd).await.is_err() {
+                    // The downstream call ended early; its result says why.
+                    return Err(Status::unavailable("downstream replica stopped receiving"));
+                }
+            }
+            self.store
+                .write(h.chunk, off, data)
+                .await
+                .map_err(|e| blame(status_of(&e), me))?;
+            off += len;
+        }
+        if off != h.length {
+            return Err(invalid(format!(
+                "stream ended after {off} of the header's {} bytes",
+                h.length
+            )));
+        }
+        Ok(())
+    }
+}
+
+type ReadStream = ReceiverStream<Result<ReadChunkResponse, Status>>;
+
+#[tonic::async_trait]
+impl ChunkService for ChunkServer {
+    async fn write_chunk(
+        &self,
+        req: Request<Streaming<WriteChunkRequest>>,
+    ) -> Result<Response<WriteChunkResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| invalid("empty write stream"))?;
+        let Some(Kind::Header(wire)) = first.kind else {
+            return Err(invalid("the first message must be the header"));
+        };
+        let h = DomainHeader::from_wire(&wire, self.chunk_size_max_bytes)?;
+        let me = self.me();
+        self.store
+            .create(h.chunk)
+            .await
+            .map_err(|e| blame(status_of(&e), me))?;
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        let _guard = Inflight(&self.inflight);
+
+        let mut downstream = None;
+        if let Some(next) = h.downstream.first() {
+            let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+            let header = WriteChunkRequest {
+                kind: Some(Kind::Header(shale_proto::pb::WriteHeader {
+                    chunk: Some(h.chunk.into()),
+                    downstream: wire.downstream[1..].to_vec(),
+                    length: h.length,
+                })),
+            };
+            let mut client = self.peer(&next.address)?;
+            // The channel has room: the header never blocks.
+            let _ = tx.send(header).await;
+            let call =
+                tokio::spawn(async move { client.write_chunk(ReceiverStream::new(rx)).await });
+            downstream = Some((next.node.get(), tx, call));
+        }
+
+        let received = self
+            .receive(&h, &mut stream, downstream.as_ref().map(|(_, tx, _)| tx))
+            .await;
+        let downstream = downstream.map(|(node, tx, call)| {
+            drop(tx);
+            (node, call)
+        });
+        let down_result = match downstream {
+            Some((node, call)) => Some(match call.await {
+                Ok(Ok(r)) => Ok(r.into_inner()),
+                Ok(Err(s)) => Err(blame(s, node)),
+                Err(e) => Err(blame(
+                    Status::internal(format!("forwarding task: {e}")),
+                    node,
+                )),
+            }),
+            None => None,
+        };
+        if let Err(e) = received {
+            let _ = self.store.abort(h.chunk).await;
+            // A downstream failure explains a stopped forward better than our own error.
+            return Err(match down_result {
+                Some(Err(d)) => d,
+                _ => e,
+            });
+        }
+        let info = self
+            .store
+            .seal(h.chunk)
+            .await
+            .map_err(|e| blame(status_of(&e), me))?;
+        let mut durable_on = vec![me];
+        match down_result {
+            Some(Ok(r)) => durable_on.extend(r.durable_on),
+            Some(Err(d)) => return Err(d),
+            None => {}
+        }
+        Ok(Response::new(WriteChunkResponse {
+            chunk: Some(h.chunk.into()),
+            length: info.length_bytes,
+            durable_on,
+        }))
+    }
+
+    type ReadChunkStream = ReadStream;
+
+    async fn read_chunk(
+        &self,
+        req: Request<ReadChunkRequest>,
+    ) -> Result<Response<ReadStream>, Status> {
+        let r = ReadRange::try_from(&req.into_inner())?;
+        let c = r.chunk;
+        let info = self
+            .store
+            .stat(c.id)
+            .ok_or_else(|| Status::not_found(format!("{} not found", c.id)))?;
+        if !info.sealed {
+            return Err(Status::unavailable(format!(
+                "{} is still being written",
+                c.id
+            )));
+        }
+        if info.version != c.version {
+            return Err(Status::failed_precondition(format!(
+                "stale version: {} is at {}, request names {}",
+                c.id, info.version, c.version
+            )));
+        }
+        let end = match r.length {
+            Some(l) => r.offset + l,
+            None => info.length_bytes,
+        };
+        if end > info.length_bytes || r.offset > end {
+            return Err(Status::out_of_range(format!(
+                "{}: range {}..{end} is past the end ({} bytes)",
+                c.id, r.offset, info.length_bytes
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let offset = r.offset;
+        tokio::spawn(async move {
+            let mut at = offset;
+            while at < end {
+                let n = (end - at).min(READ_FRAME_BYTES);
+                let item = store
+                    .read(c, at, n)
+                    .await
+                    .map(|data| ReadChunkResponse { data })
+                    .map_err(|e| status_of(&e));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+                at += n;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn replicate_chunk(
+        &self,
+        req: Request<ReplicateChunkRequest>,
+    ) -> Result<Response<ReplicateChunkResponse>, Status> {
+        let r = req.into_inner();
+        let c = DomainRef::try_from(r.chunk.as_ref())?;
+        let src = r
+            .source
+            .as_ref()
+            .ok_or_else(|| invalid("missing field `source`"))?;
+        let mut client = self.peer(&src.address)?;
+        let mut stream = client
+            .read_chunk(ReadChunkRequest {
+                chunk: Some(c.into()),
+                offset: 0,
+                length: 0,
+                to_end: true,
+            })
+            .await?
+            .into_inner();
+        self.store.create(c).await.map_err(|e| status_of(&e))?;
+        let copied: Result<u64, Status> = async {
+            let mut off = 0u64;
+            while let Some(frame) = stream.message().await? {
+                let data: Bytes = frame.data;
+                let n = data.len() as u64;
+                self.store
+                    .write(c, off, data)
+                    .await
+                    .map_err(|e| status_of(&e))?;
+                off += n;
+            }
+            Ok(off)
+        }
+        .await;
+        match copied {
+            Ok(_) => {
+                let info = self.store.seal(c).await.map_err(|e| status_of(&e))?;
+                Ok(Response::new(ReplicateChunkResponse {
+                    chunk: Some(c.into()),
+                    length: info.length_bytes,
+                }))
+            }
+            Err(e) => {
+                let _ = self.store.abort(c).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete_chunks(
+        &self,
+        req: Request<DeleteChunksRequest>,
+    ) -> Result<Response<DeleteChunksResponse>, Status> {
+        let (mut deleted, mut missing) = (0, 0);
+        for wire in &req.get_ref().chunks {
+            let c = DomainRef::try_from(wire)?;
+            match self.store.delete(c.id, c.version).await {
+                Ok(true) => deleted += 1,
+                Ok(false) => missing += 1,
+                Err(e) => return Err(status_of(&e)),
+            }
+        }
+        Ok(Response::new(DeleteChunksResponse { deleted, missing }))
+    }
+}

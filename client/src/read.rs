@@ -1,0 +1,143 @@
+//! Reading: chunk locations from the masters, then each chunk from the first replica that
+//! serves it whole and verified (the chunkserver checks every crc before sending); on an error,
+//! a checksum mismatch (`DATA_LOSS`) or a timeout the next replica is tried. Chunks are fetched
+//! in parallel (bounded) and written out in order.
+use crate::error::{ClientError, Result};
+use crate::Client;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt};
+use shale_proto::metapb::*;
+use shale_proto::pb::chunk_service_client::ChunkServiceClient;
+use shale_proto::pb::{ChunkRef, ReadChunkRequest};
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tonic::transport::Endpoint;
+
+async fn read_replica(
+    addr: &str,
+    c: &ChunkLocation,
+    offset: u64,
+    len: u64,
+) -> std::result::Result<Bytes, String> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    let mut client = ChunkServiceClient::new(ep.connect_lazy()).max_decoding_message_size(8 << 20);
+    let mut stream = client
+        .read_chunk(ReadChunkRequest {
+            chunk: Some(ChunkRef {
+                chunk_id: c.chunk_id,
+                version: c.version,
+            }),
+            offset,
+            length: len,
+            to_end: false,
+        })
+        .await
+        .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?
+        .into_inner();
+    let mut buf = BytesMut::with_capacity(len as usize);
+    while let Some(frame) = stream
+        .message()
+        .await
+        .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?
+    {
+        buf.extend_from_slice(&frame.data);
+    }
+    if buf.len() as u64 != len {
+        return Err(format!("{addr}: got {} of {len} bytes", buf.len()));
+    }
+    Ok(buf.freeze())
+}
+
+impl Client {
+    async fn locations(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
+        let p = path.to_string();
+        self.masters
+            .call(|mut m| {
+                let path = p.clone();
+                async move {
+                    m.get_chunk_locations(LocationsRequest {
+                        path,
+                        offset,
+                        length,
+                        follower_read: false,
+                    })
+                    .await
+                }
+            })
+            .await
+    }
+
+    async fn fetch(&self, path: &str, c: &ChunkLocation, offset: u64, len: u64) -> Result<Bytes> {
+        let mut why = Vec::new();
+        if c.replicas.is_empty() {
+            why.push("no live replica is known".to_string());
+        }
+        for r in &c.replicas {
+            match read_replica(&r.address, c, offset, len).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    tracing::warn!(path, chunk = c.chunk_id, replica = r.node_id, error = %e, "replica failed; trying the next");
+                    why.push(e);
+                }
+            }
+        }
+        Err(ClientError::ChunkRead {
+            path: path.to_string(),
+            index: c.index,
+            why: why.join("; "),
+        })
+    }
+
+    /// Writes the whole file at `path` to `dst`; returns its length. `progress` gets the bytes
+    /// written so far after each chunk.
+    pub async fn get<W: AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        dst: &mut W,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        let locs = self.locations(path, 0, 0).await?;
+        let cs = locs.chunk_size;
+        let length = locs.length;
+        let mut chunks = stream::iter(locs.chunks.iter().map(|c| {
+            let len = (length - u64::from(c.index) * cs).min(cs);
+            self.fetch(path, c, 0, len)
+        }))
+        .buffered(self.config.read_parallelism.max(1));
+        let mut done = 0u64;
+        while let Some(data) = chunks.next().await {
+            let data = data?;
+            dst.write_all(&data).await?;
+            done += data.len() as u64;
+            progress(done);
+        }
+        dst.flush().await?;
+        if done != length {
+            return Err(ClientError::Other(format!(
+                "{path}: read {done} of {length} bytes"
+            )));
+        }
+        Ok(done)
+    }
+
+    /// Bytes `[offset, offset + len)` of the file at `path` (clipped to its end).
+    pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let locs = self.locations(path, offset, len.max(1)).await?;
+        let cs = locs.chunk_size;
+        let end = offset.saturating_add(len).min(locs.length);
+        let mut out = BytesMut::new();
+        for c in &locs.chunks {
+            let start = u64::from(c.index) * cs;
+            let (a, b) = (offset.max(start), end.min(start + cs));
+            if a >= b {
+                continue;
+            }
+            out.extend_from_slice(&self.fetch(path, c, a - start, b - a).await?);
+        }
+        Ok(out.freeze())
+    }
+}

@@ -1,0 +1,67 @@
+//! `shale chunkserver`: one chunkserver process until SIGTERM / Ctrl-C.
+use shale_chunk::server::{serve, ChunkserverConfig};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Address the masters, clients and other chunkservers reach this one at.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Data directory (chunk store and identity).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Failure-domain host label (default: this machine's hostname). Two replicas of a chunk
+    /// never share a host label.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Optional rack label; replicas spread over racks when they can.
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Largest chunk accepted, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub chunk_size_max_mib: u64,
+    /// Cap on the bytes stored (default: the file system's size).
+    #[arg(long)]
+    pub capacity_bytes: Option<u64>,
+    /// Heartbeat interval to the masters, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", a.listen))?;
+    let bound = listener.local_addr()?.to_string();
+    let advertise = a.advertise.clone().unwrap_or_else(|| bound.clone());
+    let config = ChunkserverConfig {
+        data_dir: a.data.clone(),
+        masters,
+        advertise: advertise.clone(),
+        host: a.host.clone().unwrap_or_else(hostname),
+        rack: a.rack.clone(),
+        chunk_size_max_bytes: a.chunk_size_max_mib.clamp(1, 1024) << 20,
+        capacity_bytes: a.capacity_bytes,
+        heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+    };
+    println!("shale chunkserver listening on {bound} (advertised as {advertise})");
+    std::io::stdout().flush()?;
+    serve(config, listener, crate::master::shutdown_signal())
+        .await
+        .map_err(|e| e as Box<dyn std::error::Error>)?;
+    println!("shale chunkserver stopped");
+    Ok(())
+}

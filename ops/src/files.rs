@@ -1,0 +1,181 @@
+//! The file commands: put, get, cat, ls, stat, mkdir, mv, rm, status.
+use crate::human;
+use indicatif::{ProgressBar, ProgressStyle};
+use shale_client::{Client, ClientConfig, FileStat};
+use std::io::IsTerminal;
+use std::path::Path;
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn bar(total: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::new_spinner(),
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        b.set_style(style);
+    }
+    b
+}
+
+pub async fn connect(masters: &[String]) -> Result<Client, Box<dyn std::error::Error>> {
+    let config = ClientConfig {
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        ..ClientConfig::default()
+    };
+    Client::connect(masters, config).await.map_err(|e| {
+        format!(
+            "cannot reach the masters at {}: {e} (start a cluster with `shale up`, or set --masters / SHALE_MASTERS)",
+            masters.join(",")
+        )
+        .into()
+    })
+}
+
+pub async fn put(c: &Client, local: &Path, remote: &str, no_overwrite: bool) -> Res {
+    let f = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| format!("{}: {e}", local.display()))?;
+    let len = f.metadata().await?.len();
+    let pb = bar(Some(len));
+    let n = c
+        .put(
+            remote,
+            tokio::io::BufReader::new(f),
+            !no_overwrite,
+            &|done| pb.set_position(done),
+        )
+        .await?;
+    pb.finish_and_clear();
+    println!("{remote}: {} written", human::size(n));
+    Ok(())
+}
+
+pub async fn get(c: &Client, remote: &str, local: &Path) -> Res {
+    let st = c.stat(remote).await?;
+    if st.is_dir {
+        return Err(format!("{remote}: is a directory").into());
+    }
+    let tmp = local.with_extension("shale-partial");
+    let mut f = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let pb = bar(Some(st.length));
+    let r = c.get(remote, &mut f, &|done| pb.set_position(done)).await;
+    pb.finish_and_clear();
+    match r {
+        Ok(n) => {
+            f.sync_all().await?;
+            tokio::fs::rename(&tmp, local).await?;
+            println!("{}: {} read", local.display(), human::size(n));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn cat(c: &Client, remote: &str) -> Res {
+    let mut out = tokio::io::stdout();
+    c.get(remote, &mut out, &|_| {}).await?;
+    Ok(())
+}
+
+fn line(s: &FileStat, long: bool) -> String {
+    let name = if s.is_dir {
+        format!("{}/", s.name)
+    } else {
+        s.name.clone()
+    };
+    if !long {
+        return name;
+    }
+    if s.is_dir {
+        format!("d {:>10} {:>3} {:>6} {name}", "-", "-", s.entries)
+    } else {
+        format!(
+            "- {:>10} {:>3} {:>6} {name}",
+            human::size(s.length),
+            s.replication,
+            s.chunks
+        )
+    }
+}
+
+pub async fn ls(c: &Client, path: &str, long: bool) -> Res {
+    let st = c.stat(path).await?;
+    if !st.is_dir {
+        println!("{}", line(&st, long));
+        return Ok(());
+    }
+    for e in c.list(path).await? {
+        println!("{}", line(&e, long));
+    }
+    Ok(())
+}
+
+pub async fn stat(c: &Client, path: &str) -> Res {
+    let s = c.stat(path).await?;
+    println!("path:        {path}");
+    println!("inode:       {}", s.inode);
+    if s.is_dir {
+        println!("type:        directory ({} entries)", s.entries);
+    } else {
+        println!("type:        file");
+        println!(
+            "length:      {} ({} bytes)",
+            human::size(s.length),
+            s.length
+        );
+        println!("replication: {}", s.replication);
+        println!("chunk size:  {}", human::size(s.chunk_size));
+        println!("chunks:      {}", s.chunks);
+    }
+    println!("modified:    {} ms since the epoch (log time)", s.mtime_ms);
+    Ok(())
+}
+
+pub async fn status(c: &Client) -> Res {
+    let s = c.status().await?;
+    println!(
+        "masters (asked master {}: {}, term {}, applied {}):",
+        s.id, s.role, s.term, s.applied_index
+    );
+    for m in &s.masters {
+        let role = if m.id == s.leader {
+            "leader"
+        } else if m.voter {
+            "follower"
+        } else {
+            "learner"
+        };
+        println!("  master {:<3} {:<22} {role}", m.id, m.address);
+    }
+    println!("chunkservers:");
+    for cs in &s.chunkservers {
+        println!(
+            "  node {:<3} {:<22} host {:<12} {:<6} {:>10} free of {:>10}  {} chunks",
+            cs.node_id,
+            cs.address,
+            cs.host,
+            cs.state,
+            human::size(cs.free_bytes),
+            human::size(cs.capacity_bytes),
+            cs.chunks
+        );
+    }
+    println!(
+        "namespace: {} files, {} directories, {} chunks",
+        s.files, s.dirs, s.chunks
+    );
+    Ok(())
+}
