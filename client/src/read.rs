@@ -53,7 +53,22 @@ async fn read_replica(
 }
 
 impl Client {
+    /// Chunk locations; if some chunk has no known replica yet (a new leader before the
+    /// chunkservers' first reports), asks again for a short while.
     async fn locations(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
+        let mut wait = std::time::Duration::from_millis(50);
+        for _ in 0..6 {
+            let l = self.locations_once(path, offset, length).await?;
+            if l.chunks.iter().all(|c| !c.replicas.is_empty()) {
+                return Ok(l);
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        self.locations_once(path, offset, length).await
+    }
+
+    async fn locations_once(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
         let p = path.to_string();
         self.masters
             .call(|mut m| {

@@ -91,7 +91,10 @@ pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Durat
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = server.report_now.notified() => {}
+        }
         let node = server.node.load(Ordering::Relaxed);
         let now: HashMap<ChunkId, ChunkVersion> = server
             .store

@@ -35,6 +35,9 @@ pub struct ChunkServer {
     pub node: AtomicU64,
     pub chunk_size_max_bytes: u64,
     pub inflight: AtomicU32,
+    /// Wakes the heartbeat loop to report a newly sealed chunk at once (an incremental report,
+    /// as HDFS's block-received).
+    pub report_now: tokio::sync::Notify,
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
 }
 
@@ -67,6 +70,7 @@ impl ChunkServer {
             node: AtomicU64::new(0),
             chunk_size_max_bytes,
             inflight: AtomicU32::new(0),
+            report_now: tokio::sync::Notify::new(),
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -210,6 +214,7 @@ impl ChunkService for ChunkServer {
             .seal(h.chunk)
             .await
             .map_err(|e| blame(status_of(&e), me))?;
+        self.report_now.notify_one();
         let mut durable_on = vec![me];
         match down_result {
             Some(Ok(r)) => durable_on.extend(r.durable_on),
@@ -317,6 +322,7 @@ impl ChunkService for ChunkServer {
         match copied {
             Ok(_) => {
                 let info = self.store.seal(c).await.map_err(|e| status_of(&e))?;
+                self.report_now.notify_one();
                 Ok(Response::new(ReplicateChunkResponse {
                     chunk: Some(c.into()),
                     length: info.length_bytes,

@@ -268,11 +268,18 @@ impl MasterService for Svc {
                 id,
                 version,
                 pipeline,
-            } => Ok(Response::new(AllocateChunkReply {
-                chunk_id: id.get(),
-                version: version.get(),
-                pipeline: pipeline.into_iter().map(|n| self.replica(n)).collect(),
-            })),
+            } => {
+                self.0
+                    .soft
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .placed(id, version, &pipeline);
+                Ok(Response::new(AllocateChunkReply {
+                    chunk_id: id.get(),
+                    version: version.get(),
+                    pipeline: pipeline.into_iter().map(|n| self.replica(n)).collect(),
+                }))
+            }
             other => Err(unexpected(other)),
         }
     }

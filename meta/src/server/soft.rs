@@ -86,6 +86,18 @@ impl Soft {
         }
     }
 
+    /// Records where the leader just placed a chunk (the write's pipeline), so a read right
+    /// after the write finds it before the chunkservers' next reports. A full report that
+    /// lacks it drops it again.
+    pub fn placed(&mut self, chunk: ChunkId, version: ChunkVersion, nodes: &[NodeId]) {
+        for n in nodes {
+            let list = self.replicas.entry(chunk).or_default();
+            list.retain(|(x, _)| x != n);
+            list.push((*n, version));
+            self.held.entry(*n).or_default().insert(chunk);
+        }
+    }
+
     fn drop_replica(&mut self, c: ChunkId, node: NodeId) {
         if let Some(list) = self.replicas.get_mut(&c) {
             list.retain(|(n, _)| *n != node);

@@ -270,3 +270,143 @@ pub async fn follower_stat(addr: &str, path: &str) -> Result<FileStat, tonic::St
         .await
         .map(|r| r.into_inner())
 }
+
+/// A chunkserver child process.
+pub struct ChunkProc {
+    pub addr: String,
+    pub data: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl ChunkProc {
+    pub fn start(masters: &[String], host: &str, data: &Path) -> ChunkProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shale"))
+            .args([
+                "--masters",
+                &masters.join(","),
+                "chunkserver",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--host", host, "--heartbeat-ms", "200", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn shale chunkserver");
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("read the listen line");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        std::thread::spawn(move || for _ in out.lines() {});
+        ChunkProc {
+            addr,
+            data: data.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChunkProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three masters (bootstrapped) and `n` chunkservers, all on 127.0.0.1:0.
+pub struct Cluster {
+    pub masters: Vec<MasterProc>,
+    pub chunkservers: Vec<ChunkProc>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(n: usize, chunk_size_mib: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cs = chunk_size_mib.to_string();
+        let extra = [
+            "--election-timeout-ms",
+            "150",
+            "--chunk-size-mib",
+            cs.as_str(),
+        ];
+        let masters: Vec<MasterProc> = (1..=3)
+            .map(|id| {
+                MasterProc::start(
+                    id,
+                    "127.0.0.1:0",
+                    &dir.path().join(format!("m{id}")),
+                    &extra,
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = masters.iter().map(|m| m.addr.clone()).collect();
+        let boot = BootstrapRequest {
+            masters: masters
+                .iter()
+                .map(|m| MasterInfo {
+                    id: m.id,
+                    address: m.addr.clone(),
+                    voter: true,
+                })
+                .collect(),
+        };
+        client(&addrs[0])
+            .await
+            .bootstrap(boot)
+            .await
+            .expect("bootstrap");
+        leader(&addrs).await;
+        let chunkservers: Vec<ChunkProc> = (1..=n)
+            .map(|i| {
+                ChunkProc::start(
+                    &addrs,
+                    &format!("cs{i}"),
+                    &dir.path().join(format!("cs{i}")),
+                )
+            })
+            .collect();
+        let c = Cluster {
+            masters,
+            chunkservers,
+            dir,
+        };
+        c.wait_chunkservers(n).await;
+        c
+    }
+
+    pub fn master_addrs(&self) -> Vec<String> {
+        self.masters.iter().map(|m| m.addr.clone()).collect()
+    }
+
+    /// Waits (bounded) until `n` chunkservers are registered and alive.
+    pub async fn wait_chunkservers(&self, n: usize) {
+        let addrs = self.master_addrs();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let l = leader(&addrs).await;
+            let s = status(&l).await;
+            if s.chunkservers.iter().filter(|c| c.state == "alive").count() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chunkservers did not come up: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The data path end to end with real processes (3 masters, 3 chunkservers, 1 MiB chunks):
+//! put/get of assorted sizes; a chunkserver killed mid-put; replicas corrupted on disk; the
+//! master leader killed mid-put; atomic overwrite under concurrent reads; bad input.
+//!
+//! One scenario per cluster, run serially in one test: multi-process tests must not starve
+//! each other on 2 cores.
+mod common;
+
+use common::*;
+use shale_client::{Client, ClientConfig, ClientError};
+use shale_proto::metapb::{LocationsRequest, MkdirRequest};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn put(c: &Client, path: &str, bytes: &[u8]) -> u64 {
+    c.put(path, bytes, true, &|_| {}).await.expect("put")
+}
+
+async fn get(c: &Client, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    c.get(path, &mut out, &|_| {}).await.expect("get");
+    out
+}
+
+fn chunk_files(cluster: &Cluster) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for cs in &cluster.chunkservers {
+        if let Ok(rd) = std::fs::read_dir(cs.data.join("chunks")) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "chunk") {
+                    v.push(e.path());
+                }
+            }
+        }
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_path_end_to_end() {
+    let mut cluster = Cluster::start(3, 1).await;
+    let addrs = cluster.master_addrs();
+    let c = Client::connect(&addrs, ClientConfig::default())
+        .await
+        .expect("connect");
+
+    // Sizes: empty, one byte, exactly 3 chunks, 3 chunks + 1, 2.5 chunks.
+    for (i, len) in [0, 1, 3 * MIB, 3 * MIB + 1, 5 * MIB / 2]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = data(len, i as u64);
+        let path = format!("/f{i}");
+        assert_eq!(put(&c, &path, &bytes).await, len as u64);
+        assert_eq!(get(&c, &path).await, bytes, "{path} ({len} bytes)");
+        let st = c.stat(&path).await.expect("stat");
+        assert_eq!(st.length, len as u64);
+        assert_eq!(st.chunks as usize, len.div_ceil(MIB));
+    }
+    let ranged = c
+        .read_range("/f3", MIB as u64 - 10, 20)
+        .await
+        .expect("range");
+    assert_eq!(&ranged[..], &data(3 * MIB + 1, 3)[MIB - 10..MIB + 10]);
+
+    // Replicas corrupted on disk: two of three replicas of every chunk of /f2 damaged; get still
+    // returns exact bytes, and the corruption reaches the master (the replicas drop out of the
+    // locations).
+    let before: Vec<_> = chunk_files(&cluster);
+    let f2 = c.stat("/f2").await.expect("stat");
+    let _ = f2;
+    let locs = on_leader(&addrs, |mut m| async move {
+        m.get_chunk_locations(LocationsRequest {
+            path: "/f2".into(),
+            offset: 0,
+            length: 0,
+            follower_read: false,
+        })
+        .await
+    })
+    .await
+    .expect("locations");
+    let mut corrupted = 0;
+    for ch in &locs.chunks {
+        for r in ch.replicas.iter().take(2) {
+            let cs = cluster
+                .chunkservers
+                .iter()
+                .find(|p| p.addr == r.address)
+                .expect("replica on a known chunkserver");
+            let file = cs
+                .data
+                .join("chunks")
+                .join(format!("{:016x}.chunk", ch.chunk_id));
+            let mut b = std::fs::read(&file).expect("chunk file");
+            b[1000] ^= 0xff;
+            std::fs::write(&file, b).expect("corrupt");
+            corrupted += 1;
+        }
+    }
+    assert_eq!(corrupted, 6);
+    assert_eq!(
+        get(&c, "/f2").await,
+        data(3 * MIB, 2),
+        "exact despite corrupt replicas"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let l = on_leader(&addrs, |mut m| async move {
+            m.get_chunk_locations(LocationsRequest {
+                path: "/f2".into(),
+                offset: 0,
+                length: 0,
+                follower_read: false,
+            })
+            .await
+        })
+        .await
+        .expect("locations");
+        // Every corrupt replica the reads ran into is reported and no longer listed.
+        if l.chunks.iter().all(|ch| ch.replicas.len() < 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "corruption never reported: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!before.is_empty());
+
+    // A chunkserver killed in the middle of a put: only the failed chunk is retried and the
+    // file reads back exact.
+    let big = data(8 * MIB, 77);
+    let done = Arc::new(AtomicU64::new(0));
+    let put_task = {
+        let (addrs, big, done) = (addrs.clone(), big.clone(), done.clone());
+        tokio::spawn(async move {
+            let c = Client::connect(&addrs, ClientConfig::default())
+                .await
+                .expect("connect");
+            c.put("/big", &big[..], true, &|d| {
+                done.store(d, Ordering::Relaxed)
+            })
+            .await
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while done.load(Ordering::Relaxed) < 2 * MIB as u64 {
+        assert!(Instant::now() < deadline, "put made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cluster.chunkservers[0].kill9();
+    let n = put_task
+        .await
+        .expect("task")
+        .expect("put survives a dead chunkserver");
+    assert_eq!(n, big.len() as u64);
+    assert_eq!(get(&c, "/big").await, big);
+
+    // The master leader killed in the middle of a put: the put completes after failover.
+    let leader_addr = leader(&addrs).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let big2 = data(6 * MIB, 78);
+    let put_task = {
+        let (addrs, big2, done) = (addrs.clone(), big2.clone(), done.clone());
+        tokio::spawn(async move {
+            let c = Client::connect(&addrs, ClientConfig::default())
+                .await
+                .expect("connect");
+            c.put("/big2", &big2[..], true, &|d| {
+                done.store(d, Ordering::Relaxed)
+            })
+            .await
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while done.load(Ordering::Relaxed) < MIB as u64 {
+        assert!(Instant::now() < deadline, "put made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let li = cluster
+        .masters
+        .iter()
+        .position(|m| m.addr == leader_addr)
+        .expect("leader");
+    cluster.masters[li].kill9();
+    let n = put_task
+        .await
+        .expect("task")
+        .expect("put survives a leader failover");
+    assert_eq!(n, big2.len() as u64);
+    let live: Vec<String> = addrs
+        .iter()
+        .filter(|a| **a != leader_addr)
+        .cloned()
+        .collect();
+    let c2 = Client::connect(&live, ClientConfig::default())
+        .await
+        .expect("connect");
+    assert_eq!(get(&c2, "/big2").await, big2);
+
+    // Overwrite is atomic: a concurrent reader sees the old or the new file, never a mix.
+    let (old, new) = (vec![b'a'; 2 * MIB + 5], vec![b'b'; 2 * MIB + 5]);
+    put(&c2, "/ow", &old).await;
+    let writer = {
+        let (live, old, new) = (live.clone(), old.clone(), new.clone());
+        tokio::spawn(async move {
+            let c = Client::connect(&live, ClientConfig::default())
+                .await
+                .expect("connect");
+            for i in 0..6 {
+                let v = if i % 2 == 0 { &new } else { &old };
+                c.put("/ow", &v[..], true, &|_| {})
+                    .await
+                    .expect("overwrite");
+            }
+        })
+    };
+    let mut seen = 0;
+    while !writer.is_finished() {
+        let mut out = Vec::new();
+        if c2.get("/ow", &mut out, &|_| {}).await.is_ok() {
+            assert!(
+                out == old || out == new,
+                "a reader saw a mix of two versions"
+            );
+            seen += 1;
+        }
+    }
+    writer.await.expect("writer");
+    assert!(seen > 0, "the reader never completed a read");
+
+    bad_input(&c2, &live).await;
+    let cs = &cluster.chunkservers[1];
+    oversize_frame(&cs.addr, &cs.data, &c2).await;
+}
+
+/// A chunkserver given a frame over the size limit refuses it clearly, stores nothing, and keeps
+/// serving.
+async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client) {
+    use shale_proto::pb::chunk_service_client::ChunkServiceClient;
+    use shale_proto::pb::write_chunk_request::Kind;
+    use shale_proto::pb::{ChunkRef, WriteChunkRequest, WriteHeader};
+    let mut cs = ChunkServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .max_encoding_message_size(16 << 20);
+    let msgs = vec![
+        WriteChunkRequest {
+            kind: Some(Kind::Header(WriteHeader {
+                chunk: Some(ChunkRef {
+                    chunk_id: 999_999,
+                    version: 1,
+                }),
+                downstream: vec![],
+                length: 5 << 20,
+            })),
+        },
+        WriteChunkRequest {
+            kind: Some(Kind::Data(vec![0u8; 5 << 20].into())),
+        },
+    ];
+    let err = cs
+        .write_chunk(tokio_stream::iter(msgs))
+        .await
+        .expect_err("an oversize frame must be refused");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{err:?}"
+    );
+    // Still serving, and nothing was stored.
+    assert_eq!(get(c, "/f1").await, data(1, 1));
+    let stem = format!("{:016x}", 999_999);
+    let left: Vec<_> = std::fs::read_dir(data_dir.join("chunks"))
+        .expect("chunk dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&stem))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the refused chunk left files behind: {left:?}"
+    );
+}
+
+async fn bad_input(c: &Client, masters: &[String]) {
+    // Missing path.
+    let mut out = Vec::new();
+    match c.get("/nope", &mut out, &|_| {}).await {
+        Err(ClientError::NotFound(m)) => assert!(m.contains("/nope"), "{m}"),
+        other => panic!("get of a missing path: {other:?}"),
+    }
+    // Put onto a directory changes nothing.
+    on_leader(masters, |mut m| async move {
+        m.mkdir(MkdirRequest {
+            path: "/dir".into(),
+            parents: true,
+        })
+        .await
+    })
+    .await
+    .expect("mkdir");
+    match c.put("/dir", &b"x"[..], true, &|_| {}).await {
+        Err(ClientError::FailedPrecondition(m)) => assert!(m.contains("is a directory"), "{m}"),
+        other => panic!("put onto a directory: {other:?}"),
+    }
+    assert!(c.stat("/dir").await.expect("stat").is_dir);
+    // A wrong master address: a clear error, quickly.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let cfg = ClientConfig {
+        retry_for: Duration::from_secs(1),
+        ..ClientConfig::default()
+    };
+    match Client::connect(std::slice::from_ref(&dead), cfg.clone()).await {
+        Err(ClientError::Unavailable(m)) => assert!(m.contains(&dead), "{m}"),
+        other => panic!("connect to a dead address: {:?}", other.map(|_| ())),
+    }
+    match Client::connect(&["not-an-address".into()], cfg).await {
+        Err(ClientError::InvalidArgument(_)) => {}
+        other => panic!("bad address: {:?}", other.map(|_| ())),
+    }
+}
