@@ -31,6 +31,9 @@ pub struct Args {
     /// Heartbeat interval to the masters, ms.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// HTTP status port: `/metrics` (Prometheus) and a status page at `/`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: String,
 }
 
 fn hostname() -> String {
@@ -57,7 +60,24 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         capacity_bytes: a.capacity_bytes,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
     };
-    println!("shale chunkserver listening on {bound} (advertised as {advertise})");
+    let (addr, masters_list, data) = (
+        advertise.clone(),
+        config.masters.join(", "),
+        a.data.display().to_string(),
+    );
+    let page: crate::http::Page = std::sync::Arc::new(move || {
+        let body = format!(
+            "<html><head><title>shale chunkserver {0}</title></head><body><h1>shale chunkserver</h1><p>gRPC {0} · data {1} · masters {2} · <a href=\"/metrics\">metrics</a></p></body></html>",
+            crate::http::escape(&addr),
+            crate::http::escape(&data),
+            crate::http::escape(&masters_list)
+        );
+        Box::pin(async move { body })
+    });
+    let http = crate::http::start(&a.http, page).await?;
+    println!(
+        "shale chunkserver listening on {bound} (advertised as {advertise}), http status on {http}"
+    );
     std::io::stdout().flush()?;
     serve(config, listener, crate::master::shutdown_signal())
         .await

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod chunkserver;
 mod debug;
 mod files;
+mod http;
 mod human;
 mod master;
 mod up;

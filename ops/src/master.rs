@@ -35,6 +35,64 @@ pub struct Args {
     /// Raft election timeout (the lower bound; the upper is twice it), ms.
     #[arg(long, default_value_t = 200)]
     pub election_timeout_ms: u64,
+    /// HTTP status port: `/metrics` (Prometheus) and a status page at `/`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: String,
+}
+
+/// The master's status page: the group and chunkservers as this master sees them.
+fn page(grpc: String) -> crate::http::Page {
+    use crate::http::escape;
+    std::sync::Arc::new(move || {
+        let grpc = grpc.clone();
+        Box::pin(async move {
+            let mut out = format!("<html><head><title>shale master {grpc}</title></head><body><h1>shale master</h1><p>gRPC {grpc} · <a href=\"/metrics\">metrics</a></p>");
+            let status = async {
+                let mut c =
+                    shale_proto::metapb::master_service_client::MasterServiceClient::connect(
+                        format!("http://{grpc}"),
+                    )
+                    .await
+                    .ok()?;
+                c.status(shale_proto::metapb::Empty {})
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner())
+            }
+            .await;
+            match status {
+                Some(s) => {
+                    out += &format!("<p>master {} is <b>{}</b>, term {}, applied index {}; leader: master {} at {}</p><h2>masters</h2><ul>", s.id, s.role, s.term, s.applied_index, s.leader, escape(&s.leader_address));
+                    for m in &s.masters {
+                        out += &format!(
+                            "<li>master {} at {}{}</li>",
+                            m.id,
+                            escape(&m.address),
+                            if m.voter { "" } else { " (learner)" }
+                        );
+                    }
+                    out += "</ul><h2>chunkservers</h2><ul>";
+                    for cs in &s.chunkservers {
+                        out += &format!(
+                            "<li>node {} at {} (host {}): {}, {} free, {} chunks</li>",
+                            cs.node_id,
+                            escape(&cs.address),
+                            escape(&cs.host),
+                            cs.state,
+                            crate::human::size(cs.free_bytes),
+                            cs.chunks
+                        );
+                    }
+                    out += &format!(
+                        "</ul><p>{} files, {} directories, {} chunks</p>",
+                        s.files, s.dirs, s.chunks
+                    );
+                }
+                None => out += "<p>status unavailable</p>",
+            }
+            out + "</body></html>"
+        })
+    })
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -72,8 +130,9 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.election_timeout_min_ms = a.election_timeout_ms.max(50);
     config.election_timeout_max_ms = 2 * config.election_timeout_min_ms;
     config.heartbeat_ms = (config.election_timeout_min_ms / 4).max(10);
+    let http = crate::http::start(&a.http, page(bound.clone())).await?;
     println!(
-        "shale master {} listening on {bound} (advertised as {advertise})",
+        "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",
         a.id
     );
     std::io::stdout().flush()?;

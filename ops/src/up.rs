@@ -79,6 +79,10 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "--peers",
                 &peers,
             ])
+            .args([
+                "--http",
+                &format!("127.0.0.1:{}", a.master_port + 10 + i as u16),
+            ])
             .args(["--chunk-size-mib", &a.chunk_size_mib.to_string(), "--data"])
             .arg(a.data.join(format!("m{id}")))
             .stdout(Stdio::null())
@@ -96,7 +100,12 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "--listen",
                 &addr,
             ])
-            .args(["--host", &format!("cs{}", i + 1), "--data"])
+            .args(["--host", &format!("cs{}", i + 1)])
+            .args([
+                "--http",
+                &format!("127.0.0.1:{}", a.chunkserver_port + 10 + i),
+            ])
+            .arg("--data")
             .arg(a.data.join(format!("cs{}", i + 1)))
             .stdout(Stdio::null())
             .spawn()?;
@@ -106,6 +115,14 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("shale cluster up (data in {})", a.data.display());
     println!("  masters:      {}", masters.join(" "));
     println!("  chunkservers: {}", chunkservers.join(" "));
+    println!(
+        "  status pages: http://127.0.0.1:{}/ (masters: ports {}-{}, chunkservers: {}-{}; /metrics on each)",
+        a.master_port + 10,
+        a.master_port + 10,
+        a.master_port + 12,
+        a.chunkserver_port + 10,
+        a.chunkserver_port + 12
+    );
     println!("try: shale status; shale put ./somefile /somefile; shale ls -l /");
     println!("Ctrl-C stops the cluster.");
     let mut tick = tokio::time::interval(Duration::from_millis(500));
