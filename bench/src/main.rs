@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod alloc;
 mod chunk_store;
+mod e2e;
 mod meta;
 mod raftlog;
 mod report;
@@ -28,6 +29,12 @@ enum Cmd {
     /// Master group: creates/s with 1 and 64 clients, stats/s, failover time, memory per
     /// file and chunk (3 real master processes on loopback).
     Meta(meta::Args),
+    /// End to end: 3 masters + 3 chunkservers; write/read MiB/s with 1 and 4 clients vs 3× disk
+    /// writes and loopback TCP.
+    E2e(e2e::Args),
+    /// (Internal: the body of a chunkserver process started by `e2e`.)
+    #[command(hide = true)]
+    InternalChunkserver(e2e::ChunkserverArgs),
     /// (Internal: the body of a master process started by `meta`.)
     #[command(hide = true)]
     InternalMaster(meta::MasterArgs),
@@ -55,6 +62,12 @@ fn main() {
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Meta(a) => rt
             .block_on(meta::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::E2e(a) => rt
+            .block_on(e2e::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::InternalChunkserver(a) => rt
+            .block_on(e2e::internal_chunkserver(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::InternalMaster(a) => rt
             .block_on(meta::internal_master(a))

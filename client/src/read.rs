@@ -13,17 +13,22 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::transport::Endpoint;
 
+/// The frames of one chunk range, as received (no copy into one buffer).
+type Frames = Vec<Bytes>;
+
 async fn read_replica(
     addr: &str,
     c: &ChunkLocation,
     offset: u64,
     len: u64,
-) -> std::result::Result<Bytes, String> {
+) -> std::result::Result<Frames, String> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(60))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20);
     let mut client = ChunkServiceClient::new(ep.connect_lazy()).max_decoding_message_size(8 << 20);
     let mut stream = client
         .read_chunk(ReadChunkRequest {
@@ -38,18 +43,20 @@ async fn read_replica(
         .await
         .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?
         .into_inner();
-    let mut buf = BytesMut::with_capacity(len as usize);
+    let mut frames = Vec::new();
+    let mut got = 0u64;
     while let Some(frame) = stream
         .message()
         .await
         .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?
     {
-        buf.extend_from_slice(&frame.data);
+        got += frame.data.len() as u64;
+        frames.push(frame.data);
     }
-    if buf.len() as u64 != len {
-        return Err(format!("{addr}: got {} of {len} bytes", buf.len()));
+    if got != len {
+        return Err(format!("{addr}: got {got} of {len} bytes"));
     }
-    Ok(buf.freeze())
+    Ok(frames)
 }
 
 impl Client {
@@ -86,7 +93,7 @@ impl Client {
             .await
     }
 
-    async fn fetch(&self, path: &str, c: &ChunkLocation, offset: u64, len: u64) -> Result<Bytes> {
+    async fn fetch(&self, path: &str, c: &ChunkLocation, offset: u64, len: u64) -> Result<Frames> {
         let mut why = Vec::new();
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());
@@ -118,16 +125,23 @@ impl Client {
         let locs = self.locations(path, 0, 0).await?;
         let cs = locs.chunk_size;
         let length = locs.length;
-        let mut chunks = stream::iter(locs.chunks.iter().map(|c| {
-            let len = (length - u64::from(c.index) * cs).min(cs);
-            self.fetch(path, c, 0, len)
-        }))
-        .buffered(self.config.read_parallelism.max(1));
+        // Futures built eagerly (not in a closure inside the stream), so the whole `get` future
+        // stays `Send` for callers that spawn it.
+        let fetches: Vec<_> = locs
+            .chunks
+            .iter()
+            .map(|c| {
+                let len = (length - u64::from(c.index) * cs).min(cs);
+                self.fetch(path, c, 0, len)
+            })
+            .collect();
+        let mut chunks = stream::iter(fetches).buffered(self.config.read_parallelism.max(1));
         let mut done = 0u64;
-        while let Some(data) = chunks.next().await {
-            let data = data?;
-            dst.write_all(&data).await?;
-            done += data.len() as u64;
+        while let Some(frames) = chunks.next().await {
+            for f in frames? {
+                dst.write_all(&f).await?;
+                done += f.len() as u64;
+            }
             progress(done);
         }
         dst.flush().await?;
@@ -151,7 +165,9 @@ impl Client {
             if a >= b {
                 continue;
             }
-            out.extend_from_slice(&self.fetch(path, c, a - start, b - a).await?);
+            for f in self.fetch(path, c, a - start, b - a).await? {
+                out.extend_from_slice(&f);
+            }
         }
         Ok(out.freeze())
     }

@@ -61,7 +61,9 @@ async fn send_chunk(
         .map_err(|e| (Some(head.node_id), e.to_string()))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(120))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20);
     let mut client = ChunkServiceClient::new(ep.connect_lazy())
         .max_encoding_message_size(8 << 20)
         .max_decoding_message_size(8 << 20);

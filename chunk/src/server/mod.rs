@@ -77,6 +77,8 @@ pub async fn serve(
     });
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
         .add_service(
             ChunkServiceServer::from_arc(server)
                 .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))

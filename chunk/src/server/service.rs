@@ -57,7 +57,9 @@ pub fn peer_client(addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
         .map_err(|e| invalid(format!("bad peer address {addr}: {e}")))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(120))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20);
     Ok(ChunkServiceClient::new(ep.connect_lazy())
         .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
         .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)))

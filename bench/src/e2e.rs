@@ -1,0 +1,345 @@
+//! `shale-bench e2e`: a local cluster (3 masters, 3 chunkservers, 64 MiB chunks, 3 replicas) as
+//! real processes; a sequential write of one file and its read, then 4 clients on 4 files; and in
+//! the same run the baselines: the same bytes written 3× to the local disk with fdatasync (the
+//! least three replicas on one disk must do) and a raw loopback TCP stream.
+use crate::report::{print_json, print_machine, r1, r3};
+use bytes::Bytes;
+use serde_json::json;
+use shale_client::{Client, ClientConfig};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Stdio};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Size of the single file, MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Size of each of the 4 files, MiB.
+    #[arg(long, default_value_t = 256)]
+    size_4_mib: u64,
+    /// Chunk size, MiB.
+    #[arg(long, default_value_t = 64)]
+    chunk_mib: u64,
+    /// Where to put the data (default: a temp dir under the current directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ChunkserverArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    masters: String,
+    #[arg(long)]
+    host: String,
+}
+
+/// The body of a chunkserver child process.
+pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let config = shale_chunk::server::ChunkserverConfig {
+        data_dir: a.data,
+        masters: a.masters.split(',').map(str::to_string).collect(),
+        advertise: addr.clone(),
+        host: a.host,
+        rack: None,
+        chunk_size_max_bytes: 1 << 30,
+        capacity_bytes: None,
+        heartbeat: Duration::from_millis(500),
+    };
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    shale_chunk::server::serve(config, listener, std::future::pending()).await
+}
+
+struct Kid(Child);
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String]) -> Result<(Kid, String), BoxError> {
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    std::thread::spawn(move || for _ in out.lines() {});
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("child said {line:?}"))?
+        .to_string();
+    Ok((Kid(child), addr))
+}
+
+/// An endless source of pseudo-random bytes (from a 64 MiB pool, so neither side copies from a
+/// cache-hot buffer), limited to `left` bytes.
+struct Source {
+    pool: Bytes,
+    pos: usize,
+    left: u64,
+}
+
+impl Source {
+    fn new(pool: &Bytes, len: u64, start: usize) -> Source {
+        Source {
+            pool: pool.clone(),
+            pos: start % pool.len(),
+            left: len,
+        }
+    }
+}
+
+impl AsyncRead for Source {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = (buf.remaining() as u64).min(self.left) as usize;
+        let n = n.min(self.pool.len() - self.pos);
+        let pos = self.pos;
+        buf.put_slice(&self.pool[pos..pos + n]);
+        self.pos = (pos + n) % self.pool.len();
+        self.left -= n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn pool() -> Bytes {
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut v = Vec::with_capacity(64 << 20);
+    while v.len() < 64 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    Bytes::from(v)
+}
+
+fn mibps(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / t.as_secs_f64()
+}
+
+/// The same bytes written 3× to the local disk, each copy in chunk-sized files with one
+/// fdatasync per file.
+fn baseline_disk(dir: &Path, size: u64, chunk: u64, pool: &Bytes) -> Result<f64, BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let t = Instant::now();
+    for copy in 0..3 {
+        let mut left = size;
+        let mut i = 0;
+        while left > 0 {
+            let n = left.min(chunk);
+            let mut f = std::fs::File::create(dir.join(format!("{copy}-{i}")))?;
+            let mut w = 0u64;
+            while w < n {
+                let k = (n - w).min(1 << 20) as usize;
+                let off = ((w as usize) + i * 4096) % (pool.len() - k);
+                f.write_all(&pool[off..off + k])?;
+                w += k as u64;
+            }
+            f.sync_data()?;
+            left -= n;
+            i += 1;
+        }
+    }
+    let took = t.elapsed();
+    std::fs::remove_dir_all(dir)?;
+    Ok(mibps(size, took))
+}
+
+/// A raw loopback TCP stream: one writer, one reader, 1 MiB buffers.
+fn baseline_loopback(size: u64, pool: &Bytes) -> Result<f64, BoxError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = l.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let t = Instant::now();
+    let mut w = 0u64;
+    while w < size {
+        let k = (size - w).min(1 << 20) as usize;
+        s.write_all(&pool[..k])?;
+        w += k as u64;
+    }
+    drop(s);
+    let got = reader.join().map_err(|_| "reader panicked")??;
+    if got != size {
+        return Err(format!("loopback read {got} of {size}").into());
+    }
+    Ok(mibps(size, t.elapsed()))
+}
+
+pub async fn run(a: Args) -> Result<(), BoxError> {
+    let tmp = match &a.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir_in(".")?,
+    };
+    print_machine(tmp.path());
+    let size = a.size_mib << 20;
+    let size4 = a.size_4_mib << 20;
+    let chunk = a.chunk_mib << 20;
+    println!(
+        "e2e: 3 masters + 3 chunkservers, {} MiB chunks, 3 replicas; 1 file of {} MiB, then 4 files of {} MiB",
+        a.chunk_mib, a.size_mib, a.size_4_mib
+    );
+    let pool = pool();
+
+    let mut kids = Vec::new();
+    let mut masters = Vec::new();
+    for id in 1..=3u64 {
+        let data = tmp.path().join(format!("m{id}"));
+        let (k, addr) = spawn(&[
+            "internal-master".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data".into(),
+            data.display().to_string(),
+        ])?;
+        kids.push(k);
+        masters.push(addr);
+    }
+    let mut boot = shale_proto::metapb::master_service_client::MasterServiceClient::connect(
+        format!("http://{}", masters[0]),
+    )
+    .await?;
+    boot.bootstrap(shale_proto::metapb::BootstrapRequest {
+        masters: masters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| shale_proto::metapb::MasterInfo {
+                id: i as u64 + 1,
+                address: m.clone(),
+                voter: true,
+            })
+            .collect(),
+    })
+    .await?;
+    for i in 1..=3 {
+        let data = tmp.path().join(format!("cs{i}"));
+        let (k, _) = spawn(&[
+            "internal-chunkserver".into(),
+            "--data".into(),
+            data.display().to_string(),
+            "--masters".into(),
+            masters.join(","),
+            "--host".into(),
+            format!("cs{i}"),
+        ])?;
+        kids.push(k);
+    }
+    let client = Client::connect(&masters, ClientConfig::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = client.status().await?;
+        if s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("chunkservers did not come up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = chunk;
+
+    // One client, one file.
+    let t = Instant::now();
+    client
+        .put("/e2e-1", Source::new(&pool, size, 0), true, &no_progress)
+        .await?;
+    let w1 = mibps(size, t.elapsed());
+    println!("write, 1 client: {w1:.1} MiB/s");
+    let t = Instant::now();
+    let n = client
+        .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
+        .await?;
+    let r1_ = mibps(n, t.elapsed());
+    println!("read, 1 client: {r1_:.1} MiB/s");
+
+    // Four clients, four files.
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..4usize {
+        let (m, p) = (masters.clone(), pool.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&m, ClientConfig::default()).await?;
+            c.put(
+                &format!("/e2e-4-{k}"),
+                Source::new(&p, size4, k << 24),
+                true,
+                &no_progress,
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let w4 = mibps(4 * size4, t.elapsed());
+    println!("write, 4 clients: {w4:.1} MiB/s aggregate");
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..4usize {
+        let m = masters.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&m, ClientConfig::default()).await?;
+            c.get(&format!("/e2e-4-{k}"), &mut tokio::io::sink(), &no_progress)
+                .await
+        }));
+    }
+    let mut read4 = 0;
+    for task in tasks {
+        read4 += task.await??;
+    }
+    let r4 = mibps(read4, t.elapsed());
+    println!("read, 4 clients: {r4:.1} MiB/s aggregate");
+    drop(kids);
+
+    let disk = baseline_disk(&tmp.path().join("baseline"), size, 64 << 20, &pool)?;
+    println!("baseline: 3 copies to disk with fdatasync: {disk:.1} MiB/s of payload");
+    let lo = baseline_loopback(size, &pool)?;
+    println!("baseline: loopback TCP: {lo:.1} MiB/s");
+    print_json(vec![
+        ("bench", json!("e2e")),
+        ("write_MiBps_1", json!(r1(w1))),
+        ("read_MiBps_1", json!(r1(r1_))),
+        ("write_MiBps_4", json!(r1(w4))),
+        ("read_MiBps_4", json!(r1(r4))),
+        ("baseline_3x_disk_write_MiBps", json!(r1(disk))),
+        ("baseline_loopback_MiBps", json!(r1(lo))),
+        ("write_ratio", json!(r3(w1 / disk))),
+        ("read_ratio", json!(r3(r1_ / lo))),
+    ]);
+    Ok(())
+}
+
+fn no_progress(_: u64) {}
