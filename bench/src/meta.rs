@@ -426,11 +426,12 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
 
     // Stats, linearizable.
     let per = a.stats_per_client;
+    let files_per_client = a.creates_per_client.max(1);
     let took = parallel(a.clients, |k| {
         let c = pool[(k % 8) as usize].clone();
         async move {
             for i in 0..per {
-                let p = format!("/b/c{k}-{}", i % 150.min(per.max(1)));
+                let p = format!("/b/c{k}-{}", i % files_per_client);
                 c.call(|mut s| {
                     let p = p.clone();
                     async move {
