@@ -6,10 +6,9 @@ use crate::report::{print_json, print_machine, r1, r3};
 use bytes::Bytes;
 use serde_json::json;
 use shale_client::{Client, ClientConfig};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Stdio};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -59,32 +58,6 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     shale_chunk::server::serve(config, listener, std::future::pending()).await
-}
-
-struct Kid(Child);
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[String]) -> Result<(Kid, String), BoxError> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    std::thread::spawn(move || for _ in out.lines() {});
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("child said {line:?}"))?
-        .to_string();
-    Ok((Kid(child), addr))
 }
 
 /// An endless source of pseudo-random bytes (from a 64 MiB pool, so neither side copies from a
@@ -216,7 +189,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let mut masters = Vec::new();
     for id in 1..=3u64 {
         let data = tmp.path().join(format!("m{id}"));
-        let (k, addr) = spawn(&[
+        let (k, addr) = crate::procs::spawn(&[
             "internal-master".into(),
             "--id".into(),
             id.to_string(),
@@ -246,7 +219,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     .await?;
     for i in 1..=3 {
         let data = tmp.path().join(format!("cs{i}"));
-        let (k, _) = spawn(&[
+        let (k, _) = crate::procs::spawn(&[
             "internal-chunkserver".into(),
             "--data".into(),
             data.display().to_string(),

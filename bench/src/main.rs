@@ -6,6 +6,7 @@ mod alloc;
 mod chunk_store;
 mod e2e;
 mod meta;
+mod procs;
 mod raftlog;
 mod report;
 

@@ -15,9 +15,7 @@ use shale_meta::sm::{Command, MetaState, Reply};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
 use shale_proto::metapb::*;
 use shale_proto::NodeId;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,52 +76,30 @@ struct Proc {
     id: u64,
     addr: String,
     data: PathBuf,
-    child: Option<Child>,
+    kid: crate::procs::Kid,
 }
 
 impl Proc {
     fn start(id: u64, listen: &str, data: &Path) -> Result<Proc, BoxError> {
-        let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args([
-                "internal-master",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                listen,
-                "--data",
-            ])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| format!("master {id} said {line:?}"))?
-            .to_string();
-        std::thread::spawn(move || for _ in out.lines() {});
+        let (kid, addr) = crate::procs::spawn(&[
+            std::ffi::OsStr::new("internal-master"),
+            "--id".as_ref(),
+            id.to_string().as_ref(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ])?;
         Ok(Proc {
             id,
             addr,
             data: data.to_path_buf(),
-            child: Some(child),
+            kid,
         })
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
+        self.kid.kill9();
     }
 }
 

@@ -34,27 +34,9 @@ async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
         })
         .collect();
     let addrs: Vec<String> = ms.iter().map(|m| m.addr.clone()).collect();
-    let boot = BootstrapRequest {
-        masters: ms
-            .iter()
-            .map(|m| MasterInfo {
-                id: m.id,
-                address: m.addr.clone(),
-                voter: true,
-            })
-            .collect(),
-    };
-    client(&addrs[0])
-        .await
-        .bootstrap(boot.clone())
-        .await
-        .expect("bootstrap");
+    bootstrap(&ms).await;
     // Safe to run twice.
-    client(&addrs[0])
-        .await
-        .bootstrap(boot)
-        .await
-        .expect("bootstrap again");
+    bootstrap(&ms).await;
     let leader_addr = leader(&addrs).await;
 
     // Acknowledged writes.

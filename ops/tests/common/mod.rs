@@ -11,6 +11,46 @@ use tonic::transport::Channel;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Spawns a server whose first stdout line says `... listening on ADDR ...`; returns the child
+/// and that address, and keeps draining its stdout so it never blocks on a full pipe.
+fn spawn_server(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shale");
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("read the listen line");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    std::thread::spawn(move || for _ in out.lines() {});
+    (child, addr)
+}
+
+/// Forms the group from `masters` through the first one.
+pub async fn bootstrap(masters: &[MasterProc]) {
+    let boot = BootstrapRequest {
+        masters: masters
+            .iter()
+            .map(|m| MasterInfo {
+                id: m.id,
+                address: m.addr.clone(),
+                voter: true,
+            })
+            .collect(),
+    };
+    client(&masters[0].addr)
+        .await
+        .bootstrap(boot)
+        .await
+        .expect("bootstrap");
+}
+
 pub struct MasterProc {
     pub id: u64,
     pub addr: String,
@@ -23,33 +63,19 @@ impl MasterProc {
     /// Starts a master; `listen` may be `127.0.0.1:0` (the bound address is read back).
     pub fn start(id: u64, listen: &str, data: &Path, extra: &[&str]) -> MasterProc {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shale"))
-            .args([
-                "master",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                listen,
-                "--data",
-            ])
-            .arg(data)
-            .args(&extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shale master");
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        out.read_line(&mut line).expect("read the listen line");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+        cmd.args([
+            "master",
+            "--id",
+            &id.to_string(),
+            "--listen",
+            listen,
+            "--data",
+        ])
+        .arg(data)
+        .args(&extra)
+        .env("RUST_LOG", "warn");
+        let (child, addr) = spawn_server(cmd);
         MasterProc {
             id,
             addr,
@@ -280,31 +306,18 @@ pub struct ChunkProc {
 
 impl ChunkProc {
     pub fn start(masters: &[String], host: &str, data: &Path) -> ChunkProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shale"))
-            .args([
-                "--masters",
-                &masters.join(","),
-                "chunkserver",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--host", host, "--heartbeat-ms", "200", "--data"])
-            .arg(data)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shale chunkserver");
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        out.read_line(&mut line).expect("read the listen line");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        std::thread::spawn(move || for _ in out.lines() {});
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+        cmd.args([
+            "--masters",
+            &masters.join(","),
+            "chunkserver",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--host", host, "--heartbeat-ms", "200", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "error");
+        let (child, addr) = spawn_server(cmd);
         ChunkProc {
             addr,
             data: data.to_path_buf(),
@@ -354,21 +367,7 @@ impl Cluster {
             })
             .collect();
         let addrs: Vec<String> = masters.iter().map(|m| m.addr.clone()).collect();
-        let boot = BootstrapRequest {
-            masters: masters
-                .iter()
-                .map(|m| MasterInfo {
-                    id: m.id,
-                    address: m.addr.clone(),
-                    voter: true,
-                })
-                .collect(),
-        };
-        client(&addrs[0])
-            .await
-            .bootstrap(boot)
-            .await
-            .expect("bootstrap");
+        bootstrap(&masters).await;
         leader(&addrs).await;
         let chunkservers: Vec<ChunkProc> = (1..=n)
             .map(|i| {
