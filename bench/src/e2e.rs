@@ -54,6 +54,8 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         chunk_size_max_bytes: 1 << 30,
         capacity_bytes: None,
         heartbeat: Duration::from_millis(500),
+        scrub_bytes_per_s: 0,
+        scrub_every: Duration::from_secs(3600),
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;

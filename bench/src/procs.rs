@@ -27,6 +27,7 @@ impl Drop for Kid {
 pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<(Kid, String), BoxError> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;

@@ -82,6 +82,7 @@ fn sigkill_at_random_points_loses_no_sealed_chunk() {
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_TRIAL, trial.to_string())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -75,6 +75,11 @@ impl Client {
         self.locations_once(path, offset, length).await
     }
 
+    /// Where each chunk of the file at `path` is (for fsck and tools).
+    pub async fn chunk_locations(&self, path: &str) -> Result<LocationsReply> {
+        self.locations_once(path, 0, 0).await
+    }
+
     async fn locations_once(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
         let p = path.to_string();
         self.masters

@@ -34,6 +34,12 @@ pub struct Args {
     /// HTTP status port: `/metrics` (Prometheus) and a status page at `/`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http: String,
+    /// Scrubber: re-verify sealed chunks at this rate, MiB/s (0 turns it off).
+    #[arg(long, default_value_t = 32)]
+    pub scrub_mib_per_s: u64,
+    /// Scrubber: seconds between passes.
+    #[arg(long, default_value_t = 3600)]
+    pub scrub_every_s: u64,
 }
 
 fn hostname() -> String {
@@ -59,6 +65,8 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         chunk_size_max_bytes: a.chunk_size_max_mib.clamp(1, 1024) << 20,
         capacity_bytes: a.capacity_bytes,
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+        scrub_bytes_per_s: a.scrub_mib_per_s << 20,
+        scrub_every: Duration::from_secs(a.scrub_every_s.max(1)),
     };
     let (addr, masters_list, data) = (
         advertise.clone(),

@@ -177,5 +177,17 @@ pub async fn status(c: &Client) -> Res {
         "namespace: {} files, {} directories, {} chunks",
         s.files, s.dirs, s.chunks
     );
+    if s.role == "leader" {
+        println!(
+            "healing: {} chunks under-replicated, {} copies running{}",
+            s.under_replicated,
+            s.copying,
+            if s.safe_mode {
+                " (safe mode: no deletions yet)"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod chunkserver;
 mod debug;
 mod files;
+mod fsck;
 mod http;
 mod human;
 mod master;
@@ -67,8 +68,13 @@ enum Cmd {
         #[arg(short = 'r')]
         recursive: bool,
     },
-    /// Masters with roles; chunkservers with state, space and chunk counts.
+    /// Masters with roles; chunkservers with state, space and chunk counts; healing progress.
     Status,
+    /// Check files for missing or under-replicated chunks (non-zero exit when data is at risk).
+    Fsck {
+        #[arg(default_value = "/")]
+        path: String,
+    },
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),
@@ -126,6 +132,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Cmd::Mv { src, dst } => Ok(c.rename(&src, &dst).await?),
                 Cmd::Rm { path, recursive } => Ok(c.delete(&path, recursive).await?),
                 Cmd::Status => files::status(&c).await,
+                Cmd::Fsck { path } => {
+                    if fsck::run(&c, &path).await? {
+                        Ok(())
+                    } else {
+                        Err("data at risk (see above)".into())
+                    }
+                }
                 _ => Ok(()),
             }
         }

@@ -38,6 +38,18 @@ pub struct Args {
     /// HTTP status port: `/metrics` (Prometheus) and a status page at `/`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http: String,
+    /// A chunkserver silent this long is stale (no new replicas placed on it), ms.
+    #[arg(long, default_value_t = 3_000)]
+    pub stale_after_ms: u64,
+    /// A chunkserver silent this long is dead (its replicas are re-created elsewhere), ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub dead_after_ms: u64,
+    /// A new leader deletes nothing for this long (and until every chunkserver reported), ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub safe_mode_ms: u64,
+    /// How often the leader looks for chunks to heal, ms.
+    #[arg(long, default_value_t = 1_000)]
+    pub heal_interval_ms: u64,
 }
 
 /// The master's status page: the group and chunkservers as this master sees them.
@@ -130,6 +142,14 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.election_timeout_min_ms = a.election_timeout_ms.max(50);
     config.election_timeout_max_ms = 2 * config.election_timeout_min_ms;
     config.heartbeat_ms = (config.election_timeout_min_ms / 4).max(10);
+    config.timeouts = shale_meta::server::soft::Timeouts {
+        stale_after: std::time::Duration::from_millis(a.stale_after_ms.max(100)),
+        dead_after: std::time::Duration::from_millis(
+            a.dead_after_ms.max(a.stale_after_ms).max(200),
+        ),
+    };
+    config.safe_mode = std::time::Duration::from_millis(a.safe_mode_ms);
+    config.heal_interval = std::time::Duration::from_millis(a.heal_interval_ms.max(50));
     let http = crate::http::start(&a.http, page(bound.clone())).await?;
     println!(
         "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",

@@ -85,6 +85,7 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             ])
             .args(["--chunk-size-mib", &a.chunk_size_mib.to_string(), "--data"])
             .arg(a.data.join(format!("m{id}")))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
         kids.0.push((format!("master {id}"), child));
@@ -107,6 +108,7 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             ])
             .arg("--data")
             .arg(a.data.join(format!("cs{}", i + 1)))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
         kids.0.push((format!("chunkserver {}", i + 1), child));

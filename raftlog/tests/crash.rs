@@ -95,6 +95,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_entry() {
         let mut child = Command::new(std::env::current_exe().expect("exe"))
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

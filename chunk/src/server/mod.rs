@@ -1,6 +1,7 @@
 //! The chunkserver process: ChunkService over gRPC on the chunk store, plus registration and
 //! heartbeats to every master.
 pub mod heartbeat;
+pub mod scrub;
 pub mod service;
 pub mod status;
 
@@ -23,6 +24,9 @@ pub struct ChunkserverConfig {
     pub chunk_size_max_bytes: u64,
     pub capacity_bytes: Option<u64>,
     pub heartbeat: Duration,
+    /// Scrubber rate (0: off) and pause between passes.
+    pub scrub_bytes_per_s: u64,
+    pub scrub_every: Duration,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -75,6 +79,11 @@ pub async fn serve(
         tracing::info!(node, "registered with the masters");
         heartbeat::run(hb_server, masters, interval).await;
     });
+    let scrubber = tokio::spawn(scrub::run(
+        server.clone(),
+        config.scrub_bytes_per_s,
+        config.scrub_every,
+    ));
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
@@ -90,5 +99,6 @@ pub async fn serve(
         )
         .await;
     background.abort();
+    scrubber.abort();
     result.map_err(Into::into)
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Status;
 
+mod heal;
 mod propose;
 pub mod reads;
 mod service;
@@ -41,6 +42,10 @@ pub struct MasterConfig {
     /// Build a snapshot (and compact the log) every this many applied entries.
     pub snapshot_every: u64,
     pub timeouts: soft::Timeouts,
+    /// How often the leader looks for chunks to heal.
+    pub heal_interval: Duration,
+    /// A new leader deletes nothing until it has led this long (and heard every chunkserver).
+    pub safe_mode: Duration,
 }
 
 impl MasterConfig {
@@ -57,6 +62,8 @@ impl MasterConfig {
             election_timeout_max_ms: 400,
             snapshot_every: 10_000,
             timeouts: soft::Timeouts::default(),
+            heal_interval: Duration::from_secs(1),
+            safe_mode: Duration::from_secs(10),
         }
     }
 }
@@ -70,6 +77,12 @@ pub struct Master {
     pub reads: reads::ReadBarrier,
     proposer: propose::Proposer,
     pub config: MasterConfig,
+    /// Out of safe mode: this leader may order deletions.
+    pub safe: std::sync::atomic::AtomicBool,
+    /// Chunks below their replication target with at least one live replica (last round).
+    pub under_replicated: std::sync::atomic::AtomicU64,
+    /// Copies in progress.
+    pub copying: std::sync::atomic::AtomicU64,
 }
 
 /// Maps a refused command to a gRPC status (one place for all of them).
@@ -251,11 +264,15 @@ pub async fn serve(
         reads: reads::ReadBarrier::default(),
         proposer: propose::Proposer::start(raft.clone()),
         config: config.clone(),
+        safe: Default::default(),
+        under_replicated: Default::default(),
+        copying: Default::default(),
     });
     if !config.peers.is_empty() {
         master.bootstrap(&config.peers).await?;
     }
     let ticker = tokio::spawn(expire_leases(master.clone()));
+    let healer = tokio::spawn(heal::run(master.clone()));
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(
@@ -271,6 +288,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(tokio_stream_incoming(listener), shutdown)
         .await;
     ticker.abort();
+    healer.abort();
     let _ = raft.shutdown().await;
     result.map_err(Into::into)
 }

@@ -56,6 +56,7 @@ impl Svc {
         Replica {
             node_id: node.get(),
             address,
+            alive: true,
         }
     }
 
@@ -107,6 +108,11 @@ impl Svc {
             files: counts.files,
             dirs: counts.dirs,
             chunks: counts.chunks,
+            under_replicated: m
+                .under_replicated
+                .load(std::sync::atomic::Ordering::Relaxed),
+            copying: m.copying.load(std::sync::atomic::Ordering::Relaxed),
+            safe_mode: !m.safe.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -346,14 +352,21 @@ impl MasterService for Svc {
         let (first, last) = (r.offset / cs, end.div_ceil(cs));
         let now = Instant::now();
         let t = self.0.config.timeouts;
-        let located: Vec<(usize, ChunkId, ChunkVersion, Vec<NodeId>)> = {
+        let located: Vec<(usize, ChunkId, ChunkVersion, Vec<(NodeId, bool)>)> = {
             let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
             fc.chunks
                 .iter()
                 .enumerate()
                 .skip(first as usize)
                 .take(last.saturating_sub(first) as usize)
-                .map(|(i, (c, v))| (i, *c, *v, soft.locations(*c, *v, now, t)))
+                .map(|(i, (c, v))| {
+                    let nodes = soft
+                        .locations(*c, *v, now, t)
+                        .into_iter()
+                        .map(|n| (n, soft.liveness(n, now, t) == Liveness::Alive))
+                        .collect();
+                    (i, *c, *v, nodes)
+                })
                 .collect()
         };
         let chunks = located
@@ -362,7 +375,13 @@ impl MasterService for Svc {
                 chunk_id: c.get(),
                 version: v.get(),
                 index: i as u32,
-                replicas: nodes.into_iter().map(|n| self.replica(n)).collect(),
+                replicas: nodes
+                    .into_iter()
+                    .map(|(n, alive)| Replica {
+                        alive,
+                        ..self.replica(n)
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(LocationsReply {
@@ -398,22 +417,23 @@ impl MasterService for Svc {
             let g = self.0.sm.read();
             let known = g.state.servers().any(|(n, _)| *n == node);
             // Only the leader orders deletions: replicas of garbage chunks and stale versions.
-            let delete: Vec<ReportedChunk> = if self.0.is_leader() {
-                let garbage: BTreeMap<&ChunkId, &ChunkVersion> = g.state.garbage().collect();
-                r.chunks
-                    .iter()
-                    .filter(|c| {
-                        let id = ChunkId(c.chunk_id);
-                        garbage.contains_key(&id)
-                            || g.state
-                                .chunk_version(id)
-                                .is_some_and(|v| c.version < v.get())
-                    })
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let delete: Vec<ReportedChunk> =
+                if self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
+                    let garbage: BTreeMap<&ChunkId, &ChunkVersion> = g.state.garbage().collect();
+                    r.chunks
+                        .iter()
+                        .filter(|c| {
+                            let id = ChunkId(c.chunk_id);
+                            garbage.contains_key(&id)
+                                || g.state
+                                    .chunk_version(id)
+                                    .is_some_and(|v| c.version < v.get())
+                        })
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             (known, delete)
         };
         if !known {

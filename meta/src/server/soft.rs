@@ -146,6 +146,19 @@ impl Soft {
         out.into_iter().map(|(_, n)| n).collect()
     }
 
+    /// Every known replica of a chunk: (server, version).
+    pub fn replicas(&self, chunk: ChunkId) -> &[(NodeId, ChunkVersion)] {
+        self.replicas.get(&chunk).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Forgets one replica (deleted or found bad).
+    pub fn remove(&mut self, chunk: ChunkId, node: NodeId) {
+        self.drop_replica(chunk, node);
+        if let Some(h) = self.held.get_mut(&node) {
+            h.remove(&chunk);
+        }
+    }
+
     /// Chunks a server reported, with versions.
     pub fn held_by(&self, node: NodeId) -> Vec<(ChunkId, ChunkVersion)> {
         self.held

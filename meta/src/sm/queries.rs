@@ -128,6 +128,30 @@ impl MetaState {
         }
     }
 
+    /// Every chunk of every complete file: (chunk, version, replication target). Chunks of files
+    /// under construction are left to their writer.
+    pub fn complete_chunks(&self) -> Vec<(ChunkId, ChunkVersion, u8)> {
+        let mut out = Vec::with_capacity(self.chunks.len());
+        for (id, inode) in &self.inodes {
+            if self.pending.contains_key(id) {
+                continue;
+            }
+            if let InodeKind::File(f) = &inode.kind {
+                for c in &f.chunks {
+                    if let Some(m) = self.chunks.get(c) {
+                        out.push((*c, m.version, f.replication));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a chunk id is known at all (live or garbage).
+    pub fn knows_chunk(&self, id: ChunkId) -> bool {
+        self.chunks.contains_key(&id) || self.garbage.contains_key(&id)
+    }
+
     /// The current version of a live chunk.
     pub fn chunk_version(&self, id: ChunkId) -> Option<ChunkVersion> {
         self.chunks.get(&id).map(|m| m.version)

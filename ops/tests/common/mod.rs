@@ -15,6 +15,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// and that address, and keeps draining its stdout so it never blocks on a full pipe.
 fn spawn_server(mut cmd: Command) -> (Child, String) {
     let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -306,6 +307,10 @@ pub struct ChunkProc {
 
 impl ChunkProc {
     pub fn start(masters: &[String], host: &str, data: &Path) -> ChunkProc {
+        ChunkProc::start_with(masters, host, data, &[])
+    }
+
+    pub fn start_with(masters: &[String], host: &str, data: &Path, extra: &[&str]) -> ChunkProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
         cmd.args([
             "--masters",
@@ -316,6 +321,7 @@ impl ChunkProc {
         ])
         .args(["--host", host, "--heartbeat-ms", "200", "--data"])
         .arg(data)
+        .args(extra)
         .env("RUST_LOG", "error");
         let (child, addr) = spawn_server(cmd);
         ChunkProc {
@@ -348,14 +354,25 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(n: usize, chunk_size_mib: u64) -> Cluster {
+        Cluster::start_with(n, chunk_size_mib, &[], &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra flags for the masters and the chunkservers.
+    pub async fn start_with(
+        n: usize,
+        chunk_size_mib: u64,
+        master_extra: &[&str],
+        cs_extra: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tmp");
         let cs = chunk_size_mib.to_string();
-        let extra = [
+        let mut extra = vec![
             "--election-timeout-ms",
             "150",
             "--chunk-size-mib",
             cs.as_str(),
         ];
+        extra.extend_from_slice(master_extra);
         let masters: Vec<MasterProc> = (1..=3)
             .map(|id| {
                 MasterProc::start(
@@ -371,11 +388,8 @@ impl Cluster {
         leader(&addrs).await;
         let chunkservers: Vec<ChunkProc> = (1..=n)
             .map(|i| {
-                ChunkProc::start(
-                    &addrs,
-                    &format!("cs{i}"),
-                    &dir.path().join(format!("cs{i}")),
-                )
+                let data = dir.path().join(format!("cs{i}"));
+                ChunkProc::start_with(&addrs, &format!("cs{i}"), &data, cs_extra)
             })
             .collect();
         let c = Cluster {

@@ -1,0 +1,270 @@
+//! Self-healing on the leader: re-replication of under-replicated chunks (fewest live replicas
+//! first, throttled per server), trimming of over-replicated ones, and forgetting garbage whose
+//! replicas are all gone.
+//!
+//! Safe mode (as in HDFS): a new leader deletes nothing — no trimming, no deletions in heartbeat
+//! replies — until it has led for `safe_mode` *and* heard from every registered chunkserver
+//! since, so it never acts on locations it has not learned yet.
+use super::soft::Liveness;
+use super::Master;
+use crate::placement::{self, Candidate};
+use crate::sm::Command;
+use shale_proto::pb::chunk_service_client::ChunkServiceClient;
+use shale_proto::pb::{ChunkRef, DeleteChunksRequest, PipelineTarget, ReplicateChunkRequest};
+use shale_proto::{ChunkId, ChunkVersion, NodeId};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Copies one server takes part in at once (as source or target).
+pub const COPIES_PER_SERVER_MAX: usize = 2;
+/// Copies started per healing round.
+pub const COPIES_PER_ROUND_MAX: usize = 64;
+
+#[derive(Default)]
+struct Progress {
+    copying: HashSet<ChunkId>,
+    busy: HashMap<NodeId, usize>,
+}
+
+fn chunk_client(addr: &str) -> Option<ChunkServiceClient<tonic::transport::Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(300));
+    Some(ChunkServiceClient::new(ep.connect_lazy()))
+}
+
+/// One chunk's state as the healer sees it.
+struct View {
+    id: ChunkId,
+    version: ChunkVersion,
+    target: usize,
+    live: Vec<NodeId>,
+}
+
+pub async fn run(master: Arc<Master>) {
+    let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
+    let mut leader_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(master.config.heal_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !master.is_leader() {
+            leader_since = None;
+            master.safe.store(false, Ordering::Relaxed);
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        let t = master.config.timeouts;
+        let (views, servers, garbage_gone, addrs) = {
+            let g = master.sm.read();
+            let soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
+            let servers: HashMap<NodeId, (Liveness, String, Option<String>, u64, bool)> = g
+                .state
+                .servers()
+                .map(|(id, s)| {
+                    let l = soft.liveness(*id, now, t);
+                    let (free, heard) = soft
+                        .servers
+                        .get(id)
+                        .map_or((0, false), |x| (x.free_bytes, x.last_seen >= since));
+                    (*id, (l, s.host.clone(), s.rack.clone(), free, heard))
+                })
+                .collect();
+            let addrs: HashMap<NodeId, String> = g
+                .state
+                .servers()
+                .map(|(id, s)| (*id, s.address.clone()))
+                .collect();
+            let views: Vec<View> = g
+                .state
+                .complete_chunks()
+                .into_iter()
+                .map(|(id, version, target)| View {
+                    id,
+                    version,
+                    target: usize::from(target),
+                    live: soft
+                        .replicas(id)
+                        .iter()
+                        .filter(|(n, v)| {
+                            *v == version && servers.get(n).is_some_and(|s| s.0 != Liveness::Dead)
+                        })
+                        .map(|(n, _)| *n)
+                        .collect(),
+                })
+                .collect();
+            let garbage_gone: Vec<(ChunkId, ChunkVersion)> = g
+                .state
+                .garbage()
+                .filter(|(c, _)| soft.replicas(**c).is_empty())
+                .map(|(c, v)| (*c, *v))
+                .take(10_000)
+                .collect();
+            (views, servers, garbage_gone, addrs)
+        };
+        let safe = now.duration_since(since) >= master.config.safe_mode
+            && servers.values().all(|s| s.4 || s.0 == Liveness::Dead);
+        master.safe.store(safe, Ordering::Relaxed);
+
+        let mut under: Vec<&View> = views
+            .iter()
+            .filter(|v| !v.live.is_empty() && v.live.len() < v.target)
+            .collect();
+        under.sort_by_key(|v| v.live.len() * 100 / v.target.max(1));
+        master
+            .under_replicated
+            .store(under.len() as u64, Ordering::Relaxed);
+        let lost = views.iter().filter(|v| v.live.is_empty()).count();
+        if lost > 0 {
+            tracing::warn!(lost, "chunks with no live replica: data at risk");
+        }
+        let mut started = 0;
+        for v in under {
+            if started >= COPIES_PER_ROUND_MAX {
+                break;
+            }
+            let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+            if p.copying.contains(&v.id) {
+                continue;
+            }
+            let Some(source) = v
+                .live
+                .iter()
+                .copied()
+                .filter(|n| servers.get(n).is_some_and(|s| s.0 == Liveness::Alive))
+                .find(|n| p.busy.get(n).copied().unwrap_or(0) < COPIES_PER_SERVER_MAX)
+            else {
+                continue;
+            };
+            let used_hosts: HashSet<&String> = v
+                .live
+                .iter()
+                .filter_map(|n| servers.get(n).map(|s| &s.1))
+                .collect();
+            let candidates: Vec<Candidate> = servers
+                .iter()
+                .filter(|(n, s)| {
+                    s.0 == Liveness::Alive
+                        && !v.live.contains(n)
+                        && !used_hosts.contains(&s.1)
+                        && p.busy.get(n).copied().unwrap_or(0) < COPIES_PER_SERVER_MAX
+                })
+                .map(|(n, s)| Candidate {
+                    node: *n,
+                    host: s.1.clone(),
+                    rack: s.2.clone(),
+                    free_bytes: s.3,
+                    load: p.busy.get(n).copied().unwrap_or(0) as u32,
+                })
+                .collect();
+            let Ok(chosen) = placement::place(&candidates, 1, &[], 1, None) else {
+                continue;
+            };
+            let Some(target) = chosen.first().copied() else {
+                continue;
+            };
+            let (Some(src_addr), Some(dst_addr)) = (addrs.get(&source), addrs.get(&target)) else {
+                continue;
+            };
+            p.copying.insert(v.id);
+            *p.busy.entry(source).or_default() += 1;
+            *p.busy.entry(target).or_default() += 1;
+            drop(p);
+            started += 1;
+            let (m, prog, src_addr, dst_addr) = (
+                master.clone(),
+                progress.clone(),
+                src_addr.clone(),
+                dst_addr.clone(),
+            );
+            let (id, version) = (v.id, v.version);
+            tokio::spawn(async move {
+                let ok = match chunk_client(&dst_addr) {
+                    Some(mut c) => c
+                        .replicate_chunk(ReplicateChunkRequest {
+                            chunk: Some(ChunkRef {
+                                chunk_id: id.get(),
+                                version: version.get(),
+                            }),
+                            source: Some(PipelineTarget {
+                                node_id: source.get(),
+                                address: src_addr,
+                            }),
+                        })
+                        .await
+                        .map_err(
+                            |e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"),
+                        )
+                        .is_ok(),
+                    None => false,
+                };
+                if ok {
+                    tracing::info!(chunk = %id, from = %source, to = %target, "re-replicated");
+                    m.soft
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .placed(id, version, &[target]);
+                }
+                let mut p = prog.lock().unwrap_or_else(|p| p.into_inner());
+                p.copying.remove(&id);
+                for n in [source, target] {
+                    if let Some(b) = p.busy.get_mut(&n) {
+                        *b = b.saturating_sub(1);
+                    }
+                }
+            });
+        }
+        master.copying.store(
+            progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .copying
+                .len() as u64,
+            Ordering::Relaxed,
+        );
+        if !safe {
+            continue;
+        }
+        // Over-replicated: drop the extra replica on the server with the least free space.
+        for v in views.iter().filter(|v| v.live.len() > v.target) {
+            let Some(victim) = v
+                .live
+                .iter()
+                .copied()
+                .min_by_key(|n| servers.get(n).map_or(0, |s| s.3))
+            else {
+                continue;
+            };
+            let Some(addr) = addrs.get(&victim) else {
+                continue;
+            };
+            if let Some(mut c) = chunk_client(addr) {
+                let req = DeleteChunksRequest {
+                    chunks: vec![ChunkRef {
+                        chunk_id: v.id.get(),
+                        version: v.version.get(),
+                    }],
+                };
+                if c.delete_chunks(req).await.is_ok() {
+                    tracing::info!(chunk = %v.id, node = %victim, "trimmed an extra replica");
+                    master
+                        .soft
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(v.id, victim);
+                }
+            }
+        }
+        if !garbage_gone.is_empty() {
+            let _ = master
+                .write(Command::ForgetGarbage {
+                    chunks: garbage_gone,
+                })
+                .await;
+        }
+    }
+}

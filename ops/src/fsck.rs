@@ -1,0 +1,71 @@
+//! `shale fsck [path]`: files with missing or under-replicated chunks, and totals. Exits
+//! non-zero when any data is at risk.
+use shale_client::{Client, FileStat};
+
+pub struct Report {
+    pub files: u64,
+    pub chunks: u64,
+    pub under: u64,
+    pub missing: u64,
+}
+
+async fn check_file(
+    c: &Client,
+    path: &str,
+    st: &FileStat,
+    r: &mut Report,
+) -> Result<(), Box<dyn std::error::Error>> {
+    r.files += 1;
+    let locs = c.chunk_locations(path).await?;
+    for ch in &locs.chunks {
+        r.chunks += 1;
+        // Only replicas on servers heard from recently count: a stale server may be gone.
+        let have = ch.replicas.iter().filter(|r| r.alive).count() as u32;
+        if have == 0 {
+            r.missing += 1;
+            println!("{path}: chunk {} has no live replica (MISSING)", ch.index);
+        } else if have < st.replication {
+            r.under += 1;
+            println!(
+                "{path}: chunk {} has {have} of {} replicas (under-replicated)",
+                ch.index, st.replication
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(c: &Client, path: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut r = Report {
+        files: 0,
+        chunks: 0,
+        under: 0,
+        missing: 0,
+    };
+    let root = c.stat(path).await?;
+    let mut stack = vec![(path.to_string(), root)];
+    while let Some((p, st)) = stack.pop() {
+        if st.is_dir {
+            for e in c.list(&p).await? {
+                let child = if p == "/" {
+                    format!("/{}", e.name)
+                } else {
+                    format!("{p}/{}", e.name)
+                };
+                stack.push((child, e));
+            }
+        } else {
+            check_file(c, &p, &st, &mut r).await?;
+        }
+    }
+    let healthy = r.under == 0 && r.missing == 0;
+    println!(
+        "{} files, {} chunks: {} under-replicated, {} missing — {}",
+        r.files,
+        r.chunks,
+        r.under,
+        r.missing,
+        if healthy { "HEALTHY" } else { "AT RISK" }
+    );
+    Ok(healthy)
+}
