@@ -82,6 +82,19 @@ impl Client {
             .await
     }
 
+    /// Starts (or, with `draining: false`, stops) draining a chunkserver.
+    pub async fn drain(&self, node: u64, draining: bool) -> Result<StatusReply> {
+        self.masters
+            .call(|mut m| async move {
+                m.drain(DrainRequest {
+                    node_id: node,
+                    draining,
+                })
+                .await
+            })
+            .await
+    }
+
     pub async fn stat(&self, path: &str) -> Result<FileStat> {
         let p = path.to_string();
         self.masters

@@ -63,22 +63,44 @@ pub async fn get(c: &Client, remote: &str, local: &Path) -> Res {
     if st.is_dir {
         return Err(format!("{remote}: is a directory").into());
     }
-    let tmp = local.with_extension("shale-partial");
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // A regular file (or a new path) is written to a temp name, synced and renamed into place,
+    // so a failed get never leaves a half file. Anything else (a device such as /dev/null, a
+    // pipe) is written directly: renaming over it would replace it.
+    let direct = match tokio::fs::metadata(local).await {
+        Ok(m) if m.is_dir() => return Err(format!("{}: is a directory", local.display()).into()),
+        Ok(m) => !m.is_file(),
+        Err(_) => false,
+    };
+    let target = if direct {
+        local.to_path_buf()
+    } else {
+        local.with_extension("shale-partial")
+    };
+    let mut f = if direct {
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .await
+    } else {
+        tokio::fs::File::create(&target).await
+    }
+    .map_err(|e| format!("{}: {e}", target.display()))?;
     let pb = bar(Some(st.length));
     let r = c.get(remote, &mut f, &|done| pb.set_position(done)).await;
     pb.finish_and_clear();
     match r {
         Ok(n) => {
-            f.sync_all().await?;
-            tokio::fs::rename(&tmp, local).await?;
+            if !direct {
+                f.sync_all().await?;
+                tokio::fs::rename(&target, local).await?;
+            }
             println!("{}: {} read", local.display(), human::size(n));
             Ok(())
         }
         Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            if !direct {
+                let _ = tokio::fs::remove_file(&target).await;
+            }
             Err(e.into())
         }
     }
@@ -163,14 +185,15 @@ pub async fn status(c: &Client) -> Res {
     println!("chunkservers:");
     for cs in &s.chunkservers {
         println!(
-            "  node {:<3} {:<22} host {:<12} {:<6} {:>10} free of {:>10}  {} chunks",
+            "  node {:<3} {:<22} host {:<12} {:<6} {:>10} free of {:>10}  {} chunks{}",
             cs.node_id,
             cs.address,
             cs.host,
             cs.state,
             human::size(cs.free_bytes),
             human::size(cs.capacity_bytes),
-            cs.chunks
+            cs.chunks,
+            if cs.draining { " (draining)" } else { "" }
         );
     }
     println!(
@@ -190,4 +213,30 @@ pub async fn status(c: &Client) -> Res {
         );
     }
     Ok(())
+}
+
+pub async fn drain(c: &Client, node: u64, draining: bool, wait: bool) -> Res {
+    c.drain(node, draining).await?;
+    if !draining {
+        println!("chunkserver {node} is back in service");
+        return Ok(());
+    }
+    println!("chunkserver {node} is draining");
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        let s = c.status().await?;
+        let left = s
+            .chunkservers
+            .iter()
+            .find(|cs| cs.node_id == node)
+            .map_or(0, |cs| cs.chunks);
+        if left == 0 {
+            println!("chunkserver {node} holds no replicas: it can be removed");
+            return Ok(());
+        }
+        println!("  {left} replicas left on chunkserver {node}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

@@ -70,6 +70,9 @@ enum Cmd {
     },
     /// Masters with roles; chunkservers with state, space and chunk counts; healing progress.
     Status,
+    /// Administration.
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Check files for missing or under-replicated chunks (non-zero exit when data is at risk).
     Fsck {
         #[arg(default_value = "/")]
@@ -78,6 +81,21 @@ enum Cmd {
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Move every replica off a chunkserver (by node id, see `shale status`); then it can be
+    /// removed with nothing lost.
+    Drain {
+        node: u64,
+        /// Put the server back in service instead.
+        #[arg(long)]
+        undo: bool,
+        /// Wait until the server holds no replicas.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +150,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Cmd::Mv { src, dst } => Ok(c.rename(&src, &dst).await?),
                 Cmd::Rm { path, recursive } => Ok(c.delete(&path, recursive).await?),
                 Cmd::Status => files::status(&c).await,
+                Cmd::Admin(AdminCmd::Drain { node, undo, wait }) => {
+                    files::drain(&c, node, !undo, wait).await
+                }
                 Cmd::Fsck { path } => {
                     if fsck::run(&c, &path).await? {
                         Ok(())

@@ -6,6 +6,9 @@ mod common;
 
 use common::*;
 use shale_client::{Client, ClientConfig};
+use shale_proto::metapb::{
+    AllocateChunkReply, AllocateChunkRequest, CompleteRequest, CreateRequest,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -169,4 +172,153 @@ async fn the_cluster_heals_itself() {
     )
     .await;
     assert!(fsck(&masters));
+
+    stale_replica(&cluster, &c).await;
+    drain(&cluster, &c, &masters).await;
+}
+
+/// Writes a whole chunk through a pipeline with raw ChunkService calls.
+async fn write_chunk(reply: &AllocateChunkReply, bytes: &[u8]) {
+    use shale_proto::pb::chunk_service_client::ChunkServiceClient;
+    use shale_proto::pb::write_chunk_request::Kind;
+    use shale_proto::pb::{ChunkRef, PipelineTarget, WriteChunkRequest, WriteHeader};
+    let head = &reply.pipeline[0];
+    let mut cs = ChunkServiceClient::connect(format!("http://{}", head.address))
+        .await
+        .expect("connect");
+    let msgs = vec![
+        WriteChunkRequest {
+            kind: Some(Kind::Header(WriteHeader {
+                chunk: Some(ChunkRef {
+                    chunk_id: reply.chunk_id,
+                    version: reply.version,
+                }),
+                downstream: reply.pipeline[1..]
+                    .iter()
+                    .map(|r| PipelineTarget {
+                        node_id: r.node_id,
+                        address: r.address.clone(),
+                    })
+                    .collect(),
+                length: bytes.len() as u64,
+            })),
+        },
+        WriteChunkRequest {
+            kind: Some(Kind::Data(bytes.to_vec().into())),
+        },
+    ];
+    let r = cs
+        .write_chunk(tokio_stream::iter(msgs))
+        .await
+        .expect("write");
+    assert_eq!(r.into_inner().durable_on.len(), reply.pipeline.len());
+}
+
+/// A replica left at an older version (its server missed the retried write) is never served
+/// and is deleted.
+async fn stale_replica(cluster: &Cluster, c: &Client) {
+    let masters = cluster.master_addrs();
+    let file = on_leader(&masters, |mut m| async move {
+        m.create(CreateRequest {
+            path: "/stale".into(),
+            overwrite: false,
+            replication: 3,
+            chunk_size: 0,
+            client_id: 9,
+            lease_ms: 60_000,
+        })
+        .await
+    })
+    .await
+    .expect("create")
+    .file;
+    let alloc = |exclude: Vec<u64>| {
+        let masters = masters.clone();
+        async move {
+            on_leader(&masters, |mut m| {
+                let exclude = exclude.clone();
+                async move {
+                    m.allocate_chunk(AllocateChunkRequest {
+                        file,
+                        client_id: 9,
+                        index: 0,
+                        exclude,
+                        client_host: String::new(),
+                    })
+                    .await
+                }
+            })
+            .await
+            .expect("allocate")
+        }
+    };
+    let v1 = alloc(vec![]).await;
+    write_chunk(&v1, b"version one").await;
+    let left_behind = v1.pipeline[0].clone();
+    let v2 = alloc(vec![left_behind.node_id]).await;
+    assert_eq!(v2.chunk_id, v1.chunk_id);
+    assert!(v2.version > v1.version);
+    write_chunk(&v2, b"version two").await;
+    on_leader(&masters, |mut m| async move {
+        m.complete(CompleteRequest {
+            file,
+            client_id: 9,
+            length: 11,
+        })
+        .await
+    })
+    .await
+    .expect("complete");
+    let locs = c.chunk_locations("/stale").await.expect("locations");
+    assert!(
+        locs.chunks[0]
+            .replicas
+            .iter()
+            .all(|r| r.node_id != left_behind.node_id),
+        "the stale replica is never served"
+    );
+    let mut out = Vec::new();
+    c.get("/stale", &mut out, &|_| {}).await.expect("get");
+    assert_eq!(out, b"version two");
+    let holder = cluster
+        .chunkservers
+        .iter()
+        .find(|p| p.addr == left_behind.address)
+        .expect("stale holder");
+    let (dir, id) = (holder.data.clone(), v1.chunk_id);
+    wait_until("the stale replica is deleted", || {
+        let dir = dir.clone();
+        async move { !chunk_files(&dir, id) }
+    })
+    .await;
+}
+
+/// Draining a chunkserver moves its replicas elsewhere; then it holds none and nothing is lost.
+async fn drain(cluster: &Cluster, c: &Client, masters: &[String]) {
+    let st = c.status().await.expect("status");
+    let addr = cluster.chunkservers[1].addr.clone();
+    let node = st
+        .chunkservers
+        .iter()
+        .find(|cs| cs.address == addr)
+        .expect("chunkserver 2")
+        .node_id;
+    let st = c.drain(node, true).await.expect("drain");
+    assert!(st
+        .chunkservers
+        .iter()
+        .any(|cs| cs.node_id == node && cs.draining));
+    wait_until("the drained server holds no replicas", || async {
+        let s = c.status().await.expect("status");
+        s.chunkservers
+            .iter()
+            .any(|cs| cs.node_id == node && cs.chunks == 0)
+    })
+    .await;
+    assert!(fsck(masters), "nothing lost by the drain");
+    let mut out = Vec::new();
+    c.get("/f", &mut out, &|_| {})
+        .await
+        .expect("get after drain");
+    assert_eq!(out.len(), 5 * MIB + 7);
 }

@@ -41,7 +41,264 @@ struct View {
     id: ChunkId,
     version: ChunkVersion,
     target: usize,
+    /// Replicas on servers that are not dead and not draining: these count.
     live: Vec<NodeId>,
+    /// Replicas on draining servers (not dead): sources for copies, removed once redundant.
+    draining: Vec<NodeId>,
+}
+
+/// A chunkserver as the healer sees it.
+struct Server {
+    liveness: Liveness,
+    host: String,
+    rack: Option<String>,
+    free: u64,
+    /// Heard from since this master became leader.
+    heard: bool,
+    draining: bool,
+}
+
+/// Everything one healing round needs, read under the locks at once.
+struct Round {
+    views: Vec<View>,
+    servers: HashMap<NodeId, Server>,
+    addrs: HashMap<NodeId, String>,
+    garbage_gone: Vec<(ChunkId, ChunkVersion)>,
+}
+
+fn observe(master: &Master, since: Instant, now: Instant) -> Round {
+    let t = master.config.timeouts;
+    let g = master.sm.read();
+    let soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
+    let servers: HashMap<NodeId, Server> = g
+        .state
+        .servers()
+        .map(|(id, s)| {
+            let (free, heard) = soft
+                .servers
+                .get(id)
+                .map_or((0, false), |x| (x.free_bytes, x.last_seen >= since));
+            let server = Server {
+                liveness: soft.liveness(*id, now, t),
+                host: s.host.clone(),
+                rack: s.rack.clone(),
+                free,
+                heard,
+                draining: s.draining,
+            };
+            (*id, server)
+        })
+        .collect();
+    let addrs = g
+        .state
+        .servers()
+        .map(|(id, s)| (*id, s.address.clone()))
+        .collect();
+    let views = g
+        .state
+        .complete_chunks()
+        .into_iter()
+        .map(|(id, version, target)| {
+            let (mut live, mut draining) = (Vec::new(), Vec::new());
+            for (n, v) in soft.replicas(id) {
+                let Some(s) = servers.get(n) else { continue };
+                if *v != version || s.liveness == Liveness::Dead {
+                    continue;
+                }
+                if s.draining {
+                    draining.push(*n);
+                } else {
+                    live.push(*n);
+                }
+            }
+            View {
+                id,
+                version,
+                target: usize::from(target),
+                live,
+                draining,
+            }
+        })
+        .collect();
+    let garbage_gone = g
+        .state
+        .garbage()
+        .filter(|(c, _)| soft.replicas(**c).is_empty())
+        .map(|(c, v)| (*c, *v))
+        .take(10_000)
+        .collect();
+    Round {
+        views,
+        servers,
+        addrs,
+        garbage_gone,
+    }
+}
+
+/// Starts copies for under-replicated chunks, most endangered first.
+fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex<Progress>>) {
+    let mut under: Vec<&View> = r
+        .views
+        .iter()
+        .filter(|v| v.live.len() + v.draining.len() > 0 && v.live.len() < v.target)
+        .collect();
+    under.sort_by_key(|v| v.live.len() * 100 / v.target.max(1));
+    master
+        .under_replicated
+        .store(under.len() as u64, Ordering::Relaxed);
+    let lost = r
+        .views
+        .iter()
+        .filter(|v| v.live.is_empty() && v.draining.is_empty())
+        .count();
+    if lost > 0 {
+        tracing::warn!(lost, "chunks with no live replica: data at risk");
+    }
+    let mut started = 0;
+    for v in under {
+        if started >= COPIES_PER_ROUND_MAX {
+            break;
+        }
+        let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+        if p.copying.contains(&v.id) {
+            continue;
+        }
+        let busy = |p: &Progress, n: &NodeId| p.busy.get(n).copied().unwrap_or(0);
+        let Some(source) = v
+            .live
+            .iter()
+            .chain(v.draining.iter())
+            .copied()
+            .filter(|n| {
+                r.servers
+                    .get(n)
+                    .is_some_and(|s| s.liveness == Liveness::Alive)
+            })
+            .find(|n| busy(&p, n) < COPIES_PER_SERVER_MAX)
+        else {
+            continue;
+        };
+        let used_hosts: HashSet<&String> = v
+            .live
+            .iter()
+            .filter_map(|n| r.servers.get(n).map(|s| &s.host))
+            .collect();
+        let candidates: Vec<Candidate> = r
+            .servers
+            .iter()
+            .filter(|(n, s)| {
+                s.liveness == Liveness::Alive
+                    && !s.draining
+                    && !v.live.contains(n)
+                    && !v.draining.contains(n)
+                    && !used_hosts.contains(&s.host)
+                    && busy(&p, n) < COPIES_PER_SERVER_MAX
+            })
+            .map(|(n, s)| Candidate {
+                node: *n,
+                host: s.host.clone(),
+                rack: s.rack.clone(),
+                free_bytes: s.free,
+                load: busy(&p, n) as u32,
+            })
+            .collect();
+        let Some(target) = placement::place(&candidates, 1, &[], 1, None)
+            .ok()
+            .and_then(|c| c.first().copied())
+        else {
+            continue;
+        };
+        let (Some(src_addr), Some(dst_addr)) = (r.addrs.get(&source), r.addrs.get(&target)) else {
+            continue;
+        };
+        p.copying.insert(v.id);
+        *p.busy.entry(source).or_default() += 1;
+        *p.busy.entry(target).or_default() += 1;
+        drop(p);
+        started += 1;
+        let (m, prog, src_addr, dst_addr) = (
+            master.clone(),
+            progress.clone(),
+            src_addr.clone(),
+            dst_addr.clone(),
+        );
+        let (id, version) = (v.id, v.version);
+        tokio::spawn(async move {
+            let ok = match chunk_client(&dst_addr) {
+                Some(mut c) => c
+                    .replicate_chunk(ReplicateChunkRequest {
+                        chunk: Some(ChunkRef {
+                            chunk_id: id.get(),
+                            version: version.get(),
+                        }),
+                        source: Some(PipelineTarget {
+                            node_id: source.get(),
+                            address: src_addr,
+                        }),
+                    })
+                    .await
+                    .map_err(|e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"))
+                    .is_ok(),
+                None => false,
+            };
+            if ok {
+                tracing::info!(chunk = %id, from = %source, to = %target, "re-replicated");
+                m.soft
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .placed(id, version, &[target]);
+            }
+            let mut p = prog.lock().unwrap_or_else(|p| p.into_inner());
+            p.copying.remove(&id);
+            for n in [source, target] {
+                if let Some(b) = p.busy.get_mut(&n) {
+                    *b = b.saturating_sub(1);
+                }
+            }
+        });
+    }
+    master.copying.store(
+        progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .copying
+            .len() as u64,
+        Ordering::Relaxed,
+    );
+}
+
+/// Removes redundant replicas: those on draining servers once enough others exist, then extras
+/// beyond the target (on the server with the least free space). Only outside safe mode.
+async fn trim(master: &Master, r: &Round) {
+    for v in r.views.iter().filter(|v| v.live.len() >= v.target) {
+        let victim = match v.draining.first() {
+            Some(d) => Some(*d),
+            None if v.live.len() > v.target => v
+                .live
+                .iter()
+                .copied()
+                .min_by_key(|n| r.servers.get(n).map_or(0, |s| s.free)),
+            None => None,
+        };
+        let Some(victim) = victim else { continue };
+        let Some(mut c) = r.addrs.get(&victim).and_then(|a| chunk_client(a)) else {
+            continue;
+        };
+        let req = DeleteChunksRequest {
+            chunks: vec![ChunkRef {
+                chunk_id: v.id.get(),
+                version: v.version.get(),
+            }],
+        };
+        if c.delete_chunks(req).await.is_ok() {
+            tracing::info!(chunk = %v.id, node = %victim, "removed a redundant replica");
+            master
+                .soft
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(v.id, victim);
+        }
+    }
 }
 
 pub async fn run(master: Arc<Master>) {
@@ -58,211 +315,22 @@ pub async fn run(master: Arc<Master>) {
         }
         let since = *leader_since.get_or_insert_with(Instant::now);
         let now = Instant::now();
-        let t = master.config.timeouts;
-        let (views, servers, garbage_gone, addrs) = {
-            let g = master.sm.read();
-            let soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
-            let servers: HashMap<NodeId, (Liveness, String, Option<String>, u64, bool)> = g
-                .state
-                .servers()
-                .map(|(id, s)| {
-                    let l = soft.liveness(*id, now, t);
-                    let (free, heard) = soft
-                        .servers
-                        .get(id)
-                        .map_or((0, false), |x| (x.free_bytes, x.last_seen >= since));
-                    (*id, (l, s.host.clone(), s.rack.clone(), free, heard))
-                })
-                .collect();
-            let addrs: HashMap<NodeId, String> = g
-                .state
-                .servers()
-                .map(|(id, s)| (*id, s.address.clone()))
-                .collect();
-            let views: Vec<View> = g
-                .state
-                .complete_chunks()
-                .into_iter()
-                .map(|(id, version, target)| View {
-                    id,
-                    version,
-                    target: usize::from(target),
-                    live: soft
-                        .replicas(id)
-                        .iter()
-                        .filter(|(n, v)| {
-                            *v == version && servers.get(n).is_some_and(|s| s.0 != Liveness::Dead)
-                        })
-                        .map(|(n, _)| *n)
-                        .collect(),
-                })
-                .collect();
-            let garbage_gone: Vec<(ChunkId, ChunkVersion)> = g
-                .state
-                .garbage()
-                .filter(|(c, _)| soft.replicas(**c).is_empty())
-                .map(|(c, v)| (*c, *v))
-                .take(10_000)
-                .collect();
-            (views, servers, garbage_gone, addrs)
-        };
+        let round = observe(&master, since, now);
         let safe = now.duration_since(since) >= master.config.safe_mode
-            && servers.values().all(|s| s.4 || s.0 == Liveness::Dead);
+            && round
+                .servers
+                .values()
+                .all(|s| s.heard || s.liveness == Liveness::Dead);
         master.safe.store(safe, Ordering::Relaxed);
-
-        let mut under: Vec<&View> = views
-            .iter()
-            .filter(|v| !v.live.is_empty() && v.live.len() < v.target)
-            .collect();
-        under.sort_by_key(|v| v.live.len() * 100 / v.target.max(1));
-        master
-            .under_replicated
-            .store(under.len() as u64, Ordering::Relaxed);
-        let lost = views.iter().filter(|v| v.live.is_empty()).count();
-        if lost > 0 {
-            tracing::warn!(lost, "chunks with no live replica: data at risk");
-        }
-        let mut started = 0;
-        for v in under {
-            if started >= COPIES_PER_ROUND_MAX {
-                break;
-            }
-            let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
-            if p.copying.contains(&v.id) {
-                continue;
-            }
-            let Some(source) = v
-                .live
-                .iter()
-                .copied()
-                .filter(|n| servers.get(n).is_some_and(|s| s.0 == Liveness::Alive))
-                .find(|n| p.busy.get(n).copied().unwrap_or(0) < COPIES_PER_SERVER_MAX)
-            else {
-                continue;
-            };
-            let used_hosts: HashSet<&String> = v
-                .live
-                .iter()
-                .filter_map(|n| servers.get(n).map(|s| &s.1))
-                .collect();
-            let candidates: Vec<Candidate> = servers
-                .iter()
-                .filter(|(n, s)| {
-                    s.0 == Liveness::Alive
-                        && !v.live.contains(n)
-                        && !used_hosts.contains(&s.1)
-                        && p.busy.get(n).copied().unwrap_or(0) < COPIES_PER_SERVER_MAX
-                })
-                .map(|(n, s)| Candidate {
-                    node: *n,
-                    host: s.1.clone(),
-                    rack: s.2.clone(),
-                    free_bytes: s.3,
-                    load: p.busy.get(n).copied().unwrap_or(0) as u32,
-                })
-                .collect();
-            let Ok(chosen) = placement::place(&candidates, 1, &[], 1, None) else {
-                continue;
-            };
-            let Some(target) = chosen.first().copied() else {
-                continue;
-            };
-            let (Some(src_addr), Some(dst_addr)) = (addrs.get(&source), addrs.get(&target)) else {
-                continue;
-            };
-            p.copying.insert(v.id);
-            *p.busy.entry(source).or_default() += 1;
-            *p.busy.entry(target).or_default() += 1;
-            drop(p);
-            started += 1;
-            let (m, prog, src_addr, dst_addr) = (
-                master.clone(),
-                progress.clone(),
-                src_addr.clone(),
-                dst_addr.clone(),
-            );
-            let (id, version) = (v.id, v.version);
-            tokio::spawn(async move {
-                let ok = match chunk_client(&dst_addr) {
-                    Some(mut c) => c
-                        .replicate_chunk(ReplicateChunkRequest {
-                            chunk: Some(ChunkRef {
-                                chunk_id: id.get(),
-                                version: version.get(),
-                            }),
-                            source: Some(PipelineTarget {
-                                node_id: source.get(),
-                                address: src_addr,
-                            }),
-                        })
-                        .await
-                        .map_err(
-                            |e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"),
-                        )
-                        .is_ok(),
-                    None => false,
-                };
-                if ok {
-                    tracing::info!(chunk = %id, from = %source, to = %target, "re-replicated");
-                    m.soft
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .placed(id, version, &[target]);
-                }
-                let mut p = prog.lock().unwrap_or_else(|p| p.into_inner());
-                p.copying.remove(&id);
-                for n in [source, target] {
-                    if let Some(b) = p.busy.get_mut(&n) {
-                        *b = b.saturating_sub(1);
-                    }
-                }
-            });
-        }
-        master.copying.store(
-            progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .copying
-                .len() as u64,
-            Ordering::Relaxed,
-        );
+        start_copies(&master, &round, &progress);
         if !safe {
             continue;
         }
-        // Over-replicated: drop the extra replica on the server with the least free space.
-        for v in views.iter().filter(|v| v.live.len() > v.target) {
-            let Some(victim) = v
-                .live
-                .iter()
-                .copied()
-                .min_by_key(|n| servers.get(n).map_or(0, |s| s.3))
-            else {
-                continue;
-            };
-            let Some(addr) = addrs.get(&victim) else {
-                continue;
-            };
-            if let Some(mut c) = chunk_client(addr) {
-                let req = DeleteChunksRequest {
-                    chunks: vec![ChunkRef {
-                        chunk_id: v.id.get(),
-                        version: v.version.get(),
-                    }],
-                };
-                if c.delete_chunks(req).await.is_ok() {
-                    tracing::info!(chunk = %v.id, node = %victim, "trimmed an extra replica");
-                    master
-                        .soft
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(v.id, victim);
-                }
-            }
-        }
-        if !garbage_gone.is_empty() {
+        trim(&master, &round).await;
+        if !round.garbage_gone.is_empty() {
             let _ = master
                 .write(Command::ForgetGarbage {
-                    chunks: garbage_gone,
+                    chunks: round.garbage_gone,
                 })
                 .await;
         }

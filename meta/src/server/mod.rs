@@ -46,6 +46,8 @@ pub struct MasterConfig {
     pub heal_interval: Duration,
     /// A new leader deletes nothing until it has led this long (and heard every chunkserver).
     pub safe_mode: Duration,
+    /// Replicas of chunks the master does not know are deleted after being reported this long.
+    pub orphan_grace: Duration,
 }
 
 impl MasterConfig {
@@ -64,6 +66,7 @@ impl MasterConfig {
             timeouts: soft::Timeouts::default(),
             heal_interval: Duration::from_secs(1),
             safe_mode: Duration::from_secs(10),
+            orphan_grace: Duration::from_secs(3600),
         }
     }
 }

@@ -92,6 +92,7 @@ impl Svc {
                     free_bytes: live.map_or(0, |l| l.free_bytes),
                     capacity_bytes: s.capacity_bytes,
                     chunks: soft.held_by(*id).len() as u64,
+                    draining: s.draining,
                 }
             })
             .collect();
@@ -413,9 +414,16 @@ impl MasterService for Svc {
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> R<HeartbeatReply> {
         let r = req.into_inner();
         let node = NodeId(r.node_id);
-        let (known, delete) = {
+        let now = Instant::now();
+        let (known, mut delete, unknown) = {
             let g = self.0.sm.read();
             let known = g.state.servers().any(|(n, _)| *n == node);
+            let unknown: Vec<ReportedChunk> = r
+                .chunks
+                .iter()
+                .filter(|c| !g.state.knows_chunk(ChunkId(c.chunk_id)))
+                .cloned()
+                .collect();
             // Only the leader orders deletions: replicas of garbage chunks and stale versions.
             let delete: Vec<ReportedChunk> =
                 if self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
@@ -434,8 +442,22 @@ impl MasterService for Svc {
                 } else {
                     Vec::new()
                 };
-            (known, delete)
+            (known, delete, unknown)
         };
+        if self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+            for c in unknown {
+                let first = *soft
+                    .orphans
+                    .entry((node, ChunkId(c.chunk_id)))
+                    .or_insert(now);
+                if now.duration_since(first) >= self.0.config.orphan_grace {
+                    tracing::info!(chunk = c.chunk_id, %node, "deleting an orphan replica");
+                    soft.orphans.remove(&(node, ChunkId(c.chunk_id)));
+                    delete.push(c);
+                }
+            }
+        }
         if !known {
             return Err(Status::not_found(format!(
                 "chunkserver {node} is not registered; register first"
@@ -459,7 +481,7 @@ impl MasterService for Svc {
             .heartbeat(
                 node,
                 Live {
-                    last_seen: Instant::now(),
+                    last_seen: now,
                     free_bytes: r.free_bytes,
                     used_bytes: r.used_bytes,
                     inflight: r.inflight_writes,
@@ -488,6 +510,17 @@ impl MasterService for Svc {
 
     async fn remove_master(&self, req: Request<MasterRequest>) -> R<StatusReply> {
         self.0.remove_master(req.into_inner().id).await?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn drain(&self, req: Request<DrainRequest>) -> R<StatusReply> {
+        let r = req.into_inner();
+        self.0
+            .write(Command::SetDraining {
+                node: NodeId(r.node_id),
+                draining: r.draining,
+            })
+            .await?;
         Ok(Response::new(self.status()))
     }
 
@@ -524,7 +557,7 @@ impl Svc {
         let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
         g.state
             .servers()
-            .filter(|(id, _)| soft.liveness(**id, now, t) == Liveness::Alive)
+            .filter(|(id, s)| !s.draining && soft.liveness(**id, now, t) == Liveness::Alive)
             .filter_map(|(id, s)| {
                 soft.servers.get(id).map(|l| Candidate {
                     node: *id,

@@ -50,6 +50,9 @@ impl Default for Timeouts {
 #[derive(Default)]
 pub struct Soft {
     pub servers: HashMap<NodeId, Live>,
+    /// Replicas of chunks the master does not know (neither live nor garbage): when each was
+    /// first reported. Deleted only after a grace period (and never in safe mode).
+    pub orphans: HashMap<(NodeId, ChunkId), Instant>,
     replicas: HashMap<ChunkId, Vec<(NodeId, ChunkVersion)>>,
     held: HashMap<NodeId, HashSet<ChunkId>>,
 }

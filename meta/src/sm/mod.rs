@@ -151,6 +151,15 @@ impl MetaState {
                 rack,
                 capacity_bytes,
             } => self.register(uuid, address, host, rack, *capacity_bytes, now_ms),
+            Command::SetDraining { node, draining } => match self.servers.get_mut(node) {
+                Some(s) => {
+                    s.draining = *draining;
+                    Ok(Reply::Done)
+                }
+                None => Err(MetaError::BadArgument(format!(
+                    "unknown chunkserver {node}"
+                ))),
+            },
             Command::ExpireLeases => Ok(self.expire_leases(now_ms)),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {
@@ -708,9 +717,11 @@ impl MetaState {
             rack: rack.clone(),
             capacity_bytes,
             registered_ms: now_ms,
+            draining: false,
         };
         if let Some((id, s)) = self.servers.iter_mut().find(|(_, s)| s.uuid == uuid) {
-            *s = info;
+            let draining = s.draining;
+            *s = ServerInfo { draining, ..info };
             return Ok(Reply::Server(*id));
         }
         let id = NodeId(self.next_server);

@@ -73,6 +73,12 @@ pub enum Command {
         rack: Option<String>,
         capacity_bytes: u64,
     },
+    /// Marks a chunkserver as draining (no new replicas; its replicas are copied elsewhere and
+    /// then removed) or back in service.
+    SetDraining {
+        node: NodeId,
+        draining: bool,
+    },
     /// Abandons files whose writer lease expired by this command's log time.
     ExpireLeases,
     /// Garbage chunks whose replicas are all deleted.
@@ -200,6 +206,7 @@ pub struct ServerInfo {
     pub rack: Option<String>,
     pub capacity_bytes: u64,
     pub registered_ms: u64,
+    pub draining: bool,
 }
 
 /// What `stat` says about a path.
