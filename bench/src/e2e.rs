@@ -62,16 +62,98 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
     shale_chunk::server::serve(config, listener, std::future::pending()).await
 }
 
+/// A local cluster of child processes: 3 masters and `n` chunkservers.
+pub struct LocalCluster {
+    pub masters: Vec<String>,
+    /// (process, address)
+    pub chunkservers: Vec<(crate::procs::Kid, String)>,
+    _masters: Vec<crate::procs::Kid>,
+}
+
+/// Starts 3 masters (with `master_args` extra) and `n` chunkservers, and waits until every
+/// chunkserver is alive.
+pub async fn start_cluster(
+    dir: &Path,
+    n: usize,
+    master_args: &[&str],
+) -> Result<LocalCluster, BoxError> {
+    let mut kids = Vec::new();
+    let mut masters = Vec::new();
+    for id in 1..=3u64 {
+        let data = dir.join(format!("m{id}"));
+        let mut args: Vec<String> = vec![
+            "internal-master".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data".into(),
+            data.display().to_string(),
+        ];
+        args.extend(master_args.iter().map(|a| a.to_string()));
+        let (k, addr) = crate::procs::spawn(&args)?;
+        kids.push(k);
+        masters.push(addr);
+    }
+    let mut boot = shale_proto::metapb::master_service_client::MasterServiceClient::connect(
+        format!("http://{}", masters[0]),
+    )
+    .await?;
+    boot.bootstrap(shale_proto::metapb::BootstrapRequest {
+        masters: masters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| shale_proto::metapb::MasterInfo {
+                id: i as u64 + 1,
+                address: m.clone(),
+                voter: true,
+            })
+            .collect(),
+    })
+    .await?;
+    let mut chunkservers = Vec::new();
+    for i in 1..=n {
+        let data = dir.join(format!("cs{i}"));
+        let (k, addr) = crate::procs::spawn(&[
+            "internal-chunkserver".into(),
+            "--data".into(),
+            data.display().to_string(),
+            "--masters".into(),
+            masters.join(","),
+            "--host".into(),
+            format!("cs{i}"),
+        ])?;
+        chunkservers.push((k, addr));
+    }
+    let client = Client::connect(&masters, ClientConfig::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = client.status().await?;
+        if s.chunkservers.iter().filter(|c| c.state == "alive").count() == n {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("chunkservers did not come up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(LocalCluster {
+        masters,
+        chunkservers,
+        _masters: kids,
+    })
+}
+
 /// An endless source of pseudo-random bytes (from a 64 MiB pool, so neither side copies from a
 /// cache-hot buffer), limited to `left` bytes.
-struct Source {
+pub struct Source {
     pool: Bytes,
     pos: usize,
     left: u64,
 }
 
 impl Source {
-    fn new(pool: &Bytes, len: u64, start: usize) -> Source {
+    pub fn new(pool: &Bytes, len: u64, start: usize) -> Source {
         Source {
             pool: pool.clone(),
             pos: start % pool.len(),
@@ -96,7 +178,7 @@ impl AsyncRead for Source {
     }
 }
 
-fn pool() -> Bytes {
+pub fn pool() -> Bytes {
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let mut v = Vec::with_capacity(64 << 20);
     while v.len() < 64 << 20 {
@@ -108,7 +190,7 @@ fn pool() -> Bytes {
     Bytes::from(v)
 }
 
-fn mibps(bytes: u64, t: Duration) -> f64 {
+pub fn mibps(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / t.as_secs_f64()
 }
 
@@ -187,63 +269,9 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     );
     let pool = pool();
 
-    let mut kids = Vec::new();
-    let mut masters = Vec::new();
-    for id in 1..=3u64 {
-        let data = tmp.path().join(format!("m{id}"));
-        let (k, addr) = crate::procs::spawn(&[
-            "internal-master".into(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data".into(),
-            data.display().to_string(),
-        ])?;
-        kids.push(k);
-        masters.push(addr);
-    }
-    let mut boot = shale_proto::metapb::master_service_client::MasterServiceClient::connect(
-        format!("http://{}", masters[0]),
-    )
-    .await?;
-    boot.bootstrap(shale_proto::metapb::BootstrapRequest {
-        masters: masters
-            .iter()
-            .enumerate()
-            .map(|(i, m)| shale_proto::metapb::MasterInfo {
-                id: i as u64 + 1,
-                address: m.clone(),
-                voter: true,
-            })
-            .collect(),
-    })
-    .await?;
-    for i in 1..=3 {
-        let data = tmp.path().join(format!("cs{i}"));
-        let (k, _) = crate::procs::spawn(&[
-            "internal-chunkserver".into(),
-            "--data".into(),
-            data.display().to_string(),
-            "--masters".into(),
-            masters.join(","),
-            "--host".into(),
-            format!("cs{i}"),
-        ])?;
-        kids.push(k);
-    }
+    let cluster = start_cluster(tmp.path(), 3, &[]).await?;
+    let masters = cluster.masters.clone();
     let client = Client::connect(&masters, ClientConfig::default()).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = client.status().await?;
-        if s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("chunkservers did not come up".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let _ = chunk;
 
     // One client, one file.
@@ -297,7 +325,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     }
     let r4 = mibps(read4, t.elapsed());
     println!("read, 4 clients: {r4:.1} MiB/s aggregate");
-    drop(kids);
+    drop(cluster);
 
     let disk = baseline_disk(&tmp.path().join("baseline"), size, 64 << 20, &pool)?;
     println!("baseline: 3 copies to disk with fdatasync: {disk:.1} MiB/s of payload");
@@ -317,4 +345,4 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn no_progress(_: u64) {}
+pub fn no_progress(_: u64) {}

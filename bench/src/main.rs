@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod alloc;
 mod chunk_store;
 mod e2e;
+mod heal;
 mod meta;
 mod procs;
 mod raftlog;
@@ -33,6 +34,9 @@ enum Cmd {
     /// End to end: 3 masters + 3 chunkservers; write/read MiB/s with 1 and 4 clients vs 3× disk
     /// writes and loopback TCP.
     E2e(e2e::Args),
+    /// Healing: kill one of 4 chunkservers holding ≥ 1 GiB; time to full replication vs a
+    /// single-client write.
+    Heal(heal::Args),
     /// (Internal: the body of a chunkserver process started by `e2e`.)
     #[command(hide = true)]
     InternalChunkserver(e2e::ChunkserverArgs),
@@ -63,6 +67,9 @@ fn main() {
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Meta(a) => rt
             .block_on(meta::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::Heal(a) => rt
+            .block_on(heal::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::E2e(a) => rt
             .block_on(e2e::run(a))

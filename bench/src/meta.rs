@@ -56,6 +56,12 @@ pub struct MasterArgs {
     listen: String,
     #[arg(long)]
     data: PathBuf,
+    /// Chunkservers silent this long are dead, ms.
+    #[arg(long, default_value_t = 30_000)]
+    dead_after_ms: u64,
+    /// Re-replication copies per chunkserver at once.
+    #[arg(long, default_value_t = 2)]
+    copies_per_server: usize,
 }
 
 /// The body of a master child process.
@@ -66,6 +72,11 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     config.election_timeout_min_ms = 150;
     config.election_timeout_max_ms = 300;
     config.heartbeat_ms = 40;
+    config.timeouts.dead_after = Duration::from_millis(a.dead_after_ms);
+    config.timeouts.stale_after = Duration::from_millis(a.dead_after_ms.min(3000) / 2);
+    config.copies_per_server = a.copies_per_server;
+    config.heal_interval = Duration::from_millis(200);
+    config.safe_mode = Duration::from_millis(500);
     println!("listening on {addr}");
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -50,6 +50,9 @@ pub struct Args {
     /// How often the leader looks for chunks to heal, ms.
     #[arg(long, default_value_t = 1_000)]
     pub heal_interval_ms: u64,
+    /// Re-replication throttle: copies one chunkserver takes part in at once.
+    #[arg(long, default_value_t = 2)]
+    pub copies_per_server: usize,
     /// Replicas of chunks no master knows are deleted after being reported this long, ms.
     #[arg(long, default_value_t = 3_600_000)]
     pub orphan_grace_ms: u64,
@@ -154,6 +157,7 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.safe_mode = std::time::Duration::from_millis(a.safe_mode_ms);
     config.heal_interval = std::time::Duration::from_millis(a.heal_interval_ms.max(50));
     config.orphan_grace = std::time::Duration::from_millis(a.orphan_grace_ms);
+    config.copies_per_server = a.copies_per_server.max(1);
     let http = crate::http::start(&a.http, page(bound.clone())).await?;
     println!(
         "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",

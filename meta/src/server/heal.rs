@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Copies one server takes part in at once (as source or target).
-pub const COPIES_PER_SERVER_MAX: usize = 2;
+/// Copies one server takes part in at once (as source or target), by default.
+pub const COPIES_PER_SERVER_DEFAULT: usize = 2;
 /// Copies started per healing round.
 pub const COPIES_PER_ROUND_MAX: usize = 64;
 
@@ -137,6 +137,7 @@ fn observe(master: &Master, since: Instant, now: Instant) -> Round {
 
 /// Starts copies for under-replicated chunks, most endangered first.
 fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex<Progress>>) {
+    let per_server = master.config.copies_per_server.max(1);
     let mut under: Vec<&View> = r
         .views
         .iter()
@@ -174,7 +175,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                     .get(n)
                     .is_some_and(|s| s.liveness == Liveness::Alive)
             })
-            .find(|n| busy(&p, n) < COPIES_PER_SERVER_MAX)
+            .find(|n| busy(&p, n) < per_server)
         else {
             continue;
         };
@@ -192,7 +193,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                     && !v.live.contains(n)
                     && !v.draining.contains(n)
                     && !used_hosts.contains(&s.host)
-                    && busy(&p, n) < COPIES_PER_SERVER_MAX
+                    && busy(&p, n) < per_server
             })
             .map(|(n, s)| Candidate {
                 node: *n,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Status;
 
-mod heal;
+pub mod heal;
 mod propose;
 pub mod reads;
 mod service;
@@ -48,6 +48,8 @@ pub struct MasterConfig {
     pub safe_mode: Duration,
     /// Replicas of chunks the master does not know are deleted after being reported this long.
     pub orphan_grace: Duration,
+    /// Re-replication throttle: copies one chunkserver takes part in at once.
+    pub copies_per_server: usize,
 }
 
 impl MasterConfig {
@@ -67,6 +69,7 @@ impl MasterConfig {
             heal_interval: Duration::from_secs(1),
             safe_mode: Duration::from_secs(10),
             orphan_grace: Duration::from_secs(3600),
+            copies_per_server: heal::COPIES_PER_SERVER_DEFAULT,
         }
     }
 }
