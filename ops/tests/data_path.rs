@@ -143,6 +143,20 @@ async fn data_path_end_to_end() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!before.is_empty());
+    // ...and the leader re-creates the lost replicas from the healthy one.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let l = c.chunk_locations("/f2").await.expect("locations");
+        if l.chunks.iter().all(|ch| ch.replicas.len() == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "corrupt replicas never repaired: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&c, "/f2").await, data(3 * MIB, 2));
 
     // A chunkserver killed in the middle of a put: only the failed chunk is retried and the
     // file reads back exact.

@@ -269,16 +269,22 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
 }
 
 /// Removes redundant replicas: those on draining servers once enough others exist, then extras
-/// beyond the target (on the server with the least free space). Only outside safe mode.
+/// beyond the target — keeping the best spread: a replica whose rack another replica shares
+/// goes first, then the one on the server with the least free space. Only outside safe mode.
 async fn trim(master: &Master, r: &Round) {
     for v in r.views.iter().filter(|v| v.live.len() >= v.target) {
         let victim = match v.draining.first() {
             Some(d) => Some(*d),
-            None if v.live.len() > v.target => v
-                .live
-                .iter()
-                .copied()
-                .min_by_key(|n| r.servers.get(n).map_or(0, |s| s.free)),
+            None if v.live.len() > v.target => {
+                let rack = |n: &NodeId| r.servers.get(n).and_then(|s| s.rack.clone());
+                let shared = |n: &NodeId| {
+                    rack(n).is_some() && v.live.iter().filter(|m| rack(m) == rack(n)).count() > 1
+                };
+                v.live
+                    .iter()
+                    .copied()
+                    .min_by_key(|n| (!shared(n), r.servers.get(n).map_or(0, |s| s.free)))
+            }
             None => None,
         };
         let Some(victim) = victim else { continue };
