@@ -56,6 +56,8 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         heartbeat: Duration::from_millis(500),
         scrub_bytes_per_s: 0,
         scrub_every: Duration::from_secs(3600),
+        // The benchmarks run with the re-replication throttle off.
+        replicate_bytes_per_s: 0,
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;

@@ -40,6 +40,9 @@ pub struct Args {
     /// Scrubber: seconds between passes.
     #[arg(long, default_value_t = 3600)]
     pub scrub_every_s: u64,
+    /// Bandwidth cap of re-replication copies this server pulls, MiB/s (0: none).
+    #[arg(long, default_value_t = 128)]
+    pub replicate_mib_per_s: u64,
 }
 
 fn hostname() -> String {
@@ -67,6 +70,7 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
         scrub_bytes_per_s: a.scrub_mib_per_s << 20,
         scrub_every: Duration::from_secs(a.scrub_every_s.max(1)),
+        replicate_bytes_per_s: a.replicate_mib_per_s << 20,
     };
     let (addr, masters_list, data) = (
         advertise.clone(),

@@ -27,6 +27,8 @@ pub struct ChunkserverConfig {
     /// Scrubber rate (0: off) and pause between passes.
     pub scrub_bytes_per_s: u64,
     pub scrub_every: Duration,
+    /// Bandwidth cap of re-replication copies pulled by this server (bytes/s, 0: none).
+    pub replicate_bytes_per_s: u64,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -62,7 +64,9 @@ pub async fn serve(
     )
     .await?;
     tracing::info!("chunk store: {report}");
-    let server = Arc::new(ChunkServer::new(store, config.chunk_size_max_bytes));
+    let mut server = ChunkServer::new(store, config.chunk_size_max_bytes);
+    server.replicate_bytes_per_s = config.replicate_bytes_per_s;
+    let server = Arc::new(server);
     let identity = heartbeat::Identity {
         uuid,
         address: config.advertise.clone(),

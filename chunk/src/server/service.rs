@@ -38,6 +38,10 @@ pub struct ChunkServer {
     /// Wakes the heartbeat loop to report a newly sealed chunk at once (an incremental report,
     /// as HDFS's block-received).
     pub report_now: tokio::sync::Notify,
+    /// Re-replication bandwidth cap for copies this server pulls (bytes/s, 0: none), shared
+    /// by all copies: a token bucket kept as the time the next byte may start.
+    pub replicate_bytes_per_s: u64,
+    replicate_next: Mutex<std::time::Instant>,
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
 }
 
@@ -73,8 +77,28 @@ impl ChunkServer {
             chunk_size_max_bytes,
             inflight: AtomicU32::new(0),
             report_now: tokio::sync::Notify::new(),
+            replicate_bytes_per_s: 0,
+            replicate_next: Mutex::new(std::time::Instant::now()),
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits until `n` more bytes of re-replication fit under the bandwidth cap.
+    async fn throttle(&self, n: u64) {
+        if self.replicate_bytes_per_s == 0 {
+            return;
+        }
+        let wait_until = {
+            let mut next = self
+                .replicate_next
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(n as f64 / self.replicate_bytes_per_s as f64);
+            start
+        };
+        tokio::time::sleep_until(wait_until.into()).await;
     }
 
     fn me(&self) -> u64 {
@@ -312,6 +336,7 @@ impl ChunkService for ChunkServer {
             while let Some(frame) = stream.message().await? {
                 let data: Bytes = frame.data;
                 let n = data.len() as u64;
+                self.throttle(n).await;
                 self.store
                     .write(c, off, data)
                     .await
