@@ -37,6 +37,34 @@ async fn get(c: &Client, path: &str) -> Vec<u8> {
     out
 }
 
+/// Starts a put in another task and returns once it has written `progress_at_least` bytes.
+async fn put_in_background(
+    addrs: &[String],
+    path: &str,
+    bytes: Vec<u8>,
+    progress_at_least: u64,
+) -> tokio::task::JoinHandle<shale_client::Result<u64>> {
+    let done = Arc::new(AtomicU64::new(0));
+    let task = {
+        let (addrs, path, done) = (addrs.to_vec(), path.to_string(), done.clone());
+        tokio::spawn(async move {
+            let c = Client::connect(&addrs, ClientConfig::default())
+                .await
+                .expect("connect");
+            c.put(&path, &bytes[..], true, &|d| {
+                done.store(d, Ordering::Relaxed)
+            })
+            .await
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while done.load(Ordering::Relaxed) < progress_at_least {
+        assert!(Instant::now() < deadline, "put made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    task
+}
+
 fn chunk_files(cluster: &Cluster) -> Vec<std::path::PathBuf> {
     let mut v = Vec::new();
     for cs in &cluster.chunkservers {
@@ -161,24 +189,7 @@ async fn data_path_end_to_end() {
     // A chunkserver killed in the middle of a put: only the failed chunk is retried and the
     // file reads back exact.
     let big = data(8 * MIB, 77);
-    let done = Arc::new(AtomicU64::new(0));
-    let put_task = {
-        let (addrs, big, done) = (addrs.clone(), big.clone(), done.clone());
-        tokio::spawn(async move {
-            let c = Client::connect(&addrs, ClientConfig::default())
-                .await
-                .expect("connect");
-            c.put("/big", &big[..], true, &|d| {
-                done.store(d, Ordering::Relaxed)
-            })
-            .await
-        })
-    };
-    let deadline = Instant::now() + WAIT;
-    while done.load(Ordering::Relaxed) < 2 * MIB as u64 {
-        assert!(Instant::now() < deadline, "put made no progress");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let put_task = put_in_background(&addrs, "/big", big.clone(), 2 * MIB as u64).await;
     cluster.chunkservers[0].kill9();
     let n = put_task
         .await
@@ -189,25 +200,8 @@ async fn data_path_end_to_end() {
 
     // The master leader killed in the middle of a put: the put completes after failover.
     let leader_addr = leader(&addrs).await;
-    let done = Arc::new(AtomicU64::new(0));
     let big2 = data(6 * MIB, 78);
-    let put_task = {
-        let (addrs, big2, done) = (addrs.clone(), big2.clone(), done.clone());
-        tokio::spawn(async move {
-            let c = Client::connect(&addrs, ClientConfig::default())
-                .await
-                .expect("connect");
-            c.put("/big2", &big2[..], true, &|d| {
-                done.store(d, Ordering::Relaxed)
-            })
-            .await
-        })
-    };
-    let deadline = Instant::now() + WAIT;
-    while done.load(Ordering::Relaxed) < MIB as u64 {
-        assert!(Instant::now() < deadline, "put made no progress");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let put_task = put_in_background(&addrs, "/big2", big2.clone(), MIB as u64).await;
     let li = cluster
         .masters
         .iter()
