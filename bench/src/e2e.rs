@@ -271,10 +271,10 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     );
     let pool = pool();
 
-    let cluster = start_cluster(tmp.path(), 3, &[]).await?;
+    let chunk_mib = a.chunk_mib.to_string();
+    let cluster = start_cluster(tmp.path(), 3, &["--chunk-size-mib", &chunk_mib]).await?;
     let masters = cluster.masters.clone();
     let client = Client::connect(&masters, ClientConfig::default()).await?;
-    let _ = chunk;
 
     // One client, one file.
     let t = Instant::now();
@@ -329,7 +329,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     println!("read, 4 clients: {r4:.1} MiB/s aggregate");
     drop(cluster);
 
-    let disk = baseline_disk(&tmp.path().join("baseline"), size, 64 << 20, &pool)?;
+    let disk = baseline_disk(&tmp.path().join("baseline"), size, chunk, &pool)?;
     println!("baseline: 3 copies to disk with fdatasync: {disk:.1} MiB/s of payload");
     let lo = baseline_loopback(size, &pool)?;
     println!("baseline: loopback TCP: {lo:.1} MiB/s");

@@ -62,6 +62,9 @@ pub struct MasterArgs {
     /// Re-replication copies per chunkserver at once.
     #[arg(long, default_value_t = 2)]
     copies_per_server: usize,
+    /// Default chunk size of new files, MiB.
+    #[arg(long, default_value_t = 64)]
+    chunk_size_mib: u64,
 }
 
 /// The body of a master child process.
@@ -75,6 +78,7 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     config.timeouts.dead_after = Duration::from_millis(a.dead_after_ms);
     config.timeouts.stale_after = Duration::from_millis(a.dead_after_ms.min(3000) / 2);
     config.copies_per_server = a.copies_per_server;
+    config.chunk_size_bytes = a.chunk_size_mib << 20;
     config.heal_interval = Duration::from_millis(200);
     config.safe_mode = Duration::from_millis(500);
     println!("listening on {addr}");

@@ -110,8 +110,6 @@ async fn data_path_end_to_end() {
     // returns exact bytes, and the corruption reaches the master (the replicas drop out of the
     // locations).
     let before: Vec<_> = chunk_files(&cluster);
-    let f2 = c.stat("/f2").await.expect("stat");
-    let _ = f2;
     let locs = on_leader(&addrs, |mut m| async move {
         m.get_chunk_locations(LocationsRequest {
             path: "/f2".into(),
