@@ -96,18 +96,9 @@ pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Durat
             _ = server.report_now.notified() => {}
         }
         let node = server.node.load(Ordering::Relaxed);
-        let now: HashMap<ChunkId, ChunkVersion> = server
-            .store
-            .list()
-            .into_iter()
-            .map(|c| (c.id, c.version))
-            .collect();
-        let lengths: HashMap<ChunkId, u64> = server
-            .store
-            .list()
-            .into_iter()
-            .map(|c| (c.id, c.length_bytes))
-            .collect();
+        let held = server.store.list();
+        let now: HashMap<ChunkId, ChunkVersion> = held.iter().map(|c| (c.id, c.version)).collect();
+        let lengths: HashMap<ChunkId, u64> = held.iter().map(|c| (c.id, c.length_bytes)).collect();
         let corrupt: Vec<ReportedChunk> = server
             .store
             .take_quarantine_reports()

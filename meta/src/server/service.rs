@@ -427,12 +427,11 @@ impl MasterService for Svc {
             // Only the leader orders deletions: replicas of garbage chunks and stale versions.
             let delete: Vec<ReportedChunk> =
                 if self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
-                    let garbage: BTreeMap<&ChunkId, &ChunkVersion> = g.state.garbage().collect();
                     r.chunks
                         .iter()
                         .filter(|c| {
                             let id = ChunkId(c.chunk_id);
-                            garbage.contains_key(&id)
+                            g.state.is_garbage(id)
                                 || g.state
                                     .chunk_version(id)
                                     .is_some_and(|v| c.version < v.get())

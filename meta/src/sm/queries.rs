@@ -147,6 +147,11 @@ impl MetaState {
         out
     }
 
+    /// Whether a chunk is garbage (its file is gone; replicas are to be deleted).
+    pub fn is_garbage(&self, id: ChunkId) -> bool {
+        self.garbage.contains_key(&id)
+    }
+
     /// Whether a chunk id is known at all (live or garbage).
     pub fn knows_chunk(&self, id: ChunkId) -> bool {
         self.chunks.contains_key(&id) || self.garbage.contains_key(&id)
