@@ -7,6 +7,7 @@
 //! * [`snapshot`]: the versioned, checksummed snapshot format of the state.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod error;
 pub mod path;
 pub mod placement;
 pub mod raft;

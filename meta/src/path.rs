@@ -2,7 +2,7 @@
 //!
 //! A valid path is absolute (`/` alone is the root), has no empty, `.` or `..` components, no
 //! NUL bytes, components of at most [`NAME_MAX_BYTES`] and at most [`PATH_MAX_BYTES`] in all.
-use crate::sm::MetaError;
+use crate::error::MetaError;
 
 pub const NAME_MAX_BYTES: usize = 255;
 pub const PATH_MAX_BYTES: usize = 4096;

@@ -510,3 +510,58 @@ fn registering_again_keeps_the_node_id() {
     assert_eq!(info.address, "127.0.0.1:99");
     assert_eq!(s.counts().chunkservers, 3);
 }
+
+/// A tree far deeper than any one path (nested by renames) is deleted without recursion, and
+/// files being written inside it are abandoned. Before the fix this overflowed the stack.
+#[test]
+fn deep_tree_delete_does_not_overflow() {
+    // Run on a small stack, so a recursive walk of the tree fails loudly.
+    let t = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(|| {
+            let mut s = state();
+            let level = "/a".repeat(2000);
+            let mut now = 10;
+            let depth = |i: usize| format!("/t{i}{level}");
+            assert!(matches!(
+                s.apply(&mkdir(&depth(0)), now),
+                Reply::Inode(_)
+            ));
+            for i in 1..25 {
+                now += 1;
+                assert!(matches!(s.apply(&mkdir(&depth(i)), now), Reply::Inode(_)));
+                let r = s.apply(
+                    &Command::Rename {
+                        src: format!("/t{}", i - 1),
+                        dst: format!("{}/t{}", depth(i), i - 1),
+                    },
+                    now,
+                );
+                assert_eq!(r, Reply::Done);
+            }
+            let f = create(&mut s, &format!("{}/t23/f", depth(24)), false, 9, now);
+            let _ = f;
+            let before = s.counts();
+            assert!(before.dirs > 50_000, "{before:?}");
+            let r = s.apply(
+                &Command::Delete {
+                    path: "/t24".into(),
+                    recursive: true,
+                },
+                now + 1,
+            );
+            assert_eq!(r, Reply::Done);
+            let after = s.counts();
+            assert_eq!((after.dirs, after.under_construction), (1, 0));
+            s.validate().expect("valid");
+        })
+        .expect("spawn");
+    t.join().expect("deep delete must not crash");
+}
+
+fn mkdir(p: &str) -> Command {
+    Command::Mkdir {
+        path: p.into(),
+        parents: true,
+    }
+}

@@ -25,6 +25,11 @@ pub mod soft;
 
 /// Largest MasterService message (a heartbeat's full chunk report can be large).
 pub const MESSAGE_MAX_BYTES: usize = 64 << 20;
+/// Most chunks one heartbeat may report (held + removed + corrupt): 4 M chunks of 64 MiB are
+/// 256 TiB on one chunkserver.
+pub const REPORT_CHUNKS_MAX: usize = 4 << 20;
+/// Heartbeats processed at once; more wait (their senders retry on the next beat anyway).
+pub const HEARTBEATS_AT_ONCE_MAX: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
@@ -89,6 +94,8 @@ pub struct Master {
     pub under_replicated: std::sync::atomic::AtomicU64,
     /// Copies in progress.
     pub copying: std::sync::atomic::AtomicU64,
+    /// Bounds the heartbeats being processed at once.
+    pub heartbeat_slots: tokio::sync::Semaphore,
 }
 
 /// Maps a refused command to a gRPC status (one place for all of them).
@@ -273,6 +280,7 @@ pub async fn serve(
         safe: Default::default(),
         under_replicated: Default::default(),
         copying: Default::default(),
+        heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
     });
     if !config.peers.is_empty() {
         master.bootstrap(&config.peers).await?;

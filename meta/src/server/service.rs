@@ -9,6 +9,9 @@ use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Reported chunks classified per hold of the state lock.
+const REPORT_BATCH: usize = 4096;
 use tonic::{Request, Response, Status};
 
 pub struct Svc(pub Arc<Master>);
@@ -415,36 +418,59 @@ impl MasterService for Svc {
         let r = req.into_inner();
         let node = NodeId(r.node_id);
         let now = Instant::now();
-        let (known, mut delete, unknown) = {
-            let g = self.0.sm.read();
-            let known = g.state.servers().any(|(n, _)| *n == node);
-            let unknown: Vec<ReportedChunk> = r
-                .chunks
-                .iter()
-                .filter(|c| !g.state.knows_chunk(ChunkId(c.chunk_id)))
-                .cloned()
-                .collect();
-            // Only the leader orders deletions: replicas of garbage chunks and stale versions.
-            let delete: Vec<ReportedChunk> =
-                if self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
-                    r.chunks
-                        .iter()
-                        .filter(|c| {
-                            let id = ChunkId(c.chunk_id);
-                            g.state.is_garbage(id)
-                                || g.state
-                                    .chunk_version(id)
-                                    .is_some_and(|v| c.version < v.get())
-                        })
-                        .cloned()
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-            (known, delete, unknown)
-        };
-        if self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
+        // Refuse unknown senders before any per-chunk work (nothing of theirs is kept).
+        if !self.0.sm.read().state.servers().any(|(n, _)| *n == node) {
+            return Err(Status::not_found(format!(
+                "chunkserver {node} is not registered; register first"
+            )));
+        }
+        let n_reported = r.chunks.len() + r.removed.len() + r.corrupt.len();
+        if n_reported > super::REPORT_CHUNKS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a heartbeat may report at most {} chunks, not {n_reported}",
+                super::REPORT_CHUNKS_MAX
+            )));
+        }
+        let _slot = self
+            .0
+            .heartbeat_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("master shutting down"))?;
+        let orders = self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed);
+        let mut delete = Vec::new();
+        let mut unknown = Vec::new();
+        // Classify in bounded batches, releasing the state lock between them, so a large report
+        // never holds off `apply` (and with it the Raft core) for long.
+        for batch in r.chunks.chunks(REPORT_BATCH) {
+            {
+                let g = self.0.sm.read();
+                for c in batch {
+                    let id = ChunkId(c.chunk_id);
+                    if !g.state.knows_chunk(id) {
+                        unknown.push(c.clone());
+                    } else if orders
+                        && (g.state.is_garbage(id)
+                            || g.state
+                                .chunk_version(id)
+                                .is_some_and(|v| c.version < v.get()))
+                    {
+                        // Only the leader orders deletions: garbage and stale versions.
+                        delete.push(c.clone());
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if orders {
             let mut soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+            if r.full_report {
+                // Orphans this server no longer reports are gone: forget them (bounded memory).
+                let still: std::collections::HashSet<u64> =
+                    unknown.iter().map(|c| c.chunk_id).collect();
+                soft.orphans
+                    .retain(|(n, c), _| *n != node || still.contains(&c.get()));
+            }
             for c in unknown {
                 let first = *soft
                     .orphans
@@ -456,11 +482,6 @@ impl MasterService for Svc {
                     delete.push(c);
                 }
             }
-        }
-        if !known {
-            return Err(Status::not_found(format!(
-                "chunkserver {node} is not registered; register first"
-            )));
         }
         let chunks: Vec<(ChunkId, ChunkVersion)> = r
             .chunks

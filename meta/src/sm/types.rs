@@ -1,5 +1,6 @@
 //! Commands, replies, errors and the records of the master state. Everything here is
 //! serialized into the Raft log or a snapshot: change only with a format version bump.
+use crate::error::MetaError;
 use serde::{Deserialize, Serialize};
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::BTreeMap;
@@ -111,45 +112,6 @@ pub enum Reply {
     Server(NodeId),
     Expired(u32),
     Err(MetaError),
-}
-
-/// Why a command or query was refused. Applying a refused command changes nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum MetaError {
-    #[error("invalid path {path:?}: {why}")]
-    InvalidPath { path: String, why: String },
-    #[error("{0}: no such file or directory")]
-    NotFound(String),
-    #[error("{0}: already exists")]
-    AlreadyExists(String),
-    #[error("{0}: not a directory")]
-    NotADirectory(String),
-    #[error("{0}: is a directory")]
-    IsADirectory(String),
-    #[error("{0}: directory not empty")]
-    NotEmpty(String),
-    #[error("cannot move {src} into its own subtree {dst}")]
-    IntoOwnSubtree { src: String, dst: String },
-    #[error("the root directory cannot be renamed or deleted")]
-    Root,
-    #[error("{0}: no such file under construction")]
-    UnknownFile(InodeId),
-    #[error("{file}: {why}")]
-    Lease { file: InodeId, why: String },
-    #[error("{file}: bad chunk index {index}: {why}")]
-    ChunkIndex {
-        file: InodeId,
-        index: u32,
-        why: String,
-    },
-    #[error("{file}: bad length {length}: {why}")]
-    Length {
-        file: InodeId,
-        length: u64,
-        why: String,
-    },
-    #[error("bad argument: {0}")]
-    BadArgument(String),
 }
 
 /// A file or directory.

@@ -1,0 +1,291 @@
+//! Files under construction: create, writer leases, chunk allocation, complete and abandon.
+//!
+//! Invariants: a file under construction is in `pending` and `pending_names`, never linked in a
+//! directory; only the lease holder may change it, and only while the lease is live (by log
+//! time); `Complete` links it atomically, replacing an overwritten file; an expired or abandoned
+//! file's chunks all become garbage.
+use super::*;
+
+impl MetaState {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn create(
+        &mut self,
+        p: &str,
+        overwrite: bool,
+        replication: Option<u8>,
+        chunk_size: Option<u64>,
+        holder: Holder,
+        lease_ms: u64,
+        now_ms: u64,
+    ) -> Res<Reply> {
+        if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
+            return Err(MetaError::BadArgument(format!(
+                "lease of {lease_ms} ms must be 1..={LEASE_MS_MAX}"
+            )));
+        }
+        let replication = check_replication(replication.unwrap_or(self.replication))?;
+        let chunk_size_log2 = match chunk_size {
+            Some(b) => check_chunk_size(b)?,
+            None => self.chunk_size_log2,
+        };
+        let (dir, name) = self.parent_dir(p)?;
+        match self.entries(dir).and_then(|e| e.get(name)) {
+            Some(id) if self.is_dir(*id) => return Err(MetaError::IsADirectory(p.to_string())),
+            Some(_) if !overwrite => return Err(MetaError::AlreadyExists(p.to_string())),
+            _ => {}
+        }
+        let key: (InodeId, Box<str>) = (dir, name.into());
+        if let Some(other) = self.pending_names.get(&key).copied() {
+            let live = self
+                .pending
+                .get(&other)
+                .is_some_and(|o| o.expires_ms > now_ms);
+            if live {
+                return Err(MetaError::Lease {
+                    file: other,
+                    why: format!("{p} is being written by another client"),
+                });
+            }
+            self.drop_pending(other);
+        }
+        let id = self.alloc_inode();
+        self.inodes.insert(
+            id,
+            Inode {
+                parent: dir,
+                mtime_ms: now_ms,
+                kind: InodeKind::File(FileMeta {
+                    length: 0,
+                    replication,
+                    chunk_size_log2,
+                    chunks: Vec::new(),
+                }),
+            },
+        );
+        let expires_ms = now_ms.saturating_add(lease_ms);
+        self.pending.insert(
+            id,
+            Pending {
+                parent: dir,
+                name: name.into(),
+                holder,
+                expires_ms,
+                overwrite,
+            },
+        );
+        self.pending_names.insert(key, id);
+        Ok(Reply::Created {
+            file: id,
+            lease_expires_ms: expires_ms,
+        })
+    }
+
+    /// Checks that `holder` holds a live lease on `file`.
+    pub(super) fn writer(&self, file: InodeId, holder: Holder, now_ms: u64) -> Res<&Pending> {
+        let p = self
+            .pending
+            .get(&file)
+            .ok_or(MetaError::UnknownFile(file))?;
+        if p.holder != holder {
+            return Err(MetaError::Lease {
+                file,
+                why: "the writer lease is held by another client".into(),
+            });
+        }
+        if p.expires_ms <= now_ms {
+            return Err(MetaError::Lease {
+                file,
+                why: "the writer lease expired".into(),
+            });
+        }
+        Ok(p)
+    }
+
+    pub(super) fn file_mut(&mut self, file: InodeId) -> Res<&mut FileMeta> {
+        match self.inodes.get_mut(&file).map(|i| &mut i.kind) {
+            Some(InodeKind::File(f)) => Ok(f),
+            _ => Err(MetaError::UnknownFile(file)),
+        }
+    }
+
+    pub(super) fn renew(&mut self, file: InodeId, holder: Holder, lease_ms: u64, now_ms: u64) -> Res<Reply> {
+        if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
+            return Err(MetaError::BadArgument(format!(
+                "lease of {lease_ms} ms must be 1..={LEASE_MS_MAX}"
+            )));
+        }
+        self.writer(file, holder, now_ms)?;
+        let expires_ms = now_ms.saturating_add(lease_ms);
+        if let Some(p) = self.pending.get_mut(&file) {
+            p.expires_ms = expires_ms;
+        }
+        Ok(Reply::Lease { expires_ms })
+    }
+
+    pub(super) fn allocate_chunk(
+        &mut self,
+        file: InodeId,
+        holder: Holder,
+        index: u32,
+        pipeline: &[NodeId],
+        now_ms: u64,
+    ) -> Res<Reply> {
+        self.writer(file, holder, now_ms)?;
+        let mut seen = pipeline.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        if pipeline.is_empty()
+            || pipeline.len() > REPLICATION_MAX as usize
+            || seen.len() != pipeline.len()
+        {
+            return Err(MetaError::BadArgument(format!(
+                "pipeline {pipeline:?} must name 1..=16 distinct chunkservers"
+            )));
+        }
+        if let Some(unknown) = pipeline.iter().find(|n| !self.servers.contains_key(n)) {
+            return Err(MetaError::BadArgument(format!(
+                "unknown chunkserver {unknown}"
+            )));
+        }
+        let n = self.file_mut(file)?.chunks.len();
+        let (id, version) = if index as usize == n {
+            let id = ChunkId(self.next_chunk);
+            self.next_chunk += 1;
+            self.file_mut(file)?.chunks.push(id);
+            let meta = ChunkMeta {
+                version: ChunkVersion(1),
+                file,
+                index,
+            };
+            self.chunks.insert(id, meta);
+            (id, meta.version)
+        } else if index as usize + 1 == n {
+            let id = self.file_mut(file)?.chunks[n - 1];
+            let meta = self
+                .chunks
+                .get_mut(&id)
+                .ok_or(MetaError::UnknownFile(file))?;
+            meta.version = ChunkVersion(meta.version.get() + 1);
+            (id, meta.version)
+        } else {
+            return Err(MetaError::ChunkIndex {
+                file,
+                index,
+                why: format!("the file has {n} chunks; chunks are written in order"),
+            });
+        };
+        Ok(Reply::Chunk {
+            id,
+            version,
+            pipeline: pipeline.to_vec(),
+        })
+    }
+
+    pub(super) fn abandon_chunk(
+        &mut self,
+        file: InodeId,
+        holder: Holder,
+        index: u32,
+        now_ms: u64,
+    ) -> Res<Reply> {
+        self.writer(file, holder, now_ms)?;
+        let f = self.file_mut(file)?;
+        if f.chunks.is_empty() || index as usize + 1 != f.chunks.len() {
+            let n = f.chunks.len();
+            return Err(MetaError::ChunkIndex {
+                file,
+                index,
+                why: format!(
+                    "only the last chunk ({}) can be abandoned",
+                    n.saturating_sub(1)
+                ),
+            });
+        }
+        if let Some(id) = f.chunks.pop() {
+            if let Some(meta) = self.chunks.remove(&id) {
+                self.garbage.insert(id, meta.version);
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn complete(&mut self, file: InodeId, holder: Holder, length: u64, now_ms: u64) -> Res<Reply> {
+        let p = self.writer(file, holder, now_ms)?.clone();
+        let f = match self.inodes.get(&file).map(|i| &i.kind) {
+            Some(InodeKind::File(f)) => f,
+            _ => return Err(MetaError::UnknownFile(file)),
+        };
+        let n = f.chunks.len() as u64;
+        let cs = f.chunk_size_bytes();
+        let ok = if n == 0 {
+            length == 0
+        } else {
+            length > (n - 1) * cs && length <= n * cs
+        };
+        if !ok {
+            return Err(MetaError::Length {
+                file,
+                length,
+                why: format!("{n} chunks of {cs} bytes cannot hold it"),
+            });
+        }
+        let existing = self.entries(p.parent).and_then(|e| e.get(&p.name)).copied();
+        let replaced = match existing {
+            Some(id) if self.is_dir(id) => {
+                return Err(MetaError::IsADirectory(p.name.to_string()));
+            }
+            Some(_) if !p.overwrite => return Err(MetaError::AlreadyExists(p.name.to_string())),
+            other => other,
+        };
+        if let Some(old) = replaced {
+            self.remove_inode(old);
+        }
+        self.pending.remove(&file);
+        self.pending_names.remove(&(p.parent, p.name.clone()));
+        if let Ok(f) = self.file_mut(file) {
+            f.length = length;
+        }
+        self.touch(file, now_ms);
+        if let Some(e) = self.entries_mut(p.parent) {
+            e.insert(p.name, file);
+        }
+        self.touch(p.parent, now_ms);
+        Ok(Reply::Completed { file, length })
+    }
+
+    pub(super) fn abandon(&mut self, file: InodeId, holder: Holder) -> Res<Reply> {
+        let p = self
+            .pending
+            .get(&file)
+            .ok_or(MetaError::UnknownFile(file))?;
+        if p.holder != holder {
+            return Err(MetaError::Lease {
+                file,
+                why: "the writer lease is held by another client".into(),
+            });
+        }
+        self.drop_pending(file);
+        Ok(Reply::Done)
+    }
+
+    /// Removes a file under construction and turns its chunks into garbage.
+    pub(super) fn drop_pending(&mut self, file: InodeId) {
+        if let Some(p) = self.pending.remove(&file) {
+            self.pending_names.remove(&(p.parent, p.name));
+        }
+        self.remove_inode(file);
+    }
+
+    pub(super) fn expire_leases(&mut self, now_ms: u64) -> Reply {
+        let expired: Vec<InodeId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.expires_ms <= now_ms)
+            .map(|(f, _)| *f)
+            .collect();
+        for f in &expired {
+            self.drop_pending(*f);
+        }
+        Reply::Expired(expired.len() as u32)
+    }
+}

@@ -1,0 +1,173 @@
+//! The namespace: directories, rename, delete, replication settings.
+//!
+//! Every walk here is iterative (explicit stacks or parent links): a tree may be arbitrarily
+//! deep (renames nest trees deeper than any one path can name), and a committed entry must never
+//! be able to overflow the stack of `apply`.
+use super::*;
+
+impl MetaState {
+    pub(super) fn mkdir(&mut self, p: &str, parents: bool, now_ms: u64) -> Res<Reply> {
+        let comps = path::components(p)?;
+        let mut cur = ROOT;
+        let mut k = 0;
+        while k < comps.len() {
+            let Some(entries) = self.entries(cur) else {
+                return Err(MetaError::NotADirectory(format!(
+                    "/{}",
+                    comps[..k].join("/")
+                )));
+            };
+            match entries.get(comps[k]) {
+                Some(id) => cur = *id,
+                None => break,
+            }
+            k += 1;
+        }
+        if k == comps.len() {
+            return match (parents, self.is_dir(cur)) {
+                (true, true) => Ok(Reply::Inode(cur)),
+                (_, false) => Err(MetaError::NotADirectory(p.to_string())),
+                (false, true) => Err(MetaError::AlreadyExists(p.to_string())),
+            };
+        }
+        if !self.is_dir(cur) {
+            return Err(MetaError::NotADirectory(format!(
+                "/{}",
+                comps[..k].join("/")
+            )));
+        }
+        if k + 1 < comps.len() && !parents {
+            return Err(MetaError::NotFound(format!("/{}", comps[..=k].join("/"))));
+        }
+        for name in &comps[k..] {
+            let id = self.alloc_inode();
+            self.inodes.insert(
+                id,
+                Inode {
+                    parent: cur,
+                    mtime_ms: now_ms,
+                    kind: InodeKind::Dir(BTreeMap::new()),
+                },
+            );
+            if let Some(e) = self.entries_mut(cur) {
+                e.insert((*name).into(), id);
+            }
+            self.touch(cur, now_ms);
+            cur = id;
+        }
+        Ok(Reply::Inode(cur))
+    }
+
+    /// Removes one inode (a file, or an empty or recursive directory) and everything below it
+    /// from the inode table; their chunks become garbage. Does not touch directory entries.
+    /// Iterative: the subtree may be deeper than any stack.
+    pub(super) fn remove_inode(&mut self, id: InodeId) {
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            let Some(inode) = self.inodes.remove(&id) else {
+                continue;
+            };
+            match inode.kind {
+                InodeKind::File(f) => {
+                    for c in f.chunks {
+                        if let Some(meta) = self.chunks.remove(&c) {
+                            self.garbage.insert(c, meta.version);
+                        }
+                    }
+                }
+                InodeKind::Dir(entries) => stack.extend(entries.into_values()),
+            }
+        }
+    }
+
+    pub(super) fn rename(&mut self, src: &str, dst: &str, now_ms: u64) -> Res<Reply> {
+        let sc = path::components(src)?;
+        let dc = path::components(dst)?;
+        if sc.is_empty() || dc.is_empty() {
+            return Err(MetaError::Root);
+        }
+        let id = self.resolve(&sc)?;
+        let (src_dir, src_name) = self.parent_dir(src)?;
+        let (dst_dir, dst_name) = self.parent_dir(dst)?;
+        if self.is_dir(id) {
+            let mut cur = dst_dir;
+            loop {
+                if cur == id {
+                    return Err(MetaError::IntoOwnSubtree {
+                        src: src.to_string(),
+                        dst: dst.to_string(),
+                    });
+                }
+                if cur == ROOT {
+                    break;
+                }
+                cur = self.inodes.get(&cur).map_or(ROOT, |i| i.parent);
+            }
+        }
+        let replaced = match self.entries(dst_dir).and_then(|e| e.get(dst_name)).copied() {
+            Some(same) if same == id => return Ok(Reply::Done),
+            Some(t) if self.is_dir(t) || self.is_dir(id) => {
+                return Err(MetaError::AlreadyExists(dst.to_string()));
+            }
+            other => other,
+        };
+        if let Some(old) = replaced {
+            self.remove_inode(old);
+        }
+        if let Some(e) = self.entries_mut(src_dir) {
+            e.remove(src_name);
+        }
+        if let Some(e) = self.entries_mut(dst_dir) {
+            e.insert(dst_name.into(), id);
+        }
+        if let Some(i) = self.inodes.get_mut(&id) {
+            i.parent = dst_dir;
+        }
+        self.touch(src_dir, now_ms);
+        self.touch(dst_dir, now_ms);
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn delete(&mut self, p: &str, recursive: bool, now_ms: u64) -> Res<Reply> {
+        let comps = path::components(p)?;
+        if comps.is_empty() {
+            return Err(MetaError::Root);
+        }
+        let id = self.resolve(&comps)?;
+        if let Some(e) = self.entries(id) {
+            if !e.is_empty() && !recursive {
+                return Err(MetaError::NotEmpty(p.to_string()));
+            }
+        }
+        let (dir, name) = self.parent_dir(p)?;
+        self.remove_inode(id);
+        // Files being written inside the subtree lost their directory: abandon them (one pass
+        // over the files under construction, whatever the depth of the subtree).
+        let doomed: Vec<InodeId> = self
+            .pending
+            .iter()
+            .filter(|(_, pf)| !self.inodes.contains_key(&pf.parent))
+            .map(|(f, _)| *f)
+            .collect();
+        for f in doomed {
+            self.drop_pending(f);
+        }
+        if let Some(e) = self.entries_mut(dir) {
+            e.remove(name);
+        }
+        self.touch(dir, now_ms);
+        Ok(Reply::Done)
+    }
+
+    pub(super) fn set_replication(&mut self, p: &str, replication: u8) -> Res<Reply> {
+        let r = check_replication(replication)?;
+        let id = self.resolve(&path::components(p)?)?;
+        match self.inodes.get_mut(&id).map(|i| &mut i.kind) {
+            Some(InodeKind::File(f)) => {
+                f.replication = r;
+                Ok(Reply::Done)
+            }
+            _ => Err(MetaError::IsADirectory(p.to_string())),
+        }
+    }
+}
