@@ -198,6 +198,7 @@ impl Client {
                 let p = path.clone();
                 async move {
                     c.create(CreateRequest {
+                        request_id: None,
                         path: p,
                         overwrite: true,
                         replication: 0,
@@ -211,6 +212,7 @@ impl Client {
             .await?;
         self.call(|mut cl| async move {
             cl.complete(CompleteRequest {
+                request_id: None,
                 file: c.file,
                 client_id: 1,
                 length: 0,
@@ -384,6 +386,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     client
         .call(|mut c| async move {
             c.mkdir(MkdirRequest {
+                request_id: None,
                 path: "/b".into(),
                 parents: true,
             })

@@ -55,9 +55,9 @@ impl Default for ClientConfig {
 }
 
 pub struct Client {
-    masters: Masters,
+    masters: std::sync::Arc<Masters>,
     config: ClientConfig,
-    /// This client's writer-lease identity.
+    /// This client's writer-lease identity (its session id).
     id: u64,
 }
 
@@ -65,10 +65,11 @@ impl Client {
     /// A client of the group at `masters` (any subset of the masters; host:port each). Checks
     /// that one of them answers.
     pub async fn connect(masters: &[String], config: ClientConfig) -> Result<Client> {
+        let masters = Masters::new(masters.to_vec(), config.call_timeout, config.retry_for)?;
         let c = Client {
-            masters: Masters::new(masters.to_vec(), config.call_timeout, config.retry_for)?,
+            id: masters.client_id,
+            masters: std::sync::Arc::new(masters),
             config,
-            id: fastrand::u64(1..),
         };
         c.masters
             .call(|mut m| async move { m.status(Empty {}).await })
@@ -84,11 +85,13 @@ impl Client {
 
     /// Starts (or, with `draining: false`, stops) draining a chunkserver.
     pub async fn drain(&self, node: u64, draining: bool) -> Result<StatusReply> {
+        let request_id = self.masters.request_id();
         self.masters
             .call(|mut m| async move {
                 m.drain(DrainRequest {
                     node_id: node,
                     draining,
+                    request_id,
                 })
                 .await
             })
@@ -143,32 +146,54 @@ impl Client {
     }
 
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<FileStat> {
-        let p = path.to_string();
+        let (p, request_id) = (path.to_string(), self.masters.request_id());
         self.masters
             .call(|mut m| {
                 let path = p.clone();
-                async move { m.mkdir(MkdirRequest { path, parents }).await }
+                async move {
+                    m.mkdir(MkdirRequest {
+                        path,
+                        parents,
+                        request_id,
+                    })
+                    .await
+                }
             })
             .await
     }
 
     pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
         let (s, d) = (src.to_string(), dst.to_string());
+        let request_id = self.masters.request_id();
         self.masters
             .call(|mut m| {
                 let (src, dst) = (s.clone(), d.clone());
-                async move { m.rename(RenameRequest { src, dst }).await }
+                async move {
+                    m.rename(RenameRequest {
+                        src,
+                        dst,
+                        request_id,
+                    })
+                    .await
+                }
             })
             .await
             .map(|_| ())
     }
 
     pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
-        let p = path.to_string();
+        let (p, request_id) = (path.to_string(), self.masters.request_id());
         self.masters
             .call(|mut m| {
                 let path = p.clone();
-                async move { m.delete(DeleteRequest { path, recursive }).await }
+                async move {
+                    m.delete(DeleteRequest {
+                        path,
+                        recursive,
+                        request_id,
+                    })
+                    .await
+                }
             })
             .await
             .map(|_| ())

@@ -3,13 +3,19 @@
 //! or stopped master, timeouts) are retried with backoff until a deadline.
 use crate::error::{ClientError, Result};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
+use shale_proto::metapb::RequestId;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub struct Masters {
+    /// This client's session id (random, never 0): the holder of its writer leases and the
+    /// first half of every request id.
+    pub client_id: u64,
+    next_seq: AtomicU64,
     addrs: Vec<String>,
     leader: Mutex<usize>,
     channels: Mutex<HashMap<String, Channel>>,
@@ -39,6 +45,8 @@ impl Masters {
             }
         }
         Ok(Masters {
+            client_id: fastrand::u64(1..),
+            next_seq: AtomicU64::new(1),
             addrs,
             leader: Mutex::new(0),
             channels: Mutex::new(HashMap::new()),
@@ -47,8 +55,13 @@ impl Masters {
         })
     }
 
-    pub fn addrs(&self) -> &[String] {
-        &self.addrs
+    /// A fresh request id: every attempt of one call carries the same one, so the masters
+    /// apply it at most once and answer a retry with the first reply.
+    pub fn request_id(&self) -> Option<RequestId> {
+        Some(RequestId {
+            client_id: self.client_id,
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+        })
     }
 
     fn svc(&self, addr: &str) -> Result<MasterServiceClient<Channel>> {

@@ -126,6 +126,7 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let (p, id, lease_ms) = (path.to_string(), self.id, self.config.lease_ms);
+        let request_id = self.masters.request_id();
         let created = self
             .masters
             .call(|mut m| {
@@ -138,6 +139,7 @@ impl Client {
                         chunk_size: 0,
                         client_id: id,
                         lease_ms,
+                        request_id,
                     })
                     .await
                 }
@@ -145,20 +147,18 @@ impl Client {
             .await?;
         let file = created.file;
         let renewer = {
-            let masters = self.masters.addrs().to_vec();
-            let (timeout, retry) = (self.config.call_timeout, self.config.retry_for);
+            let m = self.masters.clone();
             tokio::spawn(async move {
-                let Ok(m) = crate::master::Masters::new(masters, timeout, retry) else {
-                    return;
-                };
                 loop {
                     tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
+                    let request_id = m.request_id();
                     let r = m
                         .call(|mut c| async move {
                             c.renew_lease(LeaseRequest {
                                 file,
                                 client_id: id,
                                 lease_ms,
+                                request_id,
                             })
                             .await
                         })
@@ -175,12 +175,14 @@ impl Client {
         renewer.abort();
         match result {
             Ok(total) => {
+                let request_id = self.masters.request_id();
                 self.masters
                     .call(|mut m| async move {
                         m.complete(CompleteRequest {
                             file,
                             client_id: id,
                             length: total,
+                            request_id,
                         })
                         .await
                     })
@@ -188,12 +190,14 @@ impl Client {
                 Ok(total)
             }
             Err(e) => {
+                let request_id = self.masters.request_id();
                 let _ = self
                     .masters
                     .call(|mut m| async move {
                         m.abandon(AbandonRequest {
                             file,
                             client_id: id,
+                            request_id,
                         })
                         .await
                     })
@@ -242,6 +246,7 @@ impl Client {
         let id = self.id;
         for attempt in 1..=self.config.chunk_attempts {
             let (ex, host) = (exclude.clone(), self.config.host.clone());
+            let request_id = self.masters.request_id();
             let alloc = self
                 .masters
                 .call(|mut m| {
@@ -253,6 +258,7 @@ impl Client {
                             index,
                             exclude,
                             client_host,
+                            request_id,
                         })
                         .await
                     }

@@ -40,5 +40,6 @@ pub enum MetaError {
     },
     #[error("bad argument: {0}")]
     BadArgument(String),
+    #[error("request {seq} of client {client:x} is too old to tell whether it took effect (its reply was dropped); do not retry it")]
+    StaleRequest { client: u64, seq: u64 },
 }
-

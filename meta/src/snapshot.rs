@@ -9,11 +9,14 @@
 //! | 10     | 2    | reserved, 0                 |
 //! | 12     | 4    | crc32c of the body          |
 //! | 16     | 8    | body length                 |
-//! | 24     | n    | body: `MetaState` (postcard)|
+//! | 24     | n    | body                        |
+//!
+//! Body, format 2: `MetaState` (postcard) followed by the client sessions (postcard). Format 1
+//! (no sessions) still decodes, with no sessions.
 use crate::sm::MetaState;
 
 pub const MAGIC: &[u8; 8] = b"SHALESNP";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +36,9 @@ pub enum SnapshotError {
 }
 
 pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
-    let body = postcard::to_allocvec(state).map_err(|e| SnapshotError::Body(e.to_string()))?;
+    let mut body = postcard::to_allocvec(state).map_err(|e| SnapshotError::Body(e.to_string()))?;
+    body = postcard::to_extend(&state.sessions, body)
+        .map_err(|e| SnapshotError::Body(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -52,7 +57,7 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
         return Err(SnapshotError::Magic);
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != 1 {
         return Err(SnapshotError::Version(version));
     }
     let crc = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
@@ -69,8 +74,23 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
     if crc32c::crc32c(body) != crc {
         return Err(SnapshotError::Crc);
     }
-    let state: MetaState =
-        postcard::from_bytes(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
+    let bad = |e: postcard::Error| SnapshotError::Body(e.to_string());
+    let (mut state, rest): (MetaState, &[u8]) = postcard::take_from_bytes(body).map_err(bad)?;
+    if version >= 2 {
+        let (sessions, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
+        state.sessions = sessions;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Body(format!(
+                "{} bytes after the body",
+                rest.len()
+            )));
+        }
+    } else if !rest.is_empty() {
+        return Err(SnapshotError::Body(format!(
+            "{} bytes after the body",
+            rest.len()
+        )));
+    }
     state.validate().map_err(SnapshotError::Body)?;
     Ok(state)
 }

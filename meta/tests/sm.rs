@@ -523,10 +523,7 @@ fn deep_tree_delete_does_not_overflow() {
             let level = "/a".repeat(2000);
             let mut now = 10;
             let depth = |i: usize| format!("/t{i}{level}");
-            assert!(matches!(
-                s.apply(&mkdir(&depth(0)), now),
-                Reply::Inode(_)
-            ));
+            assert!(matches!(s.apply(&mkdir(&depth(0)), now), Reply::Inode(_)));
             for i in 1..25 {
                 now += 1;
                 assert!(matches!(s.apply(&mkdir(&depth(i)), now), Reply::Inode(_)));
@@ -564,4 +561,110 @@ fn mkdir(p: &str) -> Command {
         path: p.into(),
         parents: true,
     }
+}
+
+fn session(client: u64, seq: u64, cmd: Command) -> Command {
+    Command::Session {
+        client,
+        seq,
+        cmd: Box::new(cmd),
+    }
+}
+
+/// A retried request (same client and seq) gets its first reply and changes nothing: a
+/// retried Create is not "being written by another client", a retried AllocateChunk does not
+/// bump the version, a retried Complete succeeds.
+#[test]
+fn retried_requests_are_applied_once() {
+    let mut s = state();
+    let create = session(
+        7,
+        1,
+        Command::Create {
+            path: "/f".into(),
+            overwrite: false,
+            replication: None,
+            chunk_size_bytes: None,
+            holder: 7,
+            lease_ms: 1000,
+        },
+    );
+    let first = s.apply(&create, 10);
+    let Reply::Created { file, .. } = first else {
+        panic!("{first:?}");
+    };
+    assert_eq!(s.apply(&create, 11), first);
+    let alloc = session(
+        7,
+        2,
+        Command::AllocateChunk {
+            file,
+            holder: 7,
+            index: 0,
+            pipeline: vec![NodeId(1), NodeId(2), NodeId(3)],
+        },
+    );
+    let a = s.apply(&alloc, 12);
+    assert!(
+        matches!(
+            a,
+            Reply::Chunk {
+                version: ChunkVersion(1),
+                ..
+            }
+        ),
+        "{a:?}"
+    );
+    assert_eq!(s.apply(&alloc, 13), a, "a retry must not bump the version");
+    let complete = session(
+        7,
+        3,
+        Command::Complete {
+            file,
+            holder: 7,
+            length: 5,
+        },
+    );
+    let c = s.apply(&complete, 14);
+    assert!(matches!(c, Reply::Completed { .. }), "{c:?}");
+    assert_eq!(s.apply(&complete, 15), c, "a retried Complete succeeds");
+    // Another client's identical request is a new request.
+    let other = s.apply(
+        &session(
+            8,
+            1,
+            Command::Mkdir {
+                path: "/d".into(),
+                parents: false,
+            },
+        ),
+        16,
+    );
+    assert!(matches!(other, Reply::Inode(_)));
+    let again = s.apply(
+        &session(
+            9,
+            1,
+            Command::Mkdir {
+                path: "/d".into(),
+                parents: false,
+            },
+        ),
+        16,
+    );
+    assert!(matches!(again, Reply::Err(MetaError::AlreadyExists(_))));
+    // Sessions survive a snapshot.
+    let snap = shale_meta::snapshot::encode(&s).expect("encode");
+    let mut back = shale_meta::snapshot::decode(&snap).expect("decode");
+    assert_eq!(back, s);
+    assert_eq!(back.apply(&complete, 17), c);
+    // Bad ids and nesting are refused.
+    assert!(matches!(
+        s.apply(&session(7, 0, Command::ExpireLeases), 18),
+        Reply::Err(MetaError::BadArgument(_))
+    ));
+    assert!(matches!(
+        s.apply(&session(7, 9, session(7, 10, Command::ExpireLeases)), 18),
+        Reply::Err(MetaError::BadArgument(_))
+    ));
 }

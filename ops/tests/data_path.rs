@@ -317,6 +317,7 @@ async fn bad_input(c: &Client, masters: &[String]) {
     // Put onto a directory changes nothing.
     on_leader(masters, |mut m| async move {
         m.mkdir(MkdirRequest {
+            request_id: None,
             path: "/dir".into(),
             parents: true,
         })

@@ -220,6 +220,7 @@ async fn stale_replica(cluster: &Cluster, c: &Client) {
     let masters = cluster.master_addrs();
     let file = on_leader(&masters, |mut m| async move {
         m.create(CreateRequest {
+            request_id: None,
             path: "/stale".into(),
             overwrite: false,
             replication: 3,
@@ -239,6 +240,7 @@ async fn stale_replica(cluster: &Cluster, c: &Client) {
                 let exclude = exclude.clone();
                 async move {
                     m.allocate_chunk(AllocateChunkRequest {
+                        request_id: None,
                         file,
                         client_id: 9,
                         index: 0,
@@ -261,6 +263,7 @@ async fn stale_replica(cluster: &Cluster, c: &Client) {
     write_chunk(&v2, b"version two").await;
     on_leader(&masters, |mut m| async move {
         m.complete(CompleteRequest {
+            request_id: None,
             file,
             client_id: 9,
             length: 11,

@@ -42,6 +42,7 @@ async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
     // Acknowledged writes.
     on_leader(&addrs, |mut c| async move {
         c.mkdir(MkdirRequest {
+            request_id: None,
             path: "/d".into(),
             parents: true,
         })
@@ -182,6 +183,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.mkdir(MkdirRequest {
+                request_id: None,
                 path: "no/leading/slash".into(),
                 parents: true,
             })
@@ -195,6 +197,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.create(CreateRequest {
+                request_id: None,
                 path: "/d".into(),
                 overwrite: true,
                 replication: 0,
@@ -212,6 +215,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.rename(RenameRequest {
+                request_id: None,
                 src: "/d".into(),
                 dst: "/d/x/y".into(),
             })
@@ -226,6 +230,7 @@ async fn bad_input(addrs: &[String]) {
     );
     on_leader(addrs, |mut c| async move {
         c.mkdir(MkdirRequest {
+            request_id: None,
             path: "/d/sub".into(),
             parents: true,
         })
@@ -236,6 +241,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.rename(RenameRequest {
+                request_id: None,
                 src: "/d".into(),
                 dst: "/d/sub/d".into(),
             })
@@ -249,6 +255,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.complete(CompleteRequest {
+                request_id: None,
                 file: 999_999,
                 client_id: 1,
                 length: 0,
@@ -262,6 +269,7 @@ async fn bad_input(addrs: &[String]) {
     // Complete without holding the lease.
     let f = on_leader(addrs, |mut c| async move {
         c.create(CreateRequest {
+            request_id: None,
             path: "/d/leased".into(),
             overwrite: false,
             replication: 1,
@@ -276,6 +284,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.complete(CompleteRequest {
+                request_id: None,
                 file: f.file,
                 client_id: 8,
                 length: 0,
@@ -292,6 +301,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.abandon_chunk(AbandonChunkRequest {
+                request_id: None,
                 file: f.file,
                 client_id: 7,
                 index: 3,

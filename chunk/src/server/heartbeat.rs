@@ -49,6 +49,8 @@ pub async fn register(masters: &[String], id: &Identity, capacity_bytes: u64) ->
                 host: id.host.clone(),
                 rack: id.rack.clone().unwrap_or_default(),
                 capacity_bytes,
+                // Registration is idempotent by uuid: no request id needed.
+                request_id: None,
             };
             match c.register_chunkserver(req).await {
                 Ok(r) => return r.into_inner().node_id,

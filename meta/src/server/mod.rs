@@ -113,7 +113,8 @@ pub fn status_of(e: &MetaError) -> Status {
         | MetaError::NotEmpty(_)
         | MetaError::IntoOwnSubtree { .. }
         | MetaError::Root
-        | MetaError::Lease { .. } => Status::failed_precondition(msg),
+        | MetaError::Lease { .. }
+        | MetaError::StaleRequest { .. } => Status::failed_precondition(msg),
     }
 }
 

@@ -41,6 +41,26 @@ fn u8_arg(v: u32, what: &str) -> Result<u8, Status> {
 }
 
 impl Svc {
+    /// Proposes `cmd`, named by the request id when the client sent one (applied at most once).
+    async fn write(&self, rid: Option<RequestId>, cmd: Command) -> Result<Reply, Status> {
+        let cmd = match rid {
+            None => cmd,
+            Some(RequestId { client_id, seq }) => {
+                if client_id == 0 || seq == 0 {
+                    return Err(Status::invalid_argument(
+                        "request_id needs a client_id and a seq, both ≥ 1",
+                    ));
+                }
+                Command::Session {
+                    client: client_id,
+                    seq,
+                    cmd: Box::new(cmd),
+                }
+            }
+        };
+        self.0.write(cmd).await
+    }
+
     fn stat_path(&self, path: &str) -> Result<FileStat, Status> {
         let g = self.0.sm.read();
         let s = g.state.stat(path).map_err(|e| status_of(&e))?;
@@ -125,12 +145,14 @@ impl Svc {
 impl MasterService for Svc {
     async fn mkdir(&self, req: Request<MkdirRequest>) -> R<FileStat> {
         let r = req.into_inner();
-        self.0
-            .write(Command::Mkdir {
+        self.write(
+            r.request_id,
+            Command::Mkdir {
                 path: r.path.clone(),
                 parents: r.parents,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(self.stat_path(&r.path)?))
     }
 
@@ -158,35 +180,41 @@ impl MasterService for Svc {
 
     async fn rename(&self, req: Request<RenameRequest>) -> R<Empty> {
         let r = req.into_inner();
-        self.0
-            .write(Command::Rename {
+        self.write(
+            r.request_id,
+            Command::Rename {
                 src: r.src,
                 dst: r.dst,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> R<Empty> {
         let r = req.into_inner();
-        self.0
-            .write(Command::Delete {
+        self.write(
+            r.request_id,
+            Command::Delete {
                 path: r.path,
                 recursive: r.recursive,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn set_replication(&self, req: Request<SetReplicationRequest>) -> R<Empty> {
         let r = req.into_inner();
         let replication = u8_arg(r.replication, "replication")?;
-        self.0
-            .write(Command::SetReplication {
+        self.write(
+            r.request_id,
+            Command::SetReplication {
                 path: r.path,
                 replication,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -197,32 +225,31 @@ impl MasterService for Svc {
             v => Some(u8_arg(v, "replication")?),
         };
         let reply = self
-            .0
-            .write(Command::Create {
-                path: r.path,
-                overwrite: r.overwrite,
-                replication,
-                chunk_size_bytes: (r.chunk_size != 0).then_some(r.chunk_size),
-                holder: r.client_id,
-                lease_ms: r.lease_ms,
-            })
+            .write(
+                r.request_id,
+                Command::Create {
+                    path: r.path,
+                    overwrite: r.overwrite,
+                    replication,
+                    chunk_size_bytes: (r.chunk_size != 0).then_some(r.chunk_size),
+                    holder: r.client_id,
+                    lease_ms: r.lease_ms,
+                },
+            )
             .await?;
         let Reply::Created {
             file,
             lease_expires_ms,
+            chunk_size_bytes,
+            replication,
         } = reply
         else {
             return Err(unexpected(reply));
         };
-        let g = self.0.sm.read();
-        let (chunk_size, replication) = g
-            .state
-            .pending_file(file)
-            .ok_or_else(|| Status::not_found(format!("{file} vanished")))?;
         Ok(Response::new(CreateReply {
             file: file.get(),
             lease_expires_ms,
-            chunk_size,
+            chunk_size: chunk_size_bytes,
             replication: u32::from(replication),
         }))
     }
@@ -230,12 +257,14 @@ impl MasterService for Svc {
     async fn renew_lease(&self, req: Request<LeaseRequest>) -> R<LeaseReply> {
         let r = req.into_inner();
         match self
-            .0
-            .write(Command::RenewLease {
-                file: InodeId(r.file),
-                holder: r.client_id,
-                lease_ms: r.lease_ms,
-            })
+            .write(
+                r.request_id,
+                Command::RenewLease {
+                    file: InodeId(r.file),
+                    holder: r.client_id,
+                    lease_ms: r.lease_ms,
+                },
+            )
             .await?
         {
             Reply::Lease { expires_ms } => Ok(Response::new(LeaseReply { expires_ms })),
@@ -265,13 +294,15 @@ impl MasterService for Svc {
         )
         .map_err(|e| Status::unavailable(e.to_string()))?;
         match self
-            .0
-            .write(Command::AllocateChunk {
-                file,
-                holder: r.client_id,
-                index: r.index,
-                pipeline,
-            })
+            .write(
+                r.request_id,
+                Command::AllocateChunk {
+                    file,
+                    holder: r.client_id,
+                    index: r.index,
+                    pipeline,
+                },
+            )
             .await?
         {
             Reply::Chunk {
@@ -296,25 +327,29 @@ impl MasterService for Svc {
 
     async fn abandon_chunk(&self, req: Request<AbandonChunkRequest>) -> R<Empty> {
         let r = req.into_inner();
-        self.0
-            .write(Command::AbandonChunk {
+        self.write(
+            r.request_id,
+            Command::AbandonChunk {
                 file: InodeId(r.file),
                 holder: r.client_id,
                 index: r.index,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn complete(&self, req: Request<CompleteRequest>) -> R<FileStat> {
         let r = req.into_inner();
         match self
-            .0
-            .write(Command::Complete {
-                file: InodeId(r.file),
-                holder: r.client_id,
-                length: r.length,
-            })
+            .write(
+                r.request_id,
+                Command::Complete {
+                    file: InodeId(r.file),
+                    holder: r.client_id,
+                    length: r.length,
+                },
+            )
             .await?
         {
             Reply::Completed { file, length } => Ok(Response::new(FileStat {
@@ -328,12 +363,14 @@ impl MasterService for Svc {
 
     async fn abandon(&self, req: Request<AbandonRequest>) -> R<Empty> {
         let r = req.into_inner();
-        self.0
-            .write(Command::Abandon {
+        self.write(
+            r.request_id,
+            Command::Abandon {
                 file: InodeId(r.file),
                 holder: r.client_id,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -399,14 +436,16 @@ impl MasterService for Svc {
     async fn register_chunkserver(&self, req: Request<RegisterRequest>) -> R<RegisterReply> {
         let r = req.into_inner();
         match self
-            .0
-            .write(Command::RegisterChunkserver {
-                uuid: r.uuid,
-                address: r.address,
-                host: r.host,
-                rack: (!r.rack.is_empty()).then_some(r.rack),
-                capacity_bytes: r.capacity_bytes,
-            })
+            .write(
+                r.request_id,
+                Command::RegisterChunkserver {
+                    uuid: r.uuid,
+                    address: r.address,
+                    host: r.host,
+                    rack: (!r.rack.is_empty()).then_some(r.rack),
+                    capacity_bytes: r.capacity_bytes,
+                },
+            )
             .await?
         {
             Reply::Server(n) => Ok(Response::new(RegisterReply { node_id: n.get() })),
@@ -535,12 +574,14 @@ impl MasterService for Svc {
 
     async fn drain(&self, req: Request<DrainRequest>) -> R<StatusReply> {
         let r = req.into_inner();
-        self.0
-            .write(Command::SetDraining {
+        self.write(
+            r.request_id,
+            Command::SetDraining {
                 node: NodeId(r.node_id),
                 draining: r.draining,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(self.status()))
     }
 

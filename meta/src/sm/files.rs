@@ -77,6 +77,8 @@ impl MetaState {
         Ok(Reply::Created {
             file: id,
             lease_expires_ms: expires_ms,
+            chunk_size_bytes: 1 << chunk_size_log2,
+            replication,
         })
     }
 
@@ -108,7 +110,13 @@ impl MetaState {
         }
     }
 
-    pub(super) fn renew(&mut self, file: InodeId, holder: Holder, lease_ms: u64, now_ms: u64) -> Res<Reply> {
+    pub(super) fn renew(
+        &mut self,
+        file: InodeId,
+        holder: Holder,
+        lease_ms: u64,
+        now_ms: u64,
+    ) -> Res<Reply> {
         if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
             return Err(MetaError::BadArgument(format!(
                 "lease of {lease_ms} ms must be 1..={LEASE_MS_MAX}"
@@ -209,7 +217,13 @@ impl MetaState {
         Ok(Reply::Done)
     }
 
-    pub(super) fn complete(&mut self, file: InodeId, holder: Holder, length: u64, now_ms: u64) -> Res<Reply> {
+    pub(super) fn complete(
+        &mut self,
+        file: InodeId,
+        holder: Holder,
+        length: u64,
+        now_ms: u64,
+    ) -> Res<Reply> {
         let p = self.writer(file, holder, now_ms)?.clone();
         let f = match self.inodes.get(&file).map(|i| &i.kind) {
             Some(InodeKind::File(f)) => f,

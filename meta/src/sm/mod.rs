@@ -20,10 +20,13 @@ mod files;
 mod namespace;
 mod queries;
 mod registry;
+pub mod sessions;
 mod types;
 mod validate;
 
 pub use crate::error::MetaError;
+pub use sessions::RequestId;
+use sessions::{Seen, Sessions};
 
 pub use types::*;
 
@@ -52,6 +55,10 @@ pub struct MetaState {
     pub(crate) pending_names: HashMap<(InodeId, Box<str>), InodeId>,
     pub(crate) garbage: BTreeMap<ChunkId, ChunkVersion>,
     pub(crate) servers: BTreeMap<NodeId, ServerInfo>,
+    /// Recent replies per client, for retried requests. Serialized after the rest of the state
+    /// by the snapshot format (v2), so v1 snapshots still decode.
+    #[serde(skip)]
+    pub(crate) sessions: Sessions,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -97,6 +104,7 @@ impl MetaState {
             pending_names: HashMap::new(),
             garbage: BTreeMap::new(),
             servers: BTreeMap::new(),
+            sessions: Sessions::default(),
         })
     }
 
@@ -104,7 +112,48 @@ impl MetaState {
     pub fn apply(&mut self, cmd: &Command, now_ms: u64) -> Reply {
         let now_ms = now_ms.max(self.log_time_ms);
         self.log_time_ms = now_ms;
+        self.sessions.expire(now_ms);
         let r = match cmd {
+            Command::Session { client, seq, cmd } => self.apply_once(
+                RequestId {
+                    client: *client,
+                    seq: *seq,
+                },
+                cmd,
+                now_ms,
+            ),
+            other => self.apply_cmd(other, now_ms),
+        };
+        #[cfg(debug_assertions)]
+        if let Err(why) = self.validate() {
+            panic!("master state invariant broken after {cmd:?}: {why}");
+        }
+        r
+    }
+
+    /// Applies a request named by `id` once: a retry gets the first reply.
+    fn apply_once(&mut self, id: RequestId, cmd: &Command, now_ms: u64) -> Reply {
+        if id.seq == 0 {
+            return Reply::Err(MetaError::BadArgument(
+                "request sequence numbers start at 1".into(),
+            ));
+        }
+        match self.sessions.check(id) {
+            Err(e) => Reply::Err(e),
+            Ok(Seen::Again(r)) => r,
+            Ok(Seen::New) => {
+                let r = self.apply_cmd(cmd, now_ms);
+                self.sessions.record(id, &r, now_ms);
+                r
+            }
+        }
+    }
+
+    fn apply_cmd(&mut self, cmd: &Command, now_ms: u64) -> Reply {
+        let r = match cmd {
+            Command::Session { .. } => Err(MetaError::BadArgument(
+                "a session request cannot wrap another".into(),
+            )),
             Command::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
             Command::Create {
                 path,
@@ -175,10 +224,6 @@ impl MetaState {
                 Ok(Reply::Done)
             }
         };
-        #[cfg(debug_assertions)]
-        if let Err(why) = self.validate() {
-            panic!("master state invariant broken after {cmd:?}: {why}");
-        }
         r.unwrap_or_else(Reply::Err)
     }
 
@@ -239,5 +284,4 @@ impl MetaState {
             i.mtime_ms = i.mtime_ms.max(now_ms);
         }
     }
-
 }

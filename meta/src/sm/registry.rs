@@ -45,5 +45,4 @@ impl MetaState {
         self.servers.insert(id, info);
         Ok(Reply::Server(id))
     }
-
 }

@@ -86,6 +86,13 @@ pub enum Command {
     ForgetGarbage {
         chunks: Vec<(ChunkId, ChunkVersion)>,
     },
+    /// A client's request `seq` (≥ 1) in session `client`: applied once; a retry (same client
+    /// and seq) is answered with the first reply (see `sessions`).
+    Session {
+        client: u64,
+        seq: u64,
+        cmd: Box<Command>,
+    },
 }
 
 /// The result of applying a command.
@@ -96,6 +103,8 @@ pub enum Reply {
     Created {
         file: InodeId,
         lease_expires_ms: u64,
+        chunk_size_bytes: u64,
+        replication: u8,
     },
     Lease {
         expires_ms: u64,

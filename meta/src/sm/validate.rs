@@ -108,6 +108,7 @@ impl MetaState {
                 self.chunks.len()
             ));
         }
+        self.sessions.check_invariants()?;
         Ok(())
     }
 }

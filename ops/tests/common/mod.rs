@@ -237,6 +237,7 @@ pub async fn touch(addrs: &[String], path: &str) -> Result<(), tonic::Status> {
         let p = p.clone();
         async move {
             c.create(CreateRequest {
+                request_id: None,
                 path: p,
                 overwrite: true,
                 replication: 0,
@@ -250,6 +251,7 @@ pub async fn touch(addrs: &[String], path: &str) -> Result<(), tonic::Status> {
     .await?;
     on_leader(addrs, |mut cl| async move {
         cl.complete(CompleteRequest {
+            request_id: None,
             file: c.file,
             client_id: 42,
             length: 0,
