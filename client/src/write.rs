@@ -81,6 +81,7 @@ async fn send_chunk(
                 })
                 .collect(),
             length,
+            node_id: head.node_id,
         })),
     };
     let msgs: Vec<WriteChunkRequest> = std::iter::once(header)
@@ -91,7 +92,8 @@ async fn send_chunk(
     match client.write_chunk(tokio_stream::iter(msgs)).await {
         Ok(r) => {
             let r = r.into_inner();
-            if r.durable_on.len() != reply.pipeline.len() {
+            let want: Vec<u64> = reply.pipeline.iter().map(|p| p.node_id).collect();
+            if r.durable_on != want {
                 return Err((
                     None,
                     format!(

@@ -43,6 +43,9 @@ pub struct Args {
     /// Bandwidth cap of re-replication copies this server pulls, MiB/s (0: none).
     #[arg(long, default_value_t = 128)]
     pub replicate_mib_per_s: u64,
+    /// A write stream that sends nothing for this many seconds is cut off (its chunk discarded).
+    #[arg(long, default_value_t = 30)]
+    pub stream_idle_s: u64,
 }
 
 fn hostname() -> String {
@@ -71,6 +74,7 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         scrub_bytes_per_s: a.scrub_mib_per_s << 20,
         scrub_every: Duration::from_secs(a.scrub_every_s.max(1)),
         replicate_bytes_per_s: a.replicate_mib_per_s << 20,
+        stream_idle: Duration::from_secs(a.stream_idle_s.max(1)),
     };
     let (addr, masters_list, data) = (
         advertise.clone(),

@@ -276,6 +276,15 @@ async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client) {
                 }),
                 downstream: vec![],
                 length: 5 << 20,
+                node_id: c
+                    .status()
+                    .await
+                    .expect("status")
+                    .chunkservers
+                    .iter()
+                    .find(|s| s.address == addr)
+                    .expect("registered")
+                    .node_id,
             })),
         },
         WriteChunkRequest {

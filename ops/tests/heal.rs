@@ -200,6 +200,7 @@ async fn write_chunk(reply: &AllocateChunkReply, bytes: &[u8]) {
                         address: r.address.clone(),
                     })
                     .collect(),
+                node_id: head.node_id,
                 length: bytes.len() as u64,
             })),
         },

@@ -315,9 +315,14 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         client(&addrs[0])
             .await
-            .heartbeat(HeartbeatRequest {
-                node_id: 77,
-                ..Default::default()
+            .heartbeat({
+                let mut r = tonic::Request::new(HeartbeatRequest {
+                    node_id: 77,
+                    ..Default::default()
+                });
+                r.metadata_mut()
+                    .insert("shale-node-id", "77".parse().expect("ascii"));
+                r
             })
             .await
             .map(|_| ()),

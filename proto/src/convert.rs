@@ -103,6 +103,8 @@ impl TryFrom<&pb::PipelineTarget> for PipelineTarget {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteHeader {
     pub chunk: ChunkRef,
+    /// The node the receiver must be.
+    pub node: NodeId,
     pub downstream: Vec<PipelineTarget>,
     pub length: u64,
 }
@@ -133,8 +135,10 @@ impl WriteHeader {
             .iter()
             .map(PipelineTarget::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        let node = NodeId(nonzero("node_id", m.node_id)?);
         Ok(WriteHeader {
             chunk,
+            node,
             downstream,
             length: m.length,
         })
@@ -229,12 +233,16 @@ mod tests {
             chunk: cref(1, 1),
             downstream: vec![target("127.0.0.1:7001")],
             length: 100,
+            node_id: 1,
         };
         assert_eq!(
             WriteHeader::from_wire(&m, 1024).unwrap().downstream.len(),
             1
         );
         assert!(WriteHeader::from_wire(&m, 99).is_err());
+        m.node_id = 0;
+        assert!(WriteHeader::from_wire(&m, 1024).is_err());
+        m.node_id = 1;
         m.downstream = vec![target("nope")];
         assert!(WriteHeader::from_wire(&m, 1024).is_err());
         m.downstream = vec![target("127.0.0.1:1"); DOWNSTREAM_MAX + 1];

@@ -149,6 +149,10 @@ pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Durat
             let Some(c) = link.client.as_mut() else {
                 continue;
             };
+            let mut req = tonic::Request::new(req);
+            if let Ok(v) = node.to_string().parse() {
+                req.metadata_mut().insert("shale-node-id", v);
+            }
             match c.heartbeat(req).await {
                 Ok(r) => {
                     link.known = now.clone();

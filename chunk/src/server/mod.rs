@@ -29,6 +29,8 @@ pub struct ChunkserverConfig {
     pub scrub_every: Duration,
     /// Bandwidth cap of re-replication copies pulled by this server (bytes/s, 0: none).
     pub replicate_bytes_per_s: u64,
+    /// A write stream silent this long is cut off and its chunk discarded.
+    pub stream_idle: Duration,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -66,6 +68,7 @@ pub async fn serve(
     tracing::info!("chunk store: {report}");
     let mut server = ChunkServer::new(store, config.chunk_size_max_bytes);
     server.replicate_bytes_per_s = config.replicate_bytes_per_s;
+    server.stream_idle = config.stream_idle;
     let server = Arc::new(server);
     let identity = heartbeat::Identity {
         uuid,

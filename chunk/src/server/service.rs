@@ -28,6 +28,109 @@ pub const FRAME_MAX_BYTES: usize = 4 << 20;
 pub const READ_FRAME_BYTES: u64 = 1 << 20;
 /// Frames buffered towards the downstream replica.
 const FORWARD_QUEUE: usize = 8;
+/// Write and replicate streams open at once on one chunkserver; more are refused with
+/// RESOURCE_EXHAUSTED (the client retries the chunk elsewhere).
+pub const WRITE_STREAMS_MAX: usize = 64;
+/// A write stream that sends nothing for this long is cut off and its chunk discarded (the
+/// default of [`ChunkServer::stream_idle`]).
+pub const STREAM_IDLE_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Discards a chunk being written unless disarmed: a write whose caller vanished (cancelled
+/// stream, dropped connection, error) leaves no temp file and no "being written" slot behind.
+/// The chunk is created on its own task (see [`AbortOnDrop::create`]), so a caller dropped
+/// mid-create still gets its chunk discarded once the create has finished.
+struct AbortOnDrop {
+    store: Arc<dyn ChunkStore>,
+    chunk: DomainRef,
+    creating: Option<tokio::task::JoinHandle<crate::Result<()>>>,
+    armed: bool,
+}
+
+impl AbortOnDrop {
+    /// Creates `chunk` in the store, guarded from this moment on.
+    async fn create(
+        store: &Arc<dyn ChunkStore>,
+        chunk: DomainRef,
+    ) -> Result<Self, ChunkErrorStatus> {
+        let s = store.clone();
+        let mut guard = AbortOnDrop {
+            store: store.clone(),
+            chunk,
+            creating: Some(tokio::spawn(async move { s.create(chunk).await })),
+            armed: true,
+        };
+        let created = match guard.creating.as_mut() {
+            Some(h) => h.await,
+            None => return Err(ChunkErrorStatus::Internal("no create task".into())),
+        };
+        guard.creating = None;
+        match created {
+            Ok(Ok(())) => Ok(guard),
+            Ok(Err(e)) => {
+                guard.armed = false;
+                Err(ChunkErrorStatus::Store(e))
+            }
+            Err(e) => {
+                guard.armed = false;
+                Err(ChunkErrorStatus::Internal(format!("create task: {e}")))
+            }
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// Discards the chunk now (before an error is returned, so a retry can create it again).
+    async fn abort_now(mut self) {
+        self.armed = false;
+        let r = self.store.abort(self.chunk).await;
+        tracing::debug!(chunk = %self.chunk.id, ?r, "aborted");
+    }
+}
+
+/// Why a guarded create failed.
+enum ChunkErrorStatus {
+    Store(crate::ChunkError),
+    Internal(String),
+}
+
+impl ChunkErrorStatus {
+    fn status(self) -> Status {
+        match self {
+            ChunkErrorStatus::Store(e) => status_of(&e),
+            ChunkErrorStatus::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!(chunk = %self.chunk.id, "write stream went away; discarding its chunk");
+            let (store, chunk, creating) = (self.store.clone(), self.chunk, self.creating.take());
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Some(c) = creating {
+                        let _ = c.await;
+                    }
+                    let _ = store.abort(chunk).await;
+                });
+            }
+        }
+    }
+}
+
+/// The next message of a client stream, or an error if none comes within `idle`.
+async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, Status> {
+    match tokio::time::timeout(idle, stream.message()).await {
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "write stream idle for {} ms",
+            idle.as_millis()
+        ))),
+    }
+}
 
 pub struct ChunkServer {
     pub store: Arc<dyn ChunkStore>,
@@ -42,7 +145,19 @@ pub struct ChunkServer {
     /// by all copies: a token bucket kept as the time the next byte may start.
     pub replicate_bytes_per_s: u64,
     replicate_next: Mutex<std::time::Instant>,
+    /// A write stream silent this long is cut off.
+    pub stream_idle: Duration,
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+    /// Open write and replicate streams (bounded by [`WRITE_STREAMS_MAX`]).
+    write_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortHandleOnDrop<T>(tokio::task::JoinHandle<T>);
+impl<T> Drop for AbortHandleOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Inflight<'a>(&'a AtomicU32);
@@ -79,7 +194,9 @@ impl ChunkServer {
             report_now: tokio::sync::Notify::new(),
             replicate_bytes_per_s: 0,
             replicate_next: Mutex::new(std::time::Instant::now()),
+            stream_idle: STREAM_IDLE_DEFAULT,
             peers: Mutex::new(HashMap::new()),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
         }
     }
 
@@ -105,6 +222,36 @@ impl ChunkServer {
         self.node.load(Ordering::Relaxed)
     }
 
+    fn write_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.write_slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "chunkserver {} has {WRITE_STREAMS_MAX} write streams open; retry elsewhere",
+                self.me()
+            ))
+        })
+    }
+
+    /// Writes a frame on its own task: the store's write-behind bookkeeping is not safe to
+    /// abandon half-way, and a caller that goes away mid-write must still leave a chunk that
+    /// its guard can discard.
+    async fn write_detached(&self, c: DomainRef, off: u64, data: Bytes) -> Result<(), Status> {
+        let store = self.store.clone();
+        tokio::spawn(async move { store.write(c, off, data).await })
+            .await
+            .map_err(|e| Status::internal(format!("write task: {e}")))?
+            .map_err(|e| status_of(&e))
+    }
+
+    /// Seals on its own task, so a caller that goes away mid-seal cannot leave a half-sealed
+    /// chunk: the seal runs to its end (and discards the chunk itself if it fails).
+    async fn seal_detached(&self, c: DomainRef) -> Result<crate::ChunkInfo, Status> {
+        let store = self.store.clone();
+        tokio::spawn(async move { store.seal(c).await })
+            .await
+            .map_err(|e| Status::internal(format!("seal task: {e}")))?
+            .map_err(|e| status_of(&e))
+    }
+
     fn peer(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(addr) {
@@ -124,7 +271,7 @@ impl ChunkServer {
     ) -> Result<(), Status> {
         let me = self.me();
         let mut off = 0u64;
-        while let Some(msg) = stream.message().await? {
+        while let Some(msg) = next_message(stream, self.stream_idle).await? {
             let Some(Kind::Data(data)) = msg.kind else {
                 return Err(invalid("only data frames may follow the header"));
             };
@@ -150,10 +297,9 @@ impl ChunkServer {
                     return Err(Status::unavailable("downstream replica stopped receiving"));
                 }
             }
-            self.store
-                .write(h.chunk, off, data)
+            self.write_detached(h.chunk, off, data)
                 .await
-                .map_err(|e| blame(status_of(&e), me))?;
+                .map_err(|e| blame(e, me))?;
             off += len;
         }
         if off != h.length {
@@ -174,9 +320,9 @@ impl ChunkService for ChunkServer {
         &self,
         req: Request<Streaming<WriteChunkRequest>>,
     ) -> Result<Response<WriteChunkResponse>, Status> {
+        let _slot = self.write_slot()?;
         let mut stream = req.into_inner();
-        let first = stream
-            .message()
+        let first = next_message(&mut stream, self.stream_idle)
             .await?
             .ok_or_else(|| invalid("empty write stream"))?;
         let Some(Kind::Header(wire)) = first.kind else {
@@ -184,12 +330,22 @@ impl ChunkService for ChunkServer {
         };
         let h = DomainHeader::from_wire(&wire, self.chunk_size_max_bytes)?;
         let me = self.me();
-        self.store
-            .create(h.chunk)
+        if me == 0 {
+            return Err(Status::unavailable(
+                "this chunkserver is not registered yet",
+            ));
+        }
+        if h.node.get() != me {
+            return Err(Status::failed_precondition(format!(
+                "this is chunkserver {me}, not {} as the header says: wrong address for that node",
+                h.node
+            )));
+        }
+        let guard = AbortOnDrop::create(&self.store, h.chunk)
             .await
-            .map_err(|e| blame(status_of(&e), me))?;
+            .map_err(|e| blame(e.status(), me))?;
         self.inflight.fetch_add(1, Ordering::Relaxed);
-        let _guard = Inflight(&self.inflight);
+        let _inflight = Inflight(&self.inflight);
 
         let mut downstream = None;
         if let Some(next) = h.downstream.first() {
@@ -199,13 +355,17 @@ impl ChunkService for ChunkServer {
                     chunk: Some(h.chunk.into()),
                     downstream: wire.downstream[1..].to_vec(),
                     length: h.length,
+                    node_id: next.node.get(),
                 })),
             };
             let mut client = self.peer(&next.address)?;
             // The channel has room: the header never blocks.
             let _ = tx.send(header).await;
-            let call =
-                tokio::spawn(async move { client.write_chunk(ReceiverStream::new(rx)).await });
+            // Aborted if this call goes away, which ends the downstream stream (and so its
+            // replica's write) too.
+            let call = AbortHandleOnDrop(tokio::spawn(async move {
+                client.write_chunk(ReceiverStream::new(rx)).await
+            }));
             downstream = Some((next.node.get(), tx, call));
         }
 
@@ -216,9 +376,23 @@ impl ChunkService for ChunkServer {
             drop(tx);
             (node, call)
         });
+        let want_downstream: Vec<u64> = h.downstream.iter().map(|t| t.node.get()).collect();
         let down_result = match downstream {
-            Some((node, call)) => Some(match call.await {
-                Ok(Ok(r)) => Ok(r.into_inner()),
+            Some((node, mut call)) => Some(match (&mut call.0).await {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    if r.durable_on == want_downstream {
+                        Ok(r)
+                    } else {
+                        Err(blame(
+                            Status::internal(format!(
+                                "downstream acknowledged {:?}, the pipeline was {want_downstream:?}",
+                                r.durable_on
+                            )),
+                            node,
+                        ))
+                    }
+                }
                 Ok(Err(s)) => Err(blame(s, node)),
                 Err(e) => Err(blame(
                     Status::internal(format!("forwarding task: {e}")),
@@ -228,25 +402,26 @@ impl ChunkService for ChunkServer {
             None => None,
         };
         if let Err(e) = received {
-            let _ = self.store.abort(h.chunk).await;
+            tracing::debug!(chunk = %h.chunk.id, error = %e, "write failed; discarding");
+            guard.abort_now().await;
             // A downstream failure explains a stopped forward better than our own error.
             return Err(match down_result {
                 Some(Err(d)) => d,
                 _ => e,
             });
         }
+        if let Some(Err(d)) = down_result {
+            guard.abort_now().await;
+            return Err(d);
+        }
+        guard.disarm();
         let info = self
-            .store
-            .seal(h.chunk)
+            .seal_detached(h.chunk)
             .await
-            .map_err(|e| blame(status_of(&e), me))?;
+            .map_err(|s| blame(s, me))?;
         self.report_now.notify_one();
         let mut durable_on = vec![me];
-        match down_result {
-            Some(Ok(r)) => durable_on.extend(r.durable_on),
-            Some(Err(d)) => return Err(d),
-            None => {}
-        }
+        durable_on.extend(want_downstream);
         Ok(Response::new(WriteChunkResponse {
             chunk: Some(h.chunk.into()),
             length: info.length_bytes,
@@ -330,36 +505,33 @@ impl ChunkService for ChunkServer {
             })
             .await?
             .into_inner();
-        self.store.create(c).await.map_err(|e| status_of(&e))?;
+        let _slot = self.write_slot()?;
+        let guard = AbortOnDrop::create(&self.store, c)
+            .await
+            .map_err(|e| e.status())?;
         let copied: Result<u64, Status> = async {
             let mut off = 0u64;
-            while let Some(frame) = stream.message().await? {
+            while let Some(frame) = next_message(&mut stream, self.stream_idle).await? {
                 let data: Bytes = frame.data;
                 let n = data.len() as u64;
                 self.throttle(n).await;
-                self.store
-                    .write(c, off, data)
-                    .await
-                    .map_err(|e| status_of(&e))?;
+                self.write_detached(c, off, data).await?;
                 off += n;
             }
             Ok(off)
         }
         .await;
-        match copied {
-            Ok(_) => {
-                let info = self.store.seal(c).await.map_err(|e| status_of(&e))?;
-                self.report_now.notify_one();
-                Ok(Response::new(ReplicateChunkResponse {
-                    chunk: Some(c.into()),
-                    length: info.length_bytes,
-                }))
-            }
-            Err(e) => {
-                let _ = self.store.abort(c).await;
-                Err(e)
-            }
+        if let Err(e) = copied {
+            guard.abort_now().await;
+            return Err(e);
         }
+        guard.disarm();
+        let info = self.seal_detached(c).await?;
+        self.report_now.notify_one();
+        Ok(Response::new(ReplicateChunkResponse {
+            chunk: Some(c.into()),
+            length: info.length_bytes,
+        }))
     }
 
     async fn delete_chunks(

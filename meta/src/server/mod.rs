@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Status;
 
+mod gate;
 pub mod heal;
+pub use gate::NODE_ID_METADATA;
 mod propose;
 pub mod reads;
 mod service;
@@ -96,6 +98,8 @@ pub struct Master {
     pub copying: std::sync::atomic::AtomicU64,
     /// Bounds the heartbeats being processed at once.
     pub heartbeat_slots: tokio::sync::Semaphore,
+    /// Woken after every heartbeat (a `Complete` waits for its chunks' replica reports).
+    pub reports: tokio::sync::Notify,
 }
 
 /// Maps a refused command to a gRPC status (one place for all of them).
@@ -282,6 +286,7 @@ pub async fn serve(
         under_replicated: Default::default(),
         copying: Default::default(),
         heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
+        reports: tokio::sync::Notify::new(),
     });
     if !config.peers.is_empty() {
         master.bootstrap(&config.peers).await?;
@@ -295,11 +300,12 @@ pub async fn serve(
                 .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
         )
-        .add_service(
-            MasterServiceServer::new(service::Svc(master.clone()))
+        .add_service(gate::HeartbeatGate {
+            inner: MasterServiceServer::new(service::Svc(master.clone()))
                 .max_decoding_message_size(MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(MESSAGE_MAX_BYTES),
-        )
+            master: master.clone(),
+        })
         .serve_with_incoming_shutdown(tokio_stream_incoming(listener), shutdown)
         .await;
     ticker.abort();

@@ -10,6 +10,31 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How long `Complete` waits for the replicas' reports of the file's last chunks.
+const COMPLETE_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The bytes a file's chunks hold durably (from the replicas' reports), or why that is not
+/// known or not a valid file: a chunk sealed nowhere, or a chunk other than the last one
+/// shorter than a whole chunk. Pure.
+pub fn durable_length(
+    chunks: &[(ChunkId, ChunkVersion)],
+    chunk_size: u64,
+    sealed_length: impl Fn(ChunkId, ChunkVersion) -> Option<u64>,
+) -> Result<u64, String> {
+    let mut total = 0u64;
+    for (i, (c, v)) in chunks.iter().enumerate() {
+        let len = sealed_length(*c, *v)
+            .ok_or_else(|| format!("chunk {i} ({c}@{v}) is sealed on no replica"))?;
+        if len == 0 || len > chunk_size || (i + 1 < chunks.len() && len != chunk_size) {
+            return Err(format!(
+                "chunk {i} ({c}@{v}) holds {len} bytes (chunks hold 1..={chunk_size}, all but the last full)"
+            ));
+        }
+        total += len;
+    }
+    Ok(total)
+}
+
 /// Reported chunks classified per hold of the state lock.
 const REPORT_BATCH: usize = 4096;
 use tonic::{Request, Response, Status};
@@ -341,11 +366,13 @@ impl MasterService for Svc {
 
     async fn complete(&self, req: Request<CompleteRequest>) -> R<FileStat> {
         let r = req.into_inner();
+        let file = InodeId(r.file);
+        self.check_durable_length(file, r.length).await?;
         match self
             .write(
                 r.request_id,
                 Command::Complete {
-                    file: InodeId(r.file),
+                    file,
                     holder: r.client_id,
                     length: r.length,
                 },
@@ -454,8 +481,18 @@ impl MasterService for Svc {
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> R<HeartbeatReply> {
+        let named = req
+            .metadata()
+            .get(super::NODE_ID_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let r = req.into_inner();
         let node = NodeId(r.node_id);
+        if named != Some(r.node_id) {
+            return Err(Status::invalid_argument(format!(
+                "the heartbeat body names chunkserver {node}, its metadata {named:?}"
+            )));
+        }
         let now = Instant::now();
         // Refuse unknown senders before any per-chunk work (nothing of theirs is kept).
         if !self.0.sm.read().state.servers().any(|(n, _)| *n == node) {
@@ -533,22 +570,27 @@ impl MasterService for Svc {
                 "replica reported corrupt (quarantined on its chunkserver)");
             removed.push(ChunkId(c.chunk_id));
         }
-        self.0
-            .soft
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .heartbeat(
-                node,
-                Live {
-                    last_seen: now,
-                    free_bytes: r.free_bytes,
-                    used_bytes: r.used_bytes,
-                    inflight: r.inflight_writes,
-                },
-                r.full_report,
-                &chunks,
-                &removed,
-            );
+        let sealed: Vec<(ChunkId, ChunkVersion, u64)> = r
+            .chunks
+            .iter()
+            .map(|c| (ChunkId(c.chunk_id), ChunkVersion(c.version), c.length))
+            .collect();
+        let mut soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+        soft.heartbeat(
+            node,
+            Live {
+                last_seen: now,
+                free_bytes: r.free_bytes,
+                used_bytes: r.used_bytes,
+                inflight: r.inflight_writes,
+            },
+            r.full_report,
+            &chunks,
+            &removed,
+        );
+        soft.sealed(&sealed);
+        drop(soft);
+        self.0.reports.notify_waiters();
         Ok(Response::new(HeartbeatReply { delete }))
     }
 
@@ -609,6 +651,45 @@ impl MasterService for Svc {
 }
 
 impl Svc {
+    /// Refuses a `Complete` whose length is not what the replicas hold: every chunk of the file
+    /// must be sealed on some replica at its current version (as reported by the chunkservers,
+    /// waited for up to [`COMPLETE_REPORT_WAIT`]), all but the last exactly one chunk long, and
+    /// the lengths must add up to `length`. A file that is no longer under construction is let
+    /// through: the state machine answers (a retry of a Complete that took effect gets its
+    /// first reply; anything else is refused there).
+    async fn check_durable_length(&self, file: InodeId, length: u64) -> Result<(), Status> {
+        if !self.0.is_leader() {
+            return Err(self.0.not_leader());
+        }
+        let deadline = tokio::time::Instant::now() + COMPLETE_REPORT_WAIT;
+        loop {
+            let notified = self.0.reports.notified();
+            let Some((chunk_size, chunks)) = self.0.sm.read().state.pending_chunks(file) else {
+                return Ok(());
+            };
+            let verdict = {
+                let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+                durable_length(&chunks, chunk_size, |c, v| soft.sealed_length(c, v))
+            };
+            match verdict {
+                Ok(durable) if durable == length => return Ok(()),
+                Ok(durable) => {
+                    return Err(Status::invalid_argument(format!(
+                        "{file}: Complete says {length} bytes but its chunks hold {durable}"
+                    )))
+                }
+                Err(why) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Status::failed_precondition(format!(
+                        "{file}: cannot complete: {why}"
+                    )))
+                }
+                Err(_) => {
+                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                }
+            }
+        }
+    }
+
     /// Placement candidates: registered chunkservers that are alive, with their labels, free
     /// space and load.
     fn candidates(&self) -> Vec<Candidate> {

@@ -54,6 +54,9 @@ pub struct Soft {
     /// first reported. Deleted only after a grace period (and never in safe mode).
     pub orphans: HashMap<(NodeId, ChunkId), Instant>,
     replicas: HashMap<ChunkId, Vec<(NodeId, ChunkVersion)>>,
+    /// The length of the newest sealed version any replica reported (sealed replicas are
+    /// immutable, so every replica of one version has one length).
+    lengths: HashMap<ChunkId, (ChunkVersion, u64)>,
     held: HashMap<NodeId, HashSet<ChunkId>>,
 }
 
@@ -106,7 +109,28 @@ impl Soft {
             list.retain(|(n, _)| *n != node);
             if list.is_empty() {
                 self.replicas.remove(&c);
+                self.lengths.remove(&c);
             }
+        }
+    }
+
+    /// Records the lengths chunkservers reported for sealed replicas.
+    pub fn sealed(&mut self, reported: &[(ChunkId, ChunkVersion, u64)]) {
+        for (c, v, len) in reported {
+            match self.lengths.get(c) {
+                Some((old, _)) if old > v => {}
+                _ => {
+                    self.lengths.insert(*c, (*v, *len));
+                }
+            }
+        }
+    }
+
+    /// The length of `version` of `chunk` if some replica reported it sealed.
+    pub fn sealed_length(&self, chunk: ChunkId, version: ChunkVersion) -> Option<u64> {
+        match self.lengths.get(&chunk) {
+            Some((v, len)) if *v == version => Some(*len),
+            _ => None,
         }
     }
 

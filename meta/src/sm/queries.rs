@@ -128,6 +128,28 @@ impl MetaState {
         }
     }
 
+    /// (chunk size, chunks with versions) of a file under construction.
+    pub fn pending_chunks(&self, file: InodeId) -> Option<(u64, Vec<(ChunkId, ChunkVersion)>)> {
+        if !self.pending.contains_key(&file) {
+            return None;
+        }
+        match self.inodes.get(&file).map(|i| &i.kind) {
+            Some(InodeKind::File(f)) => Some((
+                f.chunk_size_bytes(),
+                f.chunks
+                    .iter()
+                    .map(|c| {
+                        (
+                            *c,
+                            self.chunks.get(c).map_or(ChunkVersion(0), |m| m.version),
+                        )
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+
     /// Every chunk of every complete file: (chunk, version, replication target). Chunks of files
     /// under construction are left to their writer.
     pub fn complete_chunks(&self) -> Vec<(ChunkId, ChunkVersion, u8)> {

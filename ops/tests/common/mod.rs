@@ -17,7 +17,11 @@ fn spawn_server(mut cmd: Command) -> (Child, String) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("SHALE_TEST_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("spawn shale");
     let mut line = String::new();
@@ -324,7 +328,10 @@ impl ChunkProc {
         .args(["--host", host, "--heartbeat-ms", "200", "--data"])
         .arg(data)
         .args(extra)
-        .env("RUST_LOG", "error");
+        .env(
+            "RUST_LOG",
+            std::env::var("SHALE_TEST_CS_LOG").unwrap_or("error".into()),
+        );
         let (child, addr) = spawn_server(cmd);
         ChunkProc {
             addr,

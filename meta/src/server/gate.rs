@@ -1,0 +1,82 @@
+//! A gate in front of `MasterService` that refuses heartbeats from unregistered chunkservers
+//! before their (possibly huge) chunk reports are even decoded.
+//!
+//! A chunkserver names itself in the `shale-node-id` request metadata; the gate answers
+//! NOT_FOUND at once unless that node is registered. The handler then checks that the body's
+//! `node_id` is the same node. Everything else passes through untouched.
+use super::Master;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::codegen::http::{Request, Response};
+use tonic::codegen::{BoxFuture, Service};
+use tonic::server::NamedService;
+use tonic::Status;
+
+/// Metadata naming the chunkserver that sends a heartbeat.
+pub const NODE_ID_METADATA: &str = "shale-node-id";
+const HEARTBEAT_PATH: &str = "/shale.meta.v1.MasterService/Heartbeat";
+
+#[derive(Clone)]
+pub struct HeartbeatGate<S> {
+    pub inner: S,
+    pub master: Arc<Master>,
+}
+
+impl<S: NamedService> NamedService for HeartbeatGate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<Request<Body>> for HeartbeatGate<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.uri().path() == HEARTBEAT_PATH {
+            if let Err(s) = self.admit(&req) {
+                return Box::pin(async move { Ok(s.into_http()) });
+            }
+        }
+        let fut = self.inner.call(req);
+        Box::pin(fut)
+    }
+}
+
+impl<S> HeartbeatGate<S> {
+    fn admit(&self, req: &Request<Body>) -> Result<(), Status> {
+        let node = req
+            .headers()
+            .get(NODE_ID_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "a heartbeat must name its chunkserver in the `{NODE_ID_METADATA}` metadata"
+                ))
+            })?;
+        let known = self
+            .master
+            .sm
+            .read()
+            .state
+            .servers()
+            .any(|(n, _)| n.get() == node);
+        if known {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!(
+                "chunkserver {node} is not registered; register first"
+            )))
+        }
+    }
+}

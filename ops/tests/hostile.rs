@@ -1,0 +1,512 @@
+//! The hostile-client regression suite (issue: hardening): what a third-party client written
+//! against `proto/*.proto` did to a real cluster, kept as permanent tests. Every case talks raw
+//! gRPC to real `shale` processes, as an outside client would.
+//!
+//! One cluster per test, scenarios run serially inside it: multi-process tests must not starve
+//! each other on 2 cores.
+mod common;
+
+use common::*;
+use shale_proto::metapb::master_service_client::MasterServiceClient;
+use shale_proto::metapb::*;
+use shale_proto::pb::chunk_service_client::ChunkServiceClient;
+use shale_proto::pb::{
+    write_chunk_request::Kind, ChunkRef, PipelineTarget, WriteChunkRequest, WriteHeader,
+};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn rid(client_id: u64, seq: u64) -> Option<RequestId> {
+    Some(RequestId { client_id, seq })
+}
+
+fn chunk_client(addr: &str) -> ChunkServiceClient<tonic::transport::Channel> {
+    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    ChunkServiceClient::new(ch)
+}
+
+/// Streams `data` as one chunk through the pipeline the master allocated.
+async fn write_chunk(
+    alloc: &AllocateChunkReply,
+    data: &[u8],
+) -> Result<shale_proto::pb::WriteChunkResponse, tonic::Status> {
+    let head = &alloc.pipeline[0];
+    let header = WriteChunkRequest {
+        kind: Some(Kind::Header(WriteHeader {
+            chunk: Some(ChunkRef {
+                chunk_id: alloc.chunk_id,
+                version: alloc.version,
+            }),
+            downstream: alloc.pipeline[1..]
+                .iter()
+                .map(|r| PipelineTarget {
+                    node_id: r.node_id,
+                    address: r.address.clone(),
+                })
+                .collect(),
+            length: data.len() as u64,
+            node_id: head.node_id,
+        })),
+    };
+    let frames = vec![
+        header,
+        WriteChunkRequest {
+            kind: Some(Kind::Data(data.to_vec().into())),
+        },
+    ];
+    chunk_client(&head.address)
+        .write_chunk(tokio_stream::iter(frames))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn create(addrs: &[String], path: &str, client: u64, seq: u64) -> CreateReply {
+    let path = path.to_string();
+    on_leader(addrs, |mut c| {
+        let path = path.clone();
+        async move {
+            c.create(CreateRequest {
+                path,
+                overwrite: false,
+                replication: 0,
+                chunk_size: 0,
+                client_id: client,
+                lease_ms: 60_000,
+                request_id: rid(client, seq),
+            })
+            .await
+        }
+    })
+    .await
+    .expect("create")
+}
+
+async fn allocate(
+    addrs: &[String],
+    file: u64,
+    client: u64,
+    seq: u64,
+) -> Result<AllocateChunkReply, tonic::Status> {
+    on_leader(addrs, |mut c| async move {
+        c.allocate_chunk(AllocateChunkRequest {
+            file,
+            client_id: client,
+            index: 0,
+            exclude: vec![],
+            client_host: String::new(),
+            request_id: rid(client, seq),
+        })
+        .await
+    })
+    .await
+}
+
+async fn complete(
+    addrs: &[String],
+    file: u64,
+    client: u64,
+    length: u64,
+    seq: u64,
+) -> Result<FileStat, tonic::Status> {
+    // Complete may wait a few seconds for replica reports: a longer call timeout than usual.
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", leader(addrs).await))
+        .expect("uri")
+        .timeout(Duration::from_secs(15))
+        .connect_lazy();
+    MasterServiceClient::new(ch)
+        .complete(CompleteRequest {
+            file,
+            client_id: client,
+            length,
+            request_id: rid(client, seq),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Items 2 and 8: the master checks a Complete's length against what the replicas hold, and a
+/// retried Create / AllocateChunk / Complete is answered with its first reply.
+async fn lengths_and_retries(addrs: &[String]) {
+    // Retried Create: the same reply, not "being written by another client".
+    let c1 = create(addrs, "/retry", 77, 1).await;
+    let c2 = create(addrs, "/retry", 77, 1).await;
+    assert_eq!(c1, c2);
+    // Retried AllocateChunk: the same chunk at the same version.
+    let a1 = allocate(addrs, c1.file, 77, 2).await.expect("allocate");
+    let a2 = allocate(addrs, c1.file, 77, 2)
+        .await
+        .expect("allocate again");
+    assert_eq!(
+        (a1.chunk_id, a1.version),
+        (a2.chunk_id, a2.version),
+        "a retry bumped the version"
+    );
+    let data = vec![7u8; 1000];
+    let w = write_chunk(&a1, &data).await.expect("write");
+    assert_eq!(w.length, 1000);
+    // Lies about the length are refused, the truth is accepted, and a retry of it succeeds.
+    let lie = complete(addrs, c1.file, 77, 3, 3)
+        .await
+        .expect_err("3 bytes");
+    assert_eq!(lie.code(), Code::InvalidArgument, "{lie:?}");
+    let ok = complete(addrs, c1.file, 77, 1000, 4)
+        .await
+        .expect("complete");
+    assert_eq!(ok.length, 1000);
+    let again = complete(addrs, c1.file, 77, 1000, 4).await.expect("retry");
+    assert_eq!(again.length, 1000);
+
+    // A chunk that was never written: Complete is refused, the file stays invisible.
+    let c = create(addrs, "/never-written", 78, 1).await;
+    allocate(addrs, c.file, 78, 2).await.expect("allocate");
+    let e = complete(addrs, c.file, 78, 5, 3)
+        .await
+        .expect_err("unwritten");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let l = leader(addrs).await;
+    let st = client(&l)
+        .await
+        .stat(PathRequest {
+            path: "/never-written".into(),
+            follower_read: false,
+        })
+        .await
+        .expect_err("must stay invisible");
+    assert_eq!(st.code(), Code::NotFound);
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Item 4: heartbeats from a node id nobody registered, carrying a million unknown chunks,
+/// are refused without growing the leader or costing an election.
+async fn unknown_heartbeats(cluster: &Cluster) {
+    let addrs = cluster.master_addrs();
+    let l = leader(&addrs).await;
+    let before = status(&l).await;
+    let pid = cluster
+        .masters
+        .iter()
+        .find(|m| m.addr == l)
+        .expect("leader")
+        .pid();
+    let rss0 = rss_kib(pid);
+    let chunks: Vec<ReportedChunk> = (0..1_000_000u64)
+        .map(|i| ReportedChunk {
+            chunk_id: (1 << 40) + i,
+            version: 1,
+            length: 1,
+        })
+        .collect();
+    for _ in 0..4 {
+        let t0 = Instant::now();
+        let mut c = client(&l).await.max_encoding_message_size(64 << 20);
+        let mut req = tonic::Request::new(HeartbeatRequest {
+            node_id: 999_999,
+            free_bytes: 1 << 50,
+            full_report: true,
+            chunks: chunks.clone(),
+            ..HeartbeatRequest::default()
+        });
+        req.metadata_mut()
+            .insert("shale-node-id", "999999".parse().expect("ascii"));
+        let e = c.heartbeat(req).await.expect_err("unknown node");
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<&str> = cpu.split_whitespace().collect();
+        eprintln!(
+            "heartbeat flood round took {:?}, leader utime {} stime {}, term {}",
+            t0.elapsed(),
+            f.get(13).unwrap_or(&""),
+            f.get(14).unwrap_or(&""),
+            status(&l).await.term
+        );
+    }
+    let rss1 = rss_kib(pid);
+    let after = status(&l).await;
+    assert_eq!(after.term, before.term, "the flood cost an election");
+    assert_eq!(after.role, "leader");
+    assert!(
+        rss1 < rss0 + 120 * 1024,
+        "leader grew from {rss0} KiB to {rss1} KiB"
+    );
+}
+
+/// Temp files (chunks being written) left in a chunkserver's store.
+fn temp_files(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data.join("chunks"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".tmp") || n.ends_with(".new"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_no_temp_files(cluster: &Cluster) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<String> = cluster
+            .chunkservers
+            .iter()
+            .flat_map(|c| temp_files(&c.data))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "temp files left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type WriteCall = tokio::task::JoinHandle<
+    Result<tonic::Response<shale_proto::pb::WriteChunkResponse>, tonic::Status>,
+>;
+
+/// Opens a write stream and sends the header and `sent` bytes; returns the call's task and the
+/// sender (drop both to abandon the stream; keep the sender to leave it open and silent).
+async fn open_write(
+    addr: &str,
+    header: WriteHeader,
+    sent: usize,
+) -> (WriteCall, tokio::sync::mpsc::Sender<WriteChunkRequest>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut c = chunk_client(addr);
+    let task = tokio::spawn(async move {
+        c.write_chunk(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(WriteChunkRequest {
+        kind: Some(Kind::Header(header)),
+    })
+    .await
+    .expect("header");
+    if sent > 0 {
+        tx.send(WriteChunkRequest {
+            kind: Some(Kind::Data(vec![1u8; sent].into())),
+        })
+        .await
+        .expect("data");
+    }
+    (task, tx)
+}
+
+/// Item 3: silent write streams (single and pipelined) are cut off and leave no temp file and
+/// no stuck "being written" slot; write streams are bounded.
+async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap<String, u64>) {
+    let cs = &cluster.chunkservers[0];
+    let me = node_of[&cs.addr];
+    let mut tasks = Vec::new();
+    let mut refused = 0;
+    for i in 0..100u64 {
+        let h = WriteHeader {
+            chunk: Some(ChunkRef {
+                chunk_id: (1 << 41) + i,
+                version: 1,
+            }),
+            downstream: vec![],
+            length: 1 << 20,
+            node_id: me,
+        };
+        tasks.push(open_write(&cs.addr, h, 4096).await);
+    }
+    // Let them all reach the server, then cancel every one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (t, _) in &tasks {
+        if t.is_finished() {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 30,
+        "write streams are not bounded ({refused} refused)"
+    );
+    // Streams that fall silent are cut off by the idle timeout (2 s in this cluster) and leave
+    // nothing behind. (Streams a client abandons part-way are discarded at once by the same
+    // guard; see ARCHITECTURE.md for the store-level abort that can still stall.)
+    wait_no_temp_files(cluster).await;
+    drop(tasks);
+
+    // A pipelined write cancelled part-way: no replica keeps anything, and the same chunk can
+    // be written again at once.
+    let addrs = cluster.master_addrs();
+    let c = create(&addrs, "/cancelled", 79, 1).await;
+    let a = allocate(&addrs, c.file, 79, 2).await.expect("allocate");
+    let header = WriteHeader {
+        chunk: Some(ChunkRef {
+            chunk_id: a.chunk_id,
+            version: a.version,
+        }),
+        downstream: a.pipeline[1..]
+            .iter()
+            .map(|r| PipelineTarget {
+                node_id: r.node_id,
+                address: r.address.clone(),
+            })
+            .collect(),
+        length: 1 << 20,
+        node_id: a.pipeline[0].node_id,
+    };
+    let (t, tx) = open_write(&a.pipeline[0].address, header, 512 << 10).await;
+    wait_no_temp_files(cluster).await;
+    t.await.expect("call").expect_err("cut off");
+    drop(tx);
+    let data = vec![3u8; 1 << 20];
+    let w = write_chunk(&a, &data)
+        .await
+        .expect("the slot is free again");
+    assert_eq!(w.length, 1 << 20);
+    complete(&addrs, c.file, 79, 1 << 20, 3)
+        .await
+        .expect("complete");
+}
+
+/// Item 7: a header whose node id is not the receiver's is refused, and a forwarder checks
+/// that the replicas that acknowledge are the ones the pipeline named.
+async fn pipeline_integrity(cluster: &Cluster, node_of: &std::collections::HashMap<String, u64>) {
+    let addrs = cluster.master_addrs();
+    let c = create(&addrs, "/pipeline", 80, 1).await;
+    let a = allocate(&addrs, c.file, 80, 2).await.expect("allocate");
+    // Head right, second hop: node id of replica 2, address of replica 3.
+    let mut wrong = a.clone();
+    wrong.pipeline[1].address = a.pipeline[2].address.clone();
+    let e = write_chunk(&wrong, &[5u8; 100])
+        .await
+        .expect_err("the second hop is not who the header says");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // The head itself addressed under another node's id.
+    let other = node_of
+        .values()
+        .find(|n| **n != a.pipeline[0].node_id)
+        .copied()
+        .expect("another node");
+    let mut lying = a.clone();
+    lying.pipeline[0].node_id = other;
+    let e = write_chunk(&lying, &[5u8; 100])
+        .await
+        .expect_err("wrong head");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    wait_no_temp_files(cluster).await;
+    let w = write_chunk(&a, &[5u8; 100])
+        .await
+        .expect("the true pipeline");
+    let want: Vec<u64> = a.pipeline.iter().map(|r| r.node_id).collect();
+    assert_eq!(w.durable_on, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_against_a_cluster() {
+    let cluster = Cluster::start_with(3, 1, &[], &["--stream-idle-s", "2"]).await;
+    let addrs = cluster.master_addrs();
+    lengths_and_retries(&addrs).await;
+    unknown_heartbeats(&cluster).await;
+    let node_of: std::collections::HashMap<String, u64> = status(&leader(&addrs).await)
+        .await
+        .chunkservers
+        .iter()
+        .map(|c| (c.address.clone(), c.node_id))
+        .collect();
+    cancelled_writes(&cluster, &node_of).await;
+    pipeline_integrity(&cluster, &node_of).await;
+}
+
+/// Item 1: a tree nested ≈ 32 k levels deep (by renames: no single path can name it) is deleted
+/// recursively; every master survives, and survives replaying that log after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_tree_survives_delete_and_replay() {
+    let mut cluster = Cluster::start(0, 1).await;
+    let addrs = cluster.master_addrs();
+    let level = "/a".repeat(2040);
+    let deep = |i: usize| format!("/t{i}{level}");
+    let mkdir = |p: String| {
+        let addrs = addrs.clone();
+        async move {
+            on_leader(&addrs, |mut c| {
+                let path = p.clone();
+                async move {
+                    c.mkdir(MkdirRequest {
+                        path,
+                        parents: true,
+                        request_id: None,
+                    })
+                    .await
+                }
+            })
+            .await
+            .expect("mkdir")
+        }
+    };
+    mkdir(deep(0)).await;
+    for i in 1..16 {
+        mkdir(deep(i)).await;
+        let (src, dst) = (format!("/t{}", i - 1), format!("{}/t{}", deep(i), i - 1));
+        on_leader(&addrs, |mut c| {
+            let (src, dst) = (src.clone(), dst.clone());
+            async move {
+                c.rename(RenameRequest {
+                    src,
+                    dst,
+                    request_id: None,
+                })
+                .await
+            }
+        })
+        .await
+        .expect("rename");
+    }
+    let l = leader(&addrs).await;
+    assert!(status(&l).await.dirs > 32_000);
+    on_leader(&addrs, |mut c| async move {
+        c.delete(DeleteRequest {
+            path: "/t15".into(),
+            recursive: true,
+            request_id: None,
+        })
+        .await
+    })
+    .await
+    .expect("recursive delete");
+    for m in &cluster.masters {
+        assert_eq!(follower_dirs(&m.addr).await, 1, "master {}", m.id);
+    }
+    // Replay: every master restarts from its log (and snapshot) and comes back.
+    for m in cluster.masters.iter_mut() {
+        m.restart();
+    }
+    leader(&addrs).await;
+    touch(&addrs, "/after-replay")
+        .await
+        .expect("write after replay");
+    for m in &cluster.masters {
+        assert_eq!(follower_dirs(&m.addr).await, 1, "master {}", m.id);
+    }
+}
+
+/// The directories one master counts, waiting (bounded) for it to catch up.
+async fn follower_dirs(addr: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = client(addr).await.status(Empty {}).await {
+            let s = r.into_inner();
+            if s.dirs == 1 || Instant::now() > deadline {
+                return s.dirs;
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
