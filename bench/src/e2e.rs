@@ -58,6 +58,7 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         scrub_every: Duration::from_secs(3600),
         // The benchmarks run with the re-replication throttle off.
         replicate_bytes_per_s: 0,
+        stream_idle: shale_chunk::server::service::STREAM_IDLE_DEFAULT,
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;

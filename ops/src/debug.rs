@@ -3,6 +3,11 @@ use shale_chunk::{open_disk_store, BackendChoice, StoreConfig, VerifyAtOpen};
 use std::path::Path;
 
 pub async fn chunk_store(dir: &Path, full_verify: bool) -> Result<(), Box<dyn std::error::Error>> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()).into());
+    }
+    // Refused while a chunkserver runs on this store (it holds the lock).
+    let _lock = shale_proto::dirlock::lock_dir(dir)?;
     let config = StoreConfig {
         chunk_size_max_bytes: 1 << 30,
         verify_at_open: if full_verify {

@@ -510,3 +510,63 @@ async fn follower_dirs(addr: &str) -> u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `shale ARGS` to its end (bounded); returns (success, stdout + stderr).
+fn run_shale(args: &[&str]) -> (bool, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shale"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shale {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Item 12: a second master on a live master's data directory, and a debug tool on a live
+/// chunkserver's store, are refused; a debug tool never creates a mistyped directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directories_are_locked() {
+    let cluster = Cluster::start(1, 1).await;
+    let m1 = cluster.masters[0].data.to_string_lossy().into_owned();
+    let (ok, out) = run_shale(&[
+        "master",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        &m1,
+    ]);
+    assert!(!ok && out.contains("in use"), "{out}");
+    let store = cluster.chunkservers[0].data.join("chunks");
+    let store = store.to_string_lossy().into_owned();
+    let (ok, out) = run_shale(&["debug", "chunk-store", &store]);
+    assert!(!ok && out.contains("in use"), "{out}");
+    let typo = cluster.dir.path().join("no-such-dir");
+    let (ok, out) = run_shale(&["debug", "chunk-store", &typo.to_string_lossy()]);
+    assert!(!ok && out.contains("not a directory"), "{out}");
+    assert!(!typo.exists(), "the debug tool created {typo:?}");
+    // The cluster still serves.
+    touch(&cluster.master_addrs(), "/still-fine")
+        .await
+        .expect("still serving");
+}

@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod convert;
+pub mod dirlock;
 pub mod ids;
 
 /// All generated code, nested by package (`shale::chunk::v1`).

@@ -52,7 +52,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(config.data_dir.join("chunks"))?;
+    // Held for the life of the server: one process per data directory.
+    let _locks = (
+        shale_proto::dirlock::lock_dir(&config.data_dir)?,
+        shale_proto::dirlock::lock_dir(&config.data_dir.join("chunks"))?,
+    );
     let uuid = uuid(&config.data_dir)?;
     let store_config = StoreConfig {
         chunk_size_max_bytes: config.chunk_size_max_bytes,

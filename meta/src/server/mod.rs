@@ -255,6 +255,9 @@ pub async fn serve(
         ..Default::default()
     }
     .validate()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    // Held for the life of the master: one process per data directory.
+    let _lock = shale_proto::dirlock::lock_dir(&config.data_dir)?;
     let (log, report) = crate::raftlog::RaftLog::open(
         &config.data_dir.join("raft"),
         crate::raftlog::LogConfig::default(),

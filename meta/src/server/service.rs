@@ -524,7 +524,7 @@ impl MasterService for Svc {
                 for c in batch {
                     let id = ChunkId(c.chunk_id);
                     if !g.state.knows_chunk(id) {
-                        unknown.push(c.clone());
+                        unknown.push(*c);
                     } else if orders
                         && (g.state.is_garbage(id)
                             || g.state
@@ -532,7 +532,7 @@ impl MasterService for Svc {
                                 .is_some_and(|v| c.version < v.get()))
                     {
                         // Only the leader orders deletions: garbage and stale versions.
-                        delete.push(c.clone());
+                        delete.push(*c);
                     }
                 }
             }
