@@ -112,11 +112,28 @@ pub async fn cat(c: &Client, remote: &str) -> Res {
     Ok(())
 }
 
+/// A name made safe for a terminal: control characters and backslashes escaped (as `ls -b`),
+/// so a name cannot move the cursor, recolour the screen or fake extra lines.
+pub fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for ch in name.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn line(s: &FileStat, long: bool) -> String {
     let name = if s.is_dir {
-        format!("{}/", s.name)
+        format!("{}/", escape_name(&s.name))
     } else {
-        s.name.clone()
+        escape_name(&s.name)
     };
     if !long {
         return name;
@@ -238,5 +255,18 @@ pub async fn drain(c: &Client, node: u64, draining: bool, wait: bool) -> Res {
         }
         println!("  {left} replicas left on chunkserver {node}");
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_name;
+
+    #[test]
+    fn names_with_control_characters_are_escaped() {
+        assert_eq!(escape_name("plain.txt"), "plain.txt");
+        assert_eq!(escape_name("a\nb"), "a\\nb");
+        assert_eq!(escape_name("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape_name("back\\slash"), "back\\\\slash");
     }
 }

@@ -317,7 +317,9 @@ impl MasterService for Svc {
             chunk_size,
             client_host,
         )
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        // Not a transient failure of this master: retrying elsewhere does not help, and the
+        // client must see why (RESOURCE_EXHAUSTED, not UNAVAILABLE).
+        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         match self
             .write(
                 r.request_id,
