@@ -16,6 +16,9 @@ use shale_proto::pb::{
 use std::time::{Duration, Instant};
 use tonic::Code;
 
+/// The tests of this file start clusters: one at a time (2 cores).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn rid(client_id: u64, seq: u64) -> Option<RequestId> {
     Some(RequestId { client_id, seq })
 }
@@ -213,7 +216,11 @@ async fn unknown_heartbeats(cluster: &Cluster) {
         .collect();
     for _ in 0..4 {
         let t0 = Instant::now();
-        let mut c = client(&l).await.max_encoding_message_size(64 << 20);
+        let ch = tonic::transport::Channel::from_shared(format!("http://{l}"))
+            .expect("uri")
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        let mut c = MasterServiceClient::new(ch).max_encoding_message_size(64 << 20);
         let mut req = tonic::Request::new(HeartbeatRequest {
             node_id: 999_999,
             free_bytes: 1 << 50,
@@ -410,6 +417,7 @@ async fn pipeline_integrity(cluster: &Cluster, node_of: &std::collections::HashM
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_against_a_cluster() {
+    let _serial = SERIAL.lock().await;
     let cluster = Cluster::start_with(3, 1, &[], &["--stream-idle-s", "2"]).await;
     let addrs = cluster.master_addrs();
     lengths_and_retries(&addrs).await;
@@ -428,6 +436,7 @@ async fn hostile_clients_against_a_cluster() {
 /// recursively; every master survives, and survives replaying that log after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_tree_survives_delete_and_replay() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(0, 1).await;
     let addrs = cluster.master_addrs();
     let level = "/a".repeat(2040);
@@ -545,6 +554,7 @@ fn run_shale(args: &[&str]) -> (bool, String) {
 /// chunkserver's store, are refused; a debug tool never creates a mistyped directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_directories_are_locked() {
+    let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(1, 1).await;
     let m1 = cluster.masters[0].data.to_string_lossy().into_owned();
     let (ok, out) = run_shale(&[
