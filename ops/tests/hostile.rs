@@ -32,6 +32,25 @@ fn chunk_client(addr: &str) -> ChunkServiceClient<tonic::transport::Channel> {
     ChunkServiceClient::new(ch)
 }
 
+/// The header of a write of `length` bytes through the pipeline the master allocated.
+fn pipeline_header(alloc: &AllocateChunkReply, length: u64) -> WriteHeader {
+    WriteHeader {
+        chunk: Some(ChunkRef {
+            chunk_id: alloc.chunk_id,
+            version: alloc.version,
+        }),
+        downstream: alloc.pipeline[1..]
+            .iter()
+            .map(|r| PipelineTarget {
+                node_id: r.node_id,
+                address: r.address.clone(),
+            })
+            .collect(),
+        length,
+        node_id: alloc.pipeline[0].node_id,
+    }
+}
+
 /// Streams `data` as one chunk through the pipeline the master allocated.
 async fn write_chunk(
     alloc: &AllocateChunkReply,
@@ -39,21 +58,7 @@ async fn write_chunk(
 ) -> Result<shale_proto::pb::WriteChunkResponse, tonic::Status> {
     let head = &alloc.pipeline[0];
     let header = WriteChunkRequest {
-        kind: Some(Kind::Header(WriteHeader {
-            chunk: Some(ChunkRef {
-                chunk_id: alloc.chunk_id,
-                version: alloc.version,
-            }),
-            downstream: alloc.pipeline[1..]
-                .iter()
-                .map(|r| PipelineTarget {
-                    node_id: r.node_id,
-                    address: r.address.clone(),
-                })
-                .collect(),
-            length: data.len() as u64,
-            node_id: head.node_id,
-        })),
+        kind: Some(Kind::Header(pipeline_header(alloc, data.len() as u64))),
     };
     let frames = vec![
         header,
@@ -353,21 +358,7 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
     let addrs = cluster.master_addrs();
     let c = create(&addrs, "/cancelled", 79, 1).await;
     let a = allocate(&addrs, c.file, 79, 2).await.expect("allocate");
-    let header = WriteHeader {
-        chunk: Some(ChunkRef {
-            chunk_id: a.chunk_id,
-            version: a.version,
-        }),
-        downstream: a.pipeline[1..]
-            .iter()
-            .map(|r| PipelineTarget {
-                node_id: r.node_id,
-                address: r.address.clone(),
-            })
-            .collect(),
-        length: 1 << 20,
-        node_id: a.pipeline[0].node_id,
-    };
+    let header = pipeline_header(&a, 1 << 20);
     let (t, tx) = open_write(&a.pipeline[0].address, header, 512 << 10).await;
     wait_no_temp_files(cluster).await;
     t.await.expect("call").expect_err("cut off");
