@@ -1,13 +1,33 @@
 //! The HTTP status port of every server: `/metrics` (Prometheus text from the `metrics`
-//! recorder) and a small status page at `/`. A deliberately tiny HTTP/1.1 responder: one
-//! request per connection, bounded request size, GET only.
+//! recorder) and a small status page at `/`, served by hyper's HTTP/1.1 server.
+//!
+//! Invariants (a status port must never take its server down, whatever reaches it):
+//! * at most [`CONNECTIONS_MAX`] connections are served at once; a connection beyond that is
+//!   answered `503` and closed at once (no task, no buffer), so file descriptors stay bounded
+//!   and a legitimate client always gets a prompt answer;
+//! * a connection must send its request head within [`HEADER_READ_TIMEOUT`] and is closed after
+//!   [`CONNECTION_LIFE_MAX`] whatever it does (slow readers included); one request per
+//!   connection, heads larger than [`HEAD_MAX_BYTES`] are refused by hyper;
+//! * an `accept` error (e.g. the process is out of file descriptors) backs off
+//!   [`ACCEPT_BACKOFF`] instead of spinning.
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
-const REQUEST_MAX_BYTES: usize = 8 * 1024;
+pub const CONNECTIONS_MAX: usize = 256;
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_LIFE_MAX: Duration = Duration::from_secs(30);
+pub const HEAD_MAX_BYTES: usize = 16 * 1024;
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\nretry-after: 1\r\n\r\nbusy\n";
 
 /// Renders the status page body (HTML).
 pub type Page = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
@@ -25,44 +45,66 @@ pub fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+fn reply(code: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    r
+}
+
+async fn route(
+    req: Request<hyper::body::Incoming>,
+    metrics: PrometheusHandle,
+    page: Page,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", page().await),
+        (&Method::GET, _) => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        _ => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ),
+    })
+}
+
 /// Serves until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: PrometheusHandle, page: Page) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                tracing::warn!("http status port: accept: {e}; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Full: a best-effort non-blocking answer, then the socket is dropped (closed).
+            let _ = sock.try_write(BUSY);
             continue;
         };
         let (metrics, page) = (metrics.clone(), page.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; REQUEST_MAX_BYTES];
-            let mut n = 0;
-            while n < buf.len() {
-                match sock.read(&mut buf[n..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = req.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (code, ctype, body) = match (method, path) {
-                ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                ("GET", "/") => ("200 OK", "text/html; charset=utf-8", page().await),
-                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "GET only\n".to_string(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {code}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
+            let _permit = permit;
+            let svc =
+                hyper::service::service_fn(move |req| route(req, metrics.clone(), page.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(HEAD_MAX_BYTES)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(sock), svc);
+            let _ = tokio::time::timeout(CONNECTION_LIFE_MAX, conn).await;
         });
     }
 }

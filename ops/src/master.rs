@@ -61,17 +61,22 @@ pub struct Args {
 /// The master's status page: the group and chunkservers as this master sees them.
 fn page(grpc: String) -> crate::http::Page {
     use crate::http::escape;
+    // One lazily connected channel for every render (a page view never opens a connection).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .map(|e| {
+            e.connect_timeout(std::time::Duration::from_secs(1))
+                .timeout(std::time::Duration::from_secs(2))
+                .connect_lazy()
+        })
+        .ok();
     std::sync::Arc::new(move || {
         let grpc = grpc.clone();
+        let channel = channel.clone();
         Box::pin(async move {
             let mut out = format!("<html><head><title>shale master {grpc}</title></head><body><h1>shale master</h1><p>gRPC {grpc} · <a href=\"/metrics\">metrics</a></p>");
             let status = async {
                 let mut c =
-                    shale_proto::metapb::master_service_client::MasterServiceClient::connect(
-                        format!("http://{grpc}"),
-                    )
-                    .await
-                    .ok()?;
+                    shale_proto::metapb::master_service_client::MasterServiceClient::new(channel?);
                 c.status(shale_proto::metapb::Empty {})
                     .await
                     .ok()

@@ -13,7 +13,13 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Spawns a server whose first stdout line says `... listening on ADDR ...`; returns the child
 /// and that address, and keeps draining its stdout so it never blocks on a full pipe.
-fn spawn_server(mut cmd: Command) -> (Child, String) {
+pub fn spawn_server(cmd: Command) -> (Child, String) {
+    let (child, addr, _) = spawn_server_line(cmd);
+    (child, addr)
+}
+
+/// [`spawn_server`], also returning the whole first line.
+pub fn spawn_server_line(mut cmd: Command) -> (Child, String, String) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -34,7 +40,15 @@ fn spawn_server(mut cmd: Command) -> (Child, String) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     std::thread::spawn(move || for _ in out.lines() {});
-    (child, addr)
+    (child, addr, line)
+}
+
+/// The address after `http status on ` in a server's first line.
+pub fn http_addr(line: &str) -> Option<String> {
+    line.split("http status on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_string)
 }
 
 /// Forms the group from `masters` through the first one.

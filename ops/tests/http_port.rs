@@ -1,0 +1,172 @@
+//! The HTTP status port under hostile connections (issue: hardening, item 5): thousands of
+//! half-sent requests and a process out of file descriptors must neither pin the server's
+//! descriptors and CPU nor kill the port.
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The tests of this file start servers: one at a time (2 cores).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a lone master (no group needed for its status port), optionally with a descriptor
+/// limit; returns it and its HTTP address.
+fn master(dir: &std::path::Path, nofile: Option<u64>) -> (Killed, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+    cmd.args(["master", "--id", "1", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .env("RUST_LOG", "warn");
+    if let Some(n) = nofile {
+        // SAFETY: setrlimit is async-signal-safe; it only limits the child being started.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let (child, _, line) = spawn_server_line(cmd);
+    let http = http_addr(&line).unwrap_or_else(|| panic!("no http address in {line:?}"));
+    (Killed(child), http)
+}
+
+/// One GET; the status code, or None when no answer came within `within`.
+fn get(addr: &str, path: &str, within: Duration) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, within).ok()?;
+    s.set_read_timeout(Some(within)).ok()?;
+    s.set_write_timeout(Some(within)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let head = String::from_utf8_lossy(&out);
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// User + system CPU of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// Opens `n` connections that each send half a request head and then nothing.
+fn half_open(addr: &str, n: usize) -> Vec<TcpStream> {
+    let sa = addr.parse().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..n {
+        if let Ok(mut s) = TcpStream::connect_timeout(&sa, Duration::from_millis(200)) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHo");
+            held.push(s);
+        }
+    }
+    held
+}
+
+/// Whether the server closed (or answered and closed) a held connection.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn status_port_survives_two_thousand_half_open_connections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, http) = master(dir.path(), None);
+    let pid = m.0.id();
+    assert_eq!(get(&http, "/metrics", WAIT), Some(200));
+    let base = fds(pid);
+
+    let mut held = half_open(&http, 2000);
+    assert!(held.len() >= 1900, "only {} connections opened", held.len());
+    // While all of them are held open by the client: the server's descriptors stay bounded and
+    // a new request gets an answer at once (the page, or 503 while the slots are full).
+    let during = get(&http, "/", Duration::from_secs(3));
+    assert!(
+        matches!(during, Some(200) | Some(503)),
+        "no prompt answer during the flood: {during:?}"
+    );
+    let peak = fds(pid);
+    assert!(
+        peak <= base + 256 + 64,
+        "server holds {peak} descriptors (baseline {base}) for half-open connections"
+    );
+
+    // The server closes every half-sent request itself (header timeout 5 s), although the
+    // client never closes them; then the page is served normally again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        held.retain_mut(|s| !closed_by_server(s));
+        if held.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} half-open connections still held by the server after 20 s",
+            held.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(&http, "/", Duration::from_secs(5)), Some(200));
+    assert!(fds(pid) <= base + 8, "descriptors not released");
+}
+
+#[test]
+fn status_port_backs_off_when_out_of_descriptors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Far fewer descriptors than the connection limit: accept fails with EMFILE.
+    let (m, http) = master(dir.path(), Some(160));
+    let pid = m.0.id();
+    assert_eq!(get(&http, "/metrics", WAIT), Some(200));
+    let held = half_open(&http, 600);
+    assert!(held.len() >= 300, "only {} connections opened", held.len());
+    // Out of descriptors, with connections waiting in the backlog: no spinning.
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - t0;
+    // 2 s = 200 ticks; a spinning accept loop uses ~200.
+    assert!(used < 60, "the master used {used} ticks of CPU in 2 s");
+    drop(held);
+    // The port recovers once the connections are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&http, "/", Duration::from_secs(2)) != Some(200) {
+        assert!(Instant::now() < deadline, "status port did not recover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
