@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".")
+        .codec_path("crate::codec::ShaleCodec")
         .include_file("protos.rs")
         .compile_fds(fds)?;
     for p in protos {

@@ -1,6 +1,9 @@
 //! Talking to the master group: any master can be asked; a follower names the leader in the
-//! `shale-leader` metadata and the client goes there. Transient failures (no leader yet, a dead
-//! or stopped master, timeouts) are retried with backoff until a deadline.
+//! `shale-leader` metadata and the client goes there, even when that master is not in the list it
+//! was given (any subset of the group is enough to find it; at most [`LEARNED_MAX`] addresses are
+//! learned this way). Transient failures (no leader yet, a dead or stopped master, timeouts) are
+//! retried with backoff until a deadline; giving up reports the most telling failure seen (a
+//! master's own error or a connection failure), never a mere "not the leader" redirect.
 use crate::error::{ClientError, Result};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
 use shale_proto::metapb::RequestId;
@@ -16,11 +19,34 @@ pub struct Masters {
     /// first half of every request id.
     pub client_id: u64,
     next_seq: AtomicU64,
-    addrs: Vec<String>,
-    leader: Mutex<usize>,
+    book: Mutex<Book>,
     channels: Mutex<HashMap<String, Channel>>,
     pub call_timeout: Duration,
     pub retry_for: Duration,
+}
+
+/// At most this many master addresses are learned from leader hints beyond the given ones.
+pub const LEARNED_MAX: usize = 16;
+
+/// Which masters this client knows and which one it believes leads.
+struct Book {
+    addrs: Vec<String>,
+    given: usize,
+    leader: usize,
+}
+
+impl Book {
+    /// The index of `addr`, learning it if it is new (bounded).
+    fn index_of(&mut self, addr: &str) -> Option<usize> {
+        if let Some(i) = self.addrs.iter().position(|a| a == addr) {
+            return Some(i);
+        }
+        if self.addrs.len() >= self.given + LEARNED_MAX || !addr.contains(':') {
+            return None;
+        }
+        self.addrs.push(addr.to_string());
+        Some(self.addrs.len() - 1)
+    }
 }
 
 fn retryable(s: &Status) -> bool {
@@ -47,8 +73,11 @@ impl Masters {
         Ok(Masters {
             client_id: fastrand::u64(1..),
             next_seq: AtomicU64::new(1),
-            addrs,
-            leader: Mutex::new(0),
+            book: Mutex::new(Book {
+                given: addrs.len(),
+                addrs,
+                leader: 0,
+            }),
             channels: Mutex::new(HashMap::new()),
             call_timeout,
             retry_for,
@@ -87,23 +116,40 @@ impl Masters {
     {
         let deadline = Instant::now() + self.retry_for;
         let mut backoff = Duration::from_millis(20);
+        // The most telling failure so far: a redirect only counts when nothing else was seen.
+        let mut last: Option<String> = None;
         loop {
-            let i = *self.leader.lock().unwrap_or_else(|p| p.into_inner());
-            let addr = &self.addrs[i % self.addrs.len()];
-            match op(self.svc(addr)?).await {
+            let (i, addr) = {
+                let b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                let i = b.leader % b.addrs.len();
+                (i, b.addrs[i].clone())
+            };
+            match op(self.svc(&addr)?).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if retryable(&s) => {
-                    let last = format!("{addr}: {}", s.message());
                     let hint = s
                         .metadata()
                         .get("shale-leader")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|h| self.addrs.iter().position(|a| a == h));
-                    *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = hint.unwrap_or(i + 1);
-                    if Instant::now() >= deadline {
-                        return Err(ClientError::Unavailable(last));
+                        .filter(|h| *h != addr)
+                        .map(str::to_string);
+                    if hint.is_none() || last.is_none() {
+                        last = Some(format!("{addr}: {}", s.message()));
                     }
-                    if hint.is_none() {
+                    let next = {
+                        let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                        let next = hint.as_deref().and_then(|h| b.index_of(h));
+                        b.leader = next.unwrap_or(i + 1);
+                        next
+                    };
+                    if Instant::now() >= deadline {
+                        return Err(ClientError::Unavailable(format!(
+                            "{} (gave up after {:.0?})",
+                            last.unwrap_or_default(),
+                            self.retry_for
+                        )));
+                    }
+                    if next.is_none() {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
                     }
@@ -111,5 +157,27 @@ impl Masters {
                 Err(s) => return Err(s.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learned_addresses_are_bounded_and_checked() {
+        let mut b = Book {
+            addrs: vec!["a:1".into()],
+            given: 1,
+            leader: 0,
+        };
+        assert_eq!(b.index_of("a:1"), Some(0));
+        assert_eq!(b.index_of("no-port"), None);
+        for i in 0..LEARNED_MAX {
+            assert_eq!(b.index_of(&format!("h:{i}")), Some(i + 1));
+        }
+        assert_eq!(b.index_of("h:0"), Some(1));
+        assert_eq!(b.index_of("one-more:1"), None);
+        assert_eq!(b.addrs.len(), 1 + LEARNED_MAX);
     }
 }

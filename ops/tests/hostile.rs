@@ -406,19 +406,93 @@ async fn pipeline_integrity(cluster: &Cluster, node_of: &std::collections::HashM
     assert_eq!(w.durable_on, want);
 }
 
+/// A message whose field 1 is a varint: wrong wire type for every request whose field 1 is a
+/// string or a message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(uint64, tag = "1")]
+    x: u64,
+}
+
+/// Sends [`WrongWireType`] as the request of `method` (a unary or server-streaming call).
+async fn send_malformed(addr: &str, method: &'static str) -> tonic::Status {
+    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.expect("ready");
+    let codec: tonic_prost::ProstCodec<WrongWireType, WrongWireType> = Default::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    match grpc
+        .server_streaming(tonic::Request::new(WrongWireType { x: 7 }), path, codec)
+        .await
+    {
+        Err(e) => e,
+        Ok(mut r) => match r.get_mut().message().await {
+            Err(e) => e,
+            Ok(m) => panic!("{method} accepted a malformed message: {m:?}"),
+        },
+    }
+}
+
+/// Item 9: errors a client can act on. A message that does not decode is the caller's error
+/// (not the server's); no chunkserver able to take a replica is not a transient failure; a client
+/// that knows only a follower finds the leader.
+async fn actionable_errors(addrs: &[String], chunkserver: &str, nodes: &[u64]) {
+    for (addr, method) in [
+        (addrs[0].as_str(), "/shale.meta.v1.MasterService/Mkdir"),
+        (addrs[1].as_str(), "/shale.meta.v1.MasterService/Create"),
+        (chunkserver, "/shale.chunk.v1.ChunkService/ReadChunk"),
+    ] {
+        let e = send_malformed(addr, method).await;
+        assert_eq!(e.code(), Code::InvalidArgument, "{method}: {e:?}");
+        assert!(e.message().contains("malformed"), "{method}: {e:?}");
+    }
+
+    let c = create(addrs, "/nowhere", 79, 1).await;
+    let e = on_leader(addrs, |mut m| async move {
+        m.allocate_chunk(AllocateChunkRequest {
+            file: c.file,
+            client_id: 79,
+            index: 0,
+            exclude: nodes.to_vec(),
+            client_host: String::new(),
+            request_id: rid(79, 2),
+        })
+        .await
+    })
+    .await
+    .expect_err("every node excluded");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+    let l = leader(addrs).await;
+    let follower = addrs.iter().find(|a| **a != l).expect("a follower").clone();
+    let t0 = Instant::now();
+    let c = shale_client::Client::connect(&[follower], Default::default())
+        .await
+        .expect("connect through a follower");
+    c.mkdir("/via-follower", true)
+        .await
+        .expect("mkdir through a follower: the hint names a master not in the list");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_against_a_cluster() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start_with(3, 1, &[], &["--stream-idle-s", "2"]).await;
     let addrs = cluster.master_addrs();
     lengths_and_retries(&addrs).await;
-    unknown_heartbeats(&cluster).await;
     let node_of: std::collections::HashMap<String, u64> = status(&leader(&addrs).await)
         .await
         .chunkservers
         .iter()
         .map(|c| (c.address.clone(), c.node_id))
         .collect();
+    let nodes: Vec<u64> = node_of.values().copied().collect();
+    actionable_errors(&addrs, &cluster.chunkservers[0].addr, &nodes).await;
+    unknown_heartbeats(&cluster).await;
     cancelled_writes(&cluster, &node_of).await;
     pipeline_integrity(&cluster, &node_of).await;
 }
