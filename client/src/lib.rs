@@ -98,6 +98,21 @@ impl Client {
             .await
     }
 
+    /// Forgets a dead chunkserver's registration (refused while it is alive or may hold the only
+    /// replica of something).
+    pub async fn remove_chunkserver(&self, node: u64) -> Result<StatusReply> {
+        let request_id = self.masters.request_id();
+        self.masters
+            .call(|mut m| async move {
+                m.remove_chunkserver(RemoveChunkserverRequest {
+                    node_id: node,
+                    request_id,
+                })
+                .await
+            })
+            .await
+    }
+
     pub async fn stat(&self, path: &str) -> Result<FileStat> {
         let p = path.to_string();
         self.masters

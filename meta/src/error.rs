@@ -42,4 +42,8 @@ pub enum MetaError {
     BadArgument(String),
     #[error("request {seq} of client {client:x} is too old to tell whether it took effect (its reply was dropped); do not retry it")]
     StaleRequest { client: u64, seq: u64 },
+    #[error("chunkserver {0} is not registered")]
+    UnknownServer(u64),
+    #[error("{0}")]
+    Full(String),
 }

@@ -96,6 +96,9 @@ enum AdminCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Forget a dead chunkserver (by node id). Refused while it is alive or may hold the only
+    /// replica of a chunk; its disk is untouched (it registers again if started).
+    RemoveChunkserver { node: u64 },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +155,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Cmd::Status => files::status(&c).await,
                 Cmd::Admin(AdminCmd::Drain { node, undo, wait }) => {
                     files::drain(&c, node, !undo, wait).await
+                }
+                Cmd::Admin(AdminCmd::RemoveChunkserver { node }) => {
+                    c.remove_chunkserver(node).await?;
+                    println!("chunkserver {node} removed");
+                    Ok(())
                 }
                 Cmd::Fsck { path } => {
                     if fsck::run(&c, &path).await? {

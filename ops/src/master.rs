@@ -56,6 +56,10 @@ pub struct Args {
     /// Replicas of chunks no master knows are deleted after being reported this long, ms.
     #[arg(long, default_value_t = 3_600_000)]
     pub orphan_grace_ms: u64,
+    /// The leader forgets a chunkserver registration silent this long (unless it may hold the
+    /// only replica of something), ms.
+    #[arg(long, default_value_t = 3_600_000)]
+    pub forget_silent_ms: u64,
 }
 
 /// The master's status page: the group and chunkservers as this master sees them.
@@ -163,6 +167,7 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.heal_interval = std::time::Duration::from_millis(a.heal_interval_ms.max(50));
     config.orphan_grace = std::time::Duration::from_millis(a.orphan_grace_ms);
     config.copies_per_server = a.copies_per_server.max(1);
+    config.forget_after = std::time::Duration::from_millis(a.forget_silent_ms.max(1000));
     let http = crate::http::start(&a.http, page(bound.clone())).await?;
     println!(
         "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",

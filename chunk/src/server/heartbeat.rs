@@ -1,7 +1,8 @@
 //! Registration and heartbeats to every master.
 //!
-//! The chunkserver registers once (through the leader, following `shale-leader` hints) and gets
-//! its node id; then every interval it heartbeats to *each* master: free/used bytes, writes in
+//! The chunkserver registers (through the leader, following `shale-leader` hints) and gets its
+//! node id — again whenever most masters say it is not registered (an operator removed it, or
+//! the leader forgot it after a long silence); then every interval it heartbeats to *each* master: free/used bytes, writes in
 //! flight, its chunk report (full every [`FULL_REPORT_EVERY`] beats and after any failure, deltas
 //! in between), and replicas quarantined since the last beat. Deletions in the replies (garbage
 //! and stale versions, ordered by the leader only) are carried out.
@@ -78,8 +79,17 @@ struct MasterLink {
     needs_full: bool,
 }
 
-/// Heartbeats to every master until the task is dropped.
-pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Duration) {
+/// Registers, then heartbeats to every master until the task is dropped.
+pub async fn run(
+    server: Arc<ChunkServer>,
+    masters: Vec<String>,
+    interval: Duration,
+    identity: Identity,
+    capacity_bytes: u64,
+) {
+    let node = register(&masters, &identity, capacity_bytes).await;
+    server.node.store(node, Ordering::Relaxed);
+    tracing::info!(node, "registered with the masters");
     let mut links: Vec<MasterLink> = masters
         .iter()
         .map(|a| MasterLink {
@@ -114,6 +124,7 @@ pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Durat
         let usage = server.store.usage();
         let started = Instant::now();
         let mut deletes: Vec<ReportedChunk> = Vec::new();
+        let mut unregistered = 0;
         for link in links.iter_mut() {
             let full = link.needs_full || link.beats % FULL_REPORT_EVERY == 0;
             let report = |c: &ChunkId, v: &ChunkVersion| ReportedChunk {
@@ -162,9 +173,20 @@ pub async fn run(server: Arc<ChunkServer>, masters: Vec<String>, interval: Durat
                 }
                 Err(s) => {
                     link.needs_full = true;
+                    unregistered += usize::from(s.code() == tonic::Code::NotFound);
                     tracing::debug!(master = %link.addr, error = %s, "heartbeat failed");
                 }
             }
+        }
+        if unregistered > links.len() / 2 {
+            tracing::warn!(
+                node,
+                "the masters no longer know this chunkserver: registering again"
+            );
+            let again = register(&masters, &identity, capacity_bytes).await;
+            server.node.store(again, Ordering::Relaxed);
+            tracing::info!(node = again, "registered with the masters");
+            continue;
         }
         for d in deletes {
             let (id, v) = (ChunkId(d.chunk_id), ChunkVersion(d.version));

@@ -9,7 +9,6 @@ use crate::{open_disk_store, BackendChoice, StoreConfig};
 use service::{ChunkServer, FRAME_MAX_BYTES};
 use shale_proto::pb::chunk_service_server::ChunkServiceServer;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,12 +84,9 @@ pub async fn serve(
     let masters = config.masters.clone();
     let hb_server = server.clone();
     let interval = config.heartbeat;
-    let background = tokio::spawn(async move {
-        let node = heartbeat::register(&masters, &identity, capacity).await;
-        hb_server.node.store(node, Ordering::Relaxed);
-        tracing::info!(node, "registered with the masters");
-        heartbeat::run(hb_server, masters, interval).await;
-    });
+    let background = tokio::spawn(heartbeat::run(
+        hb_server, masters, interval, identity, capacity,
+    ));
     let scrubber = tokio::spawn(scrub::run(
         server.clone(),
         config.scrub_bytes_per_s,

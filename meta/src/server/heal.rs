@@ -6,7 +6,7 @@
 //! replies — until it has led for `safe_mode` *and* heard from every registered chunkserver
 //! since, so it never acts on locations it has not learned yet.
 use super::soft::Liveness;
-use super::Master;
+use super::{retire, Master};
 use crate::placement::{self, Candidate};
 use crate::sm::Command;
 use shale_proto::pb::chunk_service_client::ChunkServiceClient;
@@ -308,15 +308,53 @@ async fn trim(master: &Master, r: &Round) {
     }
 }
 
+/// Forgets chunkservers silent for `forget_after` (see `retire`), a few per round.
+async fn expire_silent(master: &Master, now: Instant) {
+    let (t, forget) = (master.config.timeouts, master.config.forget_after);
+    let victims: Vec<NodeId> = {
+        let g = master.sm.read();
+        let soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
+        let silent: Vec<NodeId> = g
+            .state
+            .servers()
+            .map(|(n, _)| *n)
+            .filter(|n| {
+                soft.servers
+                    .get(n)
+                    .is_none_or(|l| now.saturating_duration_since(l.last_seen) >= forget)
+            })
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        let unprotected = retire::unprotected(g.state.all_chunks(), &soft, now, t);
+        silent
+            .into_iter()
+            .filter(|n| retire::refusal(*n, &unprotected, &soft, now, t).is_none())
+            .take(retire::EXPIRE_PER_ROUND_MAX)
+            .collect()
+    };
+    for node in victims {
+        match master.write(Command::RemoveChunkserver { node }).await {
+            Ok(_) => tracing::warn!(%node, silent_for = ?forget,
+                "forgot a chunkserver registration silent too long (its data is untouched; it registers again if it returns)"),
+            Err(e) => tracing::debug!(%node, error = %e, "forgetting a silent chunkserver"),
+        }
+    }
+}
+
 pub async fn run(master: Arc<Master>) {
     let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
     let mut leader_since: Option<Instant> = None;
+    let mut expiry_checked: Option<Instant> = None;
+    let expiry_every = master.config.forget_after.min(Duration::from_secs(60));
     let mut tick = tokio::time::interval(master.config.heal_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if !master.is_leader() {
             leader_since = None;
+            expiry_checked = None;
             master.safe.store(false, Ordering::Relaxed);
             continue;
         }
@@ -334,6 +372,12 @@ pub async fn run(master: Arc<Master>) {
             continue;
         }
         trim(&master, &round).await;
+        if now.duration_since(since) >= master.config.forget_after
+            && expiry_checked.is_none_or(|c| now.duration_since(c) >= expiry_every)
+        {
+            expiry_checked = Some(now);
+            expire_silent(&master, now).await;
+        }
         if !round.garbage_gone.is_empty() {
             let _ = master
                 .write(Command::ForgetGarbage {

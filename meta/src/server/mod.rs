@@ -22,6 +22,7 @@ pub mod heal;
 pub use gate::NODE_ID_METADATA;
 mod propose;
 pub mod reads;
+pub mod retire;
 mod service;
 pub mod soft;
 
@@ -57,6 +58,9 @@ pub struct MasterConfig {
     pub orphan_grace: Duration,
     /// Re-replication throttle: copies one chunkserver takes part in at once.
     pub copies_per_server: usize,
+    /// The leader forgets a chunkserver silent this long (registered, not heard from since it
+    /// became leader or since) unless it may hold the only replica of something.
+    pub forget_after: Duration,
 }
 
 impl MasterConfig {
@@ -77,6 +81,7 @@ impl MasterConfig {
             safe_mode: Duration::from_secs(10),
             orphan_grace: Duration::from_secs(3600),
             copies_per_server: heal::COPIES_PER_SERVER_DEFAULT,
+            forget_after: Duration::from_secs(3600),
         }
     }
 }
@@ -110,7 +115,10 @@ pub fn status_of(e: &MetaError) -> Status {
         | MetaError::BadArgument(_)
         | MetaError::Length { .. }
         | MetaError::ChunkIndex { .. } => Status::invalid_argument(msg),
-        MetaError::NotFound(_) | MetaError::UnknownFile(_) => Status::not_found(msg),
+        MetaError::NotFound(_) | MetaError::UnknownFile(_) | MetaError::UnknownServer(_) => {
+            Status::not_found(msg)
+        }
+        MetaError::Full(_) => Status::resource_exhausted(msg),
         MetaError::AlreadyExists(_) => Status::already_exists(msg),
         MetaError::NotADirectory(_)
         | MetaError::IsADirectory(_)

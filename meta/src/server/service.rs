@@ -497,11 +497,19 @@ impl MasterService for Svc {
         }
         let now = Instant::now();
         // Refuse unknown senders before any per-chunk work (nothing of theirs is kept).
-        if !self.0.sm.read().state.servers().any(|(n, _)| *n == node) {
+        let Some(capacity) = self
+            .0
+            .sm
+            .read()
+            .state
+            .servers()
+            .find(|(n, _)| **n == node)
+            .map(|(_, s)| s.capacity_bytes)
+        else {
             return Err(Status::not_found(format!(
                 "chunkserver {node} is not registered; register first"
             )));
-        }
+        };
         let n_reported = r.chunks.len() + r.removed.len() + r.corrupt.len();
         if n_reported > super::REPORT_CHUNKS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -582,8 +590,9 @@ impl MasterService for Svc {
             node,
             Live {
                 last_seen: now,
-                free_bytes: r.free_bytes,
-                used_bytes: r.used_bytes,
+                // A server cannot have more free space than the capacity it registered.
+                free_bytes: r.free_bytes.min(capacity),
+                used_bytes: r.used_bytes.min(capacity),
                 inflight: r.inflight_writes,
             },
             r.full_report,
@@ -626,6 +635,38 @@ impl MasterService for Svc {
             },
         )
         .await?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn remove_chunkserver(&self, req: Request<RemoveChunkserverRequest>) -> R<StatusReply> {
+        let r = req.into_inner();
+        let node = NodeId(r.node_id);
+        if !self.0.is_leader() {
+            return Err(self.0.not_leader());
+        }
+        if !self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Status::unavailable(
+                "the leader is in safe mode (still learning where replicas are); retry shortly",
+            ));
+        }
+        let why = {
+            let g = self.0.sm.read();
+            if !g.state.servers().any(|(n, _)| *n == node) {
+                return Err(Status::not_found(format!(
+                    "chunkserver {node} is not registered"
+                )));
+            }
+            let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+            let (now, t) = (Instant::now(), self.0.config.timeouts);
+            let unprotected = super::retire::unprotected(g.state.all_chunks(), &soft, now, t);
+            super::retire::refusal(node, &unprotected, &soft, now, t)
+        };
+        if let Some(why) = why {
+            return Err(Status::failed_precondition(why));
+        }
+        self.write(r.request_id, Command::RemoveChunkserver { node })
+            .await?;
+        tracing::info!(%node, "chunkserver registration removed by an operator");
         Ok(Response::new(self.status()))
     }
 

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 mod files;
 mod namespace;
 mod queries;
-mod registry;
+pub mod registry;
 pub mod sessions;
 mod types;
 mod validate;
@@ -214,6 +214,7 @@ impl MetaState {
                     "unknown chunkserver {node}"
                 ))),
             },
+            Command::RemoveChunkserver { node } => self.remove_server(*node),
             Command::ExpireLeases => Ok(self.expire_leases(now_ms)),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {

@@ -169,6 +169,11 @@ impl MetaState {
         out
     }
 
+    /// Every live chunk (of complete files and files under construction) at its version.
+    pub fn all_chunks(&self) -> impl Iterator<Item = (ChunkId, ChunkVersion)> + '_ {
+        self.chunks.iter().map(|(c, m)| (*c, m.version))
+    }
+
     /// Whether a chunk is garbage (its file is gone; replicas are to be deleted).
     pub fn is_garbage(&self, id: ChunkId) -> bool {
         self.garbage.contains_key(&id)

@@ -93,6 +93,12 @@ pub enum Command {
         seq: u64,
         cmd: Box<Command>,
     },
+    /// Forgets a chunkserver's registration (an operator's removal, or the leader expiring one
+    /// silent for long). Its replicas on disk are untouched: if it comes back it registers
+    /// again, under a new node id, and reports them.
+    RemoveChunkserver {
+        node: NodeId,
+    },
 }
 
 /// The result of applying a command.
