@@ -1,6 +1,7 @@
 //! Reading: chunk locations from the masters, then each chunk from the first replica that
-//! serves it whole and verified (the chunkserver checks every crc before sending); on an error,
-//! a checksum mismatch (`DATA_LOSS`) or a timeout the next replica is tried. Chunks are fetched
+//! serves it whole and verified (the chunkserver checks every crc before sending, and the client
+//! checks each frame's crc32c on arrival); on an error, a checksum mismatch (`DATA_LOSS` or a
+//! damaged frame) or a timeout the next replica is tried. Chunks are fetched
 //! in parallel (bounded) and written out in order.
 use crate::error::{ClientError, Result};
 use crate::Client;
@@ -15,6 +16,17 @@ use tonic::transport::Endpoint;
 
 /// The frames of one chunk range, as received (no copy into one buffer).
 type Frames = Vec<Bytes>;
+
+/// Whether a frame's bytes match the crc32c the server computed for them (else the crc of what
+/// arrived).
+fn intact(frame: &shale_proto::pb::ReadChunkResponse) -> std::result::Result<(), u32> {
+    let crc = crc32c::crc32c(&frame.data);
+    if crc == frame.crc32c {
+        Ok(())
+    } else {
+        Err(crc)
+    }
+}
 
 async fn read_replica(
     addr: &str,
@@ -50,6 +62,14 @@ async fn read_replica(
         .await
         .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?
     {
+        if let Err(crc) = intact(&frame) {
+            return Err(format!(
+                "{addr}: frame at byte {} of chunk {} arrived damaged (crc32c {crc:08x}, the server sent {:08x})",
+                offset + got,
+                c.chunk_id,
+                frame.crc32c
+            ));
+        }
         got += frame.data.len() as u64;
         frames.push(frame.data);
     }
@@ -175,5 +195,22 @@ impl Client {
             }
         }
         Ok(out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_frames_are_caught() {
+        let data = Bytes::from_static(b"some chunk bytes");
+        let mut f = shale_proto::pb::ReadChunkResponse {
+            crc32c: crc32c::crc32c(&data),
+            data,
+        };
+        assert_eq!(intact(&f), Ok(()));
+        f.data = Bytes::from_static(b"some chunk bytez");
+        assert!(intact(&f).is_err());
     }
 }

@@ -99,6 +99,13 @@ async fn data_path_end_to_end() {
         let st = c.stat(&path).await.expect("stat");
         assert_eq!(st.length, len as u64);
         assert_eq!(st.chunks as usize, len.div_ceil(MIB));
+        // Each chunk's length is in its location: full chunks, then the tail.
+        let l = c.chunk_locations(&path).await.expect("locations");
+        let lengths: Vec<u64> = l.chunks.iter().map(|ch| ch.length).collect();
+        let want: Vec<u64> = (0..len.div_ceil(MIB))
+            .map(|k| (len - k * MIB).min(MIB) as u64)
+            .collect();
+        assert_eq!(lengths, want, "{path}");
     }
     let ranged = c
         .read_range("/f3", MIB as u64 - 10, 20)

@@ -175,7 +175,7 @@ impl TryFrom<&pb::ReadChunkRequest> for ReadRange {
         Ok(ReadRange {
             chunk,
             offset: m.offset,
-            length: (!m.to_end).then_some(m.length),
+            length: (!m.to_end && m.length != 0).then_some(m.length),
         })
     }
 }
@@ -220,6 +220,9 @@ mod tests {
         m.offset = 5;
         assert_eq!(ReadRange::try_from(&m).unwrap().length, Some(10));
         m.to_end = true;
+        assert_eq!(ReadRange::try_from(&m).unwrap().length, None);
+        m.to_end = false;
+        m.length = 0;
         assert_eq!(ReadRange::try_from(&m).unwrap().length, None);
     }
 

@@ -473,7 +473,10 @@ impl ChunkService for ChunkServer {
                 let item = store
                     .read(c, at, n)
                     .await
-                    .map(|data| ReadChunkResponse { data })
+                    .map(|data| ReadChunkResponse {
+                        crc32c: crc32c::crc32c(&data),
+                        data,
+                    })
                     .map_err(|e| status_of(&e));
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
@@ -513,6 +516,12 @@ impl ChunkService for ChunkServer {
             let mut off = 0u64;
             while let Some(frame) = next_message(&mut stream, self.stream_idle).await? {
                 let data: Bytes = frame.data;
+                if crc32c::crc32c(&data) != frame.crc32c {
+                    return Err(Status::data_loss(format!(
+                        "{}: a frame from {} arrived damaged (crc32c mismatch at byte {off})",
+                        c.id, src.address
+                    )));
+                }
                 let n = data.len() as u64;
                 self.throttle(n).await;
                 self.write_detached(c, off, data).await?;

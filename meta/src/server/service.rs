@@ -445,6 +445,7 @@ impl MasterService for Svc {
                 chunk_id: c.get(),
                 version: v.get(),
                 index: i as u32,
+                length: fc.length.saturating_sub(i as u64 * cs).min(cs),
                 replicas: nodes
                     .into_iter()
                     .map(|(n, alive)| Replica {
