@@ -113,6 +113,31 @@ impl Client {
             .await
     }
 
+    /// Adds master `id` at `address` to the group (it catches up as a learner, then votes), or
+    /// sets the address of a member that moved. Idempotent.
+    pub async fn add_master(&self, id: u64, address: &str) -> Result<StatusReply> {
+        let address = address.to_string();
+        self.masters
+            .call(|mut m| {
+                let address = address.clone();
+                async move { m.add_master(MasterRequest { id, address }).await }
+            })
+            .await
+    }
+
+    /// Removes master `id` from the group's voters.
+    pub async fn remove_master(&self, id: u64) -> Result<StatusReply> {
+        self.masters
+            .call(|mut m| async move {
+                m.remove_master(MasterRequest {
+                    id,
+                    address: String::new(),
+                })
+                .await
+            })
+            .await
+    }
+
     pub async fn stat(&self, path: &str) -> Result<FileStat> {
         let p = path.to_string();
         self.masters

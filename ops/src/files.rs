@@ -183,8 +183,8 @@ pub async fn stat(c: &Client, path: &str) -> Res {
     Ok(())
 }
 
-pub async fn status(c: &Client) -> Res {
-    let s = c.status().await?;
+/// The master group as `s` reports it.
+pub fn print_masters(s: &shale_client::StatusReply) {
     println!(
         "masters (asked master {}: {}, term {}, applied {}):",
         s.id, s.role, s.term, s.applied_index
@@ -199,6 +199,11 @@ pub async fn status(c: &Client) -> Res {
         };
         println!("  master {:<3} {:<22} {role}", m.id, m.address);
     }
+}
+
+pub async fn status(c: &Client) -> Res {
+    let s = c.status().await?;
+    print_masters(&s);
     println!("chunkservers:");
     for cs in &s.chunkservers {
         println!(

@@ -99,6 +99,13 @@ enum AdminCmd {
     /// Forget a dead chunkserver (by node id). Refused while it is alive or may hold the only
     /// replica of a chunk; its disk is untouched (it registers again if started).
     RemoveChunkserver { node: u64 },
+    /// Add a master to the group (start it first with an empty --data and no --peers).
+    AddMaster { id: u64, address: String },
+    /// Remove a master from the group.
+    RemoveMaster { id: u64 },
+    /// Tell the group that master ID now listens at ADDRESS (restart it there first; a majority
+    /// of the group must be up).
+    SetMasterAddress { id: u64, address: String },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +162,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Cmd::Status => files::status(&c).await,
                 Cmd::Admin(AdminCmd::Drain { node, undo, wait }) => {
                     files::drain(&c, node, !undo, wait).await
+                }
+                Cmd::Admin(AdminCmd::AddMaster { id, address })
+                | Cmd::Admin(AdminCmd::SetMasterAddress { id, address }) => {
+                    let s = c.add_master(id, &address).await?;
+                    files::print_masters(&s);
+                    Ok(())
+                }
+                Cmd::Admin(AdminCmd::RemoveMaster { id }) => {
+                    let s = c.remove_master(id).await?;
+                    files::print_masters(&s);
+                    Ok(())
                 }
                 Cmd::Admin(AdminCmd::RemoveChunkserver { node }) => {
                     c.remove_chunkserver(node).await?;

@@ -54,9 +54,43 @@ impl Drop for Kids {
     }
 }
 
+/// The file in the data folder that records the masters' first port: their addresses are in
+/// the group's Raft membership, so a rerun must use the same ones.
+const PORTS_FILE: &str = "master-port";
+
+/// Records the master port on first start; refuses, with what to do, a rerun on other ports.
+fn check_master_port(data: &std::path::Path, port: u16) -> Result<(), String> {
+    let file = data.join(PORTS_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(s) => match s.trim().parse::<u16>() {
+            Ok(recorded) if recorded == port => Ok(()),
+            Ok(recorded) => Err(format!(
+                "{} holds a cluster whose masters listen on 127.0.0.1:{recorded}-{}; their \
+                 addresses are part of the group's membership, so its masters cannot move all at \
+                 once. Rerun with --master-port {recorded}, or use another --data folder. (To move \
+                 the masters of a running group one at a time: `shale admin \
+                 set-master-address`.)",
+                data.display(),
+                recorded + 2
+            )),
+            Err(_) => Err(format!(
+                "{} is damaged (expected a port number); delete it if the masters of this folder \
+                 listen on {port}",
+                file.display()
+            )),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&file, format!("{port}\n"))
+                .map_err(|e| format!("{}: {e}", file.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    }
+}
+
 pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     std::fs::create_dir_all(&a.data)?;
+    check_master_port(&a.data, a.master_port)?;
     let masters: Vec<String> = (0..3)
         .map(|i| format!("127.0.0.1:{}", a.master_port + i))
         .collect();
@@ -144,4 +178,20 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     drop(kids);
     println!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_master_port;
+
+    #[test]
+    fn a_rerun_on_other_master_ports_is_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        assert_eq!(check_master_port(d.path(), 7101), Ok(()));
+        assert_eq!(check_master_port(d.path(), 7101), Ok(()));
+        let e = check_master_port(d.path(), 7301).expect_err("moved");
+        assert!(e.contains("--master-port 7101"), "{e}");
+        std::fs::write(d.path().join(super::PORTS_FILE), "junk").expect("write");
+        assert!(check_master_port(d.path(), 7101).is_err());
+    }
 }

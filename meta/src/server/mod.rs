@@ -135,6 +135,9 @@ impl Master {
     pub fn leader(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
+        if id == self.id {
+            return Some((id, self.config.advertise.clone()));
+        }
         let addr = m
             .membership_config
             .membership()
@@ -205,15 +208,38 @@ impl Master {
         }
     }
 
-    /// Adds a master: first as a learner (it catches up), then as a voter.
+    /// Adds a master: first as a learner (it catches up), then as a voter. For a member already
+    /// in the group, sets its address instead (a master that moved: the change is a membership
+    /// entry, so every master learns it), or does nothing if it is already a voter there.
     pub async fn add_master(&self, id: u64, addr: String) -> Result<(), Status> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        self.raft
-            .add_learner(id, Node::new(addr), true)
-            .await
-            .map_err(|e| Status::unavailable(format!("add learner {id}: {e}")))?;
+        let known = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            membership
+                .get_node(&id)
+                .map(|n| (n.addr.clone(), membership.voter_ids().any(|v| v == id)))
+        };
+        match known {
+            Some((old, true)) if old == addr => return Ok(()),
+            Some((old, _)) if old != addr => {
+                let nodes = BTreeMap::from([(id, Node::new(addr.clone()))]);
+                self.raft
+                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("set master {id}'s address: {e}")))?;
+                tracing::warn!(master = id, from = %old, to = %addr, "master address changed");
+            }
+            Some(_) => {}
+            None => {
+                self.raft
+                    .add_learner(id, Node::new(addr), true)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("add learner {id}: {e}")))?;
+            }
+        }
         let mut voters = self.voters();
         voters.insert(id);
         self.raft
@@ -277,6 +303,19 @@ pub async fn serve(
         config.chunk_size_bytes,
         config.replication,
     )?;
+    let recorded = membership_addresses(&mut log_store.clone(), &mut sm.clone()).await?;
+    // A master that moved must not lead or campaign until the group knows its new address: it
+    // could win (it reaches the others, they cannot reach it back) and then name an address
+    // nobody can use, or keep raising the term and unseat every leader the others elect.
+    let moved = recorded
+        .get(&config.id)
+        .is_some_and(|old| *old != config.advertise);
+    if moved {
+        // openraft resumes leadership from a committed vote for itself: make that vote an
+        // uncommitted one (this master stays a candidate of that term, which is always safe),
+        // so it starts as a follower.
+        demote_vote(&mut log_store.clone()).await?;
+    }
     let raft = MasterRaft::new(
         config.id,
         Arc::new(raft_config),
@@ -285,6 +324,9 @@ pub async fn serve(
         sm.clone(),
     )
     .await?;
+    if moved {
+        raft.runtime_config().elect(false);
+    }
     let master = Arc::new(Master {
         id: config.id,
         raft: raft.clone(),
@@ -302,6 +344,10 @@ pub async fn serve(
     if !config.peers.is_empty() {
         master.bootstrap(&config.peers).await?;
     }
+    if let Some(why) = address_mismatch(config.id, &config.advertise, &recorded, &config.peers) {
+        tracing::error!("{why}");
+    }
+    let mover = moved.then(|| tokio::spawn(elect_when_known(raft.clone(), config.clone())));
     let ticker = tokio::spawn(expire_leases(master.clone()));
     let healer = tokio::spawn(heal::run(master.clone()));
     let result = tonic::transport::Server::builder()
@@ -321,8 +367,108 @@ pub async fn serve(
         .await;
     ticker.abort();
     healer.abort();
+    if let Some(m) = mover {
+        m.abort();
+    }
     let _ = raft.shutdown().await;
     result.map_err(Into::into)
+}
+
+/// Every member's address in the newest membership this master's stores hold.
+async fn membership_addresses(
+    log: &mut crate::raftlog::LogStore<crate::raft::types::TypeConfig>,
+    sm: &mut SmStore,
+) -> Result<BTreeMap<u64, String>, Box<dyn std::error::Error + Send + Sync>> {
+    let state = openraft::storage::StorageHelper::new(log, sm)
+        .get_initial_state()
+        .await?;
+    Ok(state
+        .membership_state
+        .effective()
+        .nodes()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect())
+}
+
+/// Rewrites a committed vote as an uncommitted one for the same term and candidate.
+async fn demote_vote(
+    store: &mut crate::raftlog::LogStore<crate::raft::types::TypeConfig>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use openraft::storage::RaftLogStorage;
+    if let Some(v) = store.read_vote().await? {
+        if v.is_committed() {
+            let demoted = openraft::Vote::new(
+                v.leader_id().term,
+                v.leader_id().voted_for().unwrap_or_default(),
+            );
+            store.save_vote(&demoted).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-enables elections on a master that moved, once the membership names its new address.
+async fn elect_when_known(raft: MasterRaft, config: MasterConfig) {
+    let mut metrics = raft.metrics();
+    loop {
+        let known = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&config.id)
+            .is_some_and(|n| n.addr == config.advertise);
+        if known {
+            raft.runtime_config().elect(true);
+            tracing::warn!(
+                master = config.id,
+                address = %config.advertise,
+                "the group now knows this master's new address; it takes part in elections again"
+            );
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Explains, when this master's recorded addresses disagree with how it was started, why the
+/// group will not work and what to do: peers dial the addresses in the Raft membership, not
+/// the ones on the command line.
+pub fn address_mismatch(
+    id: u64,
+    advertise: &str,
+    recorded: &BTreeMap<u64, String>,
+    peers: &BTreeMap<u64, String>,
+) -> Option<String> {
+    if let Some(old) = recorded.get(&id) {
+        if old != advertise {
+            return Some(format!(
+                "master {id}: the group's membership records this master at {old}, but it now \
+                 advertises {advertise}; the other masters keep dialing {old}, so this master \
+                 cannot take part. Either start it again at {old} (--listen/--advertise), or, \
+                 while a majority of the group is up, run `shale admin set-master-address {id} \
+                 {advertise}`. If every master moved at once, start them at their old addresses, \
+                 then move them one at a time."
+            ));
+        }
+    }
+    if !recorded.is_empty() && !peers.is_empty() && recorded != peers {
+        let list = |m: &BTreeMap<u64, String>| {
+            m.iter()
+                .map(|(i, a)| format!("{i}={a}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        return Some(format!(
+            "master {id}: --peers {} is ignored: this data directory belongs to a group whose \
+             membership is {}; change membership with `shale admin add-master`, \
+             `remove-master` and `set-master-address`",
+            list(peers),
+            list(recorded)
+        ));
+    }
+    None
 }
 
 fn tokio_stream_incoming(
@@ -342,5 +488,32 @@ async fn expire_leases(master: Arc<Master>) {
                 tracing::debug!(error = %e, "lease expiry round failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_mismatch;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn moved_masters_are_explained() {
+        let rec: BTreeMap<u64, String> =
+            BTreeMap::from([(1, "h:7101".into()), (2, "h:7102".into())]);
+        let none = BTreeMap::new();
+        assert_eq!(address_mismatch(1, "h:7101", &rec, &none), None);
+        assert_eq!(address_mismatch(1, "h:7101", &rec, &rec), None);
+        // A fresh data directory: nothing recorded yet.
+        assert_eq!(address_mismatch(1, "h:9", &none, &rec), None);
+        let moved = address_mismatch(1, "h:7201", &rec, &none).expect("moved");
+        assert!(moved.contains("records this master at h:7101"), "{moved}");
+        assert!(moved.contains("set-master-address 1 h:7201"), "{moved}");
+        let peers: BTreeMap<u64, String> =
+            BTreeMap::from([(1, "h:7101".into()), (2, "h:7202".into())]);
+        let ignored = address_mismatch(1, "h:7101", &rec, &peers).expect("peers differ");
+        assert!(
+            ignored.contains("--peers 1=h:7101,2=h:7202 is ignored"),
+            "{ignored}"
+        );
     }
 }
