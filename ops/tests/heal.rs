@@ -173,8 +173,49 @@ async fn the_cluster_heals_itself() {
     .await;
     assert!(fsck(&masters));
 
+    short_put(&mut cluster, &c, &masters).await;
     stale_replica(&cluster, &c).await;
     drain(&cluster, &c, &masters).await;
+}
+
+/// A put while only 2 chunkservers live completes with 2 replicas (the client is not blocked);
+/// fsck says so meanwhile, and healing restores the third replica once a server returns.
+async fn short_put(cluster: &mut Cluster, c: &Client, masters: &[String]) {
+    let data: Vec<u8> = (0..3 * MIB / 2).map(|i| (i * 13 % 241) as u8).collect();
+    cluster.chunkservers[2].kill9();
+    cluster.chunkservers[3].kill9();
+    wait_until("two servers dead", || async {
+        let l = leader(masters).await;
+        status(&l)
+            .await
+            .chunkservers
+            .iter()
+            .filter(|s| s.state == "alive")
+            .count()
+            == 2
+    })
+    .await;
+    c.put("/two", &data[..], true, &|_| {}).await.expect("put with 2 servers");
+    assert!(alive_replicas(c, "/two").await.iter().all(|n| *n == 2));
+    assert!(!fsck(masters), "fsck must report the under-replicated file");
+    for i in [2, 3] {
+        let dir = cluster.chunkservers[i].data.clone();
+        cluster.chunkservers[i] = ChunkProc::start_with(
+            masters,
+            &format!("cs{}", i + 1),
+            &dir,
+            &["--scrub-mib-per-s", "200", "--scrub-every-s", "1"],
+        );
+    }
+    cluster.wait_chunkservers(4).await;
+    wait_until("the 2-replica file gets its third replica", || async {
+        alive_replicas(c, "/two").await.iter().all(|n| *n == 3)
+    })
+    .await;
+    assert!(fsck(masters), "fsck clean once healed");
+    let mut back = Vec::new();
+    c.get("/two", &mut back, &|_| {}).await.expect("get");
+    assert_eq!(back, data);
 }
 
 /// Writes a whole chunk through a pipeline with raw ChunkService calls.
