@@ -13,7 +13,6 @@
 
 pub mod backend;
 pub mod durable;
-pub mod durable_std;
 pub mod error;
 pub mod format;
 pub mod metrics;

@@ -80,7 +80,7 @@ fn check_master_port(data: &std::path::Path, port: u16) -> Result<(), String> {
             )),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&file, format!("{port}\n"))
+            shale_proto::durable::write_file(data, PORTS_FILE, format!("{port}\n").as_bytes())
                 .map_err(|e| format!("{}: {e}", file.display()))
         }
         Err(e) => Err(format!("{}: {e}", file.display())),

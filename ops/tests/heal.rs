@@ -195,7 +195,9 @@ async fn short_put(cluster: &mut Cluster, c: &Client, masters: &[String]) {
             == 2
     })
     .await;
-    c.put("/two", &data[..], true, &|_| {}).await.expect("put with 2 servers");
+    c.put("/two", &data[..], true, &|_| {})
+        .await
+        .expect("put with 2 servers");
     assert!(alive_replicas(c, "/two").await.iter().all(|n| *n == 2));
     assert!(!fsck(masters), "fsck must report the under-replicated file");
     for i in [2, 3] {

@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod convert;
 pub mod dirlock;
+pub mod durable;
 pub mod ids;
 
 /// All generated code, nested by package (`shale::chunk::v1`).

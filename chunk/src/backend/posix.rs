@@ -23,9 +23,7 @@ pub(crate) fn prepare_dir(root: &Path) -> io::Result<()> {
     fsync_dir(root)
 }
 
-pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
+pub(crate) use shale_proto::durable::fsync_dir;
 
 pub(crate) fn sync_dirs(root: &Path) -> io::Result<()> {
     fsync_dir(root)?;

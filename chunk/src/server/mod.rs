@@ -39,7 +39,7 @@ fn uuid(dir: &std::path::Path) -> std::io::Result<String> {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => {
             let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-            crate::durable_std::write_file(dir, "uuid", id.as_bytes())?;
+            shale_proto::durable::write_file(dir, "uuid", id.as_bytes())?;
             Ok(id)
         }
     }

@@ -16,7 +16,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -85,16 +85,6 @@ fn decode_file(b: &[u8]) -> Result<Loaded, String> {
     Ok((meta, data, state))
 }
 
-/// Writes `bytes` to `dir/name` durably: temp, fsync, rename, fsync dir.
-pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 impl SmStore {
     /// Opens the state machine in `dir`, loading the latest snapshot if there is one.
     pub fn open(dir: &Path, chunk_size_bytes: u64, replication: u8) -> Result<Self, String> {
@@ -142,7 +132,7 @@ impl SmStore {
 
     fn persist(&self, meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> Result<(), StorageError> {
         let file = encode_file(meta, data)?;
-        write_durably(&self.dir, "snapshot", &file).map_err(io)
+        shale_proto::durable::write_file(&self.dir, "snapshot", &file).map_err(io)
     }
 }
 
