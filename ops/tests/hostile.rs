@@ -270,7 +270,11 @@ fn temp_files(data: &std::path::Path) -> Vec<String> {
 }
 
 async fn wait_no_temp_files(cluster: &Cluster) {
-    let deadline = Instant::now() + WAIT;
+    wait_no_temp_files_within(cluster, WAIT).await
+}
+
+async fn wait_no_temp_files_within(cluster: &Cluster, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
         let left: Vec<String> = cluster
             .chunkservers
@@ -348,10 +352,36 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
         "write streams are not bounded ({refused} refused)"
     );
     // Streams that fall silent are cut off by the idle timeout (2 s in this cluster) and leave
-    // nothing behind. (Streams a client abandons part-way are discarded at once by the same
-    // guard; see ARCHITECTURE.md for the store-level abort that can still stall.)
+    // nothing behind.
     wait_no_temp_files(cluster).await;
     drop(tasks);
+
+    // Streams a client abandons part-way (its calls cancelled and connections gone, so the
+    // server drops the handlers mid-discard) are discarded at once, well before the idle
+    // timeout (2 s here).
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let h = WriteHeader {
+            chunk: Some(ChunkRef {
+                chunk_id: (1 << 42) + i,
+                version: 1,
+            }),
+            downstream: vec![],
+            length: 1 << 20,
+            node_id: me,
+        };
+        tasks.push(open_write(&cs.addr, h, 256 << 10).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while temp_files(&cs.data).len() < 40 {
+        assert!(Instant::now() < deadline, "the 40 writes never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (t, _) in &tasks {
+        t.abort();
+    }
+    drop(tasks);
+    wait_no_temp_files_within(cluster, Duration::from_millis(1500)).await;
 
     // A pipelined write cancelled part-way: no replica keeps anything, and the same chunk can
     // be written again at once.

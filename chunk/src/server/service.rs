@@ -82,9 +82,13 @@ impl AbortOnDrop {
     }
 
     /// Discards the chunk now (before an error is returned, so a retry can create it again).
+    /// The discard runs on its own task: the caller may be a request handler that the server
+    /// drops when its client disconnects, and a discard cut off half-way would leave the temp
+    /// files and a stuck "being written" slot behind for good.
     async fn abort_now(mut self) {
         self.armed = false;
-        let r = self.store.abort(self.chunk).await;
+        let (store, chunk) = (self.store.clone(), self.chunk);
+        let r = tokio::spawn(async move { store.abort(chunk).await }).await;
         tracing::debug!(chunk = %self.chunk.id, ?r, "aborted");
     }
 }
