@@ -58,52 +58,97 @@ pub async fn put(c: &Client, local: &Path, remote: &str, no_overwrite: bool) -> 
     Ok(())
 }
 
+/// Where `get` writes `local`: through symlinks to the file they name; a regular file (or a new
+/// path) is replaced atomically, anything else (a device, a pipe, a terminal) written in place.
+#[derive(Debug, PartialEq)]
+enum Dest {
+    /// Write to a unique temp file beside this path, then rename it over the path.
+    Replace(std::path::PathBuf),
+    /// Write straight into this existing non-regular file.
+    Direct(std::path::PathBuf),
+}
+
+fn destination(local: &Path) -> Result<Dest, String> {
+    let shown = local.display();
+    let target = match std::fs::symlink_metadata(local) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Dest::Replace(local.to_path_buf()))
+        }
+        Err(e) => return Err(format!("{shown}: {e}")),
+        // Never rename over a link: write to what it names (the link stays as it was).
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(local).map_err(|e| {
+            format!("{shown}: a symbolic link whose target cannot be used ({e}); not replacing it")
+        })?,
+        Ok(_) => local.to_path_buf(),
+    };
+    let m = std::fs::metadata(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    if m.is_dir() {
+        Err(format!("{shown}: is a directory"))
+    } else if m.is_file() {
+        Ok(Dest::Replace(target))
+    } else {
+        Ok(Dest::Direct(target))
+    }
+}
+
 pub async fn get(c: &Client, remote: &str, local: &Path) -> Res {
     let st = c.stat(remote).await?;
     if st.is_dir {
         return Err(format!("{remote}: is a directory").into());
     }
-    // A regular file (or a new path) is written to a temp name, synced and renamed into place,
-    // so a failed get never leaves a half file. Anything else (a device such as /dev/null, a
-    // pipe) is written directly: renaming over it would replace it.
-    let direct = match tokio::fs::metadata(local).await {
-        Ok(m) if m.is_dir() => return Err(format!("{}: is a directory", local.display()).into()),
-        Ok(m) => !m.is_file(),
-        Err(_) => false,
-    };
-    let target = if direct {
-        local.to_path_buf()
-    } else {
-        local.with_extension("shale-partial")
-    };
-    let mut f = if direct {
-        tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&target)
-            .await
-    } else {
-        tokio::fs::File::create(&target).await
-    }
-    .map_err(|e| format!("{}: {e}", target.display()))?;
     let pb = bar(Some(st.length));
-    let r = c.get(remote, &mut f, &|done| pb.set_position(done)).await;
-    pb.finish_and_clear();
-    match r {
-        Ok(n) => {
-            if !direct {
-                f.sync_all().await?;
-                tokio::fs::rename(&target, local).await?;
-            }
+    match destination(local)? {
+        Dest::Direct(path) => {
+            let mut f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let n = c.get(remote, &mut f, &|done| pb.set_position(done)).await;
+            pb.finish_and_clear();
+            let n = n?;
             println!("{}: {} read", local.display(), human::size(n));
-            Ok(())
         }
-        Err(e) => {
-            if !direct {
-                let _ = tokio::fs::remove_file(&target).await;
+        Dest::Replace(path) => {
+            // A temp file of its own in the destination's directory (never shared with another
+            // get), synced, then renamed into place: a failed get leaves nothing behind, and the
+            // file appears whole or not at all. Created with mode 0666 less the umask, like any
+            // new file; an existing file keeps its mode.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mode = std::fs::metadata(&path).ok().map(|m| m.permissions());
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .suffix(".shale-partial")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .tempfile_in(&dir)
+                .map_err(|e| format!("{}: cannot create a temp file: {e}", dir.display()))?;
+            let (file, tmp_path) = tmp.into_parts();
+            let mut f = tokio::fs::File::from_std(file);
+            let n = c.get(remote, &mut f, &|done| pb.set_position(done)).await;
+            pb.finish_and_clear();
+            // On any error `tmp_path` is dropped, which removes the temp file.
+            let n = n?;
+            f.sync_all().await?;
+            if let Some(p) = mode {
+                f.set_permissions(p).await?;
             }
-            Err(e.into())
+            drop(f);
+            tmp_path
+                .persist(&path)
+                .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+            // The rename itself durable too (best effort: the data is already synced).
+            let _ = shale_proto::durable::fsync_dir(&dir);
+            println!("{}: {} read", local.display(), human::size(n));
         }
     }
+    Ok(())
 }
 
 pub async fn cat(c: &Client, remote: &str) -> Res {
@@ -266,6 +311,28 @@ pub async fn drain(c: &Client, node: u64, draining: bool, wait: bool) -> Res {
 #[cfg(test)]
 mod tests {
     use super::escape_name;
+    use std::path::Path;
+
+    #[test]
+    fn get_never_renames_over_links_or_devices() {
+        use super::{destination, Dest};
+        let d = tempfile::tempdir().expect("tmp");
+        let file = d.path().join("f");
+        let link = d.path().join("link");
+        assert_eq!(destination(&file), Ok(Dest::Replace(file.clone())));
+        std::fs::write(&file, b"x").expect("write");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        let real = std::fs::canonicalize(&file).expect("canonical");
+        assert_eq!(destination(&link), Ok(Dest::Replace(real)));
+        assert!(destination(d.path()).is_err());
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).expect("symlink");
+        assert!(destination(&dangling).is_err());
+        assert_eq!(
+            destination(Path::new("/dev/null")),
+            Ok(Dest::Direct("/dev/null".into()))
+        );
+    }
 
     #[test]
     fn names_with_control_characters_are_escaped() {
