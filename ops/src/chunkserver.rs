@@ -62,6 +62,10 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         .map_err(|e| format!("listen on {}: {e}", a.listen))?;
     let bound = listener.local_addr()?.to_string();
     let advertise = a.advertise.clone().unwrap_or_else(|| bound.clone());
+    // The masters refuse a registration they could not dial back: say so now, not never.
+    shale_meta::sm::registry::check_address(&advertise).map_err(|e| {
+        format!("{e}; pass --advertise HOST:PORT that the masters and peers can reach")
+    })?;
     let config = ChunkserverConfig {
         data_dir: a.data.clone(),
         masters,

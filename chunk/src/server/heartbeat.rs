@@ -61,7 +61,12 @@ pub async fn register(masters: &[String], id: &Identity, capacity_bytes: u64) ->
                         .get("shale-leader")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    tracing::debug!(master = %addr, error = %s, "register: retrying");
+                    if s.code() == tonic::Code::InvalidArgument {
+                        // Not transient: the operator has to fix the flags.
+                        tracing::error!(master = %addr, error = %s, "registration refused");
+                    } else {
+                        tracing::debug!(master = %addr, error = %s, "register: retrying");
+                    }
                 }
             }
         }
