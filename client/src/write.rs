@@ -6,9 +6,7 @@ use crate::Client;
 use bytes::Bytes;
 use shale_proto::metapb::*;
 use shale_proto::pb::chunk_service_client::ChunkServiceClient;
-use shale_proto::pb::{
-    write_chunk_request::Kind, ChunkRef, PipelineTarget, WriteChunkRequest, WriteHeader,
-};
+use shale_proto::pb::{write_chunk_request::Kind, WriteChunkRequest};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tonic::transport::Endpoint;
@@ -68,21 +66,9 @@ async fn send_chunk(
         .max_encoding_message_size(8 << 20)
         .max_decoding_message_size(8 << 20);
     let header = WriteChunkRequest {
-        kind: Some(Kind::Header(WriteHeader {
-            chunk: Some(ChunkRef {
-                chunk_id: reply.chunk_id,
-                version: reply.version,
-            }),
-            downstream: reply.pipeline[1..]
-                .iter()
-                .map(|r| PipelineTarget {
-                    node_id: r.node_id,
-                    address: r.address.clone(),
-                })
-                .collect(),
-            length,
-            node_id: head.node_id,
-        })),
+        kind: Some(Kind::Header(shale_proto::convert::pipeline_header(
+            reply, length,
+        ))),
     };
     let msgs: Vec<WriteChunkRequest> = std::iter::once(header)
         .chain(frames.iter().map(|f| WriteChunkRequest {

@@ -224,28 +224,17 @@ async fn short_put(cluster: &mut Cluster, c: &Client, masters: &[String]) {
 async fn write_chunk(reply: &AllocateChunkReply, bytes: &[u8]) {
     use shale_proto::pb::chunk_service_client::ChunkServiceClient;
     use shale_proto::pb::write_chunk_request::Kind;
-    use shale_proto::pb::{ChunkRef, PipelineTarget, WriteChunkRequest, WriteHeader};
+    use shale_proto::pb::WriteChunkRequest;
     let head = &reply.pipeline[0];
     let mut cs = ChunkServiceClient::connect(format!("http://{}", head.address))
         .await
         .expect("connect");
     let msgs = vec![
         WriteChunkRequest {
-            kind: Some(Kind::Header(WriteHeader {
-                chunk: Some(ChunkRef {
-                    chunk_id: reply.chunk_id,
-                    version: reply.version,
-                }),
-                downstream: reply.pipeline[1..]
-                    .iter()
-                    .map(|r| PipelineTarget {
-                        node_id: r.node_id,
-                        address: r.address.clone(),
-                    })
-                    .collect(),
-                node_id: head.node_id,
-                length: bytes.len() as u64,
-            })),
+            kind: Some(Kind::Header(shale_proto::convert::pipeline_header(
+                reply,
+                bytes.len() as u64,
+            ))),
         },
         WriteChunkRequest {
             kind: Some(Kind::Data(bytes.to_vec().into())),

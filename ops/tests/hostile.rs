@@ -7,12 +7,11 @@
 mod common;
 
 use common::*;
+use shale_proto::convert::pipeline_header;
 use shale_proto::metapb::master_service_client::MasterServiceClient;
 use shale_proto::metapb::*;
 use shale_proto::pb::chunk_service_client::ChunkServiceClient;
-use shale_proto::pb::{
-    write_chunk_request::Kind, ChunkRef, PipelineTarget, WriteChunkRequest, WriteHeader,
-};
+use shale_proto::pb::{write_chunk_request::Kind, ChunkRef, WriteChunkRequest, WriteHeader};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -30,25 +29,6 @@ fn chunk_client(addr: &str) -> ChunkServiceClient<tonic::transport::Channel> {
         .timeout(Duration::from_secs(20))
         .connect_lazy();
     ChunkServiceClient::new(ch)
-}
-
-/// The header of a write of `length` bytes through the pipeline the master allocated.
-fn pipeline_header(alloc: &AllocateChunkReply, length: u64) -> WriteHeader {
-    WriteHeader {
-        chunk: Some(ChunkRef {
-            chunk_id: alloc.chunk_id,
-            version: alloc.version,
-        }),
-        downstream: alloc.pipeline[1..]
-            .iter()
-            .map(|r| PipelineTarget {
-                node_id: r.node_id,
-                address: r.address.clone(),
-            })
-            .collect(),
-        length,
-        node_id: alloc.pipeline[0].node_id,
-    }
 }
 
 /// Streams `data` as one chunk through the pipeline the master allocated.
@@ -328,17 +308,18 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
     let me = node_of[&cs.addr];
     let mut tasks = Vec::new();
     let mut refused = 0;
+    // A 1 MiB write of chunk `id` to this server alone.
+    let lone = |id: u64| WriteHeader {
+        chunk: Some(ChunkRef {
+            chunk_id: id,
+            version: 1,
+        }),
+        downstream: vec![],
+        length: 1 << 20,
+        node_id: me,
+    };
     for i in 0..100u64 {
-        let h = WriteHeader {
-            chunk: Some(ChunkRef {
-                chunk_id: (1 << 41) + i,
-                version: 1,
-            }),
-            downstream: vec![],
-            length: 1 << 20,
-            node_id: me,
-        };
-        tasks.push(open_write(&cs.addr, h, 4096).await);
+        tasks.push(open_write(&cs.addr, lone((1 << 41) + i), 4096).await);
     }
     // Let them all reach the server, then cancel every one.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -361,16 +342,7 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
     // timeout (2 s here).
     let mut tasks = Vec::new();
     for i in 0..40u64 {
-        let h = WriteHeader {
-            chunk: Some(ChunkRef {
-                chunk_id: (1 << 42) + i,
-                version: 1,
-            }),
-            downstream: vec![],
-            length: 1 << 20,
-            node_id: me,
-        };
-        tasks.push(open_write(&cs.addr, h, 256 << 10).await);
+        tasks.push(open_write(&cs.addr, lone((1 << 42) + i), 256 << 10).await);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while temp_files(&cs.data).len() < 40 {

@@ -24,6 +24,29 @@ pub enum WireError {
     Invalid { field: &'static str, why: String },
 }
 
+/// The header of a write of `length` bytes through the pipeline the master allocated:
+/// `downstream = pipeline[1..]`, `node_id = pipeline[0]` (empty pipeline: node 0, refused by
+/// the receiver).
+pub fn pipeline_header(alloc: &crate::metapb::AllocateChunkReply, length: u64) -> pb::WriteHeader {
+    pb::WriteHeader {
+        chunk: Some(pb::ChunkRef {
+            chunk_id: alloc.chunk_id,
+            version: alloc.version,
+        }),
+        downstream: alloc
+            .pipeline
+            .iter()
+            .skip(1)
+            .map(|r| pb::PipelineTarget {
+                node_id: r.node_id,
+                address: r.address.clone(),
+            })
+            .collect(),
+        length,
+        node_id: alloc.pipeline.first().map_or(0, |r| r.node_id),
+    }
+}
+
 impl From<WireError> for tonic::Status {
     fn from(e: WireError) -> Self {
         tonic::Status::invalid_argument(e.to_string())

@@ -82,8 +82,8 @@ impl MetaState {
         })
     }
 
-    /// Checks that `holder` holds a live lease on `file`.
-    pub(super) fn writer(&self, file: InodeId, holder: Holder, now_ms: u64) -> Res<&Pending> {
+    /// Checks that `file` is under construction by `holder` (live lease or not).
+    fn held_by(&self, file: InodeId, holder: Holder) -> Res<&Pending> {
         let p = self
             .pending
             .get(&file)
@@ -94,6 +94,12 @@ impl MetaState {
                 why: "the writer lease is held by another client".into(),
             });
         }
+        Ok(p)
+    }
+
+    /// Checks that `holder` holds a live lease on `file`.
+    pub(super) fn writer(&self, file: InodeId, holder: Holder, now_ms: u64) -> Res<&Pending> {
+        let p = self.held_by(file, holder)?;
         if p.expires_ms <= now_ms {
             return Err(MetaError::Lease {
                 file,
@@ -268,16 +274,7 @@ impl MetaState {
     }
 
     pub(super) fn abandon(&mut self, file: InodeId, holder: Holder) -> Res<Reply> {
-        let p = self
-            .pending
-            .get(&file)
-            .ok_or(MetaError::UnknownFile(file))?;
-        if p.holder != holder {
-            return Err(MetaError::Lease {
-                file,
-                why: "the writer lease is held by another client".into(),
-            });
-        }
+        self.held_by(file, holder)?;
         self.drop_pending(file);
         Ok(Reply::Done)
     }
