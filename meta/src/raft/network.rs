@@ -147,6 +147,26 @@ fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftReply>, tonic::Stat
     }))
 }
 
+impl RaftServer {
+    /// Why a vote request must be refused before openraft sees it: its candidate is not a voter
+    /// of the membership this master knows (a removed master that kept running, or a stranger).
+    /// Raft itself would let such a candidate raise everyone's term at every election timeout
+    /// and unseat each leader as it is elected. Refusing a vote is always safe; a master whose
+    /// membership is still empty (before bootstrap reaches it) refuses nothing.
+    fn not_a_voter(&self, r: &VoteRequest<NodeId>) -> Option<String> {
+        let candidate = r.vote.leader_id().voted_for()?;
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.voter_ids().next().is_none() || membership.voter_ids().any(|v| v == candidate)
+        {
+            return None;
+        }
+        Some(format!(
+            "master {candidate} is not a voter of this group; its vote request is refused"
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn raft(
@@ -161,6 +181,9 @@ impl RaftService for RaftServer {
             }
             Ok(RaftKind::Vote) => {
                 let r: VoteRequest<NodeId> = decode(&req.payload)?;
+                if let Some(why) = self.not_a_voter(&r) {
+                    return Err(tonic::Status::permission_denied(why));
+                }
                 encode(&self.raft.vote(r).await)
             }
             Ok(RaftKind::InstallSnapshot) => {
