@@ -1,41 +1,87 @@
-//! Shale's client library: what a user links to store and fetch files.
+//! Shale's client library: what a program links to store and fetch files in a Shale cluster.
 //!
-//! * [`Client::connect`] takes any master addresses; calls follow the leader and retry
-//!   transient failures with backoff (bounded);
-//! * [`Client::put`] streams a file from any reader chunk by chunk (only one chunk is held in
-//!   memory, for retries); a failed chunk is retried alone, on a fresh allocation that excludes
-//!   the replica that failed; the file appears atomically when complete;
-//! * [`Client::get`] / [`Client::read_range`] fetch chunks in parallel (bounded) from the first
-//!   healthy replica, failing over on error, checksum mismatch or timeout;
-//! * namespace calls: [`Client::stat`], [`Client::list`], [`Client::mkdir`], [`Client::rename`],
-//!   [`Client::delete`], and [`Client::status`].
+//! * [`Client::builder`] / [`Client::connect`] take any master addresses; calls follow the
+//!   leader and retry transient failures with backoff (bounded). A [`Client`] is cheap to clone
+//!   (clones share connections and the session).
+//! * Writing: [`Client::create`] returns a [`FileWriter`] (`AsyncWrite`; `close` makes the file
+//!   visible atomically, dropping it abandons the file); [`Client::put`] stores any reader.
+//!   A failed chunk is retried alone on a fresh allocation that excludes the failed replica.
+//! * Reading: [`Client::open`] returns a [`FileReader`] (`AsyncRead + AsyncSeek`, reading
+//!   ahead across chunks); [`Client::get`] copies a whole file to a writer, [`Client::read_range`]
+//!   returns any byte range. Each chunk comes from the first healthy replica, verified.
+//! * Namespace: [`Client::stat`], [`Client::list`] / [`Client::list_stream`], [`Client::mkdir`],
+//!   [`Client::rename`], [`Client::delete`], [`Client::set_replication`].
+//! * Administration lives on [`AdminClient`] ([`Client::admin`]).
+//!
+//! Errors are [`ClientError`]s: match on the kind, or ask [`ClientError::is_retryable`].
+//!
+//! ```no_run
+//! use shale_client::Client;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # async fn f() -> shale_client::Result<()> {
+//! let client = Client::builder()
+//!     .masters(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"])
+//!     .connect()
+//!     .await?;
+//! client.mkdir("/docs", true).await?;
+//! let mut w = client.create("/docs/hello.txt", Default::default()).await?;
+//! w.write_all(b"hello, shale").await?;
+//! w.close().await?;
+//! let mut text = String::new();
+//! client.open("/docs/hello.txt").await?.read_to_string(&mut text).await?;
+//! assert_eq!(text, "hello, shale");
+//! # Ok(()) }
+//! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+#![deny(missing_docs)]
 
+mod admin;
 pub mod error;
 mod master;
+mod namespace;
 mod read;
+mod reader;
 mod write;
+mod writer;
 
+pub use admin::AdminClient;
 pub use error::{ClientError, Result};
-pub use shale_proto::metapb::{FileStat, StatusReply};
+pub use reader::FileReader;
+pub use shale_proto::metapb::{FileStat, LocationsReply, StatusReply};
+pub use write::CreateOptions;
+pub use writer::FileWriter;
 
 use master::Masters;
 use shale_proto::metapb::*;
+use std::sync::Arc;
 use std::time::Duration;
 
+/// How a [`Client`] behaves. `ClientConfig::default()` suits most programs.
+///
+/// ```
+/// let cfg = shale_client::ClientConfig {
+///     read_parallelism: 8,
+///     ..Default::default()
+/// };
+/// assert_eq!(cfg.chunk_attempts, 4);
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Data frame size of chunk writes.
     pub frame_bytes: usize,
+    /// Writer lease length asked for (renewed every third of it while a file is written).
     pub lease_ms: u64,
     /// Attempts per chunk (each on a fresh allocation excluding failed replicas).
     pub chunk_attempts: u32,
-    /// Chunks fetched at once by `get`.
+    /// Chunks fetched at once by `get`; windows read ahead by a [`FileReader`].
     pub read_parallelism: usize,
     /// Timeout of one call to a master.
     pub call_timeout: Duration,
     /// How long calls to the masters keep retrying through elections and failures.
     pub retry_for: Duration,
+    /// How long [`Client::connect`] tries to reach a first master before giving up.
+    pub connect_within: Duration,
     /// This client's host label (the nearest replica leads write pipelines).
     pub host: String,
 }
@@ -49,193 +95,212 @@ impl Default for ClientConfig {
             read_parallelism: 4,
             call_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(30),
+            connect_within: Duration::from_millis(1500),
             host: String::new(),
         }
     }
 }
 
-pub struct Client {
-    masters: std::sync::Arc<Masters>,
+/// Builds a [`Client`].
+///
+/// ```no_run
+/// # async fn f() -> shale_client::Result<()> {
+/// let c = shale_client::Client::builder()
+///     .masters(["10.0.0.1:7101"])
+///     .host("rack1-node7")
+///     .retry_for(std::time::Duration::from_secs(60))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ClientBuilder {
+    masters: Vec<String>,
     config: ClientConfig,
+}
+
+impl ClientBuilder {
+    /// Master addresses (`host:port`; any subset of the group; `http://` is accepted).
+    pub fn masters<I, S>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.masters = addrs.into_iter().map(Into::into).collect();
+        self
+    }
+    /// The whole configuration at once.
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// This client's host label (pipelines start at a replica on this host when there is one).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.config.host = host.into();
+        self
+    }
+    /// How long calls keep retrying through elections and failures.
+    pub fn retry_for(mut self, d: Duration) -> Self {
+        self.config.retry_for = d;
+        self
+    }
+    /// Timeout of one call to a master.
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.config.call_timeout = d;
+        self
+    }
+    /// How long `connect` tries before giving up.
+    pub fn connect_within(mut self, d: Duration) -> Self {
+        self.config.connect_within = d;
+        self
+    }
+    /// Chunks (or windows) fetched at once when reading.
+    pub fn read_parallelism(mut self, n: usize) -> Self {
+        self.config.read_parallelism = n;
+        self
+    }
+    /// Connects (see [`Client::connect`]).
+    pub async fn connect(self) -> Result<Client> {
+        Client::connect(&self.masters, self.config).await
+    }
+}
+
+/// A connection to a Shale cluster. Cheap to clone: clones share connections and the client
+/// session (writer leases, request ids).
+#[derive(Clone)]
+pub struct Client {
+    masters: Arc<Masters>,
+    config: Arc<ClientConfig>,
     /// This client's writer-lease identity (its session id).
     id: u64,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("session", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host:port` from what a user may type: `http://host:port/` is accepted.
+fn address(a: &str) -> Result<String> {
+    let a = a.trim();
+    let bare = a
+        .strip_prefix("http://")
+        .or_else(|| a.strip_prefix("grpc://"))
+        .unwrap_or(a)
+        .trim_end_matches('/');
+    if a.starts_with("https://") {
+        return Err(ClientError::InvalidArgument(format!(
+            "master address {a:?}: TLS is not supported yet; give host:port"
+        )));
+    }
+    if bare.contains('/') || !bare.contains(':') {
+        return Err(ClientError::InvalidArgument(format!(
+            "master address {a:?} is not host:port (e.g. 127.0.0.1:7101)"
+        )));
+    }
+    Ok(bare.to_string())
+}
+
 impl Client {
-    /// A client of the group at `masters` (any subset of the masters; host:port each). Checks
-    /// that one of them answers.
-    pub async fn connect(masters: &[String], config: ClientConfig) -> Result<Client> {
-        let masters = Masters::new(masters.to_vec(), config.call_timeout, config.retry_for)?;
-        let c = Client {
-            id: masters.client_id,
-            masters: std::sync::Arc::new(masters),
-            config,
-        };
-        c.masters
-            .call(|mut m| async move { m.status(Empty {}).await })
-            .await?;
-        Ok(c)
+    /// A [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
     }
 
+    /// A client of the group at `masters` (any subset of the masters; `host:port` each). Checks
+    /// that one of them answers within `config.connect_within`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> shale_client::Result<()> {
+    /// let c = shale_client::Client::connect(&["127.0.0.1:7101".into()], Default::default()).await?;
+    /// println!("{} files", c.status().await?.files);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(masters: &[String], config: ClientConfig) -> Result<Client> {
+        let addrs = masters
+            .iter()
+            .map(|a| address(a))
+            .collect::<Result<Vec<_>>>()?;
+        let masters = Masters::new(addrs.clone(), config.call_timeout, config.retry_for)?;
+        let c = Client {
+            id: masters.client_id,
+            masters: Arc::new(masters),
+            config: Arc::new(config),
+        };
+        let r = c
+            .masters
+            .call_for(c.config.connect_within, |mut m| async move {
+                m.status(Empty {}).await
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(c),
+            Err(ClientError::Unavailable(why)) => Err(ClientError::Unavailable(format!(
+                "tried {} ({why})",
+                addrs.join(", ")
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This client's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The cluster as the leader sees it: masters, chunkservers, namespace counts, healing.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// let s = c.status().await?;
+    /// let free: u64 = s.chunkservers.iter().map(|cs| cs.free_bytes).sum();
+    /// println!("leader {}, {free} bytes free", s.leader);
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self) -> Result<StatusReply> {
         self.masters
             .call(|mut m| async move { m.status(Empty {}).await })
             .await
     }
 
-    /// Starts (or, with `draining: false`, stops) draining a chunkserver.
-    pub async fn drain(&self, node: u64, draining: bool) -> Result<StatusReply> {
-        let request_id = self.masters.request_id();
-        self.masters
-            .call(|mut m| async move {
-                m.drain(DrainRequest {
-                    node_id: node,
-                    draining,
-                    request_id,
-                })
-                .await
-            })
-            .await
+    /// The administrative calls (draining servers, changing the master group).
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// c.admin().drain(4, true).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.clone())
     }
 
-    /// Forgets a dead chunkserver's registration (refused while it is alive or may hold the only
-    /// replica of something).
-    pub async fn remove_chunkserver(&self, node: u64) -> Result<StatusReply> {
-        let request_id = self.masters.request_id();
-        self.masters
-            .call(|mut m| async move {
-                m.remove_chunkserver(RemoveChunkserverRequest {
-                    node_id: node,
-                    request_id,
-                })
-                .await
-            })
-            .await
+    /// Waits (at most `within`) for background clean-ups to reach the masters: files abandoned
+    /// because their writer was dropped or their `put` cancelled. A program about to exit calls
+    /// this so that the paths it was writing are released at once rather than when their leases
+    /// expire. Returns whether all finished.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) {
+    /// c.settle(std::time::Duration::from_secs(2)).await;
+    /// # }
+    /// ```
+    pub async fn settle(&self, within: Duration) -> bool {
+        self.masters.settle(within).await
     }
+}
 
-    /// Adds master `id` at `address` to the group (it catches up as a learner, then votes), or
-    /// sets the address of a member that moved. Idempotent.
-    pub async fn add_master(&self, id: u64, address: &str) -> Result<StatusReply> {
-        let address = address.to_string();
-        self.masters
-            .call(|mut m| {
-                let address = address.clone();
-                async move { m.add_master(MasterRequest { id, address }).await }
-            })
-            .await
-    }
-
-    /// Removes master `id` from the group's voters.
-    pub async fn remove_master(&self, id: u64) -> Result<StatusReply> {
-        self.masters
-            .call(|mut m| async move {
-                m.remove_master(MasterRequest {
-                    id,
-                    address: String::new(),
-                })
-                .await
-            })
-            .await
-    }
-
-    pub async fn stat(&self, path: &str) -> Result<FileStat> {
-        let p = path.to_string();
-        self.masters
-            .call(|mut m| {
-                let path = p.clone();
-                async move {
-                    m.stat(PathRequest {
-                        path,
-                        follower_read: false,
-                    })
-                    .await
-                }
-            })
-            .await
-    }
-
-    /// Every entry of a directory (all pages).
-    pub async fn list(&self, path: &str) -> Result<Vec<FileStat>> {
-        let mut out = Vec::new();
-        let mut after = String::new();
-        loop {
-            let (p, a) = (path.to_string(), after.clone());
-            let page = self
-                .masters
-                .call(|mut m| {
-                    let (path, start_after) = (p.clone(), a.clone());
-                    async move {
-                        m.list(ListRequest {
-                            path,
-                            start_after,
-                            limit: 1000,
-                            follower_read: false,
-                        })
-                        .await
-                    }
-                })
-                .await?;
-            if let Some(last) = page.entries.last() {
-                after = last.name.clone();
-            }
-            out.extend(page.entries);
-            if !page.more {
-                return Ok(out);
-            }
-        }
-    }
-
-    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<FileStat> {
-        let (p, request_id) = (path.to_string(), self.masters.request_id());
-        self.masters
-            .call(|mut m| {
-                let path = p.clone();
-                async move {
-                    m.mkdir(MkdirRequest {
-                        path,
-                        parents,
-                        request_id,
-                    })
-                    .await
-                }
-            })
-            .await
-    }
-
-    pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
-        let (s, d) = (src.to_string(), dst.to_string());
-        let request_id = self.masters.request_id();
-        self.masters
-            .call(|mut m| {
-                let (src, dst) = (s.clone(), d.clone());
-                async move {
-                    m.rename(RenameRequest {
-                        src,
-                        dst,
-                        request_id,
-                    })
-                    .await
-                }
-            })
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
-        let (p, request_id) = (path.to_string(), self.masters.request_id());
-        self.masters
-            .call(|mut m| {
-                let path = p.clone();
-                async move {
-                    m.delete(DeleteRequest {
-                        path,
-                        recursive,
-                        request_id,
-                    })
-                    .await
-                }
-            })
-            .await
-            .map(|_| ())
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_with_a_scheme_are_accepted_or_explained() {
+        assert_eq!(super::address("h:1").ok().as_deref(), Some("h:1"));
+        assert_eq!(super::address("http://h:1/").ok().as_deref(), Some("h:1"));
+        assert!(super::address("https://h:1").is_err());
+        assert!(super::address("h").is_err());
+        assert!(super::address("h:1/x").is_err());
     }
 }

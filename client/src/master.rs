@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+#[derive(Debug)]
 pub struct Masters {
     /// This client's session id (random, never 0): the holder of its writer leases and the
     /// first half of every request id.
@@ -23,12 +24,15 @@ pub struct Masters {
     channels: Mutex<HashMap<String, Channel>>,
     pub call_timeout: Duration,
     pub retry_for: Duration,
+    /// Background clean-ups (abandoning files whose writers were dropped) not yet known done.
+    cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// At most this many master addresses are learned from leader hints beyond the given ones.
 pub const LEARNED_MAX: usize = 16;
 
 /// Which masters this client knows and which one it believes leads.
+#[derive(Debug)]
 struct Book {
     addrs: Vec<String>,
     given: usize,
@@ -81,6 +85,7 @@ impl Masters {
             channels: Mutex::new(HashMap::new()),
             call_timeout,
             retry_for,
+            cleanups: Mutex::new(Vec::new()),
         })
     }
 
@@ -108,13 +113,42 @@ impl Masters {
         Ok(MasterServiceClient::new(c).max_decoding_message_size(64 << 20))
     }
 
-    /// Runs `op` on the leader (or, for follower-served calls, on whichever master answers).
+    /// Runs `fut` in the background (on the current runtime, if any), remembered so that
+    /// [`Masters::settle`] can wait for it.
+    pub fn cleanup(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut c = self.cleanups.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|h| !h.is_finished());
+        c.push(rt.spawn(fut));
+    }
+
+    /// Waits (at most `within`) for the background clean-ups started so far; whether all ended.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let handles: Vec<_> =
+            std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = futures_util::future::join_all(handles);
+        tokio::time::timeout(within, all).await.is_ok()
+    }
+
+    /// Runs `op` on the leader (or, for follower-served calls, on whichever master answers),
+    /// retrying transient failures for the configured time.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: Fn(MasterServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        let deadline = Instant::now() + self.retry_for;
+        self.call_for(self.retry_for, op).await
+    }
+
+    /// [`Masters::call`], retrying for `retry_for` instead.
+    pub async fn call_for<T, F, Fut>(&self, retry_for: Duration, op: F) -> Result<T>
+    where
+        F: Fn(MasterServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + retry_for;
         let mut backoff = Duration::from_millis(20);
         // The most telling failure so far: a redirect only counts when nothing else was seen.
         let mut last: Option<String> = None;
@@ -146,7 +180,7 @@ impl Masters {
                         return Err(ClientError::Unavailable(format!(
                             "{} (gave up after {:.0?})",
                             last.unwrap_or_default(),
-                            self.retry_for
+                            retry_for
                         )));
                     }
                     if next.is_none() {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::transport::Endpoint;
 
 /// The frames of one chunk range, as received (no copy into one buffer).
-type Frames = Vec<Bytes>;
+pub(crate) type Frames = Vec<Bytes>;
 
 /// Whether a frame's bytes match the crc32c the server computed for them (else the crc of what
 /// arrived).
@@ -82,7 +82,7 @@ async fn read_replica(
 impl Client {
     /// Chunk locations; if some chunk has no known replica yet (a new leader before the
     /// chunkservers' first reports), asks again for a short while.
-    async fn locations(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
+    pub(crate) async fn locations(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
         let mut wait = std::time::Duration::from_millis(50);
         for _ in 0..6 {
             let l = self.locations_once(path, offset, length).await?;
@@ -118,7 +118,7 @@ impl Client {
             .await
     }
 
-    async fn fetch(&self, path: &str, c: &ChunkLocation, offset: u64, len: u64) -> Result<Frames> {
+    pub(crate) async fn fetch(&self, path: &str, c: &ChunkLocation, offset: u64, len: u64) -> Result<Frames> {
         let mut why = Vec::new();
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());

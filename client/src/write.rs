@@ -2,6 +2,7 @@
 //! allocation excluding the failed replica) → complete. One chunk's frames are buffered (for
 //! retries); the writer lease is renewed in the background while the file is written.
 use crate::error::{ClientError, Result};
+use crate::master::Masters;
 use crate::Client;
 use bytes::Bytes;
 use shale_proto::metapb::*;
@@ -103,28 +104,198 @@ async fn send_chunk(
     }
 }
 
+/// How a file is created.
+///
+/// ```
+/// let opts = shale_client::CreateOptions::default().overwrite(true).replication(2);
+/// assert!(opts.overwrite);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Replace an existing file atomically when the new one is complete (else the create fails
+    /// with [`ClientError::AlreadyExists`]).
+    pub overwrite: bool,
+    /// Replicas of each chunk (0: the cluster's default).
+    pub replication: u32,
+    /// Chunk size in bytes (0: the cluster's default).
+    pub chunk_size: u64,
+}
+
+impl CreateOptions {
+    /// Whether to replace an existing file.
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+    /// Replicas per chunk (0: the default).
+    pub fn replication(mut self, n: u32) -> Self {
+        self.replication = n;
+        self
+    }
+    /// Chunk size in bytes (0: the default).
+    pub fn chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+}
+
+/// A file under construction held by this client: its lease is renewed in the background while
+/// this lives; dropped before [`Construction::finish`] (an error, a cancelled future, a dropped
+/// writer) it stops renewing and abandons the file at once, so the path is free again and its
+/// chunks become garbage (the abandon runs as a background clean-up, see [`Client::settle`]).
+struct Construction {
+    masters: std::sync::Arc<Masters>,
+    file: u64,
+    holder: u64,
+    renewer: tokio::task::JoinHandle<()>,
+    finished: bool,
+}
+
+impl Construction {
+    fn start(masters: std::sync::Arc<Masters>, file: u64, holder: u64, lease_ms: u64) -> Self {
+        let m = masters.clone();
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
+                let request_id = m.request_id();
+                let r = m
+                    .call(|mut c| async move {
+                        c.renew_lease(LeaseRequest {
+                            file,
+                            client_id: holder,
+                            lease_ms,
+                            request_id,
+                        })
+                        .await
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                }
+            }
+        });
+        Construction {
+            masters,
+            file,
+            holder,
+            renewer,
+            finished: false,
+        }
+    }
+
+    /// Makes the file visible with `length` bytes.
+    async fn finish(mut self, length: u64) -> Result<()> {
+        self.renewer.abort();
+        let (file, holder) = (self.file, self.holder);
+        let request_id = self.masters.request_id();
+        self.masters
+            .call(|mut m| async move {
+                m.complete(CompleteRequest {
+                    file,
+                    client_id: holder,
+                    length,
+                    request_id,
+                })
+                .await
+            })
+            .await?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Construction {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.finished {
+            return;
+        }
+        let (m, file, holder) = (self.masters.clone(), self.file, self.holder);
+        let request_id = m.request_id();
+        let masters = m.clone();
+        m.cleanup(async move {
+            let r = masters
+                .call(|mut c| async move {
+                    c.abandon(AbandonRequest {
+                        file,
+                        client_id: holder,
+                        request_id,
+                    })
+                    .await
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(file, error = %e, "abandoning an unfinished file failed (its lease will expire)");
+            }
+        });
+    }
+}
+
 impl Client {
     /// Stores `src` at `path` (replacing an existing file if `overwrite`). `progress` gets the
-    /// bytes written so far after each chunk. Returns the file's length.
+    /// bytes written so far after each chunk. Returns the file's length. The file appears
+    /// atomically when it is complete; on an error, or if this future is dropped before it ends,
+    /// nothing appears and the path is released at once.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// let n = c.put("/data/hello.txt", &b"hello"[..], false, &|_| {}).await?;
+    /// assert_eq!(n, 5);
+    /// # Ok(()) }
+    /// ```
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
         path: &str,
-        mut src: R,
+        src: R,
         overwrite: bool,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
+        let opts = CreateOptions::default().overwrite(overwrite);
+        self.put_with(path, src, &opts, progress).await
+    }
+
+    /// [`Client::put`] with per-file options (replication, chunk size).
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// use shale_client::CreateOptions;
+    /// let opts = CreateOptions::default().replication(2).chunk_size(8 << 20);
+    /// c.put_with("/scratch/tmp.bin", &[0u8; 1000][..], &opts, &|_| {}).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_with<R: AsyncRead + Unpin>(
+        &self,
+        path: &str,
+        src: R,
+        opts: &CreateOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        self.put_created(path, src, opts, progress, None).await
+    }
+
+    /// [`Client::put_with`], telling `created` once the file exists (under construction).
+    pub(crate) async fn put_created<R: AsyncRead + Unpin>(
+        &self,
+        path: &str,
+        mut src: R,
+        opts: &CreateOptions,
+        progress: &(dyn Fn(u64) + Sync),
+        created: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<u64> {
         let (p, id, lease_ms) = (path.to_string(), self.id, self.config.lease_ms);
         let request_id = self.masters.request_id();
-        let created = self
+        let o = opts.clone();
+        let reply = self
             .masters
             .call(|mut m| {
                 let path = p.clone();
+                let o = o.clone();
                 async move {
                     m.create(CreateRequest {
                         path,
-                        overwrite,
-                        replication: 0,
-                        chunk_size: 0,
+                        overwrite: o.overwrite,
+                        replication: o.replication,
+                        chunk_size: o.chunk_size,
                         client_id: id,
                         lease_ms,
                         request_id,
@@ -133,66 +304,15 @@ impl Client {
                 }
             })
             .await?;
-        let file = created.file;
-        let renewer = {
-            let m = self.masters.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
-                    let request_id = m.request_id();
-                    let r = m
-                        .call(|mut c| async move {
-                            c.renew_lease(LeaseRequest {
-                                file,
-                                client_id: id,
-                                lease_ms,
-                                request_id,
-                            })
-                            .await
-                        })
-                        .await;
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "lease renewal failed");
-                    }
-                }
-            })
-        };
-        let result = self
-            .write_chunks(path, file, created.chunk_size, &mut src, progress)
-            .await;
-        renewer.abort();
-        match result {
-            Ok(total) => {
-                let request_id = self.masters.request_id();
-                self.masters
-                    .call(|mut m| async move {
-                        m.complete(CompleteRequest {
-                            file,
-                            client_id: id,
-                            length: total,
-                            request_id,
-                        })
-                        .await
-                    })
-                    .await?;
-                Ok(total)
-            }
-            Err(e) => {
-                let request_id = self.masters.request_id();
-                let _ = self
-                    .masters
-                    .call(|mut m| async move {
-                        m.abandon(AbandonRequest {
-                            file,
-                            client_id: id,
-                            request_id,
-                        })
-                        .await
-                    })
-                    .await;
-                Err(e)
-            }
+        let building = Construction::start(self.masters.clone(), reply.file, id, lease_ms);
+        if let Some(tx) = created {
+            let _ = tx.send(());
         }
+        let total = self
+            .write_chunks(path, reply.file, reply.chunk_size, &mut src, progress)
+            .await?;
+        building.finish(total).await?;
+        Ok(total)
     }
 
     async fn write_chunks<R: AsyncRead + Unpin>(

@@ -200,6 +200,26 @@ fn bad_input_is_refused_and_changes_nothing() {
         3,
         |e| matches!(e, MetaError::AlreadyExists(_)),
     );
+    put(&mut s, "/f2", 5, 3);
+    refused(
+        &mut s,
+        Command::RenameNoReplace {
+            src: "/f2".into(),
+            dst: "/f".into(),
+        },
+        3,
+        |e| matches!(e, MetaError::AlreadyExists(_)),
+    );
+    assert_eq!(
+        s.apply(
+            &Command::RenameNoReplace {
+                src: "/f2".into(),
+                dst: "/f3".into(),
+            },
+            3
+        ),
+        Reply::Done
+    );
     refused(
         &mut s,
         Command::Rename {

@@ -1,5 +1,6 @@
 //! `shale fsck [path]`: files with missing or under-replicated chunks, and totals. Exits
 //! non-zero when any data is at risk.
+use crate::cli::output::say;
 use shale_client::{Client, FileStat};
 
 pub struct Report {
@@ -23,10 +24,10 @@ async fn check_file(
         let have = ch.replicas.iter().filter(|r| r.alive).count() as u32;
         if have == 0 {
             r.missing += 1;
-            println!("{path}: chunk {} has no live replica (MISSING)", ch.index);
+            say!("{path}: chunk {} has no live replica (MISSING)", ch.index);
         } else if have < st.replication {
             r.under += 1;
-            println!(
+            say!(
                 "{path}: chunk {} has {have} of {} replicas (under-replicated)",
                 ch.index, st.replication
             );
@@ -59,7 +60,7 @@ pub async fn run(c: &Client, path: &str) -> Result<bool, Box<dyn std::error::Err
         }
     }
     let healthy = r.under == 0 && r.missing == 0;
-    println!(
+    say!(
         "{} files, {} chunks: {} under-replicated, {} missing — {}",
         r.files,
         r.chunks,

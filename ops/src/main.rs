@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod chunkserver;
+mod cli;
 mod debug;
-mod files;
 mod fsck;
 mod http;
 mod human;
@@ -31,81 +31,15 @@ enum Cmd {
     Master(master::Args),
     /// Run one chunkserver.
     Chunkserver(chunkserver::Args),
-    /// Store a local file.
-    Put {
-        local: PathBuf,
-        remote: String,
-        /// Fail if the remote file exists (default: replace it atomically).
-        #[arg(long)]
-        no_overwrite: bool,
-    },
-    /// Fetch a file to a local path.
-    Get { remote: String, local: PathBuf },
-    /// Print a file to standard output.
-    Cat { remote: String },
-    /// List a directory.
-    Ls {
-        #[arg(default_value = "/")]
-        path: String,
-        /// Long format: type, size, replication, chunks.
-        #[arg(short = 'l')]
-        long: bool,
-    },
-    /// Show a file's or directory's attributes.
-    Stat { path: String },
-    /// Make a directory.
-    Mkdir {
-        path: String,
-        /// Make parents as needed; no error if it exists.
-        #[arg(short = 'p')]
-        parents: bool,
-    },
-    /// Rename (move) a file or directory atomically.
-    Mv { src: String, dst: String },
-    /// Delete a file (or, with -r, a directory and everything in it).
-    Rm {
-        path: String,
-        #[arg(short = 'r')]
-        recursive: bool,
-    },
-    /// Masters with roles; chunkservers with state, space and chunk counts; healing progress.
-    Status,
-    /// Administration.
-    #[command(subcommand)]
-    Admin(AdminCmd),
-    /// Check files for missing or under-replicated chunks (non-zero exit when data is at risk).
-    Fsck {
-        #[arg(default_value = "/")]
-        path: String,
+    #[command(flatten)]
+    Files(cli::FileCmd),
+    /// Print a shell completion script (e.g. `shale completions bash > /etc/bash_completion.d/shale`).
+    Completions {
+        shell: clap_complete::Shell,
     },
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),
-}
-
-#[derive(Subcommand)]
-enum AdminCmd {
-    /// Move every replica off a chunkserver (by node id, see `shale status`); then it can be
-    /// removed with nothing lost.
-    Drain {
-        node: u64,
-        /// Put the server back in service instead.
-        #[arg(long)]
-        undo: bool,
-        /// Wait until the server holds no replicas.
-        #[arg(long)]
-        wait: bool,
-    },
-    /// Forget a dead chunkserver (by node id). Refused while it is alive or may hold the only
-    /// replica of a chunk; its disk is untouched (it registers again if started).
-    RemoveChunkserver { node: u64 },
-    /// Add a master to the group (start it first with an empty --data and no --peers).
-    AddMaster { id: u64, address: String },
-    /// Remove a master from the group.
-    RemoveMaster { id: u64 },
-    /// Tell the group that master ID now listens at ADDRESS (restart it there first; a majority
-    /// of the group must be up).
-    SetMasterAddress { id: u64, address: String },
 }
 
 #[derive(Subcommand)]
@@ -126,7 +60,7 @@ enum DebugCmd {
     },
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let masters: Vec<String> = cli
         .masters
         .split(',')
@@ -134,62 +68,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .filter(|s| !s.is_empty())
         .collect();
     match cli.cmd {
-        Cmd::Up(a) => up::run(a).await,
-        Cmd::Master(a) => master::run(a).await,
-        Cmd::Chunkserver(a) => chunkserver::run(a, masters).await,
+        Cmd::Up(a) => up::run(a).await?,
+        Cmd::Master(a) => master::run(a).await?,
+        Cmd::Chunkserver(a) => chunkserver::run(a, masters).await?,
         Cmd::Debug(DebugCmd::ChunkStore { dir, full_verify }) => {
-            debug::chunk_store(&dir, full_verify).await
+            debug::chunk_store(&dir, full_verify).await?
         }
-        Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir),
-        cmd => {
-            let c = files::connect(&masters).await?;
-            match cmd {
-                Cmd::Put {
-                    local,
-                    remote,
-                    no_overwrite,
-                } => files::put(&c, &local, &remote, no_overwrite).await,
-                Cmd::Get { remote, local } => files::get(&c, &remote, &local).await,
-                Cmd::Cat { remote } => files::cat(&c, &remote).await,
-                Cmd::Ls { path, long } => files::ls(&c, &path, long).await,
-                Cmd::Stat { path } => files::stat(&c, &path).await,
-                Cmd::Mkdir { path, parents } => {
-                    c.mkdir(&path, parents).await?;
-                    Ok(())
-                }
-                Cmd::Mv { src, dst } => Ok(c.rename(&src, &dst).await?),
-                Cmd::Rm { path, recursive } => Ok(c.delete(&path, recursive).await?),
-                Cmd::Status => files::status(&c).await,
-                Cmd::Admin(AdminCmd::Drain { node, undo, wait }) => {
-                    files::drain(&c, node, !undo, wait).await
-                }
-                Cmd::Admin(AdminCmd::AddMaster { id, address })
-                | Cmd::Admin(AdminCmd::SetMasterAddress { id, address }) => {
-                    let s = c.add_master(id, &address).await?;
-                    files::print_masters(&s);
-                    Ok(())
-                }
-                Cmd::Admin(AdminCmd::RemoveMaster { id }) => {
-                    let s = c.remove_master(id).await?;
-                    files::print_masters(&s);
-                    Ok(())
-                }
-                Cmd::Admin(AdminCmd::RemoveChunkserver { node }) => {
-                    c.remove_chunkserver(node).await?;
-                    println!("chunkserver {node} removed");
-                    Ok(())
-                }
-                Cmd::Fsck { path } => {
-                    if fsck::run(&c, &path).await? {
-                        Ok(())
-                    } else {
-                        Err("data at risk (see above)".into())
-                    }
-                }
-                _ => Ok(()),
-            }
+        Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir)?,
+        Cmd::Files(f) => return cli::run(&masters, f).await,
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "shale", &mut std::io::stdout());
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -209,7 +101,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -339,7 +339,7 @@ async fn drain(cluster: &Cluster, c: &Client, masters: &[String]) {
         .find(|cs| cs.address == addr)
         .expect("chunkserver 2")
         .node_id;
-    let st = c.drain(node, true).await.expect("drain");
+    let st = c.admin().drain(node, true).await.expect("drain");
     assert!(st
         .chunkservers
         .iter()

@@ -537,6 +537,7 @@ async fn deep_tree_survives_delete_and_replay() {
                     src,
                     dst,
                     request_id: None,
+                    no_replace: false,
                 })
                 .await
             }

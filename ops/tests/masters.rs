@@ -250,6 +250,7 @@ async fn bad_input(addrs: &[String]) {
                 request_id: None,
                 src: "/d".into(),
                 dst: "/d/x/y".into(),
+                no_replace: false,
             })
             .await
         })
@@ -276,6 +277,7 @@ async fn bad_input(addrs: &[String]) {
                 request_id: None,
                 src: "/d".into(),
                 dst: "/d/sub/d".into(),
+                no_replace: false,
             })
             .await
         })

@@ -205,14 +205,18 @@ impl MasterService for Svc {
 
     async fn rename(&self, req: Request<RenameRequest>) -> R<Empty> {
         let r = req.into_inner();
-        self.write(
-            r.request_id,
+        let cmd = if r.no_replace {
+            Command::RenameNoReplace {
+                src: r.src,
+                dst: r.dst,
+            }
+        } else {
             Command::Rename {
                 src: r.src,
                 dst: r.dst,
-            },
-        )
-        .await?;
+            }
+        };
+        self.write(r.request_id, cmd).await?;
         Ok(Response::new(Empty {}))
     }
 

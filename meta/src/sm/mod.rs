@@ -193,7 +193,8 @@ impl MetaState {
                 length,
             } => self.complete(*file, *holder, *length, now_ms),
             Command::Abandon { file, holder } => self.abandon(*file, *holder),
-            Command::Rename { src, dst } => self.rename(src, dst, now_ms),
+            Command::Rename { src, dst } => self.rename(src, dst, true, now_ms),
+            Command::RenameNoReplace { src, dst } => self.rename(src, dst, false, now_ms),
             Command::Delete { path, recursive } => self.delete(path, *recursive, now_ms),
             Command::SetReplication { path, replication } => {
                 self.set_replication(path, *replication)

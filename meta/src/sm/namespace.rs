@@ -80,7 +80,13 @@ impl MetaState {
         }
     }
 
-    pub(super) fn rename(&mut self, src: &str, dst: &str, now_ms: u64) -> Res<Reply> {
+    pub(super) fn rename(
+        &mut self,
+        src: &str,
+        dst: &str,
+        replace: bool,
+        now_ms: u64,
+    ) -> Res<Reply> {
         let sc = path::components(src)?;
         let dc = path::components(dst)?;
         if sc.is_empty() || dc.is_empty() {
@@ -106,7 +112,7 @@ impl MetaState {
         }
         let replaced = match self.entries(dst_dir).and_then(|e| e.get(dst_name)).copied() {
             Some(same) if same == id => return Ok(Reply::Done),
-            Some(t) if self.is_dir(t) || self.is_dir(id) => {
+            Some(t) if !replace || self.is_dir(t) || self.is_dir(id) => {
                 return Err(MetaError::AlreadyExists(dst.to_string()));
             }
             other => other,

@@ -99,6 +99,11 @@ pub enum Command {
     RemoveChunkserver {
         node: NodeId,
     },
+    /// `Rename` that fails if `dst` exists (never replaces).
+    RenameNoReplace {
+        src: String,
+        dst: String,
+    },
 }
 
 /// The result of applying a command.

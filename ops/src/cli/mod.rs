@@ -1,0 +1,482 @@
+//! The file and cluster commands of the `shale` CLI (everything but the servers and `debug`).
+//!
+//! Every command checks what it can locally before contacting the cluster (a missing local
+//! file fails without a connection attempt), then connects (failing in ≈ 1.5 s, naming the
+//! addresses tried, when no master answers) and runs under a Ctrl-C watch: an interrupt drops
+//! the running command — a `put` abandons its file at once (the path is released, its chunks
+//! become garbage), a `get` removes its partial file — waits briefly for those clean-ups to
+//! reach the masters, and exits 130.
+use clap::{ArgGroup, Subcommand};
+use shale_client::{Client, ClientConfig};
+use std::process::ExitCode;
+use std::time::Duration;
+
+mod admin;
+mod listing;
+pub mod output;
+mod paths;
+mod transfer;
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// How long an interrupted command waits for its clean-ups to reach the masters.
+const SETTLE: Duration = Duration::from_secs(3);
+
+#[derive(Subcommand)]
+pub enum FileCmd {
+    /// Store local files (SRC `-`: standard input). Several sources, or a directory with -r,
+    /// go into the directory DST. An existing file is replaced only with -f.
+    Put {
+        #[arg(required = true, num_args = 1.., value_name = "SRC")]
+        sources: Vec<String>,
+        #[arg(value_name = "DST")]
+        dest: String,
+        /// Replace existing files (atomically, when the new one is complete).
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Store directory trees.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Replicas per chunk (default: the cluster's).
+        #[arg(long, default_value_t = 0)]
+        replication: u32,
+    },
+    /// Fetch files (DST `-`: standard output). Several sources, or a directory with -r, go
+    /// into the local directory DST. Each file appears whole or not at all.
+    Get {
+        #[arg(required = true, num_args = 1.., value_name = "SRC")]
+        sources: Vec<String>,
+        #[arg(value_name = "DST")]
+        dest: String,
+        /// Fetch directory trees.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// Print files to standard output, one after the other.
+    Cat {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// Print the end of a file (1 KiB unless -c).
+    Tail {
+        path: String,
+        /// How many bytes.
+        #[arg(short = 'c', long, default_value_t = 1024)]
+        bytes: u64,
+    },
+    /// Create empty files (an existing empty file is left as it is).
+    Touchz {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// List directories (globs such as /logs/*.gz are expanded).
+    #[command(disable_help_flag = true)]
+    Ls {
+        #[arg(default_value = "/", value_name = "PATH")]
+        paths: Vec<String>,
+        /// Long format: type, replication, size in bytes, modification time (UTC), name.
+        #[arg(short = 'l')]
+        long: bool,
+        /// Sizes in binary units (KiB, MiB, …).
+        #[arg(short = 'h')]
+        human: bool,
+        /// List directories themselves, not their entries.
+        #[arg(short = 'd')]
+        directory: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Show a file's or directory's attributes.
+    Stat {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Space used under each entry of a directory (-s: one total per argument): bytes, and
+    /// bytes stored counting every replica.
+    #[command(disable_help_flag = true)]
+    Du {
+        #[arg(default_value = "/", value_name = "PATH")]
+        paths: Vec<String>,
+        /// One total per argument.
+        #[arg(short = 's')]
+        summary: bool,
+        /// Sizes in binary units.
+        #[arg(short = 'h')]
+        human: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// The cluster's capacity, use and free space (live chunkservers).
+    #[command(disable_help_flag = true)]
+    Df {
+        /// Sizes in binary units.
+        #[arg(short = 'h')]
+        human: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Directories, files and bytes under each path.
+    #[command(disable_help_flag = true)]
+    Count {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Sizes in binary units.
+        #[arg(short = 'h')]
+        human: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Exit 0 if the test holds, 1 if not: -e exists, -d is a directory, -f is a file, -z is
+    /// an empty file, -s is a non-empty file.
+    #[command(group(ArgGroup::new("what").required(true).args(["exists", "dir", "file", "empty", "nonempty"])))]
+    Test {
+        path: String,
+        #[arg(short = 'e')]
+        exists: bool,
+        #[arg(short = 'd')]
+        dir: bool,
+        #[arg(short = 'f')]
+        file: bool,
+        #[arg(short = 'z')]
+        empty: bool,
+        #[arg(short = 's')]
+        nonempty: bool,
+    },
+    /// Make directories.
+    Mkdir {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Make parents as needed; no error if it exists.
+        #[arg(short = 'p')]
+        parents: bool,
+    },
+    /// Rename (move) files or directories atomically. Into DST if it is a directory; an
+    /// existing file is replaced only with -f.
+    Mv {
+        #[arg(required = true, num_args = 1.., value_name = "SRC")]
+        sources: Vec<String>,
+        #[arg(value_name = "DST")]
+        dest: String,
+        /// Replace an existing file.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Delete files (with -r, directories and everything in them). Globs are expanded.
+    Rm {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        #[arg(short = 'r')]
+        recursive: bool,
+        /// No error for paths that do not exist.
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Set the replication of files (of every file under a directory); healing adds or trims
+    /// copies. With -w, wait until every chunk has that many.
+    Setrep {
+        replication: u32,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        #[arg(short = 'w')]
+        wait: bool,
+    },
+    /// Masters with roles; chunkservers with state, space and chunk counts; healing progress.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Administration.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Check files for missing or under-replicated chunks (non-zero exit when data is at risk).
+    Fsck {
+        #[arg(default_value = "/")]
+        path: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Move every replica off a chunkserver (by node id, see `shale status`); then it can be
+    /// removed with nothing lost.
+    Drain {
+        node: u64,
+        /// Put the server back in service instead.
+        #[arg(long)]
+        undo: bool,
+        /// Wait until the server holds no replicas (explaining why, if it cannot finish).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Forget a dead chunkserver (by node id). Refused while it is alive or may hold the only
+    /// replica of a chunk; its disk is untouched (it registers again if started).
+    RemoveChunkserver { node: u64 },
+    /// Add a master to the group (start it first with an empty --data and no --peers).
+    AddMaster { id: u64, address: String },
+    /// Remove a master from the group.
+    RemoveMaster { id: u64 },
+    /// Tell the group that master ID now listens at ADDRESS (restart it there first; a majority
+    /// of the group must be up).
+    SetMasterAddress { id: u64, address: String },
+}
+
+/// A client as the CLI uses it: this machine's host name as its host label.
+async fn connect(masters: &[String]) -> Res<Client> {
+    let config = ClientConfig {
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        ..ClientConfig::default()
+    };
+    Client::connect(masters, config).await.map_err(|e| {
+        format!(
+            "cannot reach the cluster: {e}. Start one with `shale up`, or point the CLI at \
+             yours with --masters host:port,… or SHALE_MASTERS"
+        )
+        .into()
+    })
+}
+
+/// What can be checked without the cluster.
+enum Checked {
+    Put(Vec<transfer::Source>),
+    Nothing,
+}
+
+fn check(cmd: &FileCmd) -> Res<Checked> {
+    Ok(match cmd {
+        FileCmd::Put {
+            sources, recursive, ..
+        } => Checked::Put(transfer::check_put(sources, *recursive)?),
+        FileCmd::Get {
+            sources,
+            dest,
+            recursive,
+        } => {
+            transfer::check_get(sources, dest, *recursive)?;
+            Checked::Nothing
+        }
+        _ => Checked::Nothing,
+    })
+}
+
+/// Runs a file or cluster command.
+pub async fn run(masters: &[String], cmd: FileCmd) -> Res<ExitCode> {
+    let checked = check(&cmd)?;
+    let c = connect(masters).await?;
+    let work = execute(&c, cmd, checked);
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => {
+            // `work` is dropped here: its clean-ups (abandoning a file being written, removing a
+            // partial download) have run or been started; let them reach the masters.
+            let settled = c.settle(SETTLE).await;
+            eprintln!(
+                "interrupted{}",
+                if settled { "" } else { " (clean-up still pending: leases expire on their own)" }
+            );
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
+    match cmd {
+        FileCmd::Put {
+            dest,
+            force,
+            replication,
+            ..
+        } => {
+            let Checked::Put(sources) = checked else {
+                return Err("internal: put was not checked".into());
+            };
+            let o = transfer::PutOpts { force, replication };
+            transfer::put(c, sources, &dest, &o).await?;
+        }
+        FileCmd::Get {
+            sources,
+            dest,
+            recursive,
+        } => transfer::get(c, &sources, &dest, recursive).await?,
+        FileCmd::Cat { paths } => transfer::cat(c, &paths).await?,
+        FileCmd::Tail { path, bytes } => transfer::tail(c, &path, bytes).await?,
+        FileCmd::Touchz { paths } => transfer::touchz(c, &paths).await?,
+        FileCmd::Ls {
+            paths,
+            long,
+            human,
+            directory,
+            json,
+            ..
+        } => {
+            let o = listing::LsOpts {
+                long,
+                human,
+                dirs_themselves: directory,
+                json,
+            };
+            listing::ls(c, &paths, &o).await?
+        }
+        FileCmd::Stat { paths, json } => listing::stat(c, &paths, json).await?,
+        FileCmd::Du {
+            paths,
+            summary,
+            human,
+            json,
+            ..
+        } => {
+            let o = listing::DuOpts {
+                summary,
+                human,
+                json,
+            };
+            listing::du(c, &paths, &o).await?
+        }
+        FileCmd::Df { human, json, .. } => listing::df(c, human, json).await?,
+        FileCmd::Count {
+            paths, human, json, ..
+        } => listing::count(c, &paths, human, json).await?,
+        FileCmd::Test {
+            path,
+            exists,
+            dir,
+            file,
+            empty,
+            nonempty: _,
+        } => {
+            let t = if exists {
+                listing::Test::Exists
+            } else if dir {
+                listing::Test::Dir
+            } else if file {
+                listing::Test::File
+            } else if empty {
+                listing::Test::Empty
+            } else {
+                listing::Test::NonEmpty
+            };
+            if !listing::test(c, &path, t).await? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        FileCmd::Mkdir { paths, parents } => {
+            for p in paths {
+                c.mkdir(&p, parents).await.map_err(|e| format!("{p}: {e}"))?;
+            }
+        }
+        FileCmd::Mv {
+            sources,
+            dest,
+            force,
+        } => mv(c, &sources, &dest, force).await?,
+        FileCmd::Rm {
+            paths: patterns,
+            recursive,
+            force,
+        } => {
+            for p in &patterns {
+                let matched = match paths::expand(c, p).await {
+                    Ok(m) => m,
+                    Err(_) if force => continue,
+                    Err(e) => return Err(e),
+                };
+                for m in matched {
+                    match c.delete(&m, recursive).await {
+                        Ok(()) => {}
+                        Err(shale_client::ClientError::NotFound(_)) if force => {}
+                        Err(e) => return Err(format!("{m}: {e}").into()),
+                    }
+                }
+            }
+        }
+        FileCmd::Setrep {
+            replication,
+            paths,
+            wait,
+        } => admin::setrep(c, replication, &paths, wait).await?,
+        FileCmd::Status { json } => admin::status(c, json).await?,
+        FileCmd::Admin(a) => admin_cmd(c, a).await?,
+        FileCmd::Fsck { path } => {
+            if !crate::fsck::run(c, &path).await? {
+                return Err("data at risk (see above)".into());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mv SRC... DST`: into DST when it is a directory (or several sources); never replaces an
+/// existing file without `force`.
+async fn mv(c: &Client, sources: &[String], dest: &str, force: bool) -> Res {
+    let sources = paths::expand_all(c, sources).await?;
+    let into_dir = match c.stat(dest).await {
+        Ok(s) => s.is_dir,
+        Err(shale_client::ClientError::NotFound(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if (sources.len() > 1 || dest.ends_with('/')) && !into_dir {
+        return Err(format!("{dest}: not an existing directory").into());
+    }
+    for s in &sources {
+        let target = if into_dir {
+            paths::join(dest, paths::base(s))
+        } else {
+            dest.to_string()
+        };
+        let r = if force {
+            c.rename(s, &target).await
+        } else {
+            c.rename_no_replace(s, &target).await
+        };
+        match r {
+            Ok(()) => {}
+            Err(shale_client::ClientError::AlreadyExists(_)) if !force => {
+                return Err(format!("{target}: exists (use -f to replace a file)").into())
+            }
+            Err(e) => return Err(format!("{s} → {target}: {e}").into()),
+        }
+    }
+    Ok(())
+}
+
+async fn admin_cmd(c: &Client, a: AdminCmd) -> Res {
+    match a {
+        AdminCmd::Drain { node, undo, wait } => admin::drain(c, node, !undo, wait).await,
+        AdminCmd::AddMaster { id, address } | AdminCmd::SetMasterAddress { id, address } => {
+            let s = c.admin().add_master(id, &address).await?;
+            admin::print_masters(&s);
+            Ok(())
+        }
+        AdminCmd::RemoveMaster { id } => {
+            let s = c.admin().remove_master(id).await?;
+            admin::print_masters(&s);
+            Ok(())
+        }
+        AdminCmd::RemoveChunkserver { node } => {
+            c.admin().remove_chunkserver(node).await?;
+            output::say!("chunkserver {node} removed");
+            Ok(())
+        }
+    }
+}
