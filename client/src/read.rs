@@ -82,7 +82,12 @@ async fn read_replica(
 impl Client {
     /// Chunk locations; if some chunk has no known replica yet (a new leader before the
     /// chunkservers' first reports), asks again for a short while.
-    pub(crate) async fn locations(&self, path: &str, offset: u64, length: u64) -> Result<LocationsReply> {
+    pub(crate) async fn locations(
+        &self,
+        path: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<LocationsReply> {
         let mut wait = std::time::Duration::from_millis(50);
         for _ in 0..6 {
             let l = self.locations_once(path, offset, length).await?;
@@ -118,7 +123,13 @@ impl Client {
             .await
     }
 
-    pub(crate) async fn fetch(&self, path: &str, c: &ChunkLocation, offset: u64, len: u64) -> Result<Frames> {
+    pub(crate) async fn fetch(
+        &self,
+        path: &str,
+        c: &ChunkLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<Frames> {
         let mut why = Vec::new();
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());

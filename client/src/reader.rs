@@ -183,7 +183,11 @@ impl FileReader {
                 Err(first) => {
                     // Replicas may have moved since the file was opened: ask once more.
                     let fresh = client.locations(&path, chunk_start, 1).await?;
-                    match fresh.chunks.into_iter().find(|c| u64::from(c.index) == index) {
+                    match fresh
+                        .chunks
+                        .into_iter()
+                        .find(|c| u64::from(c.index) == index)
+                    {
                         Some(c) if c.chunk_id == loc.chunk_id => {
                             client.fetch(&path, &c, off, len).await
                         }

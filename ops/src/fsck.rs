@@ -29,7 +29,8 @@ async fn check_file(
             r.under += 1;
             say!(
                 "{path}: chunk {} has {have} of {} replicas (under-replicated)",
-                ch.index, st.replication
+                ch.index,
+                st.replication
             );
         }
     }

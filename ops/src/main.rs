@@ -34,9 +34,7 @@ enum Cmd {
     #[command(flatten)]
     Files(cli::FileCmd),
     /// Print a shell completion script (e.g. `shale completions bash > /etc/bash_completion.d/shale`).
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),

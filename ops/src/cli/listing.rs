@@ -4,8 +4,8 @@
 //! are iterative.
 use super::output::{self, escape_name, iso8601, say, short_time};
 use super::paths;
-use shale_client::{Client, ClientError, FileStat};
 use serde_json::{json, Value};
+use shale_client::{Client, ClientError, FileStat};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -199,7 +199,9 @@ pub async fn count(c: &Client, patterns: &[String], human: bool, as_json: bool) 
         let st = c.stat(&path).await.map_err(|e| format!("{path}: {e}"))?;
         let t = totals(c, &path, &st).await?;
         if as_json {
-            v.push(json!({"path": path, "directories": t.dirs, "files": t.files, "bytes": t.bytes}));
+            v.push(
+                json!({"path": path, "directories": t.dirs, "files": t.files, "bytes": t.bytes}),
+            );
         } else {
             say!(
                 "{:>12} {:>12} {:>16} {}",
@@ -236,7 +238,11 @@ pub async fn df(c: &Client, human: bool, as_json: bool) -> Res {
     }
     say!(
         "{:<16} {:>14} {:>14} {:>14} {:>5}",
-        "Filesystem", "Size", "Used", "Available", "Use%"
+        "Filesystem",
+        "Size",
+        "Used",
+        "Available",
+        "Use%"
     );
     say!(
         "{:<16} {:>14} {:>14} {:>14} {:>4}%",

@@ -382,7 +382,9 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
         }
         FileCmd::Mkdir { paths, parents } => {
             for p in paths {
-                c.mkdir(&p, parents).await.map_err(|e| format!("{p}: {e}"))?;
+                c.mkdir(&p, parents)
+                    .await
+                    .map_err(|e| format!("{p}: {e}"))?;
             }
         }
         FileCmd::Mv {
@@ -430,13 +432,15 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
 /// existing file without `force`.
 async fn mv(c: &Client, sources: &[String], dest: &str, force: bool) -> Res {
     let sources = paths::expand_all(c, sources).await?;
+    let shown = dest;
+    let (dest, slash) = paths::dest(dest);
     let into_dir = match c.stat(dest).await {
         Ok(s) => s.is_dir,
         Err(shale_client::ClientError::NotFound(_)) => false,
         Err(e) => return Err(e.into()),
     };
-    if (sources.len() > 1 || dest.ends_with('/')) && !into_dir {
-        return Err(format!("{dest}: not an existing directory").into());
+    if (sources.len() > 1 || slash) && !into_dir {
+        return Err(format!("{shown}: not an existing directory").into());
     }
     for s in &sources {
         let target = if into_dir {

@@ -23,6 +23,16 @@ pub fn base(path: &str) -> &str {
     path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
 }
 
+/// A destination as given: the path without trailing slashes (`/` stays `/`), and whether it
+/// had one (then it must be an existing directory).
+pub fn dest(path: &str) -> (&str, bool) {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return (if path.is_empty() { path } else { "/" }, false);
+    }
+    (trimmed, trimmed.len() != path.len())
+}
+
 /// Whether a path component holds glob characters.
 pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
@@ -106,6 +116,9 @@ mod tests {
         assert_eq!(base("/d/a/"), "a");
         assert_eq!(base("a"), "a");
         assert_eq!(base("/"), "");
+        assert_eq!(dest("/d/"), ("/d", true));
+        assert_eq!(dest("/d"), ("/d", false));
+        assert_eq!(dest("/"), ("/", false));
         assert!(is_glob("*.gz") && is_glob("a?") && is_glob("[ab]") && !is_glob("plain"));
     }
 }

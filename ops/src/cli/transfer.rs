@@ -94,7 +94,9 @@ fn plan_tree(root: &Path, remote: &str, plan: &mut PutPlan) -> Res {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
             let r = paths::join(&rdir, &name);
-            let ft = e.file_type().map_err(|x| format!("{}: {x}", path.display()))?;
+            let ft = e
+                .file_type()
+                .map_err(|x| format!("{}: {x}", path.display()))?;
             if ft.is_dir() {
                 stack.push((path, r));
                 continue;
@@ -131,12 +133,16 @@ pub struct PutOpts {
 }
 
 pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> Res {
+    let shown = dest;
+    let (dest, slash) = paths::dest(dest);
     let into_dir = remote_dir(c, dest).await?;
-    if dest.ends_with('/') && !into_dir && dest != "/" {
-        return Err(format!("{dest}: no such directory").into());
+    if slash && !into_dir {
+        return Err(format!("{shown}: not an existing directory").into());
     }
     if sources.len() > 1 && !into_dir {
-        return Err(format!("{dest}: not a directory (several sources go into a directory)").into());
+        return Err(
+            format!("{dest}: not a directory (several sources go into a directory)").into(),
+        );
     }
     let mut plan = PutPlan {
         dirs: Vec::new(),
@@ -269,7 +275,9 @@ pub fn check_get(sources: &[String], dest: &str, recursive: bool) -> Res {
         return Ok(());
     }
     if sources.len() > 1 && !Path::new(dest).is_dir() {
-        return Err(format!("{dest}: not a directory (several sources go into a directory)").into());
+        return Err(
+            format!("{dest}: not a directory (several sources go into a directory)").into(),
+        );
     }
     Ok(())
 }
@@ -331,9 +339,7 @@ async fn to_stdout(c: &Client, files: &[String]) -> Res {
     for f in files {
         match c.get(f, &mut out, &|_| {}).await {
             Ok(_) => {}
-            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                return Ok(())
-            }
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(format!("{f}: {e}").into()),
         }
     }
@@ -352,7 +358,9 @@ pub async fn get(c: &Client, sources: &[String], dest: &str, recursive: bool) ->
     }
     let into_dir = Path::new(dest).is_dir();
     if sources.len() > 1 && !into_dir {
-        return Err(format!("{dest}: not a directory (several sources go into a directory)").into());
+        return Err(
+            format!("{dest}: not a directory (several sources go into a directory)").into(),
+        );
     }
     // (remote, local, length) of every file; local directories made first.
     let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
@@ -401,7 +409,11 @@ pub async fn get(c: &Client, sources: &[String], dest: &str, recursive: bool) ->
     }
     pb.finish_and_clear();
     if files.len() != 1 {
-        say!("{} files ({}) read into {dest}", files.len(), human::size(done));
+        say!(
+            "{} files ({}) read into {dest}",
+            files.len(),
+            human::size(done)
+        );
     }
     Ok(())
 }

@@ -1,0 +1,241 @@
+//! The client crate as a library, against a real cluster (issue: the CLI and client library):
+//! a cancelled `put` releases its path at once (item 3); a `FileWriter` publishes at close and
+//! abandons when dropped; a `FileReader` seeks and reads ahead across chunks; listings stream
+//! page by page; errors have kinds; connecting to nothing fails fast and says where it looked.
+mod common;
+
+use common::*;
+use futures_util::TryStreamExt;
+use shale_client::{Client, ClientError, CreateOptions};
+use std::io::SeekFrom;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+
+/// A source that yields `left` bytes and then never anything more (a stuck pipe).
+struct Stall {
+    left: usize,
+    stalled: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Stall {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            self.stalled.store(true, Ordering::SeqCst);
+            return Poll::Pending;
+        }
+        let n = self.left.min(buf.remaining());
+        buf.put_slice(&vec![7u8; n]);
+        self.left -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Until `path` can be created by `c` (bounded by `within`): how long it took.
+async fn free_within(c: &Client, path: &str, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        match c.put(path, &b"mine"[..], false, &|_| {}).await {
+            Ok(_) => return t0.elapsed(),
+            Err(ClientError::FailedPrecondition(m)) if t0.elapsed() < within => {
+                assert!(m.contains("being written"), "{m}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{path} still not free after {:?}: {e}", t0.elapsed()),
+        }
+    }
+}
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library() {
+    let cluster = Cluster::start(3, 1).await;
+    let masters = cluster.master_addrs();
+    let c = Client::builder()
+        .masters(masters.clone())
+        .connect()
+        .await
+        .expect("connect");
+    let other = Client::connect(&masters, Default::default())
+        .await
+        .expect("connect");
+    assert!(format!("{c:?}").contains("Client"));
+
+    // Item 3: a put future dropped part-way stops renewing its lease and abandons the file.
+    let stalled = Arc::new(AtomicBool::new(false));
+    let src = Stall {
+        left: 3 << 20,
+        stalled: stalled.clone(),
+    };
+    let c2 = c.clone();
+    let task = tokio::spawn(async move { c2.put("/cancelled", src, false, &|_| {}).await });
+    let t0 = Instant::now();
+    while !stalled.load(Ordering::SeqCst) {
+        assert!(t0.elapsed() < WAIT, "the put never drained its source");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match other.put("/cancelled", &b"x"[..], false, &|_| {}).await {
+        Err(ClientError::FailedPrecondition(m)) => assert!(m.contains("being written"), "{m}"),
+        r => panic!("the path should be held by the first put: {r:?}"),
+    }
+    task.abort();
+    let _ = task.await;
+    assert!(
+        c.settle(Duration::from_secs(5)).await,
+        "abandon never ended"
+    );
+    let took = free_within(&other, "/cancelled", Duration::from_secs(3)).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // FileWriter: visible only at close, with the bytes written.
+    let body = data(2_500_000, 1);
+    let mut w = c
+        .create("/w", CreateOptions::default())
+        .await
+        .expect("create");
+    for part in body.chunks(300_001) {
+        w.write_all(part).await.expect("write");
+    }
+    assert!(matches!(c.stat("/w").await, Err(ClientError::NotFound(_))));
+    assert_eq!(w.close().await.expect("close"), body.len() as u64);
+    let st = c.stat("/w").await.expect("stat");
+    assert_eq!((st.length, st.chunks), (body.len() as u64, 3));
+    // A create over an existing file fails at once, and names it.
+    match c.create("/w", CreateOptions::default()).await {
+        Err(e @ ClientError::AlreadyExists(_)) => assert!(!e.is_retryable()),
+        r => panic!("create over /w: {r:?}"),
+    }
+    // Dropped without close: nothing visible, the old file intact, the path free at once.
+    let mut w = c
+        .create("/w", CreateOptions::default().overwrite(true))
+        .await
+        .expect("create");
+    w.write_all(&data(1_500_000, 2)).await.expect("write");
+    drop(w);
+    assert!(c.settle(Duration::from_secs(5)).await);
+    let mut back = Vec::new();
+    c.get("/w", &mut back, &|_| {}).await.expect("get");
+    assert!(back == body, "a dropped writer changed /w");
+    let mut w = other
+        .create(
+            "/w",
+            CreateOptions::default().overwrite(true).replication(2),
+        )
+        .await
+        .expect("the path is free again");
+    w.write_all(b"short").await.expect("write");
+    w.shutdown().await.expect("shutdown publishes");
+    let st = c.stat("/w").await.expect("stat");
+    assert_eq!((st.length, st.replication), (5, 2));
+
+    // FileReader: whole, and at random positions across chunk boundaries.
+    let body = data(3_300_000, 3);
+    c.put("/r", &body[..], false, &|_| {}).await.expect("put");
+    let mut r = c.open("/r").await.expect("open");
+    assert_eq!(r.len(), body.len() as u64);
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).await.expect("read");
+    assert!(all == body, "read_to_end differs");
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..40 {
+        let at = rng.u64(0..body.len() as u64);
+        let n = rng.usize(1..1_500_000);
+        r.seek(SeekFrom::Start(at)).await.expect("seek");
+        let mut buf = vec![0u8; n];
+        let got = read_up_to(&mut r, &mut buf).await;
+        let end = (at as usize + n).min(body.len());
+        assert_eq!(got, end - at as usize, "at {at} n {n}");
+        assert!(buf[..got] == body[at as usize..end], "bytes at {at} n {n}");
+    }
+    assert_eq!(
+        r.seek(SeekFrom::End(-10)).await.expect("seek"),
+        body.len() as u64 - 10
+    );
+    let mut tail = Vec::new();
+    r.read_to_end(&mut tail).await.expect("tail");
+    assert!(tail == body[body.len() - 10..]);
+    assert!(r
+        .seek(SeekFrom::Current(-(body.len() as i64) - 1))
+        .await
+        .is_err());
+    assert_eq!(
+        c.read_range("/r", 1_048_000, 1000).await.expect("range")[..],
+        body[1_048_000..1_049_000]
+    );
+
+    // Listings stream page by page (pages hold 1000 entries).
+    c.mkdir("/many", false).await.expect("mkdir");
+    let names: Vec<String> = (0..1010).map(|i| format!("/many/d{i:04}")).collect();
+    for batch in names.chunks(64) {
+        futures_util::future::try_join_all(batch.iter().map(|n| c.mkdir(n, false)))
+            .await
+            .expect("mkdirs");
+    }
+    let streamed: Vec<_> = c
+        .list_stream("/many")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("stream");
+    assert_eq!(streamed.len(), 1010);
+    assert!(streamed.windows(2).all(|w| w[0].name < w[1].name));
+    assert_eq!(c.list("/many").await.expect("list").len(), 1010);
+
+    // Error kinds.
+    match c.open("/nope").await {
+        Err(e @ ClientError::NotFound(_)) => {
+            assert!(!e.is_retryable());
+            assert_eq!(std::io::Error::from(e).kind(), std::io::ErrorKind::NotFound);
+        }
+        r => panic!("open /nope: {r:?}"),
+    }
+    assert!(matches!(
+        c.rename_no_replace("/r", "/w").await,
+        Err(ClientError::AlreadyExists(_))
+    ));
+    c.rename_no_replace("/r", "/r2").await.expect("rename");
+    assert!(c.exists("/r2").await.expect("exists") && !c.exists("/r").await.expect("exists"));
+
+    // Nothing listening: a fast, telling failure.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let t0 = Instant::now();
+    match Client::connect(&[dead.clone()], Default::default()).await {
+        Err(e @ ClientError::Unavailable(_)) => {
+            assert!(e.is_retryable());
+            assert!(e.to_string().contains(&dead), "{e}");
+        }
+        r => panic!("connect to nothing: {r:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(matches!(
+        Client::connect(&["https://h:1".into()], Default::default()).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+}
+
+/// Reads until `buf` is full or the end.
+async fn read_up_to(r: &mut shale_client::FileReader, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = r.read(&mut buf[got..]).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    got
+}
