@@ -213,7 +213,7 @@ async fn the_client_library() {
         l.local_addr().expect("addr").to_string()
     };
     let t0 = Instant::now();
-    match Client::connect(&[dead.clone()], Default::default()).await {
+    match Client::connect(std::slice::from_ref(&dead), Default::default()).await {
         Err(e @ ClientError::Unavailable(_)) => {
             assert!(e.is_retryable());
             assert!(e.to_string().contains(&dead), "{e}");
