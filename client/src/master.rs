@@ -6,7 +6,7 @@
 //! master's own error or a connection failure), never a mere "not the leader" redirect.
 use crate::error::{ClientError, Result};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
-use shale_proto::metapb::RequestId;
+use shale_proto::metapb::{Empty, RequestId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -27,6 +27,12 @@ pub struct Masters {
     /// Background clean-ups (abandoning files whose writers were dropped) not yet known done.
     cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// A call to the leader slower than this makes the client ask the other masters who leads.
+const WATCH_AFTER: Duration = Duration::from_millis(300);
+/// How often, then, and how long each answer may take.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+const ASK_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// At most this many master addresses are learned from leader hints beyond the given ones.
 pub const LEARNED_MAX: usize = 16;
@@ -132,6 +138,39 @@ impl Masters {
         tokio::time::timeout(within, all).await.is_ok()
     }
 
+    /// Resolves, once a call to `addr` has been waiting for [`WATCH_AFTER`], with the address
+    /// of another master that some master names as the leader (a failover happened while the
+    /// call waited on a stopped or cut-off old leader). Never resolves while every master that
+    /// answers names `addr`.
+    async fn another_leader(&self, addr: &str) -> String {
+        tokio::time::sleep(WATCH_AFTER).await;
+        loop {
+            let others: Vec<String> = {
+                let b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                b.addrs.iter().filter(|a| *a != addr).cloned().collect()
+            };
+            let asks = others.iter().map(|o| async move {
+                let mut svc = self.svc(o).ok()?;
+                let r = tokio::time::timeout(ASK_TIMEOUT, svc.leader(Empty {}))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
+                (!r.leader_address.is_empty() && r.leader_address != addr)
+                    .then_some(r.leader_address)
+            });
+            if let Some(found) = futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .next()
+            {
+                return found;
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    }
+
     /// Runs `op` on the leader (or, for follower-served calls, on whichever master answers),
     /// retrying transient failures for the configured time.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T>
@@ -158,7 +197,26 @@ impl Masters {
                 let i = b.leader % b.addrs.len();
                 (i, b.addrs[i].clone())
             };
-            match op(self.svc(&addr)?).await {
+            // The call, unless another master is named leader meanwhile: then it is sent there
+            // (with the same request id, so it takes effect at most once).
+            let outcome = tokio::select! {
+                r = op(self.svc(&addr)?) => r,
+                moved = self.another_leader(&addr) => {
+                    let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                    b.leader = b.index_of(&moved).unwrap_or(i + 1);
+                    last = Some(format!("{addr}: no answer ({moved} leads now)"));
+                    drop(b);
+                    if Instant::now() >= deadline {
+                        return Err(ClientError::Unavailable(format!(
+                            "{} (gave up after {:.0?})",
+                            last.unwrap_or_default(),
+                            retry_for
+                        )));
+                    }
+                    continue;
+                }
+            };
+            match outcome {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if retryable(&s) => {
                     let hint = s

@@ -1,7 +1,9 @@
 //! The client crate as a library, against a real cluster (issue: the CLI and client library):
 //! a cancelled `put` releases its path at once (item 3); a `FileWriter` publishes at close and
 //! abandons when dropped; a `FileReader` seeks and reads ahead across chunks; listings stream
-//! page by page; errors have kinds; connecting to nothing fails fast and says where it looked.
+//! page by page; errors have kinds; connecting to nothing fails fast and says where it looked;
+//! a call waiting on a leader that stopped answering moves to the new leader soon after the
+//! election, not after the call's timeout.
 mod common;
 
 use common::*;
@@ -59,8 +61,12 @@ fn data(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Multi-process tests run one at a time (2 cores).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_library() {
+    let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, 1).await;
     let masters = cluster.master_addrs();
     let c = Client::builder()
@@ -238,4 +244,37 @@ async fn read_up_to(r: &mut shale_client::FileReader, buf: &mut [u8]) -> usize {
         got += n;
     }
     got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_follow_a_failover_without_waiting_for_their_timeout() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(1, 1).await;
+    let masters = cluster.master_addrs();
+    let c = Client::connect(&masters, Default::default())
+        .await
+        .expect("connect");
+    for round in 0..2 {
+        c.mkdir(&format!("/before{round}"), false)
+            .await
+            .expect("mkdir");
+        let old = c.status().await.expect("status").leader_address;
+        let proc_ = cluster
+            .masters
+            .iter()
+            .find(|m| m.addr == old)
+            .expect("the leader is one of ours");
+        // A stopped leader accepts connections and never answers.
+        proc_.signal(libc::SIGSTOP);
+        let t0 = Instant::now();
+        let r = c.mkdir(&format!("/after{round}"), false).await;
+        let took = t0.elapsed();
+        proc_.signal(libc::SIGCONT);
+        r.expect("mkdir after the failover");
+        eprintln!("round {round}: the call took {took:?} across the failover");
+        // Election timeouts are 150-300 ms here; the call timeout is 10 s.
+        assert!(took < Duration::from_secs(3), "round {round}: {took:?}");
+        let now = c.status().await.expect("status");
+        assert_ne!(now.leader_address, old, "round {round}");
+    }
 }

@@ -614,6 +614,26 @@ impl MasterService for Svc {
         Ok(Response::new(self.status()))
     }
 
+    async fn leader(&self, _req: Request<Empty>) -> R<LeaderReply> {
+        let m = &self.0;
+        let (role, term) = {
+            let metrics = m.raft.metrics();
+            let metrics = metrics.borrow();
+            (
+                format!("{:?}", metrics.state).to_lowercase(),
+                metrics.current_term,
+            )
+        };
+        let (leader, leader_address) = m.leader().unwrap_or((0, String::new()));
+        Ok(Response::new(LeaderReply {
+            id: m.id,
+            role,
+            term,
+            leader,
+            leader_address,
+        }))
+    }
+
     async fn add_master(&self, req: Request<MasterRequest>) -> R<StatusReply> {
         let r = req.into_inner();
         if r.id == 0 || !r.address.contains(':') {
