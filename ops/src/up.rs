@@ -1,6 +1,9 @@
 //! `shale up`: a whole local cluster — 3 masters and 3 chunkservers on 127.0.0.1, data in one
 //! folder — as child processes of this one. Ctrl-C (or SIGTERM) stops them all cleanly; a rerun
-//! reuses the data.
+//! reuses the data. A server that exits is reported and restarted after a back-off (1 s,
+//! doubling while it keeps exiting within 10 s of starting, at most 32 s) while the rest keep
+//! running, so failures and healing can be watched; one that fails five times in a row right at
+//! start (a port in use, a bad data folder) stops the cluster with its error.
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,18 +27,122 @@ pub struct Args {
 /// The masters a plain `shale up` starts: what every command talks to by default.
 pub const DEFAULT_MASTERS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
-struct Kids(Vec<(String, Child)>);
+/// One server of the local cluster: how to start it, and the running process if any.
+struct Kid {
+    name: String,
+    args: Vec<std::ffi::OsString>,
+    child: Option<Child>,
+    started: Instant,
+    /// Exits in a row within [`SHORT_RUN`] of starting.
+    quick_exits: u32,
+    /// Whether it ever ran for [`SHORT_RUN`].
+    ever_ran: bool,
+    restart_at: Option<Instant>,
+}
+
+/// A run shorter than this counts as a quick exit (doubling the back-off).
+const SHORT_RUN: Duration = Duration::from_secs(10);
+/// A server that exits this many times in a row at start, never having run, stops `up`.
+const START_FAILURES_MAX: u32 = 5;
+
+impl Kid {
+    fn spawn(
+        exe: &std::path::Path,
+        name: String,
+        args: Vec<std::ffi::OsString>,
+    ) -> std::io::Result<Kid> {
+        let mut k = Kid {
+            name,
+            args,
+            child: None,
+            started: Instant::now(),
+            quick_exits: 0,
+            ever_ran: false,
+            restart_at: None,
+        };
+        k.start(exe)?;
+        Ok(k)
+    }
+
+    fn start(&mut self, exe: &std::path::Path) -> std::io::Result<()> {
+        let child = Command::new(exe)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        self.started = Instant::now();
+        self.restart_at = None;
+        Ok(())
+    }
+
+    /// The back-off before restarting after `quick_exits` quick exits in a row.
+    fn backoff(quick_exits: u32) -> Duration {
+        Duration::from_secs(1 << quick_exits.min(5))
+    }
+
+    /// Notices an exit (scheduling a restart) or a due restart. An error stops the cluster.
+    fn supervise(&mut self, exe: &std::path::Path) -> Result<(), String> {
+        if let Some(c) = &mut self.child {
+            let Ok(Some(status)) = c.try_wait() else {
+                if !self.ever_ran && self.started.elapsed() >= SHORT_RUN {
+                    self.ever_ran = true;
+                }
+                return Ok(());
+            };
+            self.child = None;
+            let ran = self.started.elapsed();
+            if ran < SHORT_RUN {
+                self.quick_exits += 1;
+            } else {
+                self.ever_ran = true;
+                self.quick_exits = 0;
+            }
+            if !self.ever_ran && self.quick_exits >= START_FAILURES_MAX {
+                return Err(format!(
+                    "{} exited {} times in a row right after starting ({status}; see its \
+                     messages above); stopping the cluster",
+                    self.name, self.quick_exits
+                ));
+            }
+            let wait = Kid::backoff(self.quick_exits.saturating_sub(1));
+            eprintln!(
+                "{} exited ({status}) after {:.1?}; restarting it in {wait:?} (the cluster \
+                 keeps running: see `shale status`)",
+                self.name, ran
+            );
+            self.restart_at = Some(Instant::now() + wait);
+            return Ok(());
+        }
+        if self.restart_at.is_some_and(|t| Instant::now() >= t) {
+            match self.start(exe) {
+                Ok(()) => eprintln!("{} restarted", self.name),
+                Err(e) => {
+                    eprintln!("{}: cannot restart it: {e}", self.name);
+                    self.restart_at = Some(Instant::now() + Kid::backoff(5));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The servers; all stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct Kids(Vec<Kid>);
 
 impl Drop for Kids {
     fn drop(&mut self) {
-        for (_, c) in &self.0 {
-            // SAFETY: signalling our own children.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
+        for k in &self.0 {
+            if let Some(c) = &k.child {
+                // SAFETY: signalling our own children.
+                unsafe {
+                    libc::kill(c.id() as i32, libc::SIGTERM);
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for (name, c) in &mut self.0 {
+        for k in &mut self.0 {
+            let Some(c) = &mut k.child else { continue };
             loop {
                 match c.try_wait() {
                     Ok(Some(_)) => break,
@@ -43,7 +150,7 @@ impl Drop for Kids {
                         std::thread::sleep(Duration::from_millis(20))
                     }
                     _ => {
-                        eprintln!("{name} did not stop in time; killing it");
+                        eprintln!("{} did not stop in time; killing it", k.name);
                         let _ = c.kill();
                         let _ = c.wait();
                         break;
@@ -101,51 +208,48 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Vec<_>>()
         .join(",");
     let mut kids = Kids(Vec::new());
+    let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
     for (i, addr) in masters.iter().enumerate() {
         let id = i + 1;
-        let child = Command::new(&exe)
-            .args([
-                "master",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                addr,
-                "--peers",
-                &peers,
-            ])
-            .args([
-                "--http",
-                &format!("127.0.0.1:{}", a.master_port + 10 + i as u16),
-            ])
-            .args(["--chunk-size-mib", &a.chunk_size_mib.to_string(), "--data"])
-            .arg(a.data.join(format!("m{id}")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
-        kids.0.push((format!("master {id}"), child));
+        let http = format!("127.0.0.1:{}", a.master_port + 10 + i as u16);
+        let (id_s, cs) = (id.to_string(), a.chunk_size_mib.to_string());
+        let mut args = os(&[
+            "master",
+            "--id",
+            &id_s,
+            "--listen",
+            addr,
+            "--peers",
+            &peers,
+            "--http",
+            &http,
+            "--chunk-size-mib",
+            &cs,
+            "--data",
+        ]);
+        args.push(a.data.join(format!("m{id}")).into());
+        kids.0.push(Kid::spawn(&exe, format!("master {id}"), args)?);
     }
     let mut chunkservers = Vec::new();
     for i in 0..3u16 {
         let addr = format!("127.0.0.1:{}", a.chunkserver_port + i);
-        let child = Command::new(&exe)
-            .args([
-                "--masters",
-                &masters.join(","),
-                "chunkserver",
-                "--listen",
-                &addr,
-            ])
-            .args(["--host", &format!("cs{}", i + 1)])
-            .args([
-                "--http",
-                &format!("127.0.0.1:{}", a.chunkserver_port + 10 + i),
-            ])
-            .arg("--data")
-            .arg(a.data.join(format!("cs{}", i + 1)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
-        kids.0.push((format!("chunkserver {}", i + 1), child));
+        let http = format!("127.0.0.1:{}", a.chunkserver_port + 10 + i);
+        let host = format!("cs{}", i + 1);
+        let mut args = os(&[
+            "--masters",
+            &masters.join(","),
+            "chunkserver",
+            "--listen",
+            &addr,
+            "--host",
+            &host,
+            "--http",
+            &http,
+            "--data",
+        ]);
+        args.push(a.data.join(format!("cs{}", i + 1)).into());
+        kids.0
+            .push(Kid::spawn(&exe, format!("chunkserver {}", i + 1), args)?);
         chunkservers.push(addr);
     }
     println!("shale cluster up (data in {})", a.data.display());
@@ -161,15 +265,13 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("try: shale status; shale put ./somefile /somefile; shale ls -l /");
     println!("Ctrl-C stops the cluster.");
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = crate::master::shutdown_signal() => break,
             _ = tick.tick() => {
-                for (name, c) in &mut kids.0 {
-                    if let Ok(Some(status)) = c.try_wait() {
-                        return Err(format!("{name} exited ({status}); stopping the cluster").into());
-                    }
+                for k in &mut kids.0 {
+                    k.supervise(&exe)?;
                 }
             }
         }
@@ -182,7 +284,14 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_master_port;
+    use super::{check_master_port, Kid};
+
+    #[test]
+    fn restarts_back_off() {
+        assert_eq!(Kid::backoff(0), std::time::Duration::from_secs(1));
+        assert_eq!(Kid::backoff(3), std::time::Duration::from_secs(8));
+        assert_eq!(Kid::backoff(40), std::time::Duration::from_secs(32));
+    }
 
     #[test]
     fn a_rerun_on_other_master_ports_is_refused() {

@@ -1,0 +1,157 @@
+//! `shale up` as a user runs it: a whole local cluster from one command; a server that dies is
+//! reported and restarted while the rest keep serving; SIGTERM stops everything.
+mod common;
+
+use common::WAIT;
+use shale_client::Client;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A base port whose +0..+2 and +10..+12 are free now (below the usual ephemeral range, so
+/// no port picked for `127.0.0.1:0` lands there meanwhile).
+fn free_base(avoid: u16) -> u16 {
+    for _ in 0..200 {
+        let base = fastrand::u16(20_000..32_000);
+        if base.abs_diff(avoid) < 20 {
+            continue;
+        }
+        let ports = [0, 1, 2, 10, 11, 12].map(|d| base + d);
+        if ports
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+/// The pids of `pid`'s children (over all its threads).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_keeps_the_cluster_running_when_a_server_dies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mp = free_base(0);
+    let cp = free_base(mp);
+    let mut up = Command::new(env!("CARGO_BIN_EXE_shale"))
+        .args(["up", "--chunk-size-mib", "1", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--master-port", &mp.to_string()])
+        .args(["--chunkserver-port", &cp.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shale up");
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut err = up.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            sink.lock().expect("log").push_str(&text);
+        }
+    });
+    let masters: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", mp + i)).collect();
+    let t0 = Instant::now();
+    let c = loop {
+        match Client::connect(&masters, Default::default()).await {
+            Ok(c)
+                if c.status().await.is_ok_and(|s| {
+                    s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3
+                }) =>
+            {
+                break c
+            }
+            _ => {
+                assert!(
+                    t0.elapsed() < WAIT,
+                    "the cluster never came up: {}",
+                    log.lock().expect("log")
+                );
+                assert!(up.try_wait().expect("wait").is_none(), "up exited");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let data = vec![3u8; 2_500_000];
+    c.put("/f", &data[..], false, &|_| {}).await.expect("put");
+
+    let up_pid = up.id();
+    let victim = children(up_pid)
+        .into_iter()
+        .find(|p| cmdline(*p).contains(&format!("127.0.0.1:{cp} ")))
+        .expect("chunkserver 1 among up's children");
+    // SAFETY: kill(2) on a process this test started (through `up`).
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    until("the restart to be reported", || {
+        let l = log.lock().expect("log");
+        l.contains("chunkserver 1 exited") && l.contains("chunkserver 1 restarted")
+    })
+    .await;
+    assert!(
+        up.try_wait().expect("wait").is_none(),
+        "up stopped: {}",
+        log.lock().expect("log")
+    );
+    let mut back = Vec::new();
+    c.get("/f", &mut back, &|_| {}).await.expect("get");
+    assert!(back == data);
+    let restarted = children(up_pid)
+        .into_iter()
+        .find(|p| cmdline(*p).contains(&format!("127.0.0.1:{cp} ")))
+        .expect("chunkserver 1 is back");
+    assert_ne!(restarted, victim);
+
+    let servers = children(up_pid);
+    assert_eq!(servers.len(), 6, "{servers:?}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(up_pid as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = up.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "up did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}: {}", log.lock().expect("log"));
+    for p in servers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "server {p} outlived up"
+        );
+    }
+}
