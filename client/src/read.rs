@@ -1,4 +1,5 @@
-//! Reading: chunk locations from the masters, then each chunk from the first replica that
+//! Reading whole files and byte ranges ([`FileReader`](crate::FileReader) streams with seeks).
+//! Chunk locations come from the masters, then each chunk from the first replica that
 //! serves it whole and verified (the chunkserver checks every crc before sending, and the client
 //! checks each frame's crc32c on arrival); on an error, a checksum mismatch (`DATA_LOSS` or a
 //! damaged frame) or a timeout the next replica is tried. Chunks are fetched
@@ -101,6 +102,15 @@ impl Client {
     }
 
     /// Where each chunk of the file at `path` is (for fsck and tools).
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// for chunk in c.chunk_locations("/data/in/sample.bin").await?.chunks {
+    ///     let live = chunk.replicas.iter().filter(|r| r.alive).count();
+    ///     println!("chunk {}: {live} live replicas", chunk.index);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn chunk_locations(&self, path: &str) -> Result<LocationsReply> {
         self.locations_once(path, 0, 0).await
     }
@@ -152,6 +162,13 @@ impl Client {
 
     /// Writes the whole file at `path` to `dst`; returns its length. `progress` gets the bytes
     /// written so far after each chunk.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// let mut out = tokio::fs::File::create("/tmp/sample.back").await?;
+    /// let n = c.get("/data/in/sample.bin", &mut out, &|done| eprint!("\r{done} bytes")).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn get<W: AsyncWrite + Unpin>(
         &self,
         path: &str,
@@ -190,6 +207,13 @@ impl Client {
     }
 
     /// Bytes `[offset, offset + len)` of the file at `path` (clipped to its end).
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// let header = c.read_range("/data/in/sample.bin", 0, 512).await?;
+    /// assert!(header.len() <= 512);
+    /// # Ok(()) }
+    /// ```
     pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Bytes> {
         let locs = self.locations(path, offset, len.max(1)).await?;
         let cs = locs.chunk_size;
