@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod copy;
 pub mod error;
 mod master;
 mod namespace;

@@ -143,7 +143,7 @@ impl CreateOptions {
 /// this lives; dropped before [`Construction::finish`] (an error, a cancelled future, a dropped
 /// writer) it stops renewing and abandons the file at once, so the path is free again and its
 /// chunks become garbage (the abandon runs as a background clean-up, see [`Client::settle`]).
-struct Construction {
+pub(crate) struct Construction {
     masters: std::sync::Arc<Masters>,
     file: u64,
     holder: u64,
@@ -184,7 +184,7 @@ impl Construction {
     }
 
     /// Makes the file visible with `length` bytes.
-    async fn finish(mut self, length: u64) -> Result<()> {
+    pub(crate) async fn finish(mut self, length: u64) -> Result<()> {
         self.renewer.abort();
         let (file, holder) = (self.file, self.holder);
         let request_id = self.masters.request_id();
@@ -282,6 +282,24 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
         created: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<u64> {
+        let (reply, building) = self.begin(path, opts).await?;
+        if let Some(tx) = created {
+            let _ = tx.send(());
+        }
+        let total = self
+            .write_chunks(path, reply.file, reply.chunk_size, &mut src, progress)
+            .await?;
+        building.finish(total).await?;
+        Ok(total)
+    }
+
+    /// Creates the file under construction; the guard that renews its lease and abandons it
+    /// unless finished.
+    pub(crate) async fn begin(
+        &self,
+        path: &str,
+        opts: &CreateOptions,
+    ) -> Result<(CreateReply, Construction)> {
         let (p, id, lease_ms) = (path.to_string(), self.id, self.config.lease_ms);
         let request_id = self.masters.request_id();
         let o = opts.clone();
@@ -305,14 +323,34 @@ impl Client {
             })
             .await?;
         let building = Construction::start(self.masters.clone(), reply.file, id, lease_ms);
-        if let Some(tx) = created {
-            let _ = tx.send(());
-        }
-        let total = self
-            .write_chunks(path, reply.file, reply.chunk_size, &mut src, progress)
-            .await?;
-        building.finish(total).await?;
-        Ok(total)
+        Ok((reply, building))
+    }
+
+    /// A fresh allocation of chunk `index` of a file under construction, excluding `exclude`.
+    pub(crate) async fn allocate(
+        &self,
+        file: u64,
+        index: u32,
+        exclude: &[u64],
+    ) -> Result<AllocateChunkReply> {
+        let (ex, host, id) = (exclude.to_vec(), self.config.host.clone(), self.id);
+        let request_id = self.masters.request_id();
+        self.masters
+            .call(|mut m| {
+                let (exclude, client_host) = (ex.clone(), host.clone());
+                async move {
+                    m.allocate_chunk(AllocateChunkRequest {
+                        file,
+                        client_id: id,
+                        index,
+                        exclude,
+                        client_host,
+                        request_id,
+                    })
+                    .await
+                }
+            })
+            .await
     }
 
     async fn write_chunks<R: AsyncRead + Unpin>(
@@ -351,27 +389,8 @@ impl Client {
     ) -> Result<()> {
         let mut exclude: Vec<u64> = Vec::new();
         let mut last = String::new();
-        let id = self.id;
         for attempt in 1..=self.config.chunk_attempts {
-            let (ex, host) = (exclude.clone(), self.config.host.clone());
-            let request_id = self.masters.request_id();
-            let alloc = self
-                .masters
-                .call(|mut m| {
-                    let (exclude, client_host) = (ex.clone(), host.clone());
-                    async move {
-                        m.allocate_chunk(AllocateChunkRequest {
-                            file,
-                            client_id: id,
-                            index,
-                            exclude,
-                            client_host,
-                            request_id,
-                        })
-                        .await
-                    }
-                })
-                .await?;
+            let alloc = self.allocate(file, index, &exclude).await?;
             match send_chunk(&alloc, frames, len).await {
                 Ok(()) => return Ok(()),
                 Err((blamed, why)) => {

@@ -1,7 +1,8 @@
 //! Every CLI verb and convention against a real cluster (issue: the CLI and client library):
 //! `-f` to replace, `-` for standard input and output, local checks before contacting the
 //! cluster, several sources, trees, `mv` into directories, globs, `ls -l`/`-h`/`--json`,
-//! `du`/`df`/`count`/`test`/`touchz`/`setrep`/`tail`/`stat`, completions, quiet broken pipes,
+//! `du`/`df`/`count`/`test`/`touchz`/`setrep`/`tail`/`stat`, server-side `cp`, completions,
+//! quiet broken pipes,
 //! and a fast, telling failure when no cluster answers.
 mod common;
 
@@ -235,6 +236,27 @@ async fn every_verb() {
     assert!(ok(m, &["tail", "/dir/b.txt"]).stdout == b_data[b_data.len() - 1024..]);
     let status = ok(m, &["status", "--json"]).json();
     assert_eq!(status["masters"].as_array().map(Vec::len), Some(3));
+
+    // cp: inside the cluster; keeps the replication; -f to replace; into directories; trees.
+    ok(m, &["cp", "/dir/b.txt", "/copy.bin"]);
+    assert!(ok(m, &["cat", "/copy.bin"]).stdout == b_data);
+    let st = ok(m, &["stat", "--json", "/copy.bin"]).json();
+    assert_eq!(
+        (st["replication"].as_u64(), st["chunks"].as_u64()),
+        (Some(2), Some(3))
+    );
+    fails(m, &["cp", "/dir/a.txt", "/copy.bin"], "use -f");
+    ok(m, &["cp", "-f", "/dir/a.txt", "/copy.bin"]);
+    assert!(ok(m, &["cat", "/copy.bin"]).stdout == a_data);
+    ok(m, &["cp", "/dir/a.txt", "/dir/b.txt", "/other"]);
+    assert!(ok(m, &["cat", "/other/b.txt"]).stdout == b_data);
+    fails(m, &["cp", "/tree", "/tree2"], "use -r");
+    fails(m, &["cp", "-r", "/tree", "/tree/x"], "into itself");
+    ok(m, &["cp", "-r", "/tree", "/tree2"]);
+    assert!(ok(m, &["cat", "/tree2/x/mid"]).stdout == bytes(1_200_000, 3));
+    assert_eq!(sh(m, &["test", "-d", "/tree2/empty"]).code, 0);
+    let fsck = ok(m, &["fsck", "/"]).text();
+    assert!(fsck.contains("HEALTHY"), "{fsck}");
 
     // rm: several paths and globs; -f for missing ones.
     ok(m, &["rm", "/dir/*.txt", "/empty"]);

@@ -502,10 +502,16 @@ impl ChunkService for ChunkServer {
             .source
             .as_ref()
             .ok_or_else(|| invalid("missing field `source`"))?;
+        // A copy (`from` set) is a client's request, paced like its writes; re-replication is
+        // capped so that it cannot crowd out clients.
+        let (from, capped) = match r.from.as_ref() {
+            Some(f) => (DomainRef::try_from(Some(f))?, false),
+            None => (c, true),
+        };
         let mut client = self.peer(&src.address)?;
         let mut stream = client
             .read_chunk(ReadChunkRequest {
-                chunk: Some(c.into()),
+                chunk: Some(from.into()),
                 offset: 0,
                 length: 0,
                 to_end: true,
@@ -527,7 +533,9 @@ impl ChunkService for ChunkServer {
                     )));
                 }
                 let n = data.len() as u64;
-                self.throttle(n).await;
+                if capped {
+                    self.throttle(n).await;
+                }
                 self.write_detached(c, off, data).await?;
                 off += n;
             }

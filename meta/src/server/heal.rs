@@ -236,6 +236,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                             node_id: source.get(),
                             address: src_addr,
                         }),
+                        from: None,
                     })
                     .await
                     .map_err(|e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"))

@@ -180,6 +180,20 @@ pub enum FileCmd {
         #[arg(short = 'f', long)]
         force: bool,
     },
+    /// Copy files inside the cluster (chunkservers copy the chunks; no data passes through this
+    /// machine). Into DST if it is a directory; an existing file is replaced only with -f.
+    Cp {
+        #[arg(required = true, num_args = 1.., value_name = "SRC")]
+        sources: Vec<String>,
+        #[arg(value_name = "DST")]
+        dest: String,
+        /// Replace existing files.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Copy directory trees.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
     /// Delete files (with -r, directories and everything in them). Globs are expanded.
     Rm {
         #[arg(required = true, value_name = "PATH")]
@@ -392,6 +406,12 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
             dest,
             force,
         } => mv(c, &sources, &dest, force).await?,
+        FileCmd::Cp {
+            sources,
+            dest,
+            force,
+            recursive,
+        } => transfer::cp(c, &sources, &dest, force, recursive).await?,
         FileCmd::Rm {
             paths: patterns,
             recursive,

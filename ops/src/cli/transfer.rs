@@ -418,6 +418,62 @@ pub async fn get(c: &Client, sources: &[String], dest: &str, recursive: bool) ->
     Ok(())
 }
 
+/// `cp SRC... DST`: server-side copies; into DST when it is a directory (or several sources);
+/// trees with `recursive`; never over an existing file without `force`.
+pub async fn cp(c: &Client, sources: &[String], dest: &str, force: bool, recursive: bool) -> Res {
+    let sources = paths::expand_all(c, sources).await?;
+    let shown = dest;
+    let (dest, slash) = paths::dest(dest);
+    let into_dir = remote_dir(c, dest).await?;
+    if (sources.len() > 1 || slash) && !into_dir {
+        return Err(format!("{shown}: not an existing directory").into());
+    }
+    let opts = CreateOptions::default().overwrite(force);
+    let mut files = Vec::new();
+    for s in &sources {
+        let target = if into_dir {
+            paths::join(dest, paths::base(s))
+        } else {
+            dest.to_string()
+        };
+        let st = c.stat(s).await.map_err(|e| format!("{s}: {e}"))?;
+        if !st.is_dir {
+            files.push((s.clone(), target));
+            continue;
+        }
+        if !recursive {
+            return Err(format!("{s}: is a directory (use -r to copy a tree)").into());
+        }
+        if target == *s || target.starts_with(&format!("{s}/")) {
+            return Err(format!("{s}: cannot copy a directory into itself").into());
+        }
+        let mut stack = vec![(s.clone(), target)];
+        while let Some((from, to)) = stack.pop() {
+            c.mkdir(&to, true).await.map_err(|e| format!("{to}: {e}"))?;
+            for e in c.list(&from).await? {
+                let (f, t) = (paths::join(&from, &e.name), paths::join(&to, &e.name));
+                if e.is_dir {
+                    stack.push((f, t));
+                } else {
+                    files.push((f, t));
+                }
+            }
+        }
+    }
+    let mut bytes = 0;
+    for (from, to) in &files {
+        bytes += match c.copy(from, to, &opts).await {
+            Ok(n) => n,
+            Err(ClientError::AlreadyExists(_)) => {
+                return Err(format!("{to}: exists (use -f to replace it)").into())
+            }
+            Err(e) => return Err(format!("{from} → {to}: {e}").into()),
+        };
+    }
+    say!("{} files ({}) copied", files.len(), human::size(bytes));
+    Ok(())
+}
+
 /// The last `bytes` of a file (1 KiB by default, as `hdfs dfs -tail`).
 pub async fn tail(c: &Client, path: &str, bytes: u64) -> Res {
     let st = c.stat(path).await?;
