@@ -76,6 +76,15 @@ fn civil(ms: u64) -> (String, String) {
     )
 }
 
+/// `1 file`, `2 files`.
+pub fn files(n: usize) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
+    }
+}
+
 /// A size: exact bytes, or with `human` in binary units (`1.5 GiB`).
 pub fn size(bytes: u64, human: bool) -> String {
     if human {

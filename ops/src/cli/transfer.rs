@@ -7,7 +7,7 @@
 //!   or not at all (a unique temp file renamed into place; symbolic links written through,
 //!   devices written in place).
 //! * One progress bar covers everything a command moves. Trees are walked iteratively.
-use super::output::say;
+use super::output::{self, say};
 use super::paths;
 use crate::human;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -219,8 +219,8 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
     pb.finish_and_clear();
     if count > 1 {
         say!(
-            "{} files ({}) written to {dest}",
-            count - failed,
+            "{} ({}) written to {dest}",
+            output::files(count - failed),
             human::size(written)
         );
     }
@@ -470,7 +470,11 @@ pub async fn cp(c: &Client, sources: &[String], dest: &str, force: bool, recursi
             Err(e) => return Err(format!("{from} → {to}: {e}").into()),
         };
     }
-    say!("{} files ({}) copied", files.len(), human::size(bytes));
+    say!(
+        "{} ({}) copied",
+        output::files(files.len()),
+        human::size(bytes)
+    );
     Ok(())
 }
 
