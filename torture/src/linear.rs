@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn many_concurrent_clients_finish_within_budget() {
         let mut rng = fastrand::Rng::with_seed(3);
-        let mut state = vec![None; 4];
+        let mut state = [None; 4];
         let mut h = Vec::new();
         let mut t = 0u64;
         // A sequential history made concurrent by widening each op's interval.
