@@ -60,6 +60,10 @@ pub struct Args {
     /// only replica of something), ms.
     #[arg(long, default_value_t = 3_600_000)]
     pub forget_silent_ms: u64,
+    /// TEST ONLY: serve reads without confirming leadership (a planted bug the torture harness
+    /// must catch).
+    #[arg(long, hide = true)]
+    pub test_unsafe_reads: bool,
 }
 
 /// The master's status page: the group and chunkservers as this master sees them.
@@ -168,6 +172,10 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.orphan_grace = std::time::Duration::from_millis(a.orphan_grace_ms);
     config.copies_per_server = a.copies_per_server.max(1);
     config.forget_after = std::time::Duration::from_millis(a.forget_silent_ms.max(1000));
+    config.test_unsafe_reads = a.test_unsafe_reads;
+    if a.test_unsafe_reads {
+        eprintln!("WARNING: --test-unsafe-reads: this master serves stale reads when deposed (a planted bug for the torture tests)");
+    }
     let http = crate::http::start(&a.http, page(bound.clone())).await?;
     println!(
         "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",

@@ -61,6 +61,10 @@ pub struct MasterConfig {
     /// The leader forgets a chunkserver silent this long (registered, not heard from since it
     /// became leader or since) unless it may hold the only replica of something.
     pub forget_after: Duration,
+    /// TEST ONLY, a planted bug: a master that believes it leads serves reads without
+    /// confirming it still does (a deposed leader answers from stale state). The torture
+    /// harness must catch it (`ops/tests/torture.rs`); never set otherwise.
+    pub test_unsafe_reads: bool,
 }
 
 impl MasterConfig {
@@ -82,6 +86,7 @@ impl MasterConfig {
             orphan_grace: Duration::from_secs(3600),
             copies_per_server: heal::COPIES_PER_SERVER_DEFAULT,
             forget_after: Duration::from_secs(3600),
+            test_unsafe_reads: false,
         }
     }
 }
@@ -182,7 +187,7 @@ impl Master {
     /// Waits until a read may be served here: linearizable (leader, ReadIndex) unless a
     /// follower read was asked for.
     pub async fn read_ready(&self, follower_read: bool) -> Result<(), Status> {
-        if follower_read {
+        if follower_read || (self.config.test_unsafe_reads && self.is_leader()) {
             return Ok(());
         }
         self.reads
