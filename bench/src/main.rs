@@ -10,6 +10,7 @@ mod meta;
 mod procs;
 mod raftlog;
 mod report;
+mod torture;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -37,6 +38,9 @@ enum Cmd {
     /// Healing: kill one of 4 chunkservers holding ≥ 1 GiB; time to full replication vs a
     /// single-client write.
     Heal(heal::Args),
+    /// Faults: a cluster of hosts in network namespaces under a seeded nemesis, clients
+    /// recording a history, then linearizability, healing and crash checks.
+    Torture(torture::Args),
     /// (Internal: the body of a chunkserver process started by `e2e`.)
     #[command(hide = true)]
     InternalChunkserver(e2e::ChunkserverArgs),
@@ -48,7 +52,8 @@ enum Cmd {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,shale_client=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -71,6 +76,7 @@ fn main() {
         Cmd::Heal(a) => rt
             .block_on(heal::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::Torture(a) => rt.block_on(torture::run(a)),
         Cmd::E2e(a) => rt
             .block_on(e2e::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),

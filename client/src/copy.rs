@@ -26,6 +26,11 @@ async fn copy_to(
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(300))
+        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
+        // buffers hide.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     let mut c = ChunkServiceClient::new(ep.connect_lazy());
     let r = c
@@ -76,16 +81,24 @@ impl Client {
             ..opts.clone()
         };
         let (reply, building) = self.begin(dst, &opts).await?;
+        let need = self.replicas_needed(reply.replication);
         for c in &locs.chunks {
             let len = (locs.length - u64::from(c.index) * locs.chunk_size).min(locs.chunk_size);
-            self.copy_chunk(dst, reply.file, c, len).await?;
+            self.copy_chunk(dst, reply.file, c, len, need).await?;
         }
         building.finish(locs.length).await?;
         Ok(locs.length)
     }
 
     /// Copies one chunk, retrying on fresh allocations that exclude failed replicas.
-    async fn copy_chunk(&self, dst: &str, file: u64, from: &ChunkLocation, len: u64) -> Result<()> {
+    async fn copy_chunk(
+        &self,
+        dst: &str,
+        file: u64,
+        from: &ChunkLocation,
+        len: u64,
+        need: usize,
+    ) -> Result<()> {
         let sources: Vec<_> = from.replicas.iter().filter(|r| r.alive).collect();
         if sources.is_empty() {
             return Err(ClientError::ChunkRead {
@@ -98,6 +111,12 @@ impl Client {
         let mut last = String::new();
         for attempt in 0..self.config.chunk_attempts {
             let alloc = self.allocate(file, from.index, &exclude).await?;
+            if alloc.pipeline.len() < need {
+                last = crate::write::short_pipeline(alloc.pipeline.len(), need);
+                exclude.clear();
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt + 1))).await;
+                continue;
+            }
             let copies = alloc.pipeline.iter().enumerate().map(|(i, t)| {
                 // A source on the target itself if there is one, else spread over the sources.
                 let s = sources

@@ -75,6 +75,10 @@ pub struct ClientConfig {
     pub lease_ms: u64,
     /// Attempts per chunk (each on a fresh allocation excluding failed replicas).
     pub chunk_attempts: u32,
+    /// A chunk is acknowledged only when durable on at least this many replicas (or the file's
+    /// replication, if lower); with fewer live chunkservers a put fails instead. Like HDFS's
+    /// minimum replication: the rest are added by healing.
+    pub min_replicas: u32,
     /// Chunks fetched at once by `get`; windows read ahead by a [`FileReader`].
     pub read_parallelism: usize,
     /// Timeout of one call to a master.
@@ -93,6 +97,7 @@ impl Default for ClientConfig {
             frame_bytes: 1 << 20,
             lease_ms: 60_000,
             chunk_attempts: 4,
+            min_replicas: 2,
             read_parallelism: 4,
             call_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(30),

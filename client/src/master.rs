@@ -2,7 +2,9 @@
 //! `shale-leader` metadata and the client goes there, even when that master is not in the list it
 //! was given (any subset of the group is enough to find it; at most [`LEARNED_MAX`] addresses are
 //! learned this way). Transient failures (no leader yet, a dead or stopped master, timeouts) are
-//! retried with backoff until a deadline; giving up reports the most telling failure seen (a
+//! retried with backoff until a deadline; masters also name every member (`shale-masters`
+//! metadata, `Leader` replies), so a client given one master can reach the others when that
+//! one is cut off; giving up reports the most telling failure seen (a
 //! master's own error or a connection failure), never a mere "not the leader" redirect.
 use crate::error::{ClientError, Result};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
@@ -113,6 +115,8 @@ impl Masters {
             .map_err(|e| ClientError::InvalidArgument(format!("bad master address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .timeout(self.call_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
         ch.insert(addr.to_string(), c.clone());
@@ -145,9 +149,11 @@ impl Masters {
     async fn another_leader(&self, addr: &str) -> String {
         tokio::time::sleep(WATCH_AFTER).await;
         loop {
+            // Every known master, `addr` too: one cut off from the others still answers, and
+            // names the members the client may not know.
             let others: Vec<String> = {
                 let b = self.book.lock().unwrap_or_else(|p| p.into_inner());
-                b.addrs.iter().filter(|a| *a != addr).cloned().collect()
+                b.addrs.clone()
             };
             let asks = others.iter().map(|o| async move {
                 let mut svc = self.svc(o).ok()?;
@@ -156,18 +162,31 @@ impl Masters {
                     .ok()?
                     .ok()?
                     .into_inner();
-                (!r.leader_address.is_empty() && r.leader_address != addr)
-                    .then_some(r.leader_address)
+                Some(r)
             });
-            if let Some(found) = futures_util::future::join_all(asks)
+            let mut found = None;
+            for r in futures_util::future::join_all(asks)
                 .await
                 .into_iter()
                 .flatten()
-                .next()
             {
+                self.learn(&r.members);
+                if !r.leader_address.is_empty() && r.leader_address != addr && found.is_none() {
+                    found = Some(r.leader_address);
+                }
+            }
+            if let Some(found) = found {
                 return found;
             }
             tokio::time::sleep(WATCH_EVERY).await;
+        }
+    }
+
+    /// Adds the masters' addresses a master told of (bounded, see [`LEARNED_MAX`]).
+    fn learn(&self, members: &[String]) {
+        let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        for m in members {
+            let _ = b.index_of(m);
         }
     }
 
@@ -219,6 +238,14 @@ impl Masters {
             match outcome {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) if retryable(&s) => {
+                    if let Some(m) = s
+                        .metadata()
+                        .get("shale-masters")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        let members: Vec<String> = m.split(',').map(str::to_string).collect();
+                        self.learn(&members);
+                    }
                     let hint = s
                         .metadata()
                         .get("shale-leader")

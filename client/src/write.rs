@@ -14,6 +14,49 @@ use tonic::transport::Endpoint;
 
 const FAILED_NODE: &str = "shale-failed-node";
 
+/// Why a pipeline of `got` replicas is refused.
+pub(crate) fn short_pipeline(got: usize, need: usize) -> String {
+    format!(
+        "only {got} chunkserver(s) could take a replica; a chunk is acknowledged only when \
+         durable on at least {need} (ClientConfig::min_replicas)"
+    )
+}
+
+/// A pipeline head that takes no frame for this long is blamed (a stopped or cut-off server is
+/// judged by progress, not by the call's total timeout; a stalled replica further down is
+/// blamed by the one before it, sooner).
+const FRAME_STALL: Duration = Duration::from_secs(10);
+/// How long the acknowledgement may take after the last frame (every replica seals; each
+/// replica gives the next 10 s before blaming it).
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// A chunk's messages as a stream that records when the transport last took one.
+struct Paced {
+    msgs: std::vec::IntoIter<WriteChunkRequest>,
+    t0: std::time::Instant,
+    /// Milliseconds after `t0` when a message was last taken.
+    taken_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl futures_util::Stream for Paced {
+    type Item = WriteChunkRequest;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WriteChunkRequest>> {
+        use std::sync::atomic::Ordering;
+        let next = self.msgs.next();
+        if next.is_some() {
+            let ms = self.t0.elapsed().as_millis() as u64;
+            self.taken_ms.store(ms, Ordering::Relaxed);
+            self.left.fetch_sub(1, Ordering::Relaxed);
+        }
+        std::task::Poll::Ready(next)
+    }
+}
+
 /// Reads up to `chunk_bytes` from `src` as frames of `frame_bytes`.
 async fn read_chunk<R: AsyncRead + Unpin>(
     src: &mut R,
@@ -60,6 +103,11 @@ async fn send_chunk(
         .map_err(|e| (Some(head.node_id), e.to_string()))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(120))
+        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
+        // buffers hide.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20);
@@ -76,7 +124,41 @@ async fn send_chunk(
             kind: Some(Kind::Data(f.clone())),
         }))
         .collect();
-    match client.write_chunk(tokio_stream::iter(msgs)).await {
+    let t0 = std::time::Instant::now();
+    let taken_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(msgs.len()));
+    let paced = Paced {
+        msgs: msgs.into_iter(),
+        t0,
+        taken_ms: taken_ms.clone(),
+        left: left.clone(),
+    };
+    let call = client.write_chunk(paced);
+    tokio::pin!(call);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let outcome = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            _ = tick.tick() => {
+                use std::sync::atomic::Ordering;
+                let idle = t0.elapsed().saturating_sub(Duration::from_millis(taken_ms.load(Ordering::Relaxed)));
+                let pending = left.load(Ordering::Relaxed) > 0;
+                if pending && idle > FRAME_STALL {
+                    return Err((Some(head.node_id), format!(
+                        "{} (node {}) accepted no data for {} s",
+                        head.address, head.node_id, FRAME_STALL.as_secs()
+                    )));
+                }
+                if !pending && idle > ACK_WAIT {
+                    return Err((Some(head.node_id), format!(
+                        "{} (node {}) did not acknowledge within {} s of the last frame",
+                        head.address, head.node_id, ACK_WAIT.as_secs()
+                    )));
+                }
+            }
+        }
+    };
+    match outcome {
         Ok(r) => {
             let r = r.into_inner();
             let want: Vec<u64> = reply.pipeline.iter().map(|p| p.node_id).collect();
@@ -286,8 +368,9 @@ impl Client {
         if let Some(tx) = created {
             let _ = tx.send(());
         }
+        let need = self.replicas_needed(reply.replication);
         let total = self
-            .write_chunks(path, reply.file, reply.chunk_size, &mut src, progress)
+            .write_chunks(path, reply.file, reply.chunk_size, need, &mut src, progress)
             .await?;
         building.finish(total).await?;
         Ok(total)
@@ -353,11 +436,18 @@ impl Client {
             .await
     }
 
+    /// Replicas a chunk must be durable on before it counts as written: the configured minimum,
+    /// never more than the file's replication.
+    pub(crate) fn replicas_needed(&self, replication: u32) -> usize {
+        self.config.min_replicas.min(replication).max(1) as usize
+    }
+
     async fn write_chunks<R: AsyncRead + Unpin>(
         &self,
         path: &str,
         file: u64,
         chunk_size: u64,
+        need: usize,
         src: &mut R,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
@@ -368,7 +458,7 @@ impl Client {
             if len == 0 {
                 return Ok(total);
             }
-            self.write_one_chunk(path, file, index, &frames, len)
+            self.write_one_chunk(path, file, index, need, &frames, len)
                 .await?;
             total += len;
             index += 1;
@@ -384,6 +474,7 @@ impl Client {
         path: &str,
         file: u64,
         index: u32,
+        need: usize,
         frames: &[Bytes],
         len: u64,
     ) -> Result<()> {
@@ -391,6 +482,15 @@ impl Client {
         let mut last = String::new();
         for attempt in 1..=self.config.chunk_attempts {
             let alloc = self.allocate(file, index, &exclude).await?;
+            if alloc.pipeline.len() < need {
+                // Too few servers to acknowledge safely: wait a little (servers come back, the
+                // excluded ones get another chance), then ask again.
+                last = short_pipeline(alloc.pipeline.len(), need);
+                tracing::warn!(path, index, attempt, %last, "chunk not written");
+                exclude.clear();
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                continue;
+            }
             match send_chunk(&alloc, frames, len).await {
                 Ok(()) => return Ok(()),
                 Err((blamed, why)) => {

@@ -277,4 +277,20 @@ async fn calls_follow_a_failover_without_waiting_for_their_timeout() {
         let now = c.status().await.expect("status");
         assert_ne!(now.leader_address, old, "round {round}");
     }
+    // One live chunkserver: a put is not acknowledged on a single replica (min_replicas 2)…
+    match c.put("/lonely", &[1u8; 1000][..], false, &|_| {}).await {
+        Err(e @ ClientError::ChunkWrite { .. }) => {
+            assert!(e.to_string().contains("at least 2"), "{e}")
+        }
+        r => panic!("a put with one replica was acknowledged: {r:?}"),
+    }
+    assert!(matches!(
+        c.stat("/lonely").await,
+        Err(ClientError::NotFound(_))
+    ));
+    // …unless the file asks for one.
+    let one = CreateOptions::default().replication(1);
+    c.put_with("/lonely", &[1u8; 1000][..], &one, &|_| {})
+        .await
+        .expect("a 1-replica file");
 }

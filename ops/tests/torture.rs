@@ -6,8 +6,12 @@
 use shale_torture::{run, Config};
 use std::time::Duration;
 
+/// Multi-process tests run one at a time (2 cores).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_seeded_torture_run_finds_nothing() {
+    let _serial = SERIAL.lock().await;
     let seed = std::env::var("SHALE_TORTURE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -127,6 +131,7 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_planted_stale_read_is_caught() {
+    let _serial = SERIAL.lock().await;
     use shale_torture::linear::Verdict;
     let planted = deposed_leader_scenario(true).await;
     assert!(
@@ -135,4 +140,80 @@ async fn a_planted_stale_read_is_caught() {
     );
     let control = deposed_leader_scenario(false).await;
     assert_eq!(control, Verdict::Linearizable);
+}
+
+/// A leader cut off from the other masters stops claiming the role once no majority has
+/// acknowledged it for the lease, and fails writes at once naming every member: a client that
+/// was given only that master finds the new leader in seconds (it waited its whole 30 s budget
+/// and failed before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_leader_sends_clients_elsewhere() {
+    let _serial = SERIAL.lock().await;
+    use shale_proto::metapb::master_service_client::MasterServiceClient;
+    use shale_proto::metapb::Empty;
+    use shale_torture::cluster::Cluster;
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = Cluster::start(env!("CARGO_BIN_EXE_shale").as_ref(), dir.path(), 1, 3, &[])
+        .expect("cluster");
+    assert!(
+        c.net.partitions(),
+        "network namespaces are needed: {:?}",
+        c.net.fallback
+    );
+    let masters = c.masters();
+    let t0 = std::time::Instant::now();
+    let old = loop {
+        if let Ok(cl) = shale_client::Client::connect(&masters, Default::default()).await {
+            if let Ok(s) = cl.status().await {
+                if !s.leader_address.is_empty() {
+                    break s.leader_address;
+                }
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let only = shale_client::Client::connect(std::slice::from_ref(&old), Default::default())
+        .await
+        .expect("connect to the leader alone");
+    only.mkdir("/before", false).await.expect("mkdir");
+    let l = c
+        .servers
+        .iter()
+        .position(|s| s.addr == old)
+        .expect("leader");
+    let others: Vec<String> = c
+        .servers
+        .iter()
+        .filter(|s| s.name.starts_with("master") && s.addr != old)
+        .map(|s| c.net.hosts[s.host].ip.clone())
+        .collect();
+    c.net
+        .impair(c.servers[l].host, &others, false, 0)
+        .expect("partition");
+    let t0 = std::time::Instant::now();
+    let r = only.mkdir("/after", false).await;
+    let took = t0.elapsed();
+    let mut raw = MasterServiceClient::connect(format!("http://{old}"))
+        .await
+        .expect("dial the old leader");
+    // Within a few leases of the cut, the old leader stops claiming the role.
+    let mut role = String::new();
+    while t0.elapsed() < Duration::from_secs(5) {
+        role = raw
+            .status(Empty {})
+            .await
+            .expect("status")
+            .into_inner()
+            .role;
+        if role != "leader" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.net.heal_all().expect("heal");
+    r.expect("mkdir after the leader was cut off");
+    println!("the call took {took:?} across the partition; the old leader says {role:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert_ne!(role, "leader", "a cut-off leader still claims the role");
 }

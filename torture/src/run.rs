@@ -334,8 +334,8 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
     r.unknown_ops = ops.iter().filter(|o| o.output == Output::Unknown).count() as u64;
     r.ok_ops = ops.len() as u64 - r.unknown_ops;
     r.failed_ops = h.failed.load(Ordering::Relaxed);
-    for (why, n) in h.failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        println!("failed (not in the history): {n:>6}  {why}");
+    for (why, (n, first)) in h.failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        println!("failed (not in the history): {n:>6}  {why}  (first: {first})");
     }
     let keys = cfg.keys;
     let verdict = tokio::task::spawn_blocking(move || {

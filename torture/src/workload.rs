@@ -72,8 +72,8 @@ pub struct History {
     pub corrupt: Mutex<Vec<String>>,
     /// Operations that failed (left out of the history) and read attempts that got nothing.
     pub failed: AtomicU64,
-    /// Why, counted by operation and error kind.
-    pub failures: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Why, counted by operation and error kind, with the first message of each.
+    pub failures: Mutex<std::collections::BTreeMap<String, (u64, String)>>,
 }
 
 impl History {
@@ -110,10 +110,11 @@ enum Told {
     Failed(String),
 }
 
-/// A short name for an error's kind.
+/// A short name for an error's kind, then its message.
 fn kind(e: &ClientError) -> String {
     let s = format!("{e:?}");
-    s.split(['(', ' ', '{']).next().unwrap_or("?").to_string()
+    let k = s.split(['(', ' ', '{']).next().unwrap_or("?").to_string();
+    format!("{k}\t{e}")
 }
 
 fn told(e: &ClientError) -> Told {
@@ -209,11 +210,12 @@ pub async fn perform(c: &Client, h: &History, client: usize, input: Input, limit
     };
     let count = |why: &str| {
         h.failed.fetch_add(1, Ordering::Relaxed);
-        *h.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(format!("{name}: {why}"))
-            .or_default() += 1;
+        let (kind, message) = why.split_once('\t').unwrap_or((why, ""));
+        let mut f = h.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let e = f
+            .entry(format!("{name}: {kind}"))
+            .or_insert_with(|| (0, message.to_string()));
+        e.0 += 1;
     };
     match outcome {
         Told::Said(output) => h.record(Op {

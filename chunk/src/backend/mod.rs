@@ -56,7 +56,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn list(&self) -> io::Result<Vec<(String, u64)>>;
     /// Reads a whole (small) file.
     async fn read_all(&self, name: &str) -> io::Result<Vec<u8>>;
-    /// Bytes `[offset, offset + len)` of a file. Disk backends map the file (mmap, no copy).
+    /// Bytes `[offset, offset + len)` of a file, in a buffer of their own (disk backends read
+    /// with pread: a mapping of a file truncated underneath would raise SIGBUS). A file shorter
+    /// than the range is `UnexpectedEof`.
     async fn map(&self, name: &str, offset: u64, len: u64) -> io::Result<Bytes>;
     /// Space left on the file system.
     fn space(&self) -> io::Result<FsSpace>;

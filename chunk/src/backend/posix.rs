@@ -1,4 +1,4 @@
-//! Directory operations and mmap reads shared by the two disk backends (std and uring).
+//! Directory operations and range reads (pread) shared by the two disk backends (std and uring).
 //! Blocking calls; callers run them on tokio's blocking pool via [`blocking`].
 use super::FsSpace;
 use bytes::Bytes;
@@ -47,59 +47,32 @@ pub(crate) fn list(root: &Path) -> io::Result<Vec<(String, u64)>> {
 }
 
 /// Maps `[offset, offset+len)` of a file read-only, without touching it yet.
-fn map_lazy(path: &Path, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
+/// Bytes `[offset, offset + len)` of the file at `path`, read (pread) into a buffer of their
+/// own. Not a memory map: a file truncated or deleted by someone else while a mapping of it is
+/// read raises SIGBUS and kills the server (seen under the torture harness's disk faults); a
+/// read returns a short count instead, which the caller treats as damage.
+fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
     let file = fs::File::open(path)?;
     let file_len = file.metadata()?.len();
     if offset.checked_add(len).is_none_or(|end| end > file_len) {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("map {offset}+{len} past the end of a {file_len}-byte file"),
+            format!("read {offset}+{len} past the end of a {file_len}-byte file"),
         ));
     }
     let len_usize = usize::try_from(len).map_err(io::Error::other)?;
-    // SAFETY: sealed chunk files are immutable: the store never writes, truncates or reuses a
-    // sealed file (a new version gets a new inode via rename). Bytes are verified by crc after
-    // mapping, so outside tampering is caught rather than trusted.
-    unsafe {
-        memmap2::MmapOptions::new()
-            .offset(offset)
-            .len(len_usize)
-            .map(&file)
-    }
+    let mut buf = bytes::BytesMut::zeroed(len_usize);
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf.freeze())
 }
 
-/// Whether every page of the mapping is in the page cache (so touching it cannot block on the
-/// disk).
-fn resident(map: &memmap2::Mmap) -> bool {
-    let page = 4096usize;
-    let addr = map.as_ptr() as usize;
-    let start = addr & !(page - 1);
-    let len = addr + map.len() - start;
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: [start, start+len) lies within (the page-aligned extent of) a live mapping and
-    // `vec` has one byte per page.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    rc == 0 && vec.iter().all(|b| b & 1 == 1)
-}
-
-/// Maps a range and faults it in: on the caller's thread when it is already in the page cache
-/// (cheap minor faults), on the blocking pool when it must come from the disk. The returned
-/// bytes own the mapping (no copy).
+/// [`read_range`] on the blocking pool (the bytes may have to come from the disk).
 pub(crate) async fn map_async(path: PathBuf, offset: u64, len: u64) -> io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let map = map_lazy(&path, offset, len)?;
-    let populate = |m: memmap2::Mmap| -> io::Result<Bytes> {
-        // Best effort: older kernels lack MADV_POPULATE_READ; then pages fault in on first touch.
-        let _ = m.advise(memmap2::Advice::PopulateRead);
-        Ok(Bytes::from_owner(m))
-    };
-    if resident(&map) {
-        populate(map)
-    } else {
-        blocking(move || populate(map)).await
-    }
+    blocking(move || read_range(&path, offset, len)).await
 }
 
 pub(crate) fn space(root: &Path) -> io::Result<FsSpace> {

@@ -3,7 +3,7 @@
 //! tokio-uring files are `!Send`, so they live on dedicated I/O threads (one tokio-uring runtime
 //! each). Callers send an [`Op`] over a bounded channel and await a oneshot reply; each thread runs
 //! every op as its own local task, so many writes are in flight in one ring at once. A handle's
-//! low byte names its thread. Directory operations, listing and mmap reads are not data writes
+//! low byte names its thread. Directory operations, listing and range reads are not data writes
 //! and use the shared blocking code in [`super::posix`].
 //!
 //! Invariant: a file is only ever touched by the thread that created it.

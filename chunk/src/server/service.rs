@@ -26,6 +26,12 @@ use tonic::{Request, Response, Status, Streaming};
 pub const FRAME_MAX_BYTES: usize = 4 << 20;
 /// Reads stream in frames of this size.
 pub const READ_FRAME_BYTES: u64 = 1 << 20;
+/// A downstream replica that accepts no frame for this long fails the write, blamed on it.
+const FORWARD_STALL: Duration = Duration::from_secs(5);
+/// How long a downstream replica may take to acknowledge after taking the last frame (it seals,
+/// and waits for its own downstream).
+const DOWNSTREAM_ACK: Duration = Duration::from_secs(10);
+
 /// Frames buffered towards the downstream replica.
 const FORWARD_QUEUE: usize = 8;
 /// Write and replicate streams open at once on one chunkserver; more are refused with
@@ -157,6 +163,78 @@ pub struct ChunkServer {
 }
 
 /// Aborts a spawned task when dropped.
+/// How far the downstream call has taken the forwarded messages.
+struct Progress {
+    t0: std::time::Instant,
+    taken: std::sync::atomic::AtomicU64,
+    /// Milliseconds after `t0` when the last message was taken.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn idle(&self) -> Duration {
+        self.t0
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// The forwarded messages as a stream that records the downstream call's progress.
+struct Tracked {
+    inner: ReceiverStream<WriteChunkRequest>,
+    progress: Arc<Progress>,
+}
+
+impl tokio_stream::Stream for Tracked {
+    type Item = WriteChunkRequest;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WriteChunkRequest>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(_)) = &r {
+            let p = &self.progress;
+            p.taken.fetch_add(1, Ordering::Relaxed);
+            p.last_ms
+                .store(p.t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Waits for the downstream call, judging it by progress: it must keep taking the forwarded
+/// messages (none taken for [`FORWARD_STALL`] while some wait), and acknowledge within
+/// [`DOWNSTREAM_ACK`] of taking the last of the `sent` ones.
+async fn await_downstream<T>(
+    call: &mut tokio::task::JoinHandle<Result<T, Status>>,
+    progress: &Progress,
+    sent: u64,
+    node: u64,
+) -> Result<Result<T, Status>, tokio::task::JoinError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = &mut *call => return r,
+            _ = tick.tick() => {
+                let pending = progress.taken.load(Ordering::Relaxed) < sent;
+                let idle = progress.idle();
+                if pending && idle > FORWARD_STALL {
+                    return Ok(Err(Status::unavailable(format!(
+                        "downstream replica {node} took nothing for {} ms",
+                        FORWARD_STALL.as_millis()
+                    ))));
+                }
+                if !pending && idle > DOWNSTREAM_ACK {
+                    return Ok(Err(Status::unavailable(format!(
+                        "downstream replica {node} did not acknowledge within {} ms of the last frame",
+                        DOWNSTREAM_ACK.as_millis()
+                    ))));
+                }
+            }
+        }
+    }
+}
+
 struct AbortHandleOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortHandleOnDrop<T> {
     fn drop(&mut self) {
@@ -180,6 +258,11 @@ pub fn peer_client(addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
         .map_err(|e| invalid(format!("bad peer address {addr}: {e}")))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(120))
+        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
+        // buffers hide.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20);
@@ -271,7 +354,7 @@ impl ChunkServer {
         &self,
         h: &DomainHeader,
         stream: &mut Streaming<WriteChunkRequest>,
-        forward: Option<&mpsc::Sender<WriteChunkRequest>>,
+        forward: Option<(&mpsc::Sender<WriteChunkRequest>, u64)>,
     ) -> Result<(), Status> {
         let me = self.me();
         let mut off = 0u64;
@@ -292,13 +375,26 @@ impl ChunkServer {
                     h.length
                 )));
             }
-            if let Some(tx) = forward {
+            if let Some((tx, node)) = forward {
                 let fwd = WriteChunkRequest {
                     kind: Some(Kind::Data(data.clone())),
                 };
-                if tx.send(fwd).await.is_err() {
+                match tokio::time::timeout(FORWARD_STALL, tx.send(fwd)).await {
+                    Ok(Ok(())) => {}
                     // The downstream call ended early; its result says why.
-                    return Err(Status::unavailable("downstream replica stopped receiving"));
+                    Ok(Err(_)) => {
+                        return Err(Status::unavailable("downstream replica stopped receiving"))
+                    }
+                    // A stopped or cut-off replica: judged by progress, not a total timeout.
+                    Err(_) => {
+                        return Err(blame(
+                            Status::unavailable(format!(
+                                "downstream replica {node} accepted nothing for {} ms",
+                                FORWARD_STALL.as_millis()
+                            )),
+                            node,
+                        ))
+                    }
                 }
             }
             self.write_detached(h.chunk, off, data)
@@ -365,44 +461,65 @@ impl ChunkService for ChunkServer {
             let mut client = self.peer(&next.address)?;
             // The channel has room: the header never blocks.
             let _ = tx.send(header).await;
+            let progress = Arc::new(Progress {
+                t0: std::time::Instant::now(),
+                taken: AtomicU64::new(0),
+                last_ms: AtomicU64::new(0),
+            });
+            let tracked = Tracked {
+                inner: ReceiverStream::new(rx),
+                progress: progress.clone(),
+            };
             // Aborted if this call goes away, which ends the downstream stream (and so its
             // replica's write) too.
-            let call = AbortHandleOnDrop(tokio::spawn(async move {
-                client.write_chunk(ReceiverStream::new(rx)).await
-            }));
-            downstream = Some((next.node.get(), tx, call));
+            let call = AbortHandleOnDrop(tokio::spawn(
+                async move { client.write_chunk(tracked).await },
+            ));
+            downstream = Some((next.node.get(), tx, call, progress));
         }
 
         let received = self
-            .receive(&h, &mut stream, downstream.as_ref().map(|(_, tx, _)| tx))
+            .receive(
+                &h,
+                &mut stream,
+                downstream.as_ref().map(|(node, tx, _, _)| (tx, *node)),
+            )
             .await;
-        let downstream = downstream.map(|(node, tx, call)| {
+        let downstream = downstream.map(|(node, tx, call, progress)| {
+            // Sent = taken + still queued (read in this order, a race can only undercount, which
+            // judges the last message by the longer acknowledgement bound).
+            let taken = progress.taken.load(Ordering::Relaxed);
+            let sent = taken + (tx.max_capacity() - tx.capacity()) as u64;
             drop(tx);
-            (node, call)
+            (node, call, progress, sent)
         });
         let want_downstream: Vec<u64> = h.downstream.iter().map(|t| t.node.get()).collect();
         let down_result = match downstream {
-            Some((node, mut call)) => Some(match (&mut call.0).await {
-                Ok(Ok(r)) => {
-                    let r = r.into_inner();
-                    if r.durable_on == want_downstream {
-                        Ok(r)
-                    } else {
-                        Err(blame(
+            // Judged by progress: a replica stopped mid-stream or after the last frame must not
+            // hold the pipeline.
+            Some((node, mut call, progress, sent)) => Some(
+                match await_downstream(&mut call.0, &progress, sent, node).await {
+                    Ok(Ok(r)) => {
+                        let r = r.into_inner();
+                        if r.durable_on == want_downstream {
+                            Ok(r)
+                        } else {
+                            Err(blame(
                             Status::internal(format!(
                                 "downstream acknowledged {:?}, the pipeline was {want_downstream:?}",
                                 r.durable_on
                             )),
                             node,
                         ))
+                        }
                     }
-                }
-                Ok(Err(s)) => Err(blame(s, node)),
-                Err(e) => Err(blame(
-                    Status::internal(format!("forwarding task: {e}")),
-                    node,
-                )),
-            }),
+                    Ok(Err(s)) => Err(blame(s, node)),
+                    Err(e) => Err(blame(
+                        Status::internal(format!("forwarding task: {e}")),
+                        node,
+                    )),
+                },
+            ),
             None => None,
         };
         if let Err(e) = received {

@@ -470,6 +470,19 @@ impl<B: Backend> ChunkStore for Store<B> {
         {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Listed sealed, yet its data file is gone: removed by someone else (the store
+                // itself takes it out of the inventory first). Quarantine what is left so that
+                // it is reported and re-created, unless it was replaced or deleted meanwhile.
+                let why = "data file missing".to_string();
+                if self
+                    .quarantine(c.id, Some(c.version), why, Some(&sidecar))
+                    .await
+                {
+                    return Err(ChunkError::ChecksumMismatch {
+                        chunk: c.id,
+                        block: start / u64::from(sidecar.block_size),
+                    });
+                }
                 return Err(ChunkError::NotFound(c.id));
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {

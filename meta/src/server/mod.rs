@@ -141,6 +141,11 @@ impl Master {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
         if id == self.id {
+            // A leader no majority has acknowledged within the lease may be deposed already:
+            // it does not name itself (clients look elsewhere).
+            if self.unconfirmed().is_some() {
+                return None;
+            }
             return Some((id, self.config.advertise.clone()));
         }
         let addr = m
@@ -152,8 +157,52 @@ impl Master {
     }
 
     /// UNAVAILABLE naming the leader (in the message and the `shale-leader` metadata).
+    /// For a leader whose last acknowledgement by a majority is older than the leadership lease
+    /// (twice the longest election timeout: a new leader may exist after one; the margin keeps
+    /// a slow but healthy leader from doubting itself): how old, in ms. Such a leader may have been replaced
+    /// (cut off from the others, or paused): it keeps the role until it hears a newer term,
+    /// but must not claim it.
+    pub fn unconfirmed(&self) -> Option<u64> {
+        let w = self.raft.metrics();
+        let m = w.borrow();
+        if m.current_leader != Some(self.id) {
+            return None;
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return None;
+        }
+        m.millis_since_quorum_ack
+            .filter(|ms| *ms > 2 * self.config.election_timeout_max_ms)
+    }
+
+    /// Every member's address (for clients that were given only some of them).
+    pub fn member_addresses(&self) -> Vec<String> {
+        let w = self.raft.metrics();
+        let m = w.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.addr.clone())
+            .collect()
+    }
+
+    /// `s` with the members' addresses in the `shale-masters` metadata.
+    fn with_members(&self, mut s: Status) -> Status {
+        if let Ok(v) = self.member_addresses().join(",").parse() {
+            s.metadata_mut().insert("shale-masters", v);
+        }
+        s
+    }
+
     pub fn not_leader(&self) -> Status {
-        match self.leader() {
+        if let Some(ms) = self.unconfirmed() {
+            return self.with_members(Status::unavailable(format!(
+                "master {} cannot reach a majority of the group (no acknowledgement for {ms} ms): \
+                 another master may lead now",
+                self.id
+            )));
+        }
+        let s = match self.leader() {
             Some((id, addr)) if id != self.id => {
                 let mut s = Status::unavailable(format!(
                     "master {} is not the leader; the leader is master {id} at {addr}",
@@ -168,12 +217,17 @@ impl Master {
                 "master {} is not the leader and no leader is known yet; retry",
                 self.id
             )),
-        }
+        };
+        self.with_members(s)
     }
 
     /// Proposes a command through Raft (batched with concurrent ones); returns its reply once
     /// committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<Reply, Status> {
+        // A leader cut off from the majority fails at once rather than when the call times out.
+        if self.unconfirmed().is_some() {
+            return Err(self.not_leader());
+        }
         match self.proposer.propose(cmd).await {
             Ok(Reply::Err(e)) => Err(status_of(&e)),
             Ok(ok) => Ok(ok),

@@ -111,7 +111,10 @@ impl Svc {
     fn status(&self) -> StatusReply {
         let m = &self.0;
         let metrics = m.raft.metrics().borrow().clone();
-        let role = format!("{:?}", metrics.state).to_lowercase();
+        let mut role = format!("{:?}", metrics.state).to_lowercase();
+        if m.unconfirmed().is_some() {
+            role = "leader-unconfirmed".into();
+        }
         let membership = metrics.membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let masters = membership
@@ -321,9 +324,20 @@ impl MasterService for Svc {
             chunk_size,
             client_host,
         )
-        // Not a transient failure of this master: retrying elsewhere does not help, and the
-        // client must see why (RESOURCE_EXHAUSTED, not UNAVAILABLE).
-        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        .map_err(|e| {
+            // A master that has not yet heard from every registered chunkserver (just started,
+            // just elected) cannot tell: transient, retried (seen under the torture harness:
+            // puts failed right after a restarted master was elected).
+            if self.unheard_servers() > 0 {
+                return Status::unavailable(format!(
+                    "{e}: master {} has not heard from every chunkserver yet; retry",
+                    self.0.id
+                ));
+            }
+            // Otherwise not a transient failure of this master: retrying elsewhere does not
+            // help, and the client must see why (RESOURCE_EXHAUSTED, not UNAVAILABLE).
+            Status::resource_exhausted(e.to_string())
+        })?;
         match self
             .write(
                 r.request_id,
@@ -616,7 +630,7 @@ impl MasterService for Svc {
 
     async fn leader(&self, _req: Request<Empty>) -> R<LeaderReply> {
         let m = &self.0;
-        let (role, term) = {
+        let (mut role, term) = {
             let metrics = m.raft.metrics();
             let metrics = metrics.borrow();
             (
@@ -624,6 +638,9 @@ impl MasterService for Svc {
                 metrics.current_term,
             )
         };
+        if m.unconfirmed().is_some() {
+            role = "leader-unconfirmed".into();
+        }
         let (leader, leader_address) = m.leader().unwrap_or((0, String::new()));
         Ok(Response::new(LeaderReply {
             id: m.id,
@@ -631,6 +648,7 @@ impl MasterService for Svc {
             term,
             leader,
             leader_address,
+            members: m.member_addresses(),
         }))
     }
 
@@ -760,6 +778,16 @@ impl Svc {
 
     /// Placement candidates: registered chunkservers that are alive, with their labels, free
     /// space and load.
+    /// Registered chunkservers (not draining) this master has no heartbeat from since it started.
+    fn unheard_servers(&self) -> usize {
+        let g = self.0.sm.read();
+        let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+        g.state
+            .servers()
+            .filter(|(id, s)| !s.draining && !soft.servers.contains_key(id))
+            .count()
+    }
+
     fn candidates(&self) -> Vec<Candidate> {
         let now = Instant::now();
         let t = self.0.config.timeouts;

@@ -117,6 +117,25 @@ fn plan_tree(root: &Path, remote: &str, plan: &mut PutPlan) -> Res {
     Ok(())
 }
 
+/// Whether a file just written has fewer live replicas than its replication (acknowledged with
+/// at least the minimum; healing adds the rest): what to tell the user.
+async fn under_replicated(c: &Client, path: &str) -> Option<String> {
+    let st = c.stat(path).await.ok()?;
+    let locs = c.chunk_locations(path).await.ok()?;
+    let least = locs
+        .chunks
+        .iter()
+        .map(|ch| ch.replicas.iter().filter(|r| r.alive).count())
+        .min()?;
+    (least < st.replication as usize).then(|| {
+        format!(
+            "stored with {least} of {} replicas (too few chunkservers are up); the cluster adds \
+             the others when it can — `shale fsck` shows it",
+            st.replication
+        )
+    })
+}
+
 /// Whether `path` is an existing remote directory.
 async fn remote_dir(c: &Client, path: &str) -> Res<bool> {
     match c.stat(path).await {
@@ -201,6 +220,9 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
             Ok(n) => {
                 done += n;
                 written += n;
+                if let Some(w) = under_replicated(c, remote).await {
+                    pb.suspend(|| eprintln!("warning: {remote}: {w}"));
+                }
                 if count == 1 {
                     pb.finish_and_clear();
                     say!("{remote}: {} written", human::size(n));
