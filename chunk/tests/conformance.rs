@@ -304,6 +304,33 @@ pub async fn corrupt_block_is_caught_on_read_and_quarantined<H: Harness>(h: &H) 
     assert!(s.list().is_empty());
 }
 
+/// Chunk files deleted or truncated by someone else while the store runs (the torture harness's
+/// disk faults): the read fails as damage (never a crash), the replica leaves the inventory and
+/// is reported for re-creation.
+pub async fn files_removed_or_cut_underneath_are_quarantined<H: Harness>(h: &H) {
+    let (s, _) = h.open(cfg()).await;
+    put(&s, 4, 1, 300_000, 65_536).await;
+    let data = put(&s, 5, 1, 300_000, 65_536).await;
+    h.delete("0000000000000004.chunk");
+    let e = s.read(cref(4, 1), 0, 1000).await.expect_err("deleted");
+    assert!(matches!(e, ChunkError::ChecksumMismatch { .. }), "{e}");
+    let short = &data[..100_000];
+    h.put("0000000000000005.chunk", short);
+    let e = s
+        .read(cref(5, 1), 150_000, 1000)
+        .await
+        .expect_err("truncated");
+    assert!(matches!(e, ChunkError::ChecksumMismatch { .. }), "{e}");
+    assert!(s.list().is_empty(), "damaged replicas are still listed");
+    let mut ids: Vec<u64> = s
+        .take_quarantine_reports()
+        .iter()
+        .map(|r| r.id.get())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![4, 5]);
+}
+
 pub async fn damaged_files_are_quarantined_at_open<H: Harness>(h: &H) {
     {
         let (s, _) = h.open(cfg()).await;
@@ -452,6 +479,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn corrupt_block_is_caught_on_read_and_quarantined() {
                 super::corrupt_block_is_caught_on_read_and_quarantined(&$make).await
+            }
+            #[tokio::test]
+            async fn files_removed_or_cut_underneath_are_quarantined() {
+                super::files_removed_or_cut_underneath_are_quarantined(&$make).await
             }
             #[tokio::test]
             async fn damaged_files_are_quarantined_at_open() {

@@ -174,6 +174,14 @@ impl MemBackend {
         fs.gc();
     }
 
+    /// Removes a file durably, as someone else would (a deleted chunk file).
+    pub fn delete_file(&self, name: &str) {
+        let mut fs = self.lock();
+        fs.dir.remove(name);
+        fs.durable_dir.remove(name);
+        fs.gc();
+    }
+
     /// A file's current contents.
     pub fn file(&self, name: &str) -> Option<Vec<u8>> {
         let fs = self.lock();

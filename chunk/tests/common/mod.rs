@@ -39,6 +39,8 @@ pub trait Harness {
     /// Replaces a file's bytes (durably).
     fn put(&self, name: &str, data: &[u8]);
     fn read_raw(&self, name: &str) -> Option<Vec<u8>>;
+    /// Deletes a file behind the store's back.
+    fn delete(&self, name: &str);
     /// Every file name, including `quarantine/...`.
     fn names(&self) -> Vec<String>;
 
@@ -90,6 +92,9 @@ impl<B: Backend> Harness for Disk<B> {
     fn read_raw(&self, name: &str) -> Option<Vec<u8>> {
         std::fs::read(self.path(name)).ok()
     }
+    fn delete(&self, name: &str) {
+        std::fs::remove_file(self.path(name)).expect("remove");
+    }
     fn names(&self) -> Vec<String> {
         let mut out = Vec::new();
         for sub in ["", "quarantine/"] {
@@ -126,6 +131,9 @@ impl Harness for Mem {
     }
     fn read_raw(&self, name: &str) -> Option<Vec<u8>> {
         self.0.file(name)
+    }
+    fn delete(&self, name: &str) {
+        self.0.delete_file(name);
     }
     fn names(&self) -> Vec<String> {
         self.0.names()
