@@ -198,6 +198,27 @@ async fn the_client_library() {
     assert!(streamed.windows(2).all(|w| w[0].name < w[1].name));
     assert_eq!(c.list("/many").await.expect("list").len(), 1010);
 
+    // A mkdir that took effect reports success even when a concurrent `rm -r` removes the
+    // directory before the reply (it read the path back and said NOT_FOUND).
+    let races = (0..4).map(|i| {
+        let c = c.clone();
+        async move {
+            for _ in 0..60 {
+                if i % 2 == 0 {
+                    c.mkdir("/race/a/b", true)
+                        .await
+                        .expect("mkdir -p never fails here");
+                } else {
+                    match c.delete("/race", true).await {
+                        Ok(()) | Err(ClientError::NotFound(_)) => {}
+                        Err(e) => panic!("rm -r: {e}"),
+                    }
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(races).await;
+
     // Error kinds.
     match c.open("/nope").await {
         Err(e @ ClientError::NotFound(_)) => {

@@ -39,7 +39,13 @@ pub struct Cluster {
     pub net: Net,
     shale: PathBuf,
     pub dir: PathBuf,
+    /// Chunkservers whose data lives on a small file system of its own (a tmpfs the harness
+    /// mounted), so that the nemesis can fill it: (server index, mount point).
+    pub small_disks: Vec<(usize, PathBuf)>,
 }
+
+/// Size of the small file system one chunkserver gets (namespaces mode: root can mount).
+const SMALL_DISK: &str = "size=192m";
 
 /// A free TCP port on 127.0.0.1 (for the loopback fallback).
 fn free_port() -> u16 {
@@ -154,11 +160,31 @@ impl Cluster {
             });
         }
         std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+        let mut small_disks = Vec::new();
+        if net.partitions() {
+            // The last chunkserver's data on a small tmpfs (a full disk is a fault to inject).
+            if let Some(i) = servers
+                .iter()
+                .rposition(|s| matches!(s.role, Role::Chunkserver(_)))
+            {
+                let d = servers[i].data.clone();
+                std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                let ok = std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", SMALL_DISK, "tmpfs"])
+                    .arg(&d)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    small_disks.push((i, d));
+                }
+            }
+        }
         let mut c = Cluster {
             servers,
             net,
             shale: shale.to_path_buf(),
             dir: dir.to_path_buf(),
+            small_disks,
         };
         for i in 0..c.servers.len() {
             c.spawn(i)?;
@@ -309,6 +335,12 @@ impl Drop for Cluster {
                 self.cont(i);
             }
             self.kill(i);
+        }
+        for (_, d) in &self.small_disks {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(d)
+                .status();
         }
     }
 }

@@ -99,6 +99,43 @@ fn disk_fault(
     Some(format!("{}: {what}", c.servers[i].name))
 }
 
+/// Fills the file system of `dir` but for 64 KiB (a file `filler` beside the chunk store):
+/// how many bytes were written.
+fn fill_disk(dir: &Path) -> u64 {
+    use std::io::Write;
+    let Ok(mut f) = std::fs::File::create(dir.join("filler")) else {
+        return 0;
+    };
+    let block = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        let free = free_bytes(dir);
+        if free <= 64 << 10 {
+            break;
+        }
+        let n = ((free - (64 << 10)) as usize).min(block.len());
+        match f.write_all(&block[..n]) {
+            Ok(()) => written += n as u64,
+            Err(_) => break,
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    st.f_bavail * st.f_frsize
+}
+
 /// Which fault to inject next.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -111,6 +148,7 @@ enum Kind {
     ClientCut,
     Loss,
     Disk,
+    FullDisk,
 }
 
 /// Runs faults until `until`, then heals everything (restarting and continuing every server).
@@ -132,6 +170,9 @@ pub async fn run(
         .filter(|&i| matches!(c.servers[i].role, Role::Chunkserver(_)))
         .collect();
     let mut kinds = vec![Kind::Kill, Kind::KillTwo, Kind::Pause, Kind::Disk];
+    if !c.small_disks.is_empty() {
+        kinds.push(Kind::FullDisk);
+    }
     if c.net.partitions() {
         kinds.extend([
             Kind::Isolate,
@@ -167,6 +208,7 @@ pub async fn run(
         let mut down: Vec<usize> = Vec::new();
         let mut impaired: Vec<usize> = Vec::new();
         let mut paused: Vec<usize> = Vec::new();
+        let mut filled: Vec<PathBuf> = Vec::new();
         match kind {
             Kind::Kill => {
                 let s = any(&mut rng);
@@ -277,6 +319,18 @@ pub async fn run(
                     impaired.push(s);
                 }
             }
+            Kind::FullDisk => {
+                let (s, dir) = c.small_disks[rng.usize(0..c.small_disks.len())].clone();
+                let n = fill_disk(&dir);
+                log.note(
+                    t0,
+                    format!(
+                        "filled the disk of {} ({n} bytes) for {hold:?}",
+                        c.servers[s].name
+                    ),
+                );
+                filled.push(dir);
+            }
             Kind::Disk => {
                 let s = chunkservers[rng.usize(0..chunkservers.len())];
                 if let Some(what) = disk_fault(c, s, &mut rng, &mut damage) {
@@ -286,6 +340,10 @@ pub async fn run(
         }
         log.faults += 1;
         tokio::time::sleep(hold).await;
+        for dir in filled {
+            let _ = std::fs::remove_file(dir.join("filler"));
+            log.note(t0, format!("freed the disk at {}", dir.display()));
+        }
         for s in paused {
             c.cont(s);
             log.note(t0, format!("SIGCONT {}", c.servers[s].name));

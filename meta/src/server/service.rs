@@ -173,15 +173,29 @@ impl Svc {
 impl MasterService for Svc {
     async fn mkdir(&self, req: Request<MkdirRequest>) -> R<FileStat> {
         let r = req.into_inner();
-        self.write(
-            r.request_id,
-            Command::Mkdir {
-                path: r.path.clone(),
-                parents: r.parents,
-            },
-        )
-        .await?;
-        Ok(Response::new(self.stat_path(&r.path)?))
+        let reply = self
+            .write(
+                r.request_id,
+                Command::Mkdir {
+                    path: r.path.clone(),
+                    parents: r.parents,
+                },
+            )
+            .await?;
+        let Reply::Inode(id) = reply else {
+            return Err(unexpected(reply));
+        };
+        // The answer is what apply did: the directory may be gone again by now (a concurrent
+        // `rm -r`), which must not turn a successful mkdir into NOT_FOUND.
+        match self.stat_path(&r.path) {
+            Ok(s) if s.inode == id.get() => Ok(Response::new(s)),
+            _ => Ok(Response::new(FileStat {
+                name: r.path.rsplit('/').next().unwrap_or("").to_string(),
+                inode: id.get(),
+                is_dir: true,
+                ..FileStat::default()
+            })),
+        }
     }
 
     async fn stat(&self, req: Request<PathRequest>) -> R<FileStat> {
