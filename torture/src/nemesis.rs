@@ -147,6 +147,7 @@ enum Kind {
     OneWay,
     ClientCut,
     Loss,
+    Slow,
     Disk,
     FullDisk,
 }
@@ -180,6 +181,7 @@ pub async fn run(
             Kind::OneWay,
             Kind::ClientCut,
             Kind::Loss,
+            Kind::Slow,
         ]);
     } else {
         log.note(
@@ -315,6 +317,21 @@ pub async fn run(
                     log.note(
                         t0,
                         format!("{pct}% packet loss into {} for {hold:?}", c.servers[s].name),
+                    );
+                    impaired.push(s);
+                }
+            }
+            Kind::Slow => {
+                let s = any(&mut rng);
+                let kbit = rng.u32(2_000..40_000);
+                let lat = rng.u32(50..400);
+                if c.net.slow(c.servers[s].host, kbit, lat).is_ok() {
+                    log.note(
+                        t0,
+                        format!(
+                            "slow link to {}: {kbit} kbit/s, up to {lat} ms queued, for {hold:?}",
+                            c.servers[s].name
+                        ),
                     );
                     impaired.push(s);
                 }

@@ -1,7 +1,9 @@
 //! Hosts for the servers. Each server runs in its own network namespace with its own address on
 //! a bridge the harness creates (root is needed); the harness and its clients are the bridge's
 //! own address. Faults are nftables rules inside a host's namespace: dropped traffic to or from
-//! chosen addresses (a partition, one-way or both), or random loss (`numgen random`).
+//! chosen addresses (a partition, one-way or both), or random loss (`numgen random`); and a slow
+//! link (a `tbf` token bucket on both ends of the host's link: this kernel has no `netem`, so
+//! delay comes from queueing behind a rate limit).
 //!
 //! When namespaces cannot be made (no root, no `ip`), every server runs on 127.0.0.1 and network
 //! faults are unavailable: [`Net::partitions`] says so, and the run reports it.
@@ -17,6 +19,8 @@ pub struct Host {
     pub ns: Option<String>,
     /// Its address.
     pub ip: String,
+    /// The bridge side of its link (none on loopback).
+    pub veth: Option<String>,
 }
 
 /// The harness's hosts.
@@ -87,6 +91,7 @@ impl Net {
                     .map(|_| Host {
                         ns: None,
                         ip: "127.0.0.1".into(),
+                        veth: None,
                     })
                     .collect(),
                 client_ip: "127.0.0.1".into(),
@@ -123,6 +128,7 @@ impl Net {
             net.hosts.push(Host {
                 ns: Some(ns.clone()),
                 ip: ip.clone(),
+                veth: Some(veth.clone()),
             });
             run(&[
                 "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
@@ -198,12 +204,39 @@ impl Net {
         nft(ns, &script)
     }
 
+    /// Makes host `h`'s link slow both ways: a token bucket of `kbit` kbit/s holding up to
+    /// `latency_ms` of queue (no `netem` on this kernel: delay comes from queueing behind the
+    /// rate limit, as on a congested link).
+    pub fn slow(&self, h: usize, kbit: u32, latency_ms: u32) -> Result<(), String> {
+        let (Some(ns), Some(veth)) = (&self.hosts[h].ns, &self.hosts[h].veth) else {
+            return Err("no network faults on loopback".into());
+        };
+        let (rate, lat) = (format!("{kbit}kbit"), format!("{latency_ms}ms"));
+        let tbf = [
+            "root", "tbf", "rate", &rate, "burst", "16kb", "latency", &lat,
+        ];
+        let mut inside = vec![
+            "ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", "eth0",
+        ];
+        inside.extend(tbf);
+        run(&inside)?;
+        let mut outside = vec!["tc", "qdisc", "replace", "dev", veth];
+        outside.extend(tbf);
+        run(&outside)
+    }
+
     /// Removes every fault on host `h`.
     pub fn heal(&self, h: usize) -> Result<(), String> {
-        match &self.hosts[h].ns {
-            Some(ns) => nft(ns, "table inet torture {}\ndelete table inet torture\n"),
-            None => Ok(()),
+        let Some(ns) = &self.hosts[h].ns else {
+            return Ok(());
+        };
+        let _ = run(&[
+            "ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+        ]);
+        if let Some(v) = &self.hosts[h].veth {
+            let _ = run(&["tc", "qdisc", "del", "dev", v, "root"]);
         }
+        nft(ns, "table inet torture {}\ndelete table inet torture\n")
     }
 
     /// Removes every fault on every host.
