@@ -21,7 +21,7 @@ pub struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
-    /// File names the clients share (≤ 64).
+    /// File names the clients share (≤ 61; three directory names come beside them).
     #[arg(long, default_value_t = 8)]
     pub keys: usize,
     #[arg(long, default_value_t = 4)]
@@ -91,7 +91,7 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             duration: Duration::from_secs_f64(a.run_minutes * 60.0),
             seed: s,
             clients: a.clients,
-            keys: a.keys.clamp(2, 64),
+            keys: a.keys.clamp(2, 64 - shale_torture::workload::DIRS),
             chunkservers: a.chunkservers.max(3),
             heal_within: Duration::from_secs(120),
             master_extra: Vec::new(),

@@ -102,8 +102,8 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
         value,
         overwrite: true,
     };
-    perform(&a, &h, 0, put(1), limit).await;
-    perform(&b, &h, 1, Input::Get { key: 0 }, limit).await;
+    perform(&a, &h, 0, 1, put(1), limit).await;
+    perform(&b, &h, 1, 1, Input::Get { key: 0 }, limit).await;
     let old = b.status().await.expect("status").leader_address;
     let l = c
         .servers
@@ -120,8 +120,8 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
     c.net
         .impair(c.servers[l].host, &others, false, 0)
         .expect("partition");
-    perform(&a, &h, 0, put(2), limit).await;
-    perform(&b, &h, 1, Input::Get { key: 0 }, limit).await;
+    perform(&a, &h, 0, 1, put(2), limit).await;
+    perform(&b, &h, 1, 1, Input::Get { key: 0 }, limit).await;
     c.net.heal_all().expect("heal");
     for o in h.ops() {
         println!("unsafe_reads {unsafe_reads}: {o:?}");

@@ -1,9 +1,14 @@
-//! The namespace model the checker runs: a flat directory of `keys` file names, each absent or
-//! holding one written value (a write id). Pure; nondeterministic only for operations whose
-//! outcome is unknown (they may or may not have taken effect).
+//! The namespace model the checker runs: a flat directory of names, each absent or present.
+//! File names hold one written value (a write id ≥ 1); directory names hold the marker
+//! [`DIR`] when present (the harness uses the first names for files and the rest for
+//! directories, and never mixes them). Pure; nondeterministic only for operations whose outcome
+//! is unknown (they may or may not have taken effect).
 
-/// A state: per key, the write id it holds.
+/// A state: per name, the write id it holds (or [`DIR`] for a directory).
 pub type State = Vec<Option<u64>>;
+
+/// What a present directory name holds.
+pub const DIR: u64 = 0;
 
 /// What a client asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +31,10 @@ pub enum Input {
     },
     /// List the directory.
     Ls,
+    /// Make directory `key` (no parents).
+    Mkdir { key: usize },
+    /// Remove the (empty) directory `key`.
+    Rmdir { key: usize },
 }
 
 /// What the client was told.
@@ -115,6 +124,26 @@ pub fn step(s: &State, input: &Input, output: &Output) -> Vec<State> {
             }
         }
         (Input::Ls, Output::Unknown) => vec![s.clone()],
+        (Input::Mkdir { key }, out) => {
+            let made = || with(&|n: &mut State| n[*key] = Some(DIR));
+            match (out, s[*key].is_some()) {
+                (Output::Ok, false) => vec![made()],
+                (Output::Exists, true) => vec![s.clone()],
+                (Output::Unknown, false) => vec![s.clone(), made()],
+                (Output::Unknown, true) => vec![s.clone()],
+                _ => vec![],
+            }
+        }
+        (Input::Rmdir { key }, out) => {
+            let gone = || with(&|n: &mut State| n[*key] = None);
+            match (out, s[*key] == Some(DIR)) {
+                (Output::Ok, true) => vec![gone()],
+                (Output::NotFound, false) if s[*key].is_none() => vec![s.clone()],
+                (Output::Unknown, true) => vec![s.clone(), gone()],
+                (Output::Unknown, false) => vec![s.clone()],
+                _ => vec![],
+            }
+        }
         _ => vec![],
     }
 }
@@ -157,6 +186,19 @@ mod tests {
             step(&s, &Input::Rm { key: 0 }, &Output::NotFound),
             vec![s.clone()]
         );
+        let d: State = vec![None, None];
+        let made = step(&d, &Input::Mkdir { key: 1 }, &Output::Ok);
+        assert_eq!(made, vec![vec![None, Some(DIR)]]);
+        assert!(step(&made[0], &Input::Mkdir { key: 1 }, &Output::Ok).is_empty());
+        assert_eq!(
+            step(&made[0], &Input::Mkdir { key: 1 }, &Output::Exists),
+            made
+        );
+        assert_eq!(
+            step(&made[0], &Input::Rmdir { key: 1 }, &Output::Ok),
+            vec![d.clone()]
+        );
+        assert!(step(&d, &Input::Rmdir { key: 1 }, &Output::Ok).is_empty());
         assert_eq!(
             step(&s, &Input::Rm { key: 1 }, &Output::Ok),
             vec![vec![None, None]]

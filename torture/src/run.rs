@@ -27,7 +27,7 @@ pub struct Config {
     pub duration: Duration,
     pub seed: u64,
     pub clients: usize,
-    /// Keys (file names) the clients share (≤ 64).
+    /// Keys (file names) the clients share (≤ 61: `workload::DIRS` directory names come after).
     pub keys: usize,
     pub chunkservers: usize,
     /// How long the cluster may take to heal after the faults.
@@ -302,6 +302,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
             &final_reader,
             &h,
             cfg.clients,
+            cfg.keys,
             Input::Get { key: k },
             Duration::from_secs(30),
         )
@@ -311,6 +312,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
         &final_reader,
         &h,
         cfg.clients,
+        cfg.keys,
         Input::Ls,
         Duration::from_secs(30),
     )
@@ -339,7 +341,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
     }
     let keys = cfg.keys;
     let verdict = tokio::task::spawn_blocking(move || {
-        let v = linear::check(&ops, keys, 50_000_000);
+        let v = linear::check(&ops, keys + workload::DIRS, 50_000_000);
         (v, ops)
     })
     .await

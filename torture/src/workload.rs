@@ -20,10 +20,18 @@ use std::time::{Duration, Instant};
 /// The directory the keys live in.
 pub const DIR: &str = "/t";
 
-/// The path of key `k`.
+/// The path of key `k` (a file name; see [`dir_path`] for directory names).
 pub fn path(k: usize) -> String {
     format!("{DIR}/k{k}")
 }
+
+/// Directory names come after the `keys` file names: name `keys + j` is `DIR/dj`.
+pub fn dir_path(keys: usize, k: usize) -> String {
+    format!("{DIR}/d{}", k - keys)
+}
+
+/// How many directory names the workload uses beside its file names.
+pub const DIRS: usize = 3;
 
 /// The bytes of write `v` (8 bytes to 2.5 MiB: most small, some spanning chunks of 1 MiB).
 pub fn content(v: u64) -> Vec<u8> {
@@ -126,9 +134,16 @@ fn told(e: &ClientError) -> Told {
     }
 }
 
-/// Runs `input` through `c` and records it. Every operation is bounded by `limit` (then it is
-/// unknown).
-pub async fn perform(c: &Client, h: &History, client: usize, input: Input, limit: Duration) {
+/// Runs `input` through `c` and records it (`keys`: how many names are files). Every operation
+/// is bounded by `limit` (then it is unknown).
+pub async fn perform(
+    c: &Client,
+    h: &History,
+    client: usize,
+    keys: usize,
+    input: Input,
+    limit: Duration,
+) {
     let call = h.now();
     let work =
         async {
@@ -178,11 +193,29 @@ pub async fn perform(c: &Client, h: &History, client: usize, input: Input, limit
                         Err(e) => told(&e),
                     }
                 }
+                Input::Mkdir { key } => match c.mkdir(&dir_path(keys, *key), false).await {
+                    Ok(_) => Told::Said(Output::Ok),
+                    Err(e) => told(&e),
+                },
+                Input::Rmdir { key } => match c.delete(&dir_path(keys, *key), false).await {
+                    Ok(()) => Told::Said(Output::Ok),
+                    Err(e) => told(&e),
+                },
                 Input::Ls => match c.list(DIR).await {
                     Ok(entries) => {
                         let mut mask = 0u64;
                         for e in entries {
-                            match e.name.strip_prefix('k').and_then(|n| n.parse::<u32>().ok()) {
+                            let bit = if let Some(n) = e.name.strip_prefix('k') {
+                                n.parse::<usize>().ok().filter(|k| *k < keys)
+                            } else if let Some(n) = e.name.strip_prefix('d') {
+                                n.parse::<usize>()
+                                    .ok()
+                                    .filter(|j| *j < DIRS)
+                                    .map(|j| keys + j)
+                            } else {
+                                None
+                            };
+                            match bit {
                                 Some(k) if k < 64 => mask |= 1 << k,
                                 _ => {
                                     h.corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(
@@ -207,6 +240,8 @@ pub async fn perform(c: &Client, h: &History, client: usize, input: Input, limit
         Input::Rm { .. } => "rm",
         Input::Mv { .. } => "mv",
         Input::Ls => "ls",
+        Input::Mkdir { .. } => "mkdir",
+        Input::Rmdir { .. } => "rmdir",
     };
     let count = |why: &str| {
         h.failed.fetch_add(1, Ordering::Relaxed);
@@ -259,7 +294,7 @@ pub async fn client_loop(
             },
             40..=64 => Input::Get { key },
             65..=74 => Input::Rm { key },
-            75..=89 => {
+            75..=86 => {
                 let to = (key + rng.usize(1..keys)) % keys;
                 Input::Mv {
                     from: key,
@@ -267,9 +302,15 @@ pub async fn client_loop(
                     replace: rng.bool(),
                 }
             }
+            87..=90 => Input::Mkdir {
+                key: keys + rng.usize(0..DIRS),
+            },
+            91..=93 => Input::Rmdir {
+                key: keys + rng.usize(0..DIRS),
+            },
             _ => Input::Ls,
         };
-        perform(&c, &h, client, input, Duration::from_secs(60)).await;
+        perform(&c, &h, client, keys, input, Duration::from_secs(60)).await;
     }
 }
 
