@@ -33,8 +33,9 @@ pub enum ClientError {
     /// No space (or another limit) left in the cluster.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// No master (or no leader) answered in time; the cluster may be down or electing.
-    #[error("no master answered: {0}")]
+    /// No master (or no leader) answered in time, or the leader hears from no chunkserver that
+    /// can take a replica: the cluster may be down, electing, or cut off.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// A chunk could not be written to any pipeline after every attempt.
     #[error("chunk {index} of {path}: write failed after {attempts} attempts: {last}")]

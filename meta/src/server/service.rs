@@ -339,12 +339,14 @@ impl MasterService for Svc {
             client_host,
         )
         .map_err(|e| {
-            // A master that has not yet heard from every registered chunkserver (just started,
-            // just elected) cannot tell: transient, retried (seen under the torture harness:
-            // puts failed right after a restarted master was elected).
-            if self.unheard_servers() > 0 {
+            // No live chunkserver at all (as this master sees it: just started, just elected,
+            // or cut off from them), or one it has not heard from yet: an availability
+            // problem, transient, retried (seen under the torture harness: puts failed right
+            // after a restarted or isolated master was elected). Live servers that are all
+            // full are a capacity problem instead.
+            if candidates.is_empty() || self.unheard_servers() > 0 {
                 return Status::unavailable(format!(
-                    "{e}: master {} has not heard from every chunkserver yet; retry",
+                    "{e}: master {} hears from no live chunkserver that can take it yet; retry",
                     self.0.id
                 ));
             }
