@@ -31,6 +31,8 @@ pub enum Input {
     },
     /// List the directory.
     Ls,
+    /// The length of the file at `key`.
+    Stat { key: usize },
     /// Make directory `key` (no parents).
     Mkdir { key: usize },
     /// Remove the (empty) directory `key`.
@@ -50,6 +52,8 @@ pub enum Output {
     Exists,
     /// A listing: bit `k` set when key `k` was listed.
     Names(u64),
+    /// A file's length, or `None` (not found).
+    Len(Option<u64>),
     /// No answer (a timeout, the cluster unreachable): it may or may not have happened.
     Unknown,
 }
@@ -124,6 +128,17 @@ pub fn step(s: &State, input: &Input, output: &Output) -> Vec<State> {
             }
         }
         (Input::Ls, Output::Unknown) => vec![s.clone()],
+        (Input::Stat { key }, Output::Len(len)) => {
+            let have = s[*key]
+                .filter(|v| *v != DIR)
+                .map(crate::workload::content_len);
+            if have == *len && (len.is_some() || s[*key].is_none()) {
+                vec![s.clone()]
+            } else {
+                vec![]
+            }
+        }
+        (Input::Stat { .. }, Output::Unknown) => vec![s.clone()],
         (Input::Mkdir { key }, out) => {
             let made = || with(&|n: &mut State| n[*key] = Some(DIR));
             match (out, s[*key].is_some()) {
@@ -184,6 +199,16 @@ mod tests {
         assert!(step(&s, &Input::Ls, &Output::Names(0b11)).is_empty());
         assert_eq!(
             step(&s, &Input::Rm { key: 0 }, &Output::NotFound),
+            vec![s.clone()]
+        );
+        let len = crate::workload::content_len(7);
+        assert_eq!(
+            step(&s, &Input::Stat { key: 1 }, &Output::Len(Some(len))),
+            vec![s.clone()]
+        );
+        assert!(step(&s, &Input::Stat { key: 1 }, &Output::Len(Some(len + 1))).is_empty());
+        assert_eq!(
+            step(&s, &Input::Stat { key: 0 }, &Output::Len(None)),
             vec![s.clone()]
         );
         let d: State = vec![None, None];

@@ -35,12 +35,7 @@ pub const DIRS: usize = 3;
 
 /// The bytes of write `v` (8 bytes to 2.5 MiB: most small, some spanning chunks of 1 MiB).
 pub fn content(v: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(v.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let len = match rng.u8(0..10) {
-        0 => rng.usize(1_000_000..2_600_000),
-        1 | 2 => rng.usize(100_000..1_000_000),
-        _ => rng.usize(8..16_384),
-    };
+    let (mut rng, len) = sized(v);
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&v.to_le_bytes());
     while out.len() < len {
@@ -48,6 +43,22 @@ pub fn content(v: u64) -> Vec<u8> {
     }
     out.truncate(len.max(8));
     out
+}
+
+/// The generator of write `v`'s bytes, and their count.
+fn sized(v: u64) -> (fastrand::Rng, usize) {
+    let mut rng = fastrand::Rng::with_seed(v.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let len = match rng.u8(0..10) {
+        0 => rng.usize(1_000_000..2_600_000),
+        1 | 2 => rng.usize(100_000..1_000_000),
+        _ => rng.usize(8..16_384),
+    };
+    (rng, len)
+}
+
+/// The length of write `v` (without making its bytes).
+pub fn content_len(v: u64) -> u64 {
+    sized(v).1 as u64
 }
 
 /// The write `data` is, or why it is none (its bytes are damaged).
@@ -193,6 +204,12 @@ pub async fn perform(
                         Err(e) => told(&e),
                     }
                 }
+                Input::Stat { key } => match c.stat(&path(*key)).await {
+                    Ok(s) if !s.is_dir => Told::Said(Output::Len(Some(s.length))),
+                    Ok(_) => Told::Failed("a directory at a file name".into()),
+                    Err(ClientError::NotFound(_)) => Told::Said(Output::Len(None)),
+                    Err(e) => Told::Failed(kind(&e)),
+                },
                 Input::Mkdir { key } => match c.mkdir(&dir_path(keys, *key), false).await {
                     Ok(_) => Told::Said(Output::Ok),
                     Err(e) => told(&e),
@@ -233,13 +250,14 @@ pub async fn perform(
     let outcome = tokio::time::timeout(limit, work)
         .await
         .unwrap_or(Told::Unknown);
-    let is_read = matches!(input, Input::Get { .. } | Input::Ls);
+    let is_read = matches!(input, Input::Get { .. } | Input::Ls | Input::Stat { .. });
     let name = match &input {
         Input::Put { .. } => "put",
         Input::Get { .. } => "get",
         Input::Rm { .. } => "rm",
         Input::Mv { .. } => "mv",
         Input::Ls => "ls",
+        Input::Stat { .. } => "stat",
         Input::Mkdir { .. } => "mkdir",
         Input::Rmdir { .. } => "rmdir",
     };
@@ -292,7 +310,8 @@ pub async fn client_loop(
                 value: next_value.fetch_add(1, Ordering::Relaxed),
                 overwrite: rng.u8(0..10) < 7,
             },
-            40..=64 => Input::Get { key },
+            40..=59 => Input::Get { key },
+            60..=64 => Input::Stat { key },
             65..=74 => Input::Rm { key },
             75..=86 => {
                 let to = (key + rng.usize(1..keys)) % keys;
@@ -323,6 +342,7 @@ mod tests {
         for v in [0u64, 1, 77, 123_456] {
             let d = content(v);
             assert_eq!(decode(&d), Ok(v));
+            assert_eq!(content_len(v), d.len() as u64);
             let mut bad = d.clone();
             let at = bad.len() - 1;
             bad[at] ^= 1;
