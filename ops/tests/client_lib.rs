@@ -314,4 +314,47 @@ async fn calls_follow_a_failover_without_waiting_for_their_timeout() {
     c.put_with("/lonely", &[1u8; 1000][..], &one, &|_| {})
         .await
         .expect("a 1-replica file");
+
+    // No live chunkserver as the leader sees it (stopped past the stale bound): an availability
+    // problem, retried — not "the cluster is full" (it was RESOURCE_EXHAUSTED, failing puts right
+    // after an isolated master was elected).
+    let cs = cluster.chunkservers[0]
+        .child
+        .as_ref()
+        .map(|ch| ch.id() as i32)
+        .expect("pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(cs, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    while c
+        .status()
+        .await
+        .expect("status")
+        .chunkservers
+        .iter()
+        .any(|s| s.state == "alive")
+    {
+        assert!(t0.elapsed() < WAIT, "the stopped chunkserver stays alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let impatient = Client::builder()
+        .masters(masters.clone())
+        .retry_for(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("connect");
+    let r = impatient
+        .put_with("/nobody", &[1u8; 10][..], &one, &|_| {})
+        .await;
+    // SAFETY: as above.
+    unsafe { libc::kill(cs, libc::SIGCONT) };
+    match r {
+        Err(e @ ClientError::Unavailable(_)) => {
+            assert!(
+                e.is_retryable() && e.to_string().contains("no live chunkserver"),
+                "{e}"
+            )
+        }
+        r => panic!("a put with no live chunkserver: {r:?}"),
+    }
 }
