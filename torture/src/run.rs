@@ -318,6 +318,11 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
     )
     .await;
 
+    // Good requests refused as invalid.
+    for x in h.refused.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        r.anomalies
+            .push(format!("a well-formed request refused: {x}"));
+    }
     // (b) reads of damaged bytes.
     for c in h.corrupt.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         r.anomalies.push(format!("corrupt read: {c}"));

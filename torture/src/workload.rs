@@ -89,6 +89,9 @@ pub struct History {
     ops: Mutex<Vec<Op>>,
     /// Reads whose bytes matched no write.
     pub corrupt: Mutex<Vec<String>>,
+    /// Well-formed requests refused as invalid (a put of good bytes "has the wrong length"):
+    /// the servers misjudged their own state.
+    pub refused: Mutex<Vec<String>>,
     /// Operations that failed (left out of the history) and read attempts that got nothing.
     pub failed: AtomicU64,
     /// Why, counted by operation and error kind, with the first message of each.
@@ -101,6 +104,7 @@ impl History {
             t0: Instant::now(),
             ops: Mutex::new(Vec::new()),
             corrupt: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
             failed: AtomicU64::new(0),
             failures: Mutex::new(Default::default()),
         })
@@ -287,7 +291,15 @@ pub async fn perform(
             call,
             ret: None,
         }),
-        Told::Failed(why) => count(&why),
+        Told::Failed(why) => {
+            if why.starts_with("InvalidArgument") {
+                h.refused
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{name}: {}", why.replace('\t', ": ")));
+            }
+            count(&why)
+        }
     }
 }
 

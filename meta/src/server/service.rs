@@ -323,6 +323,9 @@ impl MasterService for Svc {
         if !self.0.is_leader() {
             return Err(self.0.not_leader());
         }
+        // The file (created through the previous leader, perhaps) must be in the applied state
+        // this handler reads: wait for every committed entry (as `check_durable_length`).
+        self.0.read_ready(false).await?;
         let file = InodeId(r.file);
         let (chunk_size, replication) =
             self.0.sm.read().state.pending_file(file).ok_or_else(|| {
@@ -703,6 +706,7 @@ impl MasterService for Svc {
         if !self.0.is_leader() {
             return Err(self.0.not_leader());
         }
+        self.0.read_ready(false).await?;
         if !self.0.safe.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Status::unavailable(
                 "the leader is in safe mode (still learning where replicas are); retry shortly",
@@ -763,6 +767,10 @@ impl Svc {
         if !self.0.is_leader() {
             return Err(self.0.not_leader());
         }
+        // A new leader may not have applied every committed entry yet: without this barrier it
+        // judged a file by a stale chunk list (seen under the torture harness: "Complete says
+        // 2156603 bytes but its chunks hold 1048576" right after a failover).
+        self.0.read_ready(false).await?;
         let deadline = tokio::time::Instant::now() + COMPLETE_REPORT_WAIT;
         loop {
             let notified = self.0.reports.notified();
