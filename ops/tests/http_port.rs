@@ -154,7 +154,11 @@ fn status_port_backs_off_when_out_of_descriptors() {
     let pid = m.0.id();
     assert_eq!(get(&http, "/metrics", WAIT), Some(200));
     let held = half_open(&http, 600);
-    assert!(held.len() >= 300, "only {} connections opened", held.len());
+    // At most ≈ 145 can be accepted (160 descriptors, ≈ 15 in use) and the listen backlog is
+    // 128, so ≈ 270 is all the kernel lets complete (more only by luck of timing: this asked
+    // for 300 and failed when it followed the 2000-connection test). 200 is well past the
+    // descriptor limit: accept fails with EMFILE while connections wait.
+    assert!(held.len() >= 200, "only {} connections opened", held.len());
     // Out of descriptors, with connections waiting in the backlog: no spinning.
     std::thread::sleep(Duration::from_millis(500));
     let t0 = cpu_ticks(pid);

@@ -292,15 +292,25 @@ pub async fn status(addr: &str) -> StatusReply {
 /// Waits (bounded) until `addr` has applied at least `index`.
 pub async fn caught_up(addr: &str, index: u64) {
     let deadline = Instant::now() + WAIT;
+    let mut last = String::from("no answer");
     loop {
-        if let Ok(r) = client(addr).await.status(Empty {}).await {
-            if r.into_inner().applied_index >= index {
-                return;
+        match client(addr).await.status(Empty {}).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.applied_index >= index {
+                    return;
+                }
+                // What it says, for a failure message that explains itself.
+                last = format!(
+                    "{} in term {}, applied {}, leader {} ({})",
+                    r.role, r.term, r.applied_index, r.leader, r.leader_address
+                );
             }
+            Err(e) => last = format!("error {:?}: {}", e.code(), e.message()),
         }
         assert!(
             Instant::now() < deadline,
-            "{addr} did not catch up to {index}"
+            "{addr} did not catch up to {index}; it last said: {last}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
