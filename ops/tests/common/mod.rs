@@ -292,7 +292,7 @@ pub async fn status(addr: &str) -> StatusReply {
 /// Waits (bounded) until `addr` has applied at least `index`.
 pub async fn caught_up(addr: &str, index: u64) {
     let deadline = Instant::now() + WAIT;
-    let mut last = String::from("no answer");
+    let mut last;
     loop {
         match client(addr).await.status(Empty {}).await {
             Ok(r) => {
