@@ -101,10 +101,7 @@ pub async fn serve(
                 .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
                 .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)),
         )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(shale_proto::incoming::incoming(listener), shutdown)
         .await;
     background.abort();
     scrubber.abort();

@@ -422,7 +422,7 @@ pub async fn serve(
                 .max_encoding_message_size(MESSAGE_MAX_BYTES),
             master: master.clone(),
         })
-        .serve_with_incoming_shutdown(tokio_stream_incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(shale_proto::incoming::incoming(listener), shutdown)
         .await;
     ticker.abort();
     healer.abort();
@@ -528,12 +528,6 @@ pub fn address_mismatch(
         ));
     }
     None
-}
-
-fn tokio_stream_incoming(
-    listener: tokio::net::TcpListener,
-) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// On the leader, abandons files whose writer lease expired (by log time), once a second.
