@@ -61,6 +61,29 @@ fn get(addr: &str, path: &str, within: Duration) -> Option<u16> {
     head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
+/// Waits (bounded) until the master has finished starting: its page shows its own status,
+/// which it reads over its gRPC port, served only once its Raft log and state are open. (The
+/// status port answers earlier; a flood that began meanwhile made it fail to open its log for
+/// want of descriptors and exit — the "did not recover" failures of this file.)
+fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = (|| {
+            let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, WAIT).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            Some(String::from_utf8_lossy(&out).into_owned())
+        })();
+        if page.is_some_and(|p| p.contains("applied index")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the master never finished starting");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -109,6 +132,7 @@ fn status_port_survives_two_thousand_half_open_connections() {
     let (m, http) = master(dir.path(), None);
     let pid = m.0.id();
     assert_eq!(get(&http, "/metrics", WAIT), Some(200));
+    wait_ready(&http);
     let base = fds(pid);
 
     let mut held = half_open(&http, 2000);
@@ -153,6 +177,7 @@ fn status_port_backs_off_when_out_of_descriptors() {
     let (m, http) = master(dir.path(), Some(160));
     let pid = m.0.id();
     assert_eq!(get(&http, "/metrics", WAIT), Some(200));
+    wait_ready(&http);
     let held = half_open(&http, 600);
     // At most ≈ 145 can be accepted (160 descriptors, ≈ 15 in use) and the listen backlog is
     // 128, so ≈ 270 is all the kernel lets complete (more only by luck of timing: this asked
