@@ -79,7 +79,10 @@ fn wait_ready(addr: &str) {
         if page.is_some_and(|p| p.contains("applied index")) {
             return;
         }
-        assert!(Instant::now() < deadline, "the master never finished starting");
+        assert!(
+            Instant::now() < deadline,
+            "the master never finished starting"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
