@@ -36,6 +36,13 @@ pub struct Inner {
 pub struct SmStore {
     pub inner: Arc<RwLock<Inner>>,
     dir: PathBuf,
+    /// The last log id of the snapshot file on disk, held while it is written: a snapshot
+    /// being built (on openraft's builder task) and one being installed (on the state-machine
+    /// task) used to write the same temp file at once — one rename then failed with ENOENT and
+    /// openraft shut the master's Raft down for good (seen in `ops/tests/masters.rs`: a
+    /// restarted master "did not catch up", its Raft "shutdown") — and an older snapshot could
+    /// land after a newer one. Now writes are one at a time, and never go backwards.
+    persisted: Arc<std::sync::Mutex<Option<LogId>>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StorageError {
@@ -110,6 +117,7 @@ impl SmStore {
             ),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
+        let on_disk = snap.as_ref().and_then(|(m, _)| m.last_log_id);
         Ok(SmStore {
             inner: Arc::new(RwLock::new(Inner {
                 state,
@@ -119,6 +127,7 @@ impl SmStore {
                 snapshots_built: 0,
             })),
             dir: dir.to_path_buf(),
+            persisted: Arc::new(std::sync::Mutex::new(on_disk)),
         })
     }
 
@@ -130,9 +139,20 @@ impl SmStore {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist(&self, meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes the snapshot file, unless the one on disk is newer; whether it wrote.
+    fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        data: &[u8],
+    ) -> Result<bool, StorageError> {
         let file = encode_file(meta, data)?;
-        shale_proto::durable::write_file(&self.dir, "snapshot", &file).map_err(io)
+        let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+        if on_disk.is_some() && meta.last_log_id < *on_disk {
+            return Ok(false);
+        }
+        shale_proto::durable::write_file(&self.dir, "snapshot", &file).map_err(io)?;
+        *on_disk = meta.last_log_id;
+        Ok(true)
     }
 }
 
@@ -154,7 +174,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
             (meta, data)
         };
         self.persist(&meta, &data)?;
-        self.write().snapshot = Some((meta.clone(), data.clone()));
+        {
+            // Never replace a newer snapshot (one installed meanwhile) with this one.
+            let mut g = self.write();
+            let current = g.snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
+            if g.snapshot.is_none() || meta.last_log_id >= current {
+                g.snapshot = Some((meta.clone(), data.clone()));
+            }
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
