@@ -10,10 +10,8 @@ use crate::write::CreateOptions;
 use crate::Client;
 use futures_util::future::join_all;
 use shale_proto::metapb::{AllocateChunkReply, ChunkLocation};
-use shale_proto::pb::chunk_service_client::ChunkServiceClient;
 use shale_proto::pb::{ChunkRef, PipelineTarget, ReplicateChunkRequest};
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// Asks `target` to copy `from` (read at `source`) into the new chunk; the bytes it stored.
 async fn copy_to(
@@ -22,17 +20,7 @@ async fn copy_to(
     from: &ChunkLocation,
     to: &AllocateChunkReply,
 ) -> std::result::Result<u64, String> {
-    let ep = Endpoint::from_shared(format!("http://{target}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(300))
-        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
-        // buffers hide.
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true);
-    let mut c = ChunkServiceClient::new(ep.connect_lazy());
+    let mut c = crate::chunkserver::connect(target, Duration::from_secs(300))?;
     let r = c
         .replicate_chunk(ReplicateChunkRequest {
             chunk: Some(ChunkRef {

@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod chunkserver;
 mod copy;
 pub mod error;
 mod master;

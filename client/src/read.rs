@@ -9,11 +9,9 @@ use crate::Client;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use shale_proto::metapb::*;
-use shale_proto::pb::chunk_service_client::ChunkServiceClient;
 use shale_proto::pb::{ChunkRef, ReadChunkRequest};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tonic::transport::Endpoint;
 
 /// The frames of one chunk range, as received (no copy into one buffer).
 pub(crate) type Frames = Vec<Bytes>;
@@ -35,19 +33,7 @@ async fn read_replica(
     offset: u64,
     len: u64,
 ) -> std::result::Result<Frames, String> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(60))
-        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
-        // buffers hide.
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20);
-    let mut client = ChunkServiceClient::new(ep.connect_lazy()).max_decoding_message_size(8 << 20);
+    let mut client = crate::chunkserver::connect(addr, Duration::from_secs(60))?;
     let mut stream = client
         .read_chunk(ReadChunkRequest {
             chunk: Some(ChunkRef {

@@ -6,11 +6,9 @@ use crate::master::Masters;
 use crate::Client;
 use bytes::Bytes;
 use shale_proto::metapb::*;
-use shale_proto::pb::chunk_service_client::ChunkServiceClient;
 use shale_proto::pb::{write_chunk_request::Kind, WriteChunkRequest};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tonic::transport::Endpoint;
 
 const FAILED_NODE: &str = "shale-failed-node";
 
@@ -99,21 +97,8 @@ async fn send_chunk(
         .pipeline
         .first()
         .ok_or((None, "empty pipeline".to_string()))?;
-    let ep = Endpoint::from_shared(format!("http://{}", head.address))
-        .map_err(|e| (Some(head.node_id), e.to_string()))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(120))
-        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
-        // buffers hide.
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20);
-    let mut client = ChunkServiceClient::new(ep.connect_lazy())
-        .max_encoding_message_size(8 << 20)
-        .max_decoding_message_size(8 << 20);
+    let mut client = crate::chunkserver::connect(&head.address, Duration::from_secs(120))
+        .map_err(|e| (Some(head.node_id), e))?;
     let header = WriteChunkRequest {
         kind: Some(Kind::Header(shale_proto::convert::pipeline_header(
             reply, length,

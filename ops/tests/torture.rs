@@ -110,13 +110,7 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
         .iter()
         .position(|s| s.addr == old)
         .expect("leader");
-    let others: Vec<String> = c
-        .servers
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| *i != l && s.addr != old && s.name.starts_with("master"))
-        .map(|(_, s)| c.net.hosts[s.host].ip.clone())
-        .collect();
+    let others = c.other_masters(l);
     c.net
         .impair(c.servers[l].host, &others, false, 0)
         .expect("partition");
@@ -182,12 +176,7 @@ async fn a_cut_off_leader_sends_clients_elsewhere() {
         .iter()
         .position(|s| s.addr == old)
         .expect("leader");
-    let others: Vec<String> = c
-        .servers
-        .iter()
-        .filter(|s| s.name.starts_with("master") && s.addr != old)
-        .map(|s| c.net.hosts[s.host].ip.clone())
-        .collect();
+    let others = c.other_masters(l);
     c.net
         .impair(c.servers[l].host, &others, false, 0)
         .expect("partition");

@@ -9,7 +9,7 @@ use crate::net::Net;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a server is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,21 +310,22 @@ impl Cluster {
         out
     }
 
+    /// The address of server `i`'s host.
+    pub fn ip(&self, i: usize) -> String {
+        self.net.hosts[self.servers[i].host].ip.clone()
+    }
+
+    /// The addresses of the masters other than server `i`.
+    pub fn other_masters(&self, i: usize) -> Vec<String> {
+        (0..self.servers.len())
+            .filter(|&o| o != i && matches!(self.servers[o].role, Role::Master(_)))
+            .map(|o| self.ip(o))
+            .collect()
+    }
+
     /// The chunk store directory of server `i`.
     pub fn chunk_dir(&self, i: usize) -> PathBuf {
         self.servers[i].data.join("chunks")
-    }
-
-    /// Waits for `f` (bounded); whether it held in time.
-    pub async fn until<F: FnMut() -> bool>(within: Duration, mut f: F) -> bool {
-        let t0 = Instant::now();
-        while t0.elapsed() < within {
-            if f() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
     }
 }
 

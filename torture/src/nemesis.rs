@@ -242,7 +242,7 @@ pub async fn run(
                 let s = any(&mut rng);
                 let others: Vec<String> = (0..c.servers.len())
                     .filter(|&o| o != s)
-                    .map(|o| c.net.hosts[c.servers[o].host].ip.clone())
+                    .map(|o| c.ip(o))
                     .chain([c.net.client_ip.clone()])
                     .collect();
                 if c.net.impair(c.servers[s].host, &others, false, 0).is_ok() {
@@ -253,11 +253,7 @@ pub async fn run(
             Kind::SplitMasters => {
                 // One master (often the leader) cut off from the other two; clients see all.
                 let s = master();
-                let others: Vec<String> = masters
-                    .iter()
-                    .filter(|&&o| o != s)
-                    .map(|&o| c.net.hosts[c.servers[o].host].ip.clone())
-                    .collect();
+                let others = c.other_masters(s);
                 if c.net.impair(c.servers[s].host, &others, false, 0).is_ok() {
                     log.note(
                         t0,
@@ -272,11 +268,7 @@ pub async fn run(
             Kind::OneWay => {
                 // A master hears nothing from the others but can still send to them.
                 let s = master();
-                let others: Vec<String> = masters
-                    .iter()
-                    .filter(|&&o| o != s)
-                    .map(|&o| c.net.hosts[c.servers[o].host].ip.clone())
-                    .collect();
+                let others = c.other_masters(s);
                 if c.net.impair(c.servers[s].host, &others, true, 0).is_ok() {
                     log.note(
                         t0,
