@@ -1,0 +1,421 @@
+//! Connections for tonic, both ways: [`Transport::incoming`] accepts (TLS handshakes run
+//! concurrently, each bounded in time), [`Transport::channel`] dials. With TLS off
+//! (`Transport::plaintext`, an explicit development opt-out) the same code carries plain TCP.
+//!
+//! Invariants: a connection's [`Peer`] (address and identity) is fixed at accept time and
+//! reaches every request on it as a request extension; a handshake that fails or stalls
+//! costs the server one bounded task, never the accept loop; at most
+//! [`HANDSHAKES_MAX`] handshakes run at once.
+use crate::identity::{Identity, Peer};
+use crate::principal::Principal;
+use crate::tls::Tls;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A handshake not finished in this long is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once, at most (more connections wait in the listen backlog).
+pub const HANDSHAKES_MAX: usize = 256;
+/// The pause after a failed accept (out of file descriptors: do not spin).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How a party connects: mutual TLS with its certificate, or plaintext.
+#[derive(Clone, Debug, Default)]
+pub struct Transport(Option<Arc<Tls>>);
+
+impl Transport {
+    /// Plain TCP: nobody is authenticated, everyone may do everything (development only).
+    pub fn plaintext() -> Transport {
+        Transport(None)
+    }
+
+    /// Mutual TLS with `tls`.
+    pub fn tls(tls: Arc<Tls>) -> Transport {
+        Transport(Some(tls))
+    }
+
+    /// The TLS in use, if any.
+    pub fn tls_config(&self) -> Option<&Arc<Tls>> {
+        self.0.as_ref()
+    }
+
+    /// Whether connections are encrypted and authenticated.
+    pub fn is_tls(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// This party's principal (`None` in plaintext or for an anonymous client).
+    pub fn principal(&self) -> Option<Principal> {
+        self.0.as_ref().and_then(|t| t.principal())
+    }
+
+    /// The URI scheme to show for addresses (`https` or `http`).
+    pub fn scheme(&self) -> &'static str {
+        if self.is_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// A lazily connecting channel to `addr` (`host:port`), `configure` applied to its
+    /// endpoint (timeouts, windows, keep-alive).
+    pub fn channel(
+        &self,
+        addr: &str,
+        configure: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+    ) -> Result<tonic::transport::Channel, String> {
+        // The scheme is only a label here: the connector below decides what is spoken.
+        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?;
+        Ok(configure(ep).connect_with_connector_lazy(Connector(self.clone())))
+    }
+
+    /// The connections `listener` accepts, as tonic's `serve_with_incoming` takes them.
+    pub fn incoming(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> impl futures_util::Stream<Item = Result<Stream, io::Error>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Stream>(64);
+        let transport = self.clone();
+        tokio::spawn(accept_loop(listener, transport, tx));
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|s| (Ok(s), rx)) },
+        )
+    }
+
+    /// Accepts one connection's handshake (used by the HTTP status ports, which run their
+    /// own accept loops).
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
+        let remote = tcp.peer_addr().ok();
+        let Some(tls) = &self.0 else {
+            return Ok(Stream::plain(tcp, remote, Identity::Plaintext));
+        };
+        let Some(config) = tls.server_config() else {
+            return Err(io::Error::other("no server certificate loaded"));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let identity = match s.get_ref().1.peer_certificates() {
+            None | Some([]) => Identity::Anonymous,
+            Some([leaf, ..]) => match Principal::from_der(leaf) {
+                Ok(p) => Identity::Principal(p),
+                Err(e) => Identity::Unrecognized(e),
+            },
+        };
+        Ok(Stream {
+            inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
+            peer: Peer { remote, identity },
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    transport: Transport,
+    tx: tokio::sync::mpsc::Sender<Stream>,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p,
+            _ = tx.closed() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let tcp = tokio::select! {
+            r = listener.accept() => r,
+            _ = tx.closed() => return,
+        };
+        let tcp = match tcp {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!("accept: {e}; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (transport, tx) = (transport.clone(), tx.clone());
+        tokio::spawn(async move {
+            let remote = tcp.peer_addr().ok();
+            match transport.accept(tcp).await {
+                Ok(s) => {
+                    let _ = tx.send(s).await;
+                }
+                Err(e) => tracing::info!("TLS handshake with {remote:?} failed: {e}"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Dials for tonic's channels.
+#[derive(Clone, Debug)]
+struct Connector(Transport);
+
+impl tower_service::Service<tonic::codegen::http::Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<Stream>;
+    type Error = io::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        let transport = self.0.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
+            let port = uri.port_u16().unwrap_or(80);
+            // `[v6]` hosts come bracketed.
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let remote = tcp.peer_addr().ok();
+            let Some(tls) = &transport.0 else {
+                return Ok(hyper_util::rt::TokioIo::new(Stream::plain(
+                    tcp,
+                    remote,
+                    Identity::Plaintext,
+                )));
+            };
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let s = tokio_rustls::TlsConnector::from(tls.client_config())
+                .connect(name, tcp)
+                .await?;
+            let identity = match s.get_ref().1.peer_certificates() {
+                Some([leaf, ..]) => match Principal::from_der(leaf) {
+                    Ok(p) => Identity::Principal(p),
+                    Err(e) => Identity::Unrecognized(e),
+                },
+                _ => Identity::Anonymous,
+            };
+            Ok(hyper_util::rt::TokioIo::new(Stream {
+                inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
+                peer: Peer { remote, identity },
+            }))
+        })
+    }
+}
+
+/// One connection, plain or TLS, with who is on the other end.
+pub struct Stream {
+    inner: Inner,
+    peer: Peer,
+}
+
+enum Inner {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn plain(tcp: TcpStream, remote: Option<std::net::SocketAddr>, identity: Identity) -> Stream {
+        Stream {
+            inner: Inner::Plain(tcp),
+            peer: Peer { remote, identity },
+        }
+    }
+
+    /// Who is on the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl tonic::transport::server::Connected for Stream {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.inner {
+            Inner::Plain(s) => s.is_write_vectored(),
+            Inner::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{init_ca, issue, IssueOptions};
+    use crate::principal::Role;
+    use crate::TlsFiles;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn material(dir: &Path, role: Role, name: &str, opts: &IssueOptions) -> Arc<Tls> {
+        let p = Principal::new(role, name).unwrap();
+        issue(dir, dir, &p, opts).unwrap();
+        Tls::load(TlsFiles::of(dir, &p)).unwrap()
+    }
+
+    /// Handshakes `client` against a server with `server`; the identity the server saw.
+    async fn handshake(server: Arc<Tls>, client: Arc<Tls>) -> io::Result<Identity> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await?;
+            let mut s = Transport::tls(server).accept(tcp).await?;
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await?;
+            s.write_all(b"pong").await?;
+            s.flush().await?;
+            Ok::<_, io::Error>(s.peer().identity.clone())
+        });
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut c = tokio_rustls::TlsConnector::from(client.client_config())
+            .connect(name, tcp)
+            .await?;
+        c.write_all(b"ping").await?;
+        c.flush().await?;
+        let mut b = [0u8; 4];
+        let read = c.read_exact(&mut b).await;
+        let seen = srv.await.unwrap()?;
+        read?;
+        assert_eq!(&b, b"pong");
+        Ok(seen)
+    }
+
+    #[tokio::test]
+    async fn handshakes_authenticate_and_refuse() {
+        let d = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        init_ca(d.path()).unwrap();
+        init_ca(other.path()).unwrap();
+        let hosts = IssueOptions {
+            hosts: vec!["127.0.0.1".into()],
+            ..IssueOptions::default()
+        };
+        let server = material(d.path(), Role::Master, "1", &hosts);
+        let alice = material(d.path(), Role::User, "alice", &IssueOptions::default());
+        let seen = handshake(server.clone(), alice).await.unwrap();
+        assert_eq!(
+            seen,
+            Identity::Principal(Principal::new(Role::User, "alice").unwrap())
+        );
+        // No certificate: in, but anonymous.
+        let anon = Tls::load(TlsFiles {
+            ca: d.path().join(crate::certs::CA_CERT),
+            cert: None,
+            key: None,
+        })
+        .unwrap();
+        assert_eq!(
+            handshake(server.clone(), anon).await.unwrap(),
+            Identity::Anonymous
+        );
+        // Another CA's certificate, an expired one: refused in the handshake.
+        let mallory = material(
+            other.path(),
+            Role::Admin,
+            "mallory",
+            &IssueOptions::default(),
+        );
+        assert!(handshake(server.clone(), mallory).await.is_err());
+        let past = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        let expired = IssueOptions {
+            not_before: past - Duration::from_secs(86_400),
+            not_after: past,
+            ..IssueOptions::default()
+        };
+        let old = material(d.path(), Role::Admin, "old", &expired);
+        assert!(handshake(server.clone(), old).await.is_err());
+        // A user certificate cannot serve: clients check the server usage.
+        let bob = material(d.path(), Role::User, "bob", &hosts);
+        let carol = material(d.path(), Role::User, "carol", &IssueOptions::default());
+        assert!(handshake(bob, carol).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn rotation_reloads_changed_files() {
+        let d = tempfile::tempdir().unwrap();
+        init_ca(d.path()).unwrap();
+        let p = Principal::new(Role::User, "alice").unwrap();
+        issue(d.path(), d.path(), &p, &IssueOptions::default()).unwrap();
+        let tls = Tls::load(TlsFiles::of(d.path(), &p)).unwrap();
+        assert!(!tls.reload_if_changed().unwrap());
+        let before = tls.client_config();
+        let again = IssueOptions {
+            replace: true,
+            ..IssueOptions::default()
+        };
+        issue(d.path(), d.path(), &p, &again).unwrap();
+        assert!(tls.reload_if_changed().unwrap());
+        assert!(!Arc::ptr_eq(&before, &tls.client_config()));
+        // A broken file: the reload fails and the old configuration stays.
+        std::fs::write(d.path().join("alice.key"), b"garbage").unwrap();
+        let kept = tls.client_config();
+        assert!(tls.reload_if_changed().is_err());
+        assert!(Arc::ptr_eq(&kept, &tls.client_config()));
+    }
+}
