@@ -29,6 +29,10 @@ pub struct Args {
     /// Where to put the data (default: a temp dir under the current directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run only in plaintext (default: mutual TLS, then the single-client figures again in
+    /// plaintext for comparison).
+    #[arg(long)]
+    plaintext: bool,
 }
 
 #[derive(clap::Args)]
@@ -39,12 +43,20 @@ pub struct ChunkserverArgs {
     masters: String,
     #[arg(long)]
     host: String,
+    /// TLS folder (certificate `chunkserver-HOST`); plaintext without it.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 /// The body of a chunkserver child process.
 pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
+    let transport = crate::tls::server(
+        a.tls_dir.as_deref(),
+        shale_client::Role::Chunkserver,
+        &a.host,
+    )?;
     let config = shale_chunk::server::ChunkserverConfig {
         data_dir: a.data,
         masters: a.masters.split(',').map(str::to_string).collect(),
@@ -59,6 +71,7 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         // The benchmarks run with the re-replication throttle off.
         replicate_bytes_per_s: 0,
         stream_idle: shale_chunk::server::service::STREAM_IDLE_DEFAULT,
+        transport,
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;
@@ -68,6 +81,8 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
 /// A local cluster of child processes: 3 masters and `n` chunkservers.
 pub struct LocalCluster {
     pub masters: Vec<String>,
+    /// How its clients connect (mutual TLS as the `bench` admin, or plaintext).
+    pub transport: shale_client::Transport,
     /// (process, address)
     pub chunkservers: Vec<(crate::procs::Kid, String)>,
     _masters: Vec<crate::procs::Kid>,
@@ -79,7 +94,19 @@ pub async fn start_cluster(
     dir: &Path,
     n: usize,
     master_args: &[&str],
+    tls: bool,
 ) -> Result<LocalCluster, BoxError> {
+    let hosts: Vec<String> = (1..=n).map(|i| format!("cs{i}")).collect();
+    let tls_dir = if tls {
+        Some(crate::tls::provision(dir, &hosts)?)
+    } else {
+        None
+    };
+    let transport = crate::tls::client(tls_dir.as_deref())?;
+    let tls_args: Vec<String> = tls_dir
+        .iter()
+        .flat_map(|d| ["--tls-dir".to_string(), d.display().to_string()])
+        .collect();
     let mut kids = Vec::new();
     let mut masters = Vec::new();
     for id in 1..=3u64 {
@@ -94,14 +121,14 @@ pub async fn start_cluster(
             data.display().to_string(),
         ];
         args.extend(master_args.iter().map(|a| a.to_string()));
+        args.extend(tls_args.iter().cloned());
         let (k, addr) = crate::procs::spawn(&args)?;
         kids.push(k);
         masters.push(addr);
     }
-    let mut boot = shale_proto::metapb::master_service_client::MasterServiceClient::connect(
-        format!("http://{}", masters[0]),
-    )
-    .await?;
+    let mut boot = shale_proto::metapb::master_service_client::MasterServiceClient::new(
+        transport.channel(&masters[0], |e| e)?,
+    );
     boot.bootstrap(shale_proto::metapb::BootstrapRequest {
         masters: masters
             .iter()
@@ -117,18 +144,24 @@ pub async fn start_cluster(
     let mut chunkservers = Vec::new();
     for i in 1..=n {
         let data = dir.join(format!("cs{i}"));
-        let (k, addr) = crate::procs::spawn(&[
+        let mut args = vec![
             "internal-chunkserver".into(),
             "--data".into(),
             data.display().to_string(),
             "--masters".into(),
             masters.join(","),
             "--host".into(),
-            format!("cs{i}"),
-        ])?;
+            hosts[i - 1].clone(),
+        ];
+        args.extend(tls_args.iter().cloned());
+        let (k, addr) = crate::procs::spawn(&args)?;
         chunkservers.push((k, addr));
     }
-    let client = Client::connect(&masters, ClientConfig::default()).await?;
+    let config = ClientConfig {
+        transport: transport.clone(),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(&masters, config).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = client.status().await?;
@@ -142,9 +175,20 @@ pub async fn start_cluster(
     }
     Ok(LocalCluster {
         masters,
+        transport,
         chunkservers,
         _masters: kids,
     })
+}
+
+impl LocalCluster {
+    /// A client configuration for this cluster.
+    pub fn config(&self) -> ClientConfig {
+        ClientConfig {
+            transport: self.transport.clone(),
+            ..ClientConfig::default()
+        }
+    }
 }
 
 /// An endless source of pseudo-random bytes (from a 64 MiB pool, so neither side copies from a
@@ -257,6 +301,28 @@ fn baseline_loopback(size: u64, pool: &Bytes) -> Result<f64, BoxError> {
     Ok(mibps(size, t.elapsed()))
 }
 
+/// One client writes one file of `size` bytes and reads it back: (write, read) MiB/s.
+async fn one_client(
+    client: &Client,
+    pool: &Bytes,
+    size: u64,
+    mode: &str,
+) -> Result<(f64, f64), BoxError> {
+    let t = Instant::now();
+    client
+        .put("/e2e-1", Source::new(pool, size, 0), true, &no_progress)
+        .await?;
+    let w = mibps(size, t.elapsed());
+    println!("write, 1 client, {mode}: {w:.1} MiB/s");
+    let t = Instant::now();
+    let n = client
+        .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
+        .await?;
+    let r = mibps(n, t.elapsed());
+    println!("read, 1 client, {mode}: {r:.1} MiB/s");
+    Ok((w, r))
+}
+
 pub async fn run(a: Args) -> Result<(), BoxError> {
     let tmp = match &a.dir {
         Some(d) => tempfile::tempdir_in(d)?,
@@ -273,31 +339,29 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let pool = pool();
 
     let chunk_mib = a.chunk_mib.to_string();
-    let cluster = start_cluster(tmp.path(), 3, &["--chunk-size-mib", &chunk_mib]).await?;
+    let tls = !a.plaintext;
+    let cluster = start_cluster(
+        &tmp.path().join("tls-cluster"),
+        3,
+        &["--chunk-size-mib", &chunk_mib],
+        tls,
+    )
+    .await?;
     let masters = cluster.masters.clone();
-    let client = Client::connect(&masters, ClientConfig::default()).await?;
+    let config = cluster.config();
+    let client = Client::connect(&masters, config.clone()).await?;
+    let mode = if tls { "TLS" } else { "plaintext" };
 
     // One client, one file.
-    let t = Instant::now();
-    client
-        .put("/e2e-1", Source::new(&pool, size, 0), true, &no_progress)
-        .await?;
-    let w1 = mibps(size, t.elapsed());
-    println!("write, 1 client: {w1:.1} MiB/s");
-    let t = Instant::now();
-    let n = client
-        .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
-        .await?;
-    let r1_ = mibps(n, t.elapsed());
-    println!("read, 1 client: {r1_:.1} MiB/s");
+    let (w1, r1_) = one_client(&client, &pool, size, mode).await?;
 
     // Four clients, four files.
     let t = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..4usize {
-        let (m, p) = (masters.clone(), pool.clone());
+        let (m, p, cfg) = (masters.clone(), pool.clone(), config.clone());
         tasks.push(tokio::spawn(async move {
-            let c = Client::connect(&m, ClientConfig::default()).await?;
+            let c = Client::connect(&m, cfg).await?;
             c.put(
                 &format!("/e2e-4-{k}"),
                 Source::new(&p, size4, k << 24),
@@ -315,9 +379,9 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let t = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..4usize {
-        let m = masters.clone();
+        let (m, cfg) = (masters.clone(), config.clone());
         tasks.push(tokio::spawn(async move {
-            let c = Client::connect(&m, ClientConfig::default()).await?;
+            let c = Client::connect(&m, cfg).await?;
             c.get(&format!("/e2e-4-{k}"), &mut tokio::io::sink(), &no_progress)
                 .await
         }));
@@ -329,6 +393,20 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let r4 = mibps(read4, t.elapsed());
     println!("read, 4 clients: {r4:.1} MiB/s aggregate");
     drop(cluster);
+    // The same single-client figures in plaintext (authentication and encryption off).
+    let plain = if tls {
+        let cluster = start_cluster(
+            &tmp.path().join("plain-cluster"),
+            3,
+            &["--chunk-size-mib", &chunk_mib],
+            false,
+        )
+        .await?;
+        let client = Client::connect(&cluster.masters, cluster.config()).await?;
+        Some(one_client(&client, &pool, size, "plaintext").await?)
+    } else {
+        None
+    };
 
     let disk = baseline_disk(&tmp.path().join("baseline"), size, chunk, &pool)?;
     println!("baseline: 3 copies to disk with fdatasync: {disk:.1} MiB/s of payload");
@@ -336,10 +414,15 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     println!("baseline: loopback TCP: {lo:.1} MiB/s");
     print_json(vec![
         ("bench", json!("e2e")),
+        ("tls", json!(tls)),
         ("write_MiBps_1", json!(r1(w1))),
         ("read_MiBps_1", json!(r1(r1_))),
         ("write_MiBps_4", json!(r1(w4))),
         ("read_MiBps_4", json!(r1(r4))),
+        ("plaintext_write_MiBps_1", json!(plain.map(|(w, _)| r1(w)))),
+        ("plaintext_read_MiBps_1", json!(plain.map(|(_, r)| r1(r)))),
+        ("tls_write_ratio", json!(plain.map(|(w, _)| r3(w1 / w)))),
+        ("tls_read_ratio", json!(plain.map(|(_, r)| r3(r1_ / r)))),
         ("baseline_3x_disk_write_MiBps", json!(r1(disk))),
         ("baseline_loopback_MiBps", json!(r1(lo))),
         ("write_ratio", json!(r3(w1 / disk))),

@@ -6,7 +6,7 @@
 use crate::e2e::{mibps, no_progress, pool, start_cluster, Source};
 use crate::report::{print_json, print_machine, r1, r3};
 use serde_json::json;
-use shale_client::{Client, ClientConfig};
+use shale_client::Client;
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,9 +39,10 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         tmp.path(),
         4,
         &["--dead-after-ms", &dead, "--copies-per-server", &copies],
+        true,
     )
     .await?;
-    let client = Client::connect(&cluster.masters, ClientConfig::default()).await?;
+    let client = Client::connect(&cluster.masters, cluster.config()).await?;
     let pool = pool();
     let t = Instant::now();
     client

@@ -10,6 +10,7 @@ mod meta;
 mod procs;
 mod raftlog;
 mod report;
+mod tls;
 mod torture;
 
 #[global_allocator]

@@ -46,7 +46,15 @@ pub struct Args {
     /// Where to put the masters' data (default: a temp dir under the current directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run the masters and clients in plaintext (default: mutual TLS).
+    #[arg(long)]
+    plaintext: bool,
 }
+
+/// The run's TLS folder (`None`: plaintext), set once at the start of [`run`].
+static TLS_DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+/// The run's client transport, made from [`TLS_DIR`].
+static TRANSPORT: std::sync::OnceLock<shale_client::Transport> = std::sync::OnceLock::new();
 
 #[derive(clap::Args)]
 pub struct MasterArgs {
@@ -56,6 +64,9 @@ pub struct MasterArgs {
     listen: String,
     #[arg(long)]
     data: PathBuf,
+    /// TLS folder (certificate `master-ID`); plaintext without it.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
     /// Chunkservers silent this long are dead, ms.
     #[arg(long, default_value_t = 30_000)]
     dead_after_ms: u64,
@@ -78,6 +89,11 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     config.timeouts.dead_after = Duration::from_millis(a.dead_after_ms);
     config.timeouts.stale_after = Duration::from_millis(a.dead_after_ms.min(3000) / 2);
     config.copies_per_server = a.copies_per_server;
+    config.transport = crate::tls::server(
+        a.tls_dir.as_deref(),
+        shale_client::Role::Master,
+        &a.id.to_string(),
+    )?;
     config.chunk_size_bytes = a.chunk_size_mib << 20;
     config.heal_interval = Duration::from_millis(200);
     config.safe_mode = Duration::from_millis(500);
@@ -96,15 +112,28 @@ struct Proc {
 
 impl Proc {
     fn start(id: u64, listen: &str, data: &Path) -> Result<Proc, BoxError> {
-        let (kid, addr) = crate::procs::spawn(&[
-            std::ffi::OsStr::new("internal-master"),
-            "--id".as_ref(),
-            id.to_string().as_ref(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-        ])?;
+        let (kid, addr) = crate::procs::spawn(
+            &[
+                std::ffi::OsStr::new("internal-master"),
+                "--id".as_ref(),
+                id.to_string().as_ref(),
+                "--listen".as_ref(),
+                listen.as_ref(),
+                "--data".as_ref(),
+                data.as_os_str(),
+            ]
+            .into_iter()
+            .map(std::ffi::OsStr::to_os_string)
+            .chain(
+                TLS_DIR
+                    .get()
+                    .cloned()
+                    .flatten()
+                    .into_iter()
+                    .flat_map(|d| ["--tls-dir".into(), d.into_os_string()]),
+            )
+            .collect::<Vec<_>>(),
+        )?;
         Ok(Proc {
             id,
             addr,
@@ -119,11 +148,12 @@ impl Proc {
 }
 
 fn channel(addr: &str) -> Result<Channel, BoxError> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    let t = TRANSPORT.get().cloned().unwrap_or_default();
+    Ok(t.channel(addr, |e| {
+        e.connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+    })?)
 }
 
 /// A client that follows leader hints and retries (bounded) through elections.
@@ -357,6 +387,15 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         None => tempfile::tempdir_in(".")?,
     };
     crate::report::print_machine(tmp.path());
+    let tls = !a.plaintext;
+    let tls_dir = if tls {
+        Some(crate::tls::provision(tmp.path(), &[])?)
+    } else {
+        None
+    };
+    let _ = TRANSPORT.set(crate::tls::client(tls_dir.as_deref())?);
+    let _ = TLS_DIR.set(tls_dir);
+    println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");
 
@@ -498,6 +537,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let max = failovers.last().copied().unwrap_or(0.0);
     print_json(vec![
         ("bench", json!("meta")),
+        ("tls", json!(tls)),
         ("creates_per_s_1", json!(r1(creates_1))),
         ("creates_per_s_64", json!(r1(creates_64))),
         ("stats_per_s_64", json!(r1(stats_64))),

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 /// Asks `target` to copy `from` (read at `source`) into the new chunk; the bytes it stored.
 async fn copy_to(
+    transport: &shale_security::Transport,
     target: &str,
     source: &shale_proto::metapb::Replica,
     from: &ChunkLocation,
     to: &AllocateChunkReply,
 ) -> std::result::Result<u64, String> {
-    let mut c = crate::chunkserver::connect(target, Duration::from_secs(300))?;
+    let mut c = crate::chunkserver::connect(transport, target, Duration::from_secs(300))?;
     let r = c
         .replicate_chunk(ReplicateChunkRequest {
             chunk: Some(ChunkRef {
@@ -112,8 +113,13 @@ impl Client {
                     .find(|s| s.node_id == t.node_id)
                     .copied()
                     .unwrap_or(sources[(i + attempt as usize) % sources.len()]);
-                let alloc = &alloc;
-                async move { (t.node_id, copy_to(&t.address, s, from, alloc).await) }
+                let (alloc, transport) = (&alloc, &self.config.transport);
+                async move {
+                    (
+                        t.node_id,
+                        copy_to(transport, &t.address, s, from, alloc).await,
+                    )
+                }
             });
             let mut failed = false;
             for (node, r) in join_all(copies).await {

@@ -30,6 +30,10 @@ pub enum ClientError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The cluster does not know who the caller is (no client certificate, or one it cannot
+    /// use).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// No space (or another limit) left in the cluster.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -90,13 +94,23 @@ impl ClientError {
 
 impl From<Status> for ClientError {
     fn from(s: Status) -> Self {
-        let m = s.message().to_string();
+        // A transport failure's reason (a TLS alert, a refused connection) is in its sources.
+        let mut m = s.message().to_string();
+        let mut src = std::error::Error::source(&s);
+        while let Some(e) = src {
+            let e_text = e.to_string();
+            if !m.contains(&e_text) {
+                m = format!("{m}: {e_text}");
+            }
+            src = e.source();
+        }
         match s.code() {
             Code::NotFound => ClientError::NotFound(m),
             Code::AlreadyExists => ClientError::AlreadyExists(m),
             Code::InvalidArgument | Code::OutOfRange => ClientError::InvalidArgument(m),
             Code::FailedPrecondition => ClientError::FailedPrecondition(m),
-            Code::PermissionDenied | Code::Unauthenticated => ClientError::PermissionDenied(m),
+            Code::PermissionDenied => ClientError::PermissionDenied(m),
+            Code::Unauthenticated => ClientError::Unauthenticated(m),
             Code::ResourceExhausted => ClientError::ResourceExhausted(m),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 ClientError::Unavailable(m)
@@ -114,7 +128,9 @@ impl From<ClientError> for std::io::Error {
             ClientError::NotFound(_) => K::NotFound,
             ClientError::AlreadyExists(_) => K::AlreadyExists,
             ClientError::InvalidArgument(_) => K::InvalidInput,
-            ClientError::PermissionDenied(_) => K::PermissionDenied,
+            ClientError::PermissionDenied(_) | ClientError::Unauthenticated(_) => {
+                K::PermissionDenied
+            }
             ClientError::ResourceExhausted(_) => K::StorageFull,
             ClientError::Unavailable(_) => K::TimedOut,
             _ => K::Other,

@@ -51,6 +51,7 @@ pub use admin::AdminClient;
 pub use error::{ClientError, Result};
 pub use reader::FileReader;
 pub use shale_proto::metapb::{FileStat, LocationsReply, StatusReply};
+pub use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
 pub use write::CreateOptions;
 pub use writer::FileWriter;
 
@@ -90,6 +91,10 @@ pub struct ClientConfig {
     pub connect_within: Duration,
     /// This client's host label (the nearest replica leads write pipelines).
     pub host: String,
+    /// How to reach the cluster: mutual TLS with a certificate from the cluster CA
+    /// ([`Transport::tls`]), or plaintext for a development cluster ([`Transport::plaintext`],
+    /// the default).
+    pub transport: Transport,
 }
 
 impl Default for ClientConfig {
@@ -104,6 +109,7 @@ impl Default for ClientConfig {
             retry_for: Duration::from_secs(30),
             connect_within: Duration::from_millis(1500),
             host: String::new(),
+            transport: Transport::plaintext(),
         }
     }
 }
@@ -166,6 +172,11 @@ impl ClientBuilder {
         self.config.read_parallelism = n;
         self
     }
+    /// Mutual TLS with `tls` (see [`Tls::load`]), or plaintext.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.config.transport = transport;
+        self
+    }
     /// Connects (see [`Client::connect`]).
     pub async fn connect(self) -> Result<Client> {
         Client::connect(&self.masters, self.config).await
@@ -196,14 +207,10 @@ fn address(a: &str) -> Result<String> {
     let a = a.trim();
     let bare = a
         .strip_prefix("http://")
+        .or_else(|| a.strip_prefix("https://"))
         .or_else(|| a.strip_prefix("grpc://"))
         .unwrap_or(a)
         .trim_end_matches('/');
-    if a.starts_with("https://") {
-        return Err(ClientError::InvalidArgument(format!(
-            "master address {a:?}: TLS is not supported yet; give host:port"
-        )));
-    }
     if bare.contains('/') || !bare.contains(':') {
         return Err(ClientError::InvalidArgument(format!(
             "master address {a:?} is not host:port (e.g. 127.0.0.1:7101)"
@@ -232,7 +239,12 @@ impl Client {
             .iter()
             .map(|a| address(a))
             .collect::<Result<Vec<_>>>()?;
-        let masters = Masters::new(addrs.clone(), config.call_timeout, config.retry_for)?;
+        let masters = Masters::new(
+            addrs.clone(),
+            config.call_timeout,
+            config.retry_for,
+            config.transport.clone(),
+        )?;
         let c = Client {
             id: masters.client_id,
             masters: Arc::new(masters),
@@ -250,6 +262,15 @@ impl Client {
                 "tried {} ({why})",
                 addrs.join(", ")
             ))),
+            // What a plaintext client gets from a TLS port.
+            Err(ClientError::Other(why))
+                if !c.config.transport.is_tls() && why.contains("protocol error") =>
+            {
+                Err(ClientError::Unavailable(format!(
+                    "{}: {why} (the masters may require TLS: configure a Transport::tls)",
+                    addrs.join(", ")
+                )))
+            }
             Err(e) => Err(e),
         }
     }
@@ -306,7 +327,7 @@ mod tests {
     fn addresses_with_a_scheme_are_accepted_or_explained() {
         assert_eq!(super::address("h:1").ok().as_deref(), Some("h:1"));
         assert_eq!(super::address("http://h:1/").ok().as_deref(), Some("h:1"));
-        assert!(super::address("https://h:1").is_err());
+        assert_eq!(super::address("https://h:1").ok().as_deref(), Some("h:1"));
         assert!(super::address("h").is_err());
         assert!(super::address("h:1/x").is_err());
     }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 #[derive(Debug)]
@@ -26,6 +26,7 @@ pub struct Masters {
     channels: Mutex<HashMap<String, Channel>>,
     pub call_timeout: Duration,
     pub retry_for: Duration,
+    transport: shale_security::Transport,
     /// Background clean-ups (abandoning files whose writers were dropped) not yet known done.
     cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -69,7 +70,12 @@ fn retryable(s: &Status) -> bool {
 }
 
 impl Masters {
-    pub fn new(addrs: Vec<String>, call_timeout: Duration, retry_for: Duration) -> Result<Masters> {
+    pub fn new(
+        addrs: Vec<String>,
+        call_timeout: Duration,
+        retry_for: Duration,
+        transport: shale_security::Transport,
+    ) -> Result<Masters> {
         if addrs.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "no master addresses given".into(),
@@ -93,6 +99,7 @@ impl Masters {
             channels: Mutex::new(HashMap::new()),
             call_timeout,
             retry_for,
+            transport,
             cleanups: Mutex::new(Vec::new()),
         })
     }
@@ -111,14 +118,16 @@ impl Masters {
         if let Some(c) = ch.get(addr) {
             return Ok(MasterServiceClient::new(c.clone()).max_decoding_message_size(64 << 20));
         }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ClientError::InvalidArgument(format!("bad master address {addr}: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(self.call_timeout)
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let c = self
+            .transport
+            .channel(addr, |ep| {
+                ep.connect_timeout(Duration::from_millis(500))
+                    .timeout(self.call_timeout)
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+            })
+            .map_err(ClientError::InvalidArgument)?;
         ch.insert(addr.to_string(), c.clone());
         Ok(MasterServiceClient::new(c).max_decoding_message_size(64 << 20))
     }

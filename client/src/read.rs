@@ -28,12 +28,13 @@ fn intact(frame: &shale_proto::pb::ReadChunkResponse) -> std::result::Result<(),
 }
 
 async fn read_replica(
+    transport: &shale_security::Transport,
     addr: &str,
     c: &ChunkLocation,
     offset: u64,
     len: u64,
 ) -> std::result::Result<Frames, String> {
-    let mut client = crate::chunkserver::connect(addr, Duration::from_secs(60))?;
+    let mut client = crate::chunkserver::connect(transport, addr, Duration::from_secs(60))?;
     let mut stream = client
         .read_chunk(ReadChunkRequest {
             chunk: Some(ChunkRef {
@@ -136,7 +137,7 @@ impl Client {
             why.push("no live replica is known".to_string());
         }
         for r in &c.replicas {
-            match read_replica(&r.address, c, offset, len).await {
+            match read_replica(&self.config.transport, &r.address, c, offset, len).await {
                 Ok(b) => return Ok(b),
                 Err(e) => {
                     tracing::warn!(path, chunk = c.chunk_id, replica = r.node_id, error = %e, "replica failed; trying the next");

@@ -89,6 +89,7 @@ async fn read_chunk<R: AsyncRead + Unpin>(
 
 /// Writes one chunk through its pipeline; on failure names the replica to blame.
 async fn send_chunk(
+    transport: &shale_security::Transport,
     reply: &AllocateChunkReply,
     frames: &[Bytes],
     length: u64,
@@ -97,8 +98,9 @@ async fn send_chunk(
         .pipeline
         .first()
         .ok_or((None, "empty pipeline".to_string()))?;
-    let mut client = crate::chunkserver::connect(&head.address, Duration::from_secs(120))
-        .map_err(|e| (Some(head.node_id), e))?;
+    let mut client =
+        crate::chunkserver::connect(transport, &head.address, Duration::from_secs(120))
+            .map_err(|e| (Some(head.node_id), e))?;
     let header = WriteChunkRequest {
         kind: Some(Kind::Header(shale_proto::convert::pipeline_header(
             reply, length,
@@ -476,7 +478,7 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
                 continue;
             }
-            match send_chunk(&alloc, frames, len).await {
+            match send_chunk(&self.config.transport, &alloc, frames, len).await {
                 Ok(()) => return Ok(()),
                 Err((blamed, why)) => {
                     tracing::warn!(path, index, attempt, ?blamed, %why, "chunk write failed; retrying this chunk");

@@ -43,6 +43,10 @@ pub struct Args {
     /// Bandwidth cap of re-replication copies this server pulls, MiB/s (0: none).
     #[arg(long, default_value_t = 128)]
     pub replicate_mib_per_s: u64,
+    /// This server's certificate name (`chunkserver-NAME.pem` in the TLS folder). Default: the
+    /// host label.
+    #[arg(long)]
+    pub name: Option<String>,
     /// A write stream that sends nothing for this many seconds is cut off (its chunk discarded).
     #[arg(long, default_value_t = 30)]
     pub stream_idle_s: u64,
@@ -56,7 +60,15 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(
+    a: Args,
+    masters: Vec<String>,
+    tls: &crate::tls::TlsArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let host = a.host.clone().unwrap_or_else(hostname);
+    let name = a.name.clone().unwrap_or_else(|| host.clone());
+    let principal = shale_security::Principal::new(shale_security::Role::Chunkserver, &name)?;
+    let transport = tls.server(&principal)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", a.listen))?;
@@ -70,7 +82,7 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         data_dir: a.data.clone(),
         masters,
         advertise: advertise.clone(),
-        host: a.host.clone().unwrap_or_else(hostname),
+        host,
         rack: a.rack.clone(),
         chunk_size_max_bytes: a.chunk_size_max_mib.clamp(1, 1024) << 20,
         capacity_bytes: a.capacity_bytes,
@@ -79,6 +91,7 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         scrub_every: Duration::from_secs(a.scrub_every_s.max(1)),
         replicate_bytes_per_s: a.replicate_mib_per_s << 20,
         stream_idle: Duration::from_secs(a.stream_idle_s.max(1)),
+        transport: transport.clone(),
     };
     let (addr, masters_list, data) = (
         advertise.clone(),
@@ -94,7 +107,7 @@ pub async fn run(a: Args, masters: Vec<String>) -> Result<(), Box<dyn std::error
         );
         Box::pin(async move { body })
     });
-    let http = crate::http::start(&a.http, page).await?;
+    let http = crate::http::start(&a.http, page, &transport).await?;
     println!(
         "shale chunkserver listening on {bound} (advertised as {advertise}), http status on {http}"
     );

@@ -1,5 +1,6 @@
 //! The HTTP status port of every server: `/metrics` (Prometheus text from the `metrics`
-//! recorder) and a small status page at `/`, served by hyper's HTTP/1.1 server.
+//! recorder) and a small status page at `/`, served by hyper's HTTP/1.1 server, over TLS
+//! (HTTPS) when the server runs TLS.
 //!
 //! Invariants (a status port must never take its server down, whatever reaches it):
 //! * at most [`CONNECTIONS_MAX`] connections are served at once; a connection beyond that is
@@ -77,7 +78,12 @@ async fn route(
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: PrometheusHandle, page: Page) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    page: Page,
+    transport: shale_security::Transport,
+) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let sock = match listener.accept().await {
@@ -93,9 +99,15 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: PrometheusHandle,
             let _ = sock.try_write(BUSY);
             continue;
         };
-        let (metrics, page) = (metrics.clone(), page.clone());
+        let (metrics, page, transport) = (metrics.clone(), page.clone(), transport.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            // HTTPS when the server runs TLS (client certificates optional: the status page
+            // and metrics are read-only); the handshake counts against the header timeout.
+            let hs = transport.accept_alpn(sock, b"http/1.1");
+            let Ok(Ok(sock)) = tokio::time::timeout(HEADER_READ_TIMEOUT, hs).await else {
+                return;
+            };
             let svc =
                 hyper::service::service_fn(move |req| route(req, metrics.clone(), page.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
@@ -110,12 +122,16 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: PrometheusHandle,
 }
 
 /// Binds `addr`, prints where the status port is, and serves it in the background.
-pub async fn start(addr: &str, page: Page) -> Result<String, Box<dyn std::error::Error>> {
+pub async fn start(
+    addr: &str,
+    page: Page,
+    transport: &shale_security::Transport,
+) -> Result<String, Box<dyn std::error::Error>> {
     let metrics = recorder()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("http status port {addr}: {e}"))?;
     let bound = listener.local_addr()?.to_string();
-    tokio::spawn(serve(listener, metrics, page));
+    tokio::spawn(serve(listener, metrics, page, transport.clone()));
     Ok(bound)
 }

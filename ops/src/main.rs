@@ -11,6 +11,7 @@ mod fsck;
 mod http;
 mod human;
 mod master;
+mod tls;
 mod up;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ struct Cli {
     /// Master addresses (host:port, comma-separated). Default: the cluster `shale up` starts.
     #[arg(long, global = true, env = "SHALE_MASTERS", default_value = up::DEFAULT_MASTERS)]
     masters: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -66,14 +69,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .filter(|s| !s.is_empty())
         .collect();
     match cli.cmd {
-        Cmd::Up(a) => up::run(a).await?,
-        Cmd::Master(a) => master::run(a).await?,
-        Cmd::Chunkserver(a) => chunkserver::run(a, masters).await?,
+        Cmd::Up(a) => up::run(a, &cli.tls).await?,
+        Cmd::Master(a) => master::run(a, &cli.tls).await?,
+        Cmd::Chunkserver(a) => chunkserver::run(a, masters, &cli.tls).await?,
         Cmd::Debug(DebugCmd::ChunkStore { dir, full_verify }) => {
             debug::chunk_store(&dir, full_verify).await?
         }
         Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir)?,
-        Cmd::Files(f) => return cli::run(&masters, f).await,
+        Cmd::Files(f) => return cli::run(&masters, &cli.tls, f).await,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "shale", &mut std::io::stdout());

@@ -67,14 +67,13 @@ pub struct Args {
 }
 
 /// The master's status page: the group and chunkservers as this master sees them.
-fn page(grpc: String) -> crate::http::Page {
+fn page(grpc: String, transport: &shale_security::Transport) -> crate::http::Page {
     use crate::http::escape;
     // One lazily connected channel for every render (a page view never opens a connection).
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .map(|e| {
+    let channel = transport
+        .channel(&grpc, |e| {
             e.connect_timeout(std::time::Duration::from_secs(1))
                 .timeout(std::time::Duration::from_secs(2))
-                .connect_lazy()
         })
         .ok();
     std::sync::Arc::new(move || {
@@ -143,10 +142,13 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(out)
 }
 
-pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::error::Error>> {
     if a.id == 0 {
         return Err("--id must be at least 1".into());
     }
+    let principal =
+        shale_security::Principal::new(shale_security::Role::Master, &a.id.to_string())?;
+    let transport = tls.server(&principal)?;
     let peers = parse_peers(&a.peers)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
@@ -173,10 +175,11 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     config.copies_per_server = a.copies_per_server.max(1);
     config.forget_after = std::time::Duration::from_millis(a.forget_silent_ms.max(1000));
     config.test_unsafe_reads = a.test_unsafe_reads;
+    config.transport = transport.clone();
     if a.test_unsafe_reads {
         eprintln!("WARNING: --test-unsafe-reads: this master serves stale reads when deposed (a planted bug for the torture tests)");
     }
-    let http = crate::http::start(&a.http, page(bound.clone())).await?;
+    let http = crate::http::start(&a.http, page(advertise.clone(), &transport), &transport).await?;
     println!(
         "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",
         a.id

@@ -194,10 +194,18 @@ fn check_master_port(data: &std::path::Path, port: u16) -> Result<(), String> {
     }
 }
 
-pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     std::fs::create_dir_all(&a.data)?;
     check_master_port(&a.data, a.master_port)?;
+    let names: Vec<String> = (1..=3).map(|i| format!("cs{i}")).collect();
+    // Secure by default: a CA and every certificate, made on first start and kept.
+    let security: Vec<std::ffi::OsString> = if tls.insecure {
+        vec!["--insecure".into()]
+    } else {
+        let dir = crate::tls::provision_local(&a.data, &[1, 2, 3], &names)?;
+        vec!["--tls-dir".into(), dir.into()]
+    };
     let masters: Vec<String> = (0..3)
         .map(|i| format!("127.0.0.1:{}", a.master_port + i))
         .collect();
@@ -228,13 +236,14 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             "--data",
         ]);
         args.push(a.data.join(format!("m{id}")).into());
+        args.extend(security.iter().cloned());
         kids.0.push(Kid::spawn(&exe, format!("master {id}"), args)?);
     }
     let mut chunkservers = Vec::new();
     for i in 0..3u16 {
         let addr = format!("127.0.0.1:{}", a.chunkserver_port + i);
         let http = format!("127.0.0.1:{}", a.chunkserver_port + 10 + i);
-        let host = format!("cs{}", i + 1);
+        let host = names[usize::from(i)].clone();
         let mut args = os(&[
             "--masters",
             &masters.join(","),
@@ -248,6 +257,7 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             "--data",
         ]);
         args.push(a.data.join(format!("cs{}", i + 1)).into());
+        args.extend(security.iter().cloned());
         kids.0
             .push(Kid::spawn(&exe, format!("chunkserver {}", i + 1), args)?);
         chunkservers.push(addr);
@@ -255,8 +265,18 @@ pub async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("shale cluster up (data in {})", a.data.display());
     println!("  masters:      {}", masters.join(" "));
     println!("  chunkservers: {}", chunkservers.join(" "));
+    if tls.insecure {
+        println!("  security:     NONE (--insecure): plaintext, anyone who reaches a port can do anything");
+    } else {
+        println!(
+            "  security:     mutual TLS; CA and certificates in {} (commands run where \
+             ./shale-data is find them; elsewhere give --tls-dir)",
+            a.data.join(crate::tls::UP_TLS_DIR).display(),
+        );
+    }
     println!(
-        "  status pages: http://127.0.0.1:{}/ (masters: ports {}-{}, chunkservers: {}-{}; /metrics on each)",
+        "  status pages: {}://127.0.0.1:{}/ (masters: ports {}-{}, chunkservers: {}-{}; /metrics on each)",
+        if tls.insecure { "http" } else { "https" },
         a.master_port + 10,
         a.master_port + 10,
         a.master_port + 12,

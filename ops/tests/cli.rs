@@ -5,13 +5,13 @@
 mod common;
 
 use common::*;
-use shale_client::{Client, ClientConfig};
+use shale_client::Client;
 use std::os::unix::fs::FileTypeExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn shale(masters: &[String], args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_shale"))
+    common::shale_cmd()
         .args(["--masters", &masters.join(",")])
         .args(args)
         .stdin(Stdio::null())
@@ -38,7 +38,7 @@ async fn gets_are_safe() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, 1).await;
     let masters = cluster.master_addrs();
-    let c = Client::connect(&masters, ClientConfig::default())
+    let c = Client::connect(&masters, common::client_config())
         .await
         .expect("connect");
     let a: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
@@ -128,11 +128,11 @@ async fn ctrl_c_during_put_releases_the_path() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, 1).await;
     let masters = cluster.master_addrs();
-    let c = Client::connect(&masters, ClientConfig::default())
+    let c = Client::connect(&masters, common::client_config())
         .await
         .expect("connect");
     let before = c.status().await.expect("status").chunks;
-    let mut put = Command::new(env!("CARGO_BIN_EXE_shale"))
+    let mut put = common::shale_cmd()
         .args(["--masters", &masters.join(","), "put", "-", "/interrupted"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -168,7 +168,7 @@ async fn ctrl_c_during_get_leaves_no_partial_file() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, 1).await;
     let masters = cluster.master_addrs();
-    let c = Client::connect(&masters, ClientConfig::default())
+    let c = Client::connect(&masters, common::client_config())
         .await
         .expect("connect");
     c.put("/g", &vec![9u8; 3 << 20][..], true, &|_| {})
@@ -186,7 +186,7 @@ async fn ctrl_c_during_get_leaves_no_partial_file() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out");
-    let get = Command::new(env!("CARGO_BIN_EXE_shale"))
+    let get = common::shale_cmd()
         .args(["--masters", &masters.join(","), "get", "/g"])
         .arg(&out)
         .stdout(Stdio::null())

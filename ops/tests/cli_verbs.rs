@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 struct Out {
@@ -30,7 +30,7 @@ impl Out {
 
 /// Runs `shale --masters M ARGS` with `stdin` as its standard input.
 fn sh_in(masters: &[String], args: &[&str], stdin: &[u8]) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shale"))
+    let mut child = common::shale_cmd()
         .args(["--masters", &masters.join(",")])
         .args(args)
         .stdin(Stdio::piped())
@@ -273,7 +273,7 @@ async fn every_verb() {
         &["ls", "-l", "/"][..],
         &["get", "/big", "-"][..],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shale"))
+        let mut child = common::shale_cmd()
             .args(["--masters", &m.join(",")])
             .args(args)
             .stdout(Stdio::piped())

@@ -71,10 +71,11 @@ async fn the_client_library() {
     let masters = cluster.master_addrs();
     let c = Client::builder()
         .masters(masters.clone())
+        .transport(common::admin())
         .connect()
         .await
         .expect("connect");
-    let other = Client::connect(&masters, Default::default())
+    let other = Client::connect(&masters, common::client_config())
         .await
         .expect("connect");
     assert!(format!("{c:?}").contains("Client"));
@@ -240,7 +241,7 @@ async fn the_client_library() {
         l.local_addr().expect("addr").to_string()
     };
     let t0 = Instant::now();
-    match Client::connect(std::slice::from_ref(&dead), Default::default()).await {
+    match Client::connect(std::slice::from_ref(&dead), common::client_config()).await {
         Err(e @ ClientError::Unavailable(_)) => {
             assert!(e.is_retryable());
             assert!(e.to_string().contains(&dead), "{e}");
@@ -249,7 +250,7 @@ async fn the_client_library() {
     }
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     assert!(matches!(
-        Client::connect(&["https://h:1".into()], Default::default()).await,
+        Client::connect(&["ftp://h:1/x".into()], common::client_config()).await,
         Err(ClientError::InvalidArgument(_))
     ));
 }
@@ -272,7 +273,7 @@ async fn calls_follow_a_failover_without_waiting_for_their_timeout() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(1, 1).await;
     let masters = cluster.master_addrs();
-    let c = Client::connect(&masters, Default::default())
+    let c = Client::connect(&masters, common::client_config())
         .await
         .expect("connect");
     for round in 0..2 {
@@ -340,6 +341,7 @@ async fn calls_follow_a_failover_without_waiting_for_their_timeout() {
     let impatient = Client::builder()
         .masters(masters.clone())
         .retry_for(Duration::from_secs(1))
+        .transport(common::admin())
         .connect()
         .await
         .expect("connect");

@@ -51,7 +51,7 @@ async fn put_in_background(
     let task = {
         let (addrs, path, done) = (addrs.to_vec(), path.to_string(), done.clone());
         tokio::spawn(async move {
-            let c = Client::connect(&addrs, ClientConfig::default())
+            let c = Client::connect(&addrs, common::client_config())
                 .await
                 .expect("connect");
             c.put(&path, &bytes[..], true, &|d| {
@@ -87,7 +87,7 @@ async fn data_path_end_to_end() {
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, 1).await;
     let addrs = cluster.master_addrs();
-    let c = Client::connect(&addrs, ClientConfig::default())
+    let c = Client::connect(&addrs, common::client_config())
         .await
         .expect("connect");
 
@@ -227,7 +227,7 @@ async fn data_path_end_to_end() {
         .filter(|a| **a != leader_addr)
         .cloned()
         .collect();
-    let c2 = Client::connect(&live, ClientConfig::default())
+    let c2 = Client::connect(&live, common::client_config())
         .await
         .expect("connect");
     assert_eq!(get(&c2, "/big2").await, big2);
@@ -238,7 +238,7 @@ async fn data_path_end_to_end() {
     let writer = {
         let (live, old, new) = (live.clone(), old.clone(), new.clone());
         tokio::spawn(async move {
-            let c = Client::connect(&live, ClientConfig::default())
+            let c = Client::connect(&live, common::client_config())
                 .await
                 .expect("connect");
             for i in 0..6 {
@@ -271,13 +271,9 @@ async fn data_path_end_to_end() {
 /// A chunkserver given a frame over the size limit refuses it clearly, stores nothing, and keeps
 /// serving.
 async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client) {
-    use shale_proto::pb::chunk_service_client::ChunkServiceClient;
     use shale_proto::pb::write_chunk_request::Kind;
     use shale_proto::pb::{ChunkRef, WriteChunkRequest, WriteHeader};
-    let mut cs = ChunkServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-        .max_encoding_message_size(16 << 20);
+    let mut cs = common::chunk_client(addr).max_encoding_message_size(16 << 20);
     let msgs = vec![
         WriteChunkRequest {
             kind: Some(Kind::Header(WriteHeader {
@@ -356,7 +352,7 @@ async fn bad_input(c: &Client, masters: &[String]) {
     drop(free);
     let cfg = ClientConfig {
         retry_for: Duration::from_secs(1),
-        ..ClientConfig::default()
+        ..common::client_config()
     };
     match Client::connect(std::slice::from_ref(&dead), cfg.clone()).await {
         Err(ClientError::Unavailable(m)) => assert!(m.contains(&dead), "{m}"),
@@ -377,7 +373,7 @@ async fn a_stopped_replica_does_not_stall_puts() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(4, 1).await;
     let addrs = cluster.master_addrs();
-    let c = Client::connect(&addrs, ClientConfig::default())
+    let c = Client::connect(&addrs, common::client_config())
         .await
         .expect("connect");
     let body = data(3 << 20, 9);

@@ -5,18 +5,17 @@
 mod common;
 
 use common::*;
-use shale_client::{Client, ClientConfig};
+use shale_client::Client;
 use shale_proto::metapb::{
     AllocateChunkReply, AllocateChunkRequest, CompleteRequest, CreateRequest,
 };
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
 
 fn fsck(masters: &[String]) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_shale"))
+    common::shale_cmd()
         .args(["--masters", &masters.join(","), "fsck", "/"])
         .stdin(std::process::Stdio::null())
         .output()
@@ -73,7 +72,7 @@ async fn the_cluster_heals_itself() {
     )
     .await;
     let masters = cluster.master_addrs();
-    let c = Client::connect(&masters, ClientConfig::default())
+    let c = Client::connect(&masters, common::client_config())
         .await
         .expect("connect");
     let data: Vec<u8> = (0..5 * MIB + 7).map(|i| (i * 7 % 251) as u8).collect();
@@ -226,9 +225,7 @@ async fn write_chunk(reply: &AllocateChunkReply, bytes: &[u8]) {
     use shale_proto::pb::write_chunk_request::Kind;
     use shale_proto::pb::WriteChunkRequest;
     let head = &reply.pipeline[0];
-    let mut cs = ChunkServiceClient::connect(format!("http://{}", head.address))
-        .await
-        .expect("connect");
+    let mut cs: ChunkServiceClient<_> = common::chunk_client(&head.address);
     let msgs = vec![
         WriteChunkRequest {
             kind: Some(Kind::Header(shale_proto::convert::pipeline_header(

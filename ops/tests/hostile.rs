@@ -23,11 +23,12 @@ fn rid(client_id: u64, seq: u64) -> Option<RequestId> {
 }
 
 fn chunk_client(addr: &str) -> ChunkServiceClient<tonic::transport::Channel> {
-    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
+    let ch = common::admin()
+        .channel(addr, |e| {
+            e.connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(20))
+        })
+        .expect("uri");
     ChunkServiceClient::new(ch)
 }
 
@@ -101,10 +102,9 @@ async fn complete(
     seq: u64,
 ) -> Result<FileStat, tonic::Status> {
     // Complete may wait a few seconds for replica reports: a longer call timeout than usual.
-    let ch = tonic::transport::Channel::from_shared(format!("http://{}", leader(addrs).await))
-        .expect("uri")
-        .timeout(Duration::from_secs(15))
-        .connect_lazy();
+    let ch = common::admin()
+        .channel(&leader(addrs).await, |e| e.timeout(Duration::from_secs(15)))
+        .expect("uri");
     MasterServiceClient::new(ch)
         .complete(CompleteRequest {
             file,
@@ -201,10 +201,10 @@ async fn unknown_heartbeats(cluster: &Cluster) {
         .collect();
     for _ in 0..4 {
         let t0 = Instant::now();
-        let ch = tonic::transport::Channel::from_shared(format!("http://{l}"))
-            .expect("uri")
-            .timeout(Duration::from_secs(30))
-            .connect_lazy();
+        // A real chunkserver's identity: only chunkservers may send heartbeats.
+        let ch = common::transport_as(shale_security::Role::Chunkserver, "cs1")
+            .channel(&l, |e| e.timeout(Duration::from_secs(30)))
+            .expect("uri");
         let mut c = MasterServiceClient::new(ch).max_encoding_message_size(64 << 20);
         let mut req = tonic::Request::new(HeartbeatRequest {
             node_id: 999_999,
@@ -418,10 +418,9 @@ struct WrongWireType {
 
 /// Sends [`WrongWireType`] as the request of `method` (a unary or server-streaming call).
 async fn send_malformed(addr: &str, method: &'static str) -> tonic::Status {
-    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let ch = common::admin()
+        .channel(addr, |e| e.timeout(Duration::from_secs(5)))
+        .expect("uri");
     let mut grpc = tonic::client::Grpc::new(ch);
     grpc.ready().await.expect("ready");
     let codec: tonic_prost::ProstCodec<WrongWireType, WrongWireType> = Default::default();
@@ -471,7 +470,7 @@ async fn actionable_errors(addrs: &[String], chunkserver: &str, nodes: &[u64]) {
     let l = leader(addrs).await;
     let follower = addrs.iter().find(|a| **a != l).expect("a follower").clone();
     let t0 = Instant::now();
-    let c = shale_client::Client::connect(&[follower], Default::default())
+    let c = shale_client::Client::connect(&[follower], common::client_config())
         .await
         .expect("connect through a follower");
     c.mkdir("/via-follower", true)
@@ -590,7 +589,7 @@ async fn follower_dirs(addr: &str) -> u64 {
 
 /// Runs `shale ARGS` to its end (bounded); returns (success, stdout + stderr).
 fn run_shale(args: &[&str]) -> (bool, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shale"))
+    let mut child = common::shale_cmd()
         .args(args)
         .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::null())

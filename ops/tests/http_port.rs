@@ -25,9 +25,19 @@ impl Drop for Killed {
 /// limit; returns it and its HTTP address.
 fn master(dir: &std::path::Path, nofile: Option<u64>) -> (Killed, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
-    cmd.args(["master", "--id", "1", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .env("RUST_LOG", "warn");
+    // Plaintext: these tests drive the HTTP layer itself with raw sockets (the same limits hold
+    // over TLS, where the handshake counts against the header timeout).
+    cmd.args([
+        "--insecure",
+        "master",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(dir)
+    .env("RUST_LOG", "warn");
     if let Some(n) = nofile {
         // SAFETY: setrlimit is async-signal-safe; it only limits the child being started.
         unsafe {
@@ -200,5 +210,67 @@ fn status_port_backs_off_when_out_of_descriptors() {
     while get(&http, "/", Duration::from_secs(2)) != Some(200) {
         assert!(Instant::now() < deadline, "status port did not recover");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A master with TLS serves its status port as HTTPS (any client of the cluster CA may read
+/// it; a client certificate is optional) and refuses plain HTTP.
+#[test]
+fn status_port_is_https_on_a_tls_master() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(https_status_port());
+}
+
+async fn https_status_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    ensure_cert(shale_security::Role::Master, "1");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+    cmd.arg("--tls-dir")
+        .arg(tls_dir())
+        .args(["master", "--id", "1", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn");
+    let (child, _, line) = spawn_server_line(cmd);
+    let _m = Killed(child);
+    let http = http_addr(&line).expect("http address");
+    let port: u16 = http
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    // Plain HTTP gets no HTTP answer.
+    assert_eq!(get(&http, "/metrics", Duration::from_secs(3)), None);
+    // HTTPS as an anonymous client of the CA, then as the admin.
+    let anon = shale_security::Transport::tls(
+        shale_security::Tls::load(shale_security::TlsFiles {
+            ca: tls_dir().join("ca.pem"),
+            cert: None,
+            key: None,
+        })
+        .expect("ca"),
+    );
+    for t in [anon, admin()] {
+        let deadline = Instant::now() + WAIT;
+        let answer = loop {
+            let r = async {
+                let mut s = t.dial("127.0.0.1", port, b"http/1.1").await?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+                    .await?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await?;
+                Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), r).await {
+                Ok(Ok(a)) => break a,
+                _ => {
+                    assert!(Instant::now() < deadline, "no HTTPS answer");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

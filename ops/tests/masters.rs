@@ -170,7 +170,7 @@ async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
         .filter(|m| m.id != 2 && m.id != 3)
         .map(|m| m.addr.clone())
         .collect();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shale"))
+    let out = common::shale_cmd()
         .args(["--masters", &others.join(",")])
         .args(["admin", "set-master-address", "3", &new3])
         .output()

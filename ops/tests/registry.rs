@@ -17,7 +17,9 @@ async fn register(
     capacity: u64,
 ) -> Result<u64, tonic::Status> {
     let (uuid, address, host) = (uuid.to_string(), address.to_string(), host.to_string());
-    on_leader(addrs, |mut c| {
+    // Only chunkservers may register (as themselves).
+    let cs = common::transport_as(shale_security::Role::Chunkserver, "junk");
+    on_leader_as(&cs, addrs, |mut c| {
         let req = RegisterRequest {
             uuid: uuid.clone(),
             address: address.clone(),
@@ -57,7 +59,7 @@ fn state_of(s: &[ChunkserverInfo], node: u64) -> Option<String> {
 
 /// `shale admin remove-chunkserver NODE`: (exit ok, stderr).
 fn remove_cli(addrs: &[String], node: u64) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shale"))
+    let out = common::shale_cmd()
         .args([
             "--masters",
             &addrs.join(","),
@@ -118,7 +120,7 @@ async fn registry_junk_and_removal() {
         .expect("register");
 
     // A file with one replica, on one server.
-    let c = shale_client::Client::connect(&addrs, Default::default())
+    let c = shale_client::Client::connect(&addrs, common::client_config())
         .await
         .expect("client");
     c.put("/one", &vec![9u8; 300_000][..], true, &|_| {})

@@ -75,10 +75,14 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
         c.net.fallback
     );
     let masters = c.masters();
+    let cfg = shale_client::ClientConfig {
+        transport: c.transport().expect("tls"),
+        ..Default::default()
+    };
     let connect = || async {
         let t0 = std::time::Instant::now();
         loop {
-            match shale_client::Client::connect(&masters, Default::default()).await {
+            match shale_client::Client::connect(&masters, cfg.clone()).await {
                 Ok(cl)
                     if cl.status().await.is_ok_and(|s| {
                         s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3
@@ -155,9 +159,13 @@ async fn a_cut_off_leader_sends_clients_elsewhere() {
         c.net.fallback
     );
     let masters = c.masters();
+    let cfg = shale_client::ClientConfig {
+        transport: c.transport().expect("tls"),
+        ..Default::default()
+    };
     let t0 = std::time::Instant::now();
     let old = loop {
-        if let Ok(cl) = shale_client::Client::connect(&masters, Default::default()).await {
+        if let Ok(cl) = shale_client::Client::connect(&masters, cfg.clone()).await {
             if let Ok(s) = cl.status().await {
                 if !s.leader_address.is_empty() {
                     break s.leader_address;
@@ -167,7 +175,7 @@ async fn a_cut_off_leader_sends_clients_elsewhere() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no leader");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let only = shale_client::Client::connect(std::slice::from_ref(&old), Default::default())
+    let only = shale_client::Client::connect(std::slice::from_ref(&old), cfg.clone())
         .await
         .expect("connect to the leader alone");
     only.mkdir("/before", false).await.expect("mkdir");
@@ -183,9 +191,11 @@ async fn a_cut_off_leader_sends_clients_elsewhere() {
     let t0 = std::time::Instant::now();
     let r = only.mkdir("/after", false).await;
     let took = t0.elapsed();
-    let mut raw = MasterServiceClient::connect(format!("http://{old}"))
-        .await
-        .expect("dial the old leader");
+    let mut raw = MasterServiceClient::new(
+        cfg.transport
+            .channel(&old, |e| e)
+            .expect("dial the old leader"),
+    );
     // Within a few leases of the cut, the old leader stops claiming the role.
     let mut role = String::new();
     while t0.elapsed() < Duration::from_secs(5) {

@@ -85,9 +85,24 @@ async fn up_keeps_the_cluster_running_when_a_server_dies() {
         }
     });
     let masters: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", mp + i)).collect();
+    // `shale up` is secure by default: it made a CA and an admin certificate in its folder.
+    let tls_dir = dir.path().join("data").join("tls");
     let t0 = Instant::now();
     let c = loop {
-        match Client::connect(&masters, Default::default()).await {
+        let Ok(tls) = shale_security::Tls::load(shale_security::TlsFiles::stem(&tls_dir, "admin"))
+        else {
+            assert!(
+                t0.elapsed() < WAIT,
+                "shale up made no certificates in {tls_dir:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let cfg = shale_client::ClientConfig {
+            transport: shale_security::Transport::tls(tls),
+            ..Default::default()
+        };
+        match Client::connect(&masters, cfg).await {
             Ok(c)
                 if c.status().await.is_ok_and(|s| {
                     s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3

@@ -159,6 +159,25 @@ pub fn issue(
     Ok((cert_path, key_path))
 }
 
+/// Makes sure `dir` has a CA and a certificate for each of `principals` (server ones valid for
+/// `hosts`), making what is missing and keeping what exists: a local cluster's first start
+/// (`shale up`, tests, benchmarks).
+pub fn provision(dir: &Path, principals: &[Principal], hosts: &[&str]) -> Result<(), Error> {
+    if !dir.join(CA_CERT).exists() {
+        init_ca(dir)?;
+    }
+    let opts = IssueOptions {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        ..IssueOptions::default()
+    };
+    for p in principals {
+        if !files_of(dir, p).0.exists() {
+            issue(dir, dir, p, &opts)?;
+        }
+    }
+    Ok(())
+}
+
 fn ring_fill(buf: &mut [u8]) -> Result<(), Error> {
     use rustls::crypto::ring::default_provider;
     default_provider()

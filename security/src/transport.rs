@@ -76,6 +76,44 @@ impl Transport {
         Ok(configure(ep).connect_with_connector_lazy(Connector(self.clone())))
     }
 
+    /// Connects to `host:port` speaking `alpn` (`h2` for gRPC, `http/1.1` for the status
+    /// ports): TLS verifying the server's certificate for `host`, or plain TCP.
+    pub async fn dial(&self, host: &str, port: u16, alpn: &[u8]) -> io::Result<Stream> {
+        // `[v6]` hosts come bracketed.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        let remote = tcp.peer_addr().ok();
+        let Some(tls) = &self.0 else {
+            return Ok(Stream::plain(tcp, remote, Identity::Plaintext));
+        };
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut config = tls.client_config();
+        if config.alpn_protocols.first().map(Vec::as_slice) != Some(alpn) {
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            config = Arc::new(c);
+        }
+        let s = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        let identity = match s.get_ref().1.peer_certificates() {
+            Some([leaf, ..]) => match Principal::from_der(leaf) {
+                Ok(p) => Identity::Principal(p),
+                Err(e) => Identity::Unrecognized(e),
+            },
+            _ => Identity::Anonymous,
+        };
+        Ok(Stream {
+            inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
+            peer: Peer { remote, identity },
+        })
+    }
+
     /// The connections `listener` accepts, as tonic's `serve_with_incoming` takes them.
     pub fn incoming(
         &self,
@@ -93,13 +131,23 @@ impl Transport {
     /// Accepts one connection's handshake (used by the HTTP status ports, which run their
     /// own accept loops).
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
+        self.accept_alpn(tcp, b"h2").await
+    }
+
+    /// [`Transport::accept`] for a protocol other than gRPC (`alpn`: e.g. `http/1.1`).
+    pub async fn accept_alpn(&self, tcp: TcpStream, alpn: &[u8]) -> io::Result<Stream> {
         let remote = tcp.peer_addr().ok();
         let Some(tls) = &self.0 else {
             return Ok(Stream::plain(tcp, remote, Identity::Plaintext));
         };
-        let Some(config) = tls.server_config() else {
+        let Some(mut config) = tls.server_config() else {
             return Err(io::Error::other("no server certificate loaded"));
         };
+        if config.alpn_protocols.first().map(Vec::as_slice) != Some(alpn) {
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            config = Arc::new(c);
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
@@ -178,37 +226,8 @@ impl tower_service::Service<tonic::codegen::http::Uri> for Connector {
                 .host()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
             let port = uri.port_u16().unwrap_or(80);
-            // `[v6]` hosts come bracketed.
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let remote = tcp.peer_addr().ok();
-            let Some(tls) = &transport.0 else {
-                return Ok(hyper_util::rt::TokioIo::new(Stream::plain(
-                    tcp,
-                    remote,
-                    Identity::Plaintext,
-                )));
-            };
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let s = tokio_rustls::TlsConnector::from(tls.client_config())
-                .connect(name, tcp)
-                .await?;
-            let identity = match s.get_ref().1.peer_certificates() {
-                Some([leaf, ..]) => match Principal::from_der(leaf) {
-                    Ok(p) => Identity::Principal(p),
-                    Err(e) => Identity::Unrecognized(e),
-                },
-                _ => Identity::Anonymous,
-            };
-            Ok(hyper_util::rt::TokioIo::new(Stream {
-                inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
-                peer: Peer { remote, identity },
-            }))
+            let s = transport.dial(host, port, b"h2").await?;
+            Ok(hyper_util::rt::TokioIo::new(s))
         })
     }
 }

@@ -6,6 +6,7 @@
 //! [`Cluster::crashed`] reports any other exit (a crash the nemesis did not cause), and
 //! [`Cluster::panics`] every panic or abort written to a log.
 use crate::net::Net;
+use shale_security::{Principal, Role as SecRole};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -42,7 +43,12 @@ pub struct Cluster {
     /// Chunkservers whose data lives on a small file system of its own (a tmpfs the harness
     /// mounted), so that the nemesis can fill it: (server index, mount point).
     pub small_disks: Vec<(usize, PathBuf)>,
+    /// The cluster's TLS folder (its own CA; every server runs mutual TLS).
+    pub tls: PathBuf,
 }
+
+/// The admin user the harness's clients run as.
+pub const ADMIN: &str = "torture";
 
 /// Size of the small file system one chunkserver gets (namespaces mode: root can mount).
 const SMALL_DISK: &str = "size=192m";
@@ -160,6 +166,22 @@ impl Cluster {
             });
         }
         std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+        // A CA and a certificate per server, valid for every address a server may have.
+        let tls = dir.join("tls");
+        let mut principals = vec![Principal::new(SecRole::Admin, ADMIN)?];
+        for s in &servers {
+            principals.push(match s.role {
+                Role::Master(id) => Principal::new(SecRole::Master, &id.to_string())?,
+                Role::Chunkserver(_) => Principal::new(SecRole::Chunkserver, &s.name)?,
+            });
+        }
+        let mut hosts: Vec<&str> = vec!["127.0.0.1", "localhost"];
+        hosts.extend(net.hosts.iter().map(|h| h.ip.as_str()));
+        shale_security::certs::provision(&tls, &principals, &hosts).map_err(|e| e.to_string())?;
+        for s in &mut servers {
+            s.args.push("--tls-dir".into());
+            s.args.push(tls.to_string_lossy().into_owned());
+        }
         let mut small_disks = Vec::new();
         if net.partitions() {
             // The last chunkserver's data on a small tmpfs (a full disk is a fault to inject).
@@ -185,11 +207,20 @@ impl Cluster {
             shale: shale.to_path_buf(),
             dir: dir.to_path_buf(),
             small_disks,
+            tls,
         };
         for i in 0..c.servers.len() {
             c.spawn(i)?;
         }
         Ok(c)
+    }
+
+    /// How the harness's clients connect: mutual TLS as the cluster's admin.
+    pub fn transport(&self) -> Result<shale_security::Transport, String> {
+        let p = Principal::new(SecRole::Admin, ADMIN)?;
+        let tls = shale_security::Tls::load(shale_security::TlsFiles::of(&self.tls, &p))
+            .map_err(|e| e.to_string())?;
+        Ok(shale_security::Transport::tls(tls))
     }
 
     /// The masters' addresses.

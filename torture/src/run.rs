@@ -8,7 +8,7 @@ use crate::linear::{self, Verdict};
 use crate::model::{Input, Output};
 use crate::nemesis;
 use crate::workload::{self, History};
-use shale_client::{Client, ClientConfig};
+use shale_client::{Client, ClientConfig, Transport};
 use shale_proto::pb::chunk_service_client::ChunkServiceClient;
 use shale_proto::pb::{ChunkRef, ReadChunkRequest};
 use std::path::PathBuf;
@@ -72,8 +72,9 @@ impl Report {
     }
 }
 
-fn config() -> ClientConfig {
+fn config(transport: &Transport) -> ClientConfig {
     ClientConfig {
+        transport: transport.clone(),
         call_timeout: Duration::from_secs(5),
         retry_for: Duration::from_secs(20),
         connect_within: Duration::from_secs(2),
@@ -81,10 +82,14 @@ fn config() -> ClientConfig {
     }
 }
 
-async fn connect(masters: &[String], within: Duration) -> Result<Client, String> {
+async fn connect(
+    transport: &Transport,
+    masters: &[String],
+    within: Duration,
+) -> Result<Client, String> {
     let t0 = Instant::now();
     loop {
-        match Client::connect(masters, config()).await {
+        match Client::connect(masters, config(transport)).await {
             Ok(c) => return Ok(c),
             Err(e) if t0.elapsed() > within => return Err(format!("no cluster: {e}")),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -94,7 +99,12 @@ async fn connect(masters: &[String], within: Duration) -> Result<Client, String>
 
 /// Problems with the stored copies of the file at key `k` holding write `v`: a chunk with fewer
 /// than its replication of live replicas, or a replica whose bytes differ.
-async fn replica_problems(c: &Client, k: usize, v: u64) -> Result<Vec<String>, String> {
+async fn replica_problems(
+    transport: &Transport,
+    c: &Client,
+    k: usize,
+    v: u64,
+) -> Result<Vec<String>, String> {
     let p = workload::path(k);
     let st = c.stat(&p).await.map_err(|e| e.to_string())?;
     let locs = c.chunk_locations(&p).await.map_err(|e| e.to_string())?;
@@ -113,9 +123,7 @@ async fn replica_problems(c: &Client, k: usize, v: u64) -> Result<Vec<String>, S
         let start = u64::from(ch.index) * locs.chunk_size;
         let end = (start + locs.chunk_size).min(locs.length);
         for r in live {
-            let mut cs = ChunkServiceClient::connect(format!("http://{}", r.address))
-                .await
-                .map_err(|e| e.to_string())?
+            let mut cs = ChunkServiceClient::new(transport.channel(&r.address, |e| e)?)
                 .max_decoding_message_size(8 << 20);
             let read = async {
                 let mut s = cs
@@ -184,7 +192,8 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
         r.mode
     );
     let masters = cluster.masters();
-    let admin = connect(&masters, Duration::from_secs(60)).await?;
+    let transport = cluster.transport()?;
+    let admin = connect(&transport, &masters, Duration::from_secs(60)).await?;
     let t0 = Instant::now();
     loop {
         let alive = admin
@@ -227,7 +236,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
     let next_value = Arc::new(AtomicU64::new(1));
     let mut clients = Vec::new();
     for i in 0..cfg.clients {
-        let c = connect(&masters, Duration::from_secs(30)).await?;
+        let c = connect(&transport, &masters, Duration::from_secs(30)).await?;
         let (h, nv, stop) = (h.clone(), next_value.clone(), stop.clone());
         let (keys, seed) = (cfg.keys, cfg.seed.wrapping_add(1 + i as u64));
         clients.push(tokio::spawn(workload::client_loop(
@@ -256,7 +265,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
 
     // (c) healing: every file whole on all its replicas within the bound.
     let healed_at = Instant::now();
-    let final_reader = connect(&masters, Duration::from_secs(30)).await?;
+    let final_reader = connect(&transport, &masters, Duration::from_secs(30)).await?;
     let mut problems;
     loop {
         problems = Vec::new();
@@ -267,7 +276,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
                 .await
             {
                 Ok(_) => match workload::decode(&buf) {
-                    Ok(v) => match replica_problems(&final_reader, k, v).await {
+                    Ok(v) => match replica_problems(&transport, &final_reader, k, v).await {
                         Ok(p) => problems.extend(p),
                         Err(e) => problems.push(format!("{}: {e}", workload::path(k))),
                     },

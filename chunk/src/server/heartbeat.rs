@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub const FULL_REPORT_EVERY: u64 = 30;
 
@@ -26,16 +26,26 @@ pub struct Identity {
     pub rack: Option<String>,
 }
 
-fn client(addr: &str) -> Option<MasterServiceClient<Channel>> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(5));
-    Some(MasterServiceClient::new(ep.connect_lazy()).max_decoding_message_size(64 << 20))
+fn client(
+    transport: &shale_security::Transport,
+    addr: &str,
+) -> Option<MasterServiceClient<Channel>> {
+    let channel = transport
+        .channel(addr, |ep| {
+            ep.connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(5))
+        })
+        .ok()?;
+    Some(MasterServiceClient::new(channel).max_decoding_message_size(64 << 20))
 }
 
 /// Registers with the master group; retries (following leader hints) until it succeeds.
-pub async fn register(masters: &[String], id: &Identity, capacity_bytes: u64) -> u64 {
+pub async fn register(
+    transport: &shale_security::Transport,
+    masters: &[String],
+    id: &Identity,
+    capacity_bytes: u64,
+) -> u64 {
     let mut target = 0usize;
     let mut hint: Option<String> = None;
     let mut backoff = Duration::from_millis(50);
@@ -43,7 +53,7 @@ pub async fn register(masters: &[String], id: &Identity, capacity_bytes: u64) ->
         let addr = hint
             .take()
             .unwrap_or_else(|| masters[target % masters.len()].clone());
-        if let Some(mut c) = client(&addr) {
+        if let Some(mut c) = client(transport, &addr) {
             let req = RegisterRequest {
                 uuid: id.uuid.clone(),
                 address: id.address.clone(),
@@ -92,14 +102,14 @@ pub async fn run(
     identity: Identity,
     capacity_bytes: u64,
 ) {
-    let node = register(&masters, &identity, capacity_bytes).await;
+    let node = register(&server.transport, &masters, &identity, capacity_bytes).await;
     server.node.store(node, Ordering::Relaxed);
     tracing::info!(node, "registered with the masters");
     let mut links: Vec<MasterLink> = masters
         .iter()
         .map(|a| MasterLink {
             addr: a.clone(),
-            client: client(a),
+            client: client(&server.transport, a),
             known: HashMap::new(),
             beats: 0,
             needs_full: true,
@@ -188,7 +198,7 @@ pub async fn run(
                 node,
                 "the masters no longer know this chunkserver: registering again"
             );
-            let again = register(&masters, &identity, capacity_bytes).await;
+            let again = register(&server.transport, &masters, &identity, capacity_bytes).await;
             server.node.store(again, Ordering::Relaxed);
             tracing::info!(node = again, "registered with the masters");
             continue;

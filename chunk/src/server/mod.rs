@@ -11,6 +11,7 @@ use shale_proto::pb::chunk_service_server::ChunkServiceServer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 #[derive(Clone, Debug)]
 pub struct ChunkserverConfig {
@@ -30,6 +31,8 @@ pub struct ChunkserverConfig {
     pub replicate_bytes_per_s: u64,
     /// A write stream silent this long is cut off and its chunk discarded.
     pub stream_idle: Duration,
+    /// How this server accepts and makes connections (mutual TLS as itself, or plaintext).
+    pub transport: shale_security::Transport,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -73,6 +76,7 @@ pub async fn serve(
     let mut server = ChunkServer::new(store, config.chunk_size_max_bytes);
     server.replicate_bytes_per_s = config.replicate_bytes_per_s;
     server.stream_idle = config.stream_idle;
+    server.transport = config.transport.clone();
     let server = Arc::new(server);
     let identity = heartbeat::Identity {
         uuid,
@@ -96,12 +100,13 @@ pub async fn serve(
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
-        .add_service(
+        .add_service(InterceptedService::new(
             ChunkServiceServer::from_arc(server)
                 .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
                 .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)),
-        )
-        .serve_with_incoming_shutdown(shale_proto::incoming::incoming(listener), shutdown)
+            shale_security::authenticate,
+        ))
+        .serve_with_incoming_shutdown(config.transport.incoming(listener), shutdown)
         .await;
     background.abort();
     scrubber.abort();

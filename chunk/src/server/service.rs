@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest data frame a write may carry (clients send ≈1 MiB).
@@ -160,6 +160,8 @@ pub struct ChunkServer {
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
     /// Open write and replicate streams (bounded by [`WRITE_STREAMS_MAX`]).
     write_slots: Arc<tokio::sync::Semaphore>,
+    /// How this server reaches its peers (mutual TLS as itself, or plaintext).
+    pub transport: shale_security::Transport,
 }
 
 /// Aborts a spawned task when dropped.
@@ -253,20 +255,25 @@ fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
 }
 
-pub fn peer_client(addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| invalid(format!("bad peer address {addr}: {e}")))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(120))
-        // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
-        // buffers hide.
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20);
-    Ok(ChunkServiceClient::new(ep.connect_lazy())
+pub fn peer_client(
+    transport: &shale_security::Transport,
+    addr: &str,
+) -> Result<ChunkServiceClient<Channel>, Status> {
+    let channel = transport
+        .channel(addr, |ep| {
+            ep.connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(120))
+                // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever
+                // the buffers hide.
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2))
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true)
+                .initial_stream_window_size(8 << 20)
+                .initial_connection_window_size(32 << 20)
+        })
+        .map_err(|e| invalid(format!("bad peer address: {e}")))?;
+    Ok(ChunkServiceClient::new(channel)
         .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
         .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)))
 }
@@ -284,6 +291,7 @@ impl ChunkServer {
             stream_idle: STREAM_IDLE_DEFAULT,
             peers: Mutex::new(HashMap::new()),
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
+            transport: shale_security::Transport::plaintext(),
         }
     }
 
@@ -344,7 +352,7 @@ impl ChunkServer {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let c = peer_client(addr)?;
+        let c = peer_client(&self.transport, addr)?;
         peers.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -676,6 +684,8 @@ impl ChunkService for ChunkServer {
         &self,
         req: Request<DeleteChunksRequest>,
     ) -> Result<Response<DeleteChunksResponse>, Status> {
+        // Only the masters decide what is garbage.
+        shale_security::caller(&req)?.require(&[shale_security::Role::Master], "delete chunks")?;
         let (mut deleted, mut missing) = (0, 0);
         for wire in &req.get_ref().chunks {
             let c = DomainRef::try_from(wire)?;

@@ -16,16 +16,25 @@ use serde::Serialize;
 use shale_proto::metapb::raft_service_client::RaftServiceClient;
 use shale_proto::metapb::raft_service_server::RaftService;
 use shale_proto::metapb::{RaftKind, RaftReply, RaftRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest Raft message accepted (snapshot chunks are 3 MiB; entries batches are bounded).
 pub const RAFT_MESSAGE_MAX_BYTES: usize = 64 << 20;
 
-pub struct Network;
+/// Highest Raft term accepted from a peer. Terms grow by one per election: 2⁴⁸ is millions
+/// of years of elections. openraft panics on a term it cannot increment (a forged 2⁶⁴−1
+/// killed every master for good), so no message above this reaches it.
+pub const TERM_MAX: u64 = 1 << 48;
+
+/// Connects to the other masters with this master's transport (mutual TLS as itself).
+pub struct Network {
+    pub transport: shale_security::Transport,
+}
 
 pub struct Conn {
     target: NodeId,
     addr: String,
+    transport: shale_security::Transport,
     client: Option<RaftServiceClient<Channel>>,
 }
 
@@ -36,6 +45,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Conn {
             target,
             addr: node.addr.clone(),
+            transport: self.transport.clone(),
             client: None,
         }
     }
@@ -50,11 +60,14 @@ impl Conn {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{}", self.addr))
-            .map_err(|e| Unreachable::new(&WireErr(e.to_string())))?
-            .connect_timeout(std::time::Duration::from_millis(500))
-            .tcp_nodelay(true);
-        let c = RaftServiceClient::new(ep.connect_lazy())
+        let channel = self
+            .transport
+            .channel(&self.addr, |ep| {
+                ep.connect_timeout(std::time::Duration::from_millis(500))
+                    .tcp_nodelay(true)
+            })
+            .map_err(|e| Unreachable::new(&WireErr(e)))?;
+        let c = RaftServiceClient::new(channel)
             .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES);
         self.client = Some(c.clone());
@@ -147,6 +160,32 @@ fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftReply>, tonic::Stat
     }))
 }
 
+/// Why a Raft message claiming to come from `sender` with `term` must be refused: only a
+/// master may send Raft messages, only as itself, and only with a term below [`TERM_MAX`].
+fn refuse(
+    caller: &shale_security::Caller<'_>,
+    sender: Option<NodeId>,
+    term: u64,
+) -> Result<(), tonic::Status> {
+    use shale_security::{Caller, Role};
+    match caller {
+        Caller::Trusted => {}
+        Caller::Is(p) if p.role == Role::Master && sender.is_some() && p.master_id() == sender => {}
+        Caller::Is(p) => {
+            return Err(tonic::Status::permission_denied(format!(
+                "{p} may not send raft messages as master {}",
+                sender.map_or("?".to_string(), |s| s.to_string())
+            )))
+        }
+    }
+    if term >= TERM_MAX {
+        return Err(tonic::Status::invalid_argument(format!(
+            "raft term {term} is out of range (at most {TERM_MAX})"
+        )));
+    }
+    Ok(())
+}
+
 impl RaftServer {
     /// Why a vote request must be refused before openraft sees it: its candidate is not a voter
     /// of the membership this master knows (a removed master that kept running, or a stranger).
@@ -173,14 +212,36 @@ impl RaftService for RaftServer {
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let req = request.into_inner();
+        let caller = shale_security::caller(&request)?;
+        let req = request.get_ref();
         match RaftKind::try_from(req.kind) {
             Ok(RaftKind::AppendEntries) => {
                 let r: AppendEntriesRequest<TypeConfig> = decode(&req.payload)?;
+                let leader = r.vote.leader_id();
+                refuse(&caller, Some(leader.node_id), leader.term)?;
+                let later = r
+                    .prev_log_id
+                    .iter()
+                    .chain(r.entries.iter().map(|e| &e.log_id))
+                    .any(|l| l.leader_id.term > leader.term);
+                if later {
+                    return Err(tonic::Status::invalid_argument(
+                        "append entries carrying log ids from a later term than the leader's",
+                    ));
+                }
                 encode(&self.raft.append_entries(r).await)
             }
             Ok(RaftKind::Vote) => {
                 let r: VoteRequest<NodeId> = decode(&req.payload)?;
+                let candidate = r.vote.leader_id();
+                refuse(&caller, candidate.voted_for(), candidate.term)?;
+                if r.last_log_id
+                    .is_some_and(|l| l.leader_id.term > candidate.term)
+                {
+                    return Err(tonic::Status::invalid_argument(
+                        "a vote request whose last log entry is from a later term than its own",
+                    ));
+                }
                 if let Some(why) = self.not_a_voter(&r) {
                     return Err(tonic::Status::permission_denied(why));
                 }
@@ -188,6 +249,8 @@ impl RaftService for RaftServer {
             }
             Ok(RaftKind::InstallSnapshot) => {
                 let r: InstallSnapshotRequest<TypeConfig> = decode(&req.payload)?;
+                let leader = r.vote.leader_id();
+                refuse(&caller, Some(leader.node_id), leader.term)?;
                 encode(&self.raft.install_snapshot(r).await)
             }
             _ => Err(tonic::Status::invalid_argument(format!(

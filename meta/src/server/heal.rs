@@ -28,12 +28,17 @@ struct Progress {
     busy: HashMap<NodeId, usize>,
 }
 
-fn chunk_client(addr: &str) -> Option<ChunkServiceClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(300));
-    Some(ChunkServiceClient::new(ep.connect_lazy()))
+fn chunk_client(
+    transport: &shale_security::Transport,
+    addr: &str,
+) -> Option<ChunkServiceClient<tonic::transport::Channel>> {
+    let channel = transport
+        .channel(addr, |ep| {
+            ep.connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(300))
+        })
+        .ok()?;
+    Some(ChunkServiceClient::new(channel))
 }
 
 /// One chunk's state as the healer sees it.
@@ -225,7 +230,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         );
         let (id, version) = (v.id, v.version);
         tokio::spawn(async move {
-            let ok = match chunk_client(&dst_addr) {
+            let ok = match chunk_client(&m.config.transport, &dst_addr) {
                 Some(mut c) => c
                     .replicate_chunk(ReplicateChunkRequest {
                         chunk: Some(ChunkRef {
@@ -289,7 +294,11 @@ async fn trim(master: &Master, r: &Round) {
             None => None,
         };
         let Some(victim) = victim else { continue };
-        let Some(mut c) = r.addrs.get(&victim).and_then(|a| chunk_client(a)) else {
+        let Some(mut c) = r
+            .addrs
+            .get(&victim)
+            .and_then(|a| chunk_client(&master.config.transport, a))
+        else {
             continue;
         };
         let req = DeleteChunksRequest {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 
 mod gate;
@@ -65,6 +66,8 @@ pub struct MasterConfig {
     /// confirming it still does (a deposed leader answers from stale state). The torture
     /// harness must catch it (`ops/tests/torture.rs`); never set otherwise.
     pub test_unsafe_reads: bool,
+    /// How this master accepts and makes connections (mutual TLS as itself, or plaintext).
+    pub transport: shale_security::Transport,
 }
 
 impl MasterConfig {
@@ -87,6 +90,7 @@ impl MasterConfig {
             copies_per_server: heal::COPIES_PER_SERVER_DEFAULT,
             forget_after: Duration::from_secs(3600),
             test_unsafe_reads: false,
+            transport: shale_security::Transport::plaintext(),
         }
     }
 }
@@ -378,7 +382,9 @@ pub async fn serve(
     let raft = MasterRaft::new(
         config.id,
         Arc::new(raft_config),
-        Network,
+        Network {
+            transport: config.transport.clone(),
+        },
         log_store,
         sm.clone(),
     )
@@ -411,18 +417,22 @@ pub async fn serve(
     let healer = tokio::spawn(heal::run(master.clone()));
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(
+        .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftServer { raft: raft.clone() })
                 .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
-        )
-        .add_service(gate::HeartbeatGate {
-            inner: MasterServiceServer::new(service::Svc(master.clone()))
-                .max_decoding_message_size(MESSAGE_MAX_BYTES)
-                .max_encoding_message_size(MESSAGE_MAX_BYTES),
-            master: master.clone(),
-        })
-        .serve_with_incoming_shutdown(shale_proto::incoming::incoming(listener), shutdown)
+            shale_security::authenticate,
+        ))
+        .add_service(InterceptedService::new(
+            gate::HeartbeatGate {
+                inner: MasterServiceServer::new(service::Svc(master.clone()))
+                    .max_decoding_message_size(MESSAGE_MAX_BYTES)
+                    .max_encoding_message_size(MESSAGE_MAX_BYTES),
+                master: master.clone(),
+            },
+            shale_security::authenticate,
+        ))
+        .serve_with_incoming_shutdown(config.transport.incoming(listener), shutdown)
         .await;
     ticker.abort();
     healer.abort();

@@ -251,6 +251,7 @@ impl MasterService for Svc {
     }
 
     async fn set_replication(&self, req: Request<SetReplicationRequest>) -> R<Empty> {
+        shale_security::caller(&req)?.require_admin("change a file's replication")?;
         let r = req.into_inner();
         let replication = u8_arg(r.replication, "replication")?;
         self.write(
@@ -501,6 +502,10 @@ impl MasterService for Svc {
     }
 
     async fn register_chunkserver(&self, req: Request<RegisterRequest>) -> R<RegisterReply> {
+        shale_security::caller(&req)?.require(
+            &[shale_security::Role::Chunkserver],
+            "register a chunkserver",
+        )?;
         let r = req.into_inner();
         match self
             .write(
@@ -521,6 +526,10 @@ impl MasterService for Svc {
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> R<HeartbeatReply> {
+        shale_security::caller(&req)?.require(
+            &[shale_security::Role::Chunkserver],
+            "send chunkserver heartbeats",
+        )?;
         let named = req
             .metadata()
             .get(super::NODE_ID_METADATA)
@@ -672,6 +681,7 @@ impl MasterService for Svc {
     }
 
     async fn add_master(&self, req: Request<MasterRequest>) -> R<StatusReply> {
+        shale_security::caller(&req)?.require_admin("add a master")?;
         let r = req.into_inner();
         if r.id == 0 || !r.address.contains(':') {
             return Err(Status::invalid_argument(
@@ -683,11 +693,13 @@ impl MasterService for Svc {
     }
 
     async fn remove_master(&self, req: Request<MasterRequest>) -> R<StatusReply> {
+        shale_security::caller(&req)?.require_admin("remove a master")?;
         self.0.remove_master(req.into_inner().id).await?;
         Ok(Response::new(self.status()))
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> R<StatusReply> {
+        shale_security::caller(&req)?.require_admin("drain a chunkserver")?;
         let r = req.into_inner();
         self.write(
             r.request_id,
@@ -701,6 +713,7 @@ impl MasterService for Svc {
     }
 
     async fn remove_chunkserver(&self, req: Request<RemoveChunkserverRequest>) -> R<StatusReply> {
+        shale_security::caller(&req)?.require_admin("remove a chunkserver")?;
         let r = req.into_inner();
         let node = NodeId(r.node_id);
         if !self.0.is_leader() {
@@ -734,6 +747,7 @@ impl MasterService for Svc {
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> R<StatusReply> {
+        shale_security::caller(&req)?.require_admin("bootstrap the group")?;
         let r = req.into_inner();
         let mut members = BTreeMap::new();
         for m in r.masters {

@@ -8,6 +8,7 @@
 //! reach the masters, and exits 130.
 use clap::{ArgGroup, Subcommand};
 use shale_client::{Client, ClientConfig};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -252,11 +253,47 @@ pub enum AdminCmd {
     /// Tell the group that master ID now listens at ADDRESS (restart it there first; a majority
     /// of the group must be up).
     SetMasterAddress { id: u64, address: String },
+    /// Make a cluster CA (local: needs no cluster). Every server and client gets its `ca.pem`;
+    /// keep `ca.key` safe.
+    InitCa {
+        /// Where to write `ca.pem` and `ca.key`.
+        #[arg(long, default_value = "./shale-data/tls")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate from the cluster CA (local: needs no cluster): `ROLE NAME`, where ROLE
+    /// is user, admin, master (NAME = its id) or chunkserver. Writes NAME.pem and NAME.key
+    /// (master-ID / chunkserver-NAME for servers). Reissuing with --replace rotates it: running
+    /// servers pick up new files within seconds (or at once on SIGHUP).
+    Issue {
+        role: shale_security::Role,
+        name: String,
+        /// A DNS name or IP address the server is reached at (repeat; servers only).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// The folder with the CA (`ca.pem`, `ca.key`).
+        #[arg(long, default_value = "./shale-data/tls")]
+        ca_dir: PathBuf,
+        /// Where to write the certificate (default: the CA folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// Overwrite an existing certificate and key (rotation).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 /// A client as the CLI uses it: this machine's host name as its host label.
-async fn connect(masters: &[String]) -> Res<Client> {
+async fn connect(masters: &[String], tls: &crate::tls::TlsArgs) -> Res<Client> {
+    let transport = tls.client()?;
+    let how = match transport.principal() {
+        Some(p) => format!(" (as {p}, over TLS)"),
+        None => " (plaintext)".to_string(),
+    };
     let config = ClientConfig {
+        transport,
         host: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
@@ -264,8 +301,8 @@ async fn connect(masters: &[String]) -> Res<Client> {
     };
     Client::connect(masters, config).await.map_err(|e| {
         format!(
-            "cannot reach the cluster: {e}. Start one with `shale up`, or point the CLI at \
-             yours with --masters host:port,… or SHALE_MASTERS"
+            "cannot reach the cluster{how}: {e}. Start one with `shale up`, or point the CLI \
+             at yours with --masters host:port,… or SHALE_MASTERS"
         )
         .into()
     })
@@ -295,9 +332,29 @@ fn check(cmd: &FileCmd) -> Res<Checked> {
 }
 
 /// Runs a file or cluster command.
-pub async fn run(masters: &[String], cmd: FileCmd) -> Res<ExitCode> {
+pub async fn run(masters: &[String], tls: &crate::tls::TlsArgs, cmd: FileCmd) -> Res<ExitCode> {
+    // Certificate work is local: no cluster needed.
+    match cmd {
+        FileCmd::Admin(AdminCmd::InitCa { dir }) => {
+            crate::tls::init_ca(&dir)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        FileCmd::Admin(AdminCmd::Issue {
+            role,
+            name,
+            hosts,
+            ca_dir,
+            out,
+            days,
+            replace,
+        }) => {
+            crate::tls::issue(&ca_dir, out.as_deref(), role, &name, hosts, days, replace)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let checked = check(&cmd)?;
-    let c = connect(masters).await?;
+    let c = connect(masters, tls).await?;
     let work = execute(&c, cmd, checked);
     tokio::select! {
         r = work => r,
@@ -501,6 +558,9 @@ async fn admin_cmd(c: &Client, a: AdminCmd) -> Res {
             c.admin().remove_chunkserver(node).await?;
             output::say!("chunkserver {node} removed");
             Ok(())
+        }
+        AdminCmd::InitCa { .. } | AdminCmd::Issue { .. } => {
+            Err("internal: certificate commands run without a cluster".into())
         }
     }
 }

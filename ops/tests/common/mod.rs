@@ -11,6 +11,70 @@ use tonic::transport::Channel;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The test process's TLS folder: one cluster CA per test binary, certificates made on demand
+/// (every cluster in the tests runs with mutual TLS unless a test asks for `--insecure`).
+pub fn tls_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("tls tmp"))
+        .path()
+}
+
+/// Makes sure `role name` has a certificate in [`tls_dir`]; its files.
+pub fn ensure_cert(role: shale_security::Role, name: &str) -> shale_security::TlsFiles {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let p = shale_security::Principal::new(role, name).expect("principal");
+    shale_security::certs::provision(
+        tls_dir(),
+        std::slice::from_ref(&p),
+        &["127.0.0.1", "localhost"],
+    )
+    .expect("provision certificates");
+    shale_security::TlsFiles::of(tls_dir(), &p)
+}
+
+/// Mutual TLS as `role name`.
+pub fn transport_as(role: shale_security::Role, name: &str) -> shale_security::Transport {
+    shale_security::Transport::tls(
+        shale_security::Tls::load(ensure_cert(role, name)).expect("load tls"),
+    )
+}
+
+/// The tests' admin identity (what the CLI of `shale up` uses).
+pub fn admin() -> shale_security::Transport {
+    static T: std::sync::OnceLock<shale_security::Transport> = std::sync::OnceLock::new();
+    T.get_or_init(|| transport_as(shale_security::Role::Admin, "admin"))
+        .clone()
+}
+
+/// A client configuration for the test clusters (TLS as the admin).
+pub fn client_config() -> shale_client::ClientConfig {
+    shale_client::ClientConfig {
+        transport: admin(),
+        ..Default::default()
+    }
+}
+
+/// The `shale` binary, set up to reach the test clusters as the admin.
+pub fn shale_cmd() -> Command {
+    ensure_cert(shale_security::Role::Admin, "admin");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shale"));
+    c.env("SHALE_TLS_DIR", tls_dir()).env("SHALE_USER", "admin");
+    c
+}
+
+/// A chunkserver client as the admin.
+pub fn chunk_client(
+    addr: &str,
+) -> shale_proto::pb::chunk_service_client::ChunkServiceClient<Channel> {
+    let ch = admin()
+        .channel(addr, |e| e.connect_timeout(Duration::from_secs(1)))
+        .expect("uri");
+    shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
 /// Spawns a server whose first stdout line says `... listening on ADDR ...`; returns the child
 /// and that address, and keeps draining its stdout so it never blocks on a full pipe.
 pub fn spawn_server(cmd: Command) -> (Child, String) {
@@ -83,6 +147,10 @@ impl MasterProc {
     pub fn start(id: u64, listen: &str, data: &Path, extra: &[&str]) -> MasterProc {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+        if !extra.iter().any(|e| e == "--insecure") {
+            ensure_cert(shale_security::Role::Master, &id.to_string());
+            cmd.arg("--tls-dir").arg(tls_dir());
+        }
         cmd.args([
             "master",
             "--id",
@@ -165,11 +233,20 @@ impl Drop for MasterProc {
 }
 
 pub async fn client(addr: &str) -> MasterServiceClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(2))
-        .connect_lazy();
+    client_as(&admin(), addr)
+}
+
+/// A master client with `transport`'s identity.
+pub fn client_as(
+    transport: &shale_security::Transport,
+    addr: &str,
+) -> MasterServiceClient<Channel> {
+    let ch = transport
+        .channel(addr, |e| {
+            e.connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(2))
+        })
+        .expect("uri");
     MasterServiceClient::new(ch)
 }
 
@@ -199,7 +276,20 @@ static LAST_LEADER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(Non
 
 /// Runs `op` against the leader, following `shale-leader` hints and retrying (bounded) while
 /// no leader is known. Returns the first non-UNAVAILABLE outcome.
-pub async fn on_leader<T, F, Fut>(addrs: &[String], mut op: F) -> Result<T, tonic::Status>
+pub async fn on_leader<T, F, Fut>(addrs: &[String], op: F) -> Result<T, tonic::Status>
+where
+    F: FnMut(MasterServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    on_leader_as(&admin(), addrs, op).await
+}
+
+/// [`on_leader`] with `transport`'s identity.
+pub async fn on_leader_as<T, F, Fut>(
+    transport: &shale_security::Transport,
+    addrs: &[String],
+    mut op: F,
+) -> Result<T, tonic::Status>
 where
     F: FnMut(MasterServiceClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -213,7 +303,7 @@ where
     let mut target = cached.unwrap_or_else(|| addrs[0].clone());
     let mut i = 0;
     loop {
-        match op(client(&target).await).await {
+        match op(client_as(transport, &target)).await {
             Ok(r) => {
                 *LAST_LEADER.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
                 return Ok(r.into_inner());
@@ -342,6 +432,10 @@ impl ChunkProc {
 
     pub fn start_with(masters: &[String], host: &str, data: &Path, extra: &[&str]) -> ChunkProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+        if !extra.contains(&"--insecure") {
+            ensure_cert(shale_security::Role::Chunkserver, host);
+            cmd.arg("--tls-dir").arg(tls_dir());
+        }
         cmd.args([
             "--masters",
             &masters.join(","),

@@ -1,0 +1,393 @@
+//! Attacks on a secured cluster (issue: security), each refused with the right status and
+//! changing nothing: no certificate, another CA's, an expired one, plaintext; a user calling
+//! admin RPCs, registering a rogue chunkserver, sending heartbeats, deleting chunks; forged
+//! Raft messages (a user's, a master posing as another, terms openraft cannot survive). The
+//! files written before are read back and checked byte for byte afterwards, and every master
+//! is still up with its term unchanged.
+mod common;
+
+use common::*;
+use shale_client::{Client, ClientError};
+use shale_proto::metapb::*;
+use shale_proto::pb::{ChunkRef, DeleteChunksRequest, ReadChunkRequest};
+use shale_security::certs::{self, IssueOptions};
+use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
+use std::time::{Duration, SystemTime};
+use tonic::Code;
+
+/// An admin certificate from another CA (its holder trusts the cluster's CA, so the servers
+/// must be the ones refusing it).
+fn foreign() -> (tempfile::TempDir, Transport) {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = Principal::new(Role::Admin, "mallory").expect("principal");
+    certs::provision(d.path(), std::slice::from_ref(&p), &[]).expect("foreign CA");
+    ensure_cert(Role::Admin, "admin");
+    let files = TlsFiles {
+        ca: tls_dir().join(certs::CA_CERT),
+        ..TlsFiles::of(d.path(), &p)
+    };
+    (d, Transport::tls(Tls::load(files).expect("load")))
+}
+
+/// An admin certificate of the right CA that expired yesterday.
+fn expired() -> Transport {
+    let p = Principal::new(Role::Admin, "expired").expect("principal");
+    ensure_cert(Role::Admin, "admin");
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let opts = IssueOptions {
+        not_before: now - 2 * day,
+        not_after: now - day,
+        replace: true,
+        ..IssueOptions::default()
+    };
+    certs::issue(tls_dir(), tls_dir(), &p, &opts).expect("issue");
+    Transport::tls(Tls::load(TlsFiles::of(tls_dir(), &p)).expect("load"))
+}
+
+/// A TLS client with no certificate (it trusts the cluster CA).
+fn anonymous() -> Transport {
+    ensure_cert(Role::Admin, "admin");
+    Transport::tls(
+        Tls::load(TlsFiles {
+            ca: tls_dir().join(certs::CA_CERT),
+            cert: None,
+            key: None,
+        })
+        .expect("load"),
+    )
+}
+
+/// A status with its whole source chain (TLS alerts hide under "transport error").
+fn chain(e: &tonic::Status) -> String {
+    let mut out = format!("{:?} {}", e.code(), e.message());
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out += &format!(": {s}");
+        src = s.source();
+    }
+    out
+}
+
+/// A call refused at the TLS handshake: the server's alert names the reason (`alert`), or,
+/// when the client was still writing as the server hung up, the connection just broke. (The
+/// same calls with the admin's certificate succeed: the certificate is what is refused.)
+fn refused_by_tls(e: &tonic::Status, alert: &str) {
+    let c = chain(e);
+    let broken = ["broken pipe", "reset", "closed"]
+        .iter()
+        .any(|w| c.contains(w));
+    assert!(
+        matches!(
+            e.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ) && (c.contains(alert) || broken),
+        "expected a TLS refusal ({alert}): {c}"
+    );
+}
+
+async fn status_as(t: &Transport, addr: &str) -> Result<StatusReply, tonic::Status> {
+    client_as(t, addr)
+        .status(Empty {})
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A forged Raft message of `kind` (postcard-encoded, as masters send them).
+fn raft_request(kind: RaftKind, payload: Vec<u8>) -> RaftRequest {
+    RaftRequest {
+        kind: kind as i32,
+        payload: payload.into(),
+    }
+}
+
+async fn raft_as(t: &Transport, addr: &str, req: RaftRequest) -> tonic::Status {
+    let ch = t
+        .channel(addr, |e| e.timeout(Duration::from_secs(5)))
+        .expect("uri");
+    match raft_service_client::RaftServiceClient::new(ch)
+        .raft(req)
+        .await
+    {
+        Ok(_) => panic!("a forged raft message was accepted"),
+        Err(s) => s,
+    }
+}
+
+fn vote(term: u64, candidate: u64) -> Vec<u8> {
+    let v = openraft::raft::VoteRequest::<u64> {
+        vote: openraft::Vote::new(term, candidate),
+        last_log_id: None,
+    };
+    postcard::to_allocvec(&v).expect("encode")
+}
+
+fn append(term: u64, leader: u64) -> Vec<u8> {
+    let a = openraft::raft::AppendEntriesRequest::<shale_meta::raft::TypeConfig> {
+        vote: openraft::Vote::new_committed(term, leader),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    postcard::to_allocvec(&a).expect("encode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_a_secured_cluster_are_refused() {
+    let cluster = Cluster::start(3, 1).await;
+    let addrs = cluster.master_addrs();
+    let admin_client = Client::connect(&addrs, client_config())
+        .await
+        .expect("connect");
+    // Something worth protecting: a file of 2.5 chunks.
+    let data: Vec<u8> = (0..(5u32 << 19)).map(|i| (i * 31 % 251) as u8).collect();
+    admin_client
+        .put("/precious", &data[..], Default::default(), &|_| {})
+        .await
+        .expect("put");
+    let locs = admin_client
+        .chunk_locations("/precious")
+        .await
+        .expect("locations");
+    let first = &locs.chunks[0];
+    let replica = first.replicas[0].address.clone();
+    let leader = leader(&addrs).await;
+    let before = status(&leader).await;
+
+    // --- Who you are: every port refuses strangers. ---
+    let anon = anonymous();
+    let e = status_as(&anon, &leader)
+        .await
+        .expect_err("anonymous status");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("client certificate"), "{e:?}");
+    let (_foreign_dir, mallory) = foreign();
+    let e = status_as(&mallory, &leader).await.expect_err("foreign CA");
+    refused_by_tls(&e, "fatal alert");
+    let old = expired();
+    let e = status_as(&old, &leader)
+        .await
+        .expect_err("expired certificate");
+    refused_by_tls(&e, "CertificateExpired");
+    let plain = Transport::plaintext();
+    let e = status_as(&plain, &leader).await.expect_err("plaintext");
+    assert!(
+        matches!(
+            e.code(),
+            Code::Unavailable | Code::Internal | Code::Unknown | Code::Cancelled
+        ),
+        "{e:?}"
+    );
+    // The same at a chunkserver: no bytes for strangers.
+    let read = ReadChunkRequest {
+        chunk: Some(ChunkRef {
+            chunk_id: first.chunk_id,
+            version: first.version,
+        }),
+        offset: 0,
+        length: 4096,
+        to_end: false,
+    };
+    for (who, t) in [
+        ("anonymous", &anon),
+        ("foreign", &mallory),
+        ("expired", &old),
+    ] {
+        let ch = t
+            .channel(&replica, |e| e.timeout(Duration::from_secs(5)))
+            .expect("uri");
+        let r = shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
+            .read_chunk(read)
+            .await;
+        let e = r.err().unwrap_or_else(|| panic!("{who} read a chunk"));
+        match who {
+            "anonymous" => assert_eq!(e.code(), Code::Unauthenticated, "{e:?}"),
+            "foreign" => refused_by_tls(&e, "fatal alert"),
+            _ => refused_by_tls(&e, "CertificateExpired"),
+        }
+    }
+    // The same calls with a good certificate work.
+    status_as(&admin(), &leader).await.expect("admin status");
+    let ch = admin().channel(&replica, |e| e).expect("uri");
+    shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
+        .read_chunk(read)
+        .await
+        .expect("admin read");
+    // The library says what is wrong.
+    let cfg = shale_client::ClientConfig {
+        transport: anon.clone(),
+        ..Default::default()
+    };
+    match Client::connect(&addrs, cfg).await {
+        Err(ClientError::Unauthenticated(m)) => assert!(m.contains("certificate"), "{m}"),
+        r => panic!("anonymous library client: {r:?}"),
+    }
+
+    // --- What a user may not do. ---
+    let alice = transport_as(Role::User, "alice");
+    let denied = |what: &str, r: Result<tonic::Response<StatusReply>, tonic::Status>| {
+        let e = r.expect_err(what);
+        assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+        assert!(e.message().contains("user alice may not"), "{what}: {e:?}");
+    };
+    let mut c = client_as(&alice, &leader);
+    denied(
+        "add master",
+        c.add_master(MasterRequest {
+            id: 9,
+            address: "127.0.0.1:1".into(),
+        })
+        .await,
+    );
+    denied(
+        "remove master",
+        c.remove_master(MasterRequest {
+            id: 1,
+            address: String::new(),
+        })
+        .await,
+    );
+    denied(
+        "bootstrap",
+        c.bootstrap(BootstrapRequest {
+            masters: vec![MasterInfo {
+                id: 1,
+                address: "127.0.0.1:1".into(),
+                voter: true,
+            }],
+        })
+        .await,
+    );
+    for s in &before.chunkservers {
+        denied(
+            "drain",
+            c.drain(DrainRequest {
+                node_id: s.node_id,
+                draining: true,
+                request_id: None,
+            })
+            .await,
+        );
+        denied(
+            "remove chunkserver",
+            c.remove_chunkserver(RemoveChunkserverRequest {
+                node_id: s.node_id,
+                request_id: None,
+            })
+            .await,
+        );
+    }
+    let e = c
+        .set_replication(SetReplicationRequest {
+            path: "/precious".into(),
+            replication: 1,
+            request_id: None,
+        })
+        .await
+        .expect_err("setrep");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // A rogue chunkserver: a user cannot register one or send heartbeats.
+    let e = c
+        .register_chunkserver(RegisterRequest {
+            uuid: "rogue".into(),
+            address: "127.0.0.1:9".into(),
+            host: "evil".into(),
+            rack: String::new(),
+            capacity_bytes: 1 << 50,
+            request_id: None,
+        })
+        .await
+        .expect_err("register");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut hb = tonic::Request::new(HeartbeatRequest {
+        node_id: before.chunkservers[0].node_id,
+        free_bytes: 1 << 50,
+        full_report: true,
+        ..Default::default()
+    });
+    hb.metadata_mut().insert(
+        "shale-node-id",
+        before.chunkservers[0]
+            .node_id
+            .to_string()
+            .parse()
+            .expect("meta"),
+    );
+    let e = c.heartbeat(hb).await.expect_err("heartbeat");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Users and chunkservers cannot delete chunks; only masters decide what is garbage.
+    let del = DeleteChunksRequest {
+        chunks: locs
+            .chunks
+            .iter()
+            .map(|c| ChunkRef {
+                chunk_id: c.chunk_id,
+                version: u64::MAX,
+            })
+            .collect(),
+    };
+    for t in [&alice, &admin(), &transport_as(Role::Chunkserver, "cs1")] {
+        for r in &first.replicas {
+            let ch = t.channel(&r.address, |e| e).expect("uri");
+            let e = shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
+                .delete_chunks(del.clone())
+                .await
+                .expect_err("delete chunks");
+            assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        }
+    }
+
+    // --- Raft: only masters, only as themselves, only with sane terms. ---
+    for m in &addrs {
+        let e = raft_as(
+            &alice,
+            m,
+            raft_request(RaftKind::AppendEntries, append(u64::MAX, 9)),
+        )
+        .await;
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let e = raft_as(&alice, m, raft_request(RaftKind::Vote, vote(u64::MAX, 9))).await;
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        // Master 3's certificate posing as master 1.
+        let m3 = transport_as(Role::Master, "3");
+        let e = raft_as(&m3, m, raft_request(RaftKind::AppendEntries, append(5, 1))).await;
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        // A member's own identity with a term openraft cannot survive.
+        let e = raft_as(
+            &m3,
+            m,
+            raft_request(RaftKind::AppendEntries, append(u64::MAX, 3)),
+        )
+        .await;
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = raft_as(&m3, m, raft_request(RaftKind::Vote, vote(u64::MAX - 1, 3))).await;
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+
+    // --- Nothing changed. ---
+    // (The openraft panic came ≈ 10 s after the forged term; give it time to show.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = status(&common::leader(&addrs).await).await;
+    assert_eq!(after.term, before.term, "the term moved");
+    assert_eq!(after.masters.len(), 3);
+    assert_eq!(after.chunkservers.len(), before.chunkservers.len());
+    assert!(
+        after
+            .chunkservers
+            .iter()
+            .all(|s| s.state == "alive" && !s.draining),
+        "{after:?}"
+    );
+    for m in &cluster.masters {
+        let s = status(&m.addr).await;
+        assert_eq!(s.term, before.term, "master {} moved its term", m.id);
+    }
+    let st = admin_client.stat("/precious").await.expect("stat");
+    assert_eq!(st.replication, 3);
+    let mut back = Vec::new();
+    admin_client
+        .get("/precious", &mut back, &|_| {})
+        .await
+        .expect("get");
+    assert!(back == data, "the file changed");
+}
