@@ -46,4 +46,6 @@ pub enum MetaError {
     UnknownServer(u64),
     #[error("{0}")]
     Full(String),
+    #[error("{0}")]
+    Denied(String),
 }

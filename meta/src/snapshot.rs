@@ -11,12 +11,13 @@
 //! | 16     | 8    | body length                 |
 //! | 24     | n    | body                        |
 //!
-//! Body, format 2: `MetaState` (postcard) followed by the client sessions (postcard). Format 1
-//! (no sessions) still decodes, with no sessions.
+//! Body, format 3: `MetaState` (postcard), then the client sessions, then the security state
+//! (chunkserver principals, token keys). Format 2 (no security state) and 1 (no sessions
+//! either) still decode, with those parts empty.
 use crate::sm::MetaState;
 
 pub const MAGIC: &[u8; 8] = b"SHALESNP";
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 const HEADER_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +40,8 @@ pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
     let mut body = postcard::to_allocvec(state).map_err(|e| SnapshotError::Body(e.to_string()))?;
     body = postcard::to_extend(&state.sessions, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
+    body = postcard::to_extend(&state.security, body)
+        .map_err(|e| SnapshotError::Body(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -57,7 +60,7 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
         return Err(SnapshotError::Magic);
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
-    if version != FORMAT_VERSION && version != 1 {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let crc = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
@@ -76,16 +79,18 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
     }
     let bad = |e: postcard::Error| SnapshotError::Body(e.to_string());
     let (mut state, rest): (MetaState, &[u8]) = postcard::take_from_bytes(body).map_err(bad)?;
+    let mut rest = rest;
     if version >= 2 {
-        let (sessions, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
+        let (sessions, r) = postcard::take_from_bytes(rest).map_err(bad)?;
         state.sessions = sessions;
-        if !rest.is_empty() {
-            return Err(SnapshotError::Body(format!(
-                "{} bytes after the body",
-                rest.len()
-            )));
-        }
-    } else if !rest.is_empty() {
+        rest = r;
+    }
+    if version >= 3 {
+        let (security, r) = postcard::take_from_bytes(rest).map_err(bad)?;
+        state.security = security;
+        rest = r;
+    }
+    if !rest.is_empty() {
         return Err(SnapshotError::Body(format!(
             "{} bytes after the body",
             rest.len()

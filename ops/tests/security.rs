@@ -315,6 +315,47 @@ async fn attacks_on_a_secured_cluster_are_refused() {
     );
     let e = c.heartbeat(hb).await.expect_err("heartbeat");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Chunkservers are bound to the node id they registered: cs2 cannot speak for cs1's node
+    // (an empty full report would erase its replica locations), and a rogue chunkserver
+    // certificate cannot take over cs1's registration with its uuid.
+    let cs1_node = before
+        .chunkservers
+        .iter()
+        .find(|s| s.host == "cs1")
+        .expect("cs1")
+        .node_id;
+    let cs2 = transport_as(Role::Chunkserver, "cs2");
+    let mut hb = tonic::Request::new(HeartbeatRequest {
+        node_id: cs1_node,
+        full_report: true,
+        ..Default::default()
+    });
+    hb.metadata_mut()
+        .insert("shale-node-id", cs1_node.to_string().parse().expect("meta"));
+    let e = client_as(&cs2, &leader)
+        .heartbeat(hb)
+        .await
+        .expect_err("heartbeat as another node");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let uuid = std::fs::read_to_string(cluster.chunkservers[0].data.join("uuid")).expect("uuid");
+    let rogue = transport_as(Role::Chunkserver, "rogue");
+    let e = on_leader_as(&rogue, &addrs, |mut c| {
+        let uuid = uuid.trim().to_string();
+        async move {
+            c.register_chunkserver(RegisterRequest {
+                uuid,
+                address: "127.0.0.1:9".into(),
+                host: "evil".into(),
+                rack: String::new(),
+                capacity_bytes: 1 << 50,
+                request_id: None,
+            })
+            .await
+        }
+    })
+    .await
+    .expect_err("take over a registration");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Users and chunkservers cannot delete chunks; only masters decide what is garbage.
     let del = DeleteChunksRequest {
         chunks: locs

@@ -3,7 +3,9 @@
 //!
 //! A chunkserver names itself in the `shale-node-id` request metadata; the gate answers
 //! NOT_FOUND at once unless that node is registered. The handler then checks that the body's
-//! `node_id` is the same node. Everything else passes through untouched.
+//! `node_id` is the same node. With TLS, only the chunkserver whose certificate registered that
+//! node id may send its heartbeats (a forged empty full report would erase its replicas'
+//! locations). Everything else passes through untouched.
 use super::Master;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -64,19 +66,32 @@ impl<S> HeartbeatGate<S> {
                     "a heartbeat must name its chunkserver in the `{NODE_ID_METADATA}` metadata"
                 ))
             })?;
-        let known = self
-            .master
-            .sm
-            .read()
-            .state
-            .servers()
-            .any(|(n, _)| n.get() == node);
-        if known {
-            Ok(())
-        } else {
-            Err(Status::not_found(format!(
+        let g = self.master.sm.read();
+        if !g.state.servers().any(|(n, _)| n.get() == node) {
+            return Err(Status::not_found(format!(
                 "chunkserver {node} is not registered; register first"
-            )))
+            )));
         }
+        // Only the chunkserver that registered a node id speaks for it.
+        let identity = req
+            .extensions()
+            .get::<shale_security::Peer>()
+            .map(|p| &p.identity);
+        if let Some(shale_security::Identity::Principal(p)) = identity {
+            if p.role != shale_security::Role::Chunkserver {
+                return Err(Status::permission_denied(format!(
+                    "{p} may not send chunkserver heartbeats"
+                )));
+            }
+            if let Some(bound) = g.state.server_principal(shale_proto::NodeId(node)) {
+                if bound != p.name {
+                    return Err(Status::permission_denied(format!(
+                        "chunkserver {node} registered as chunkserver {bound}; {p} may not \
+                         speak for it"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }

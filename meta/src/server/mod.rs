@@ -128,6 +128,7 @@ pub fn status_of(e: &MetaError) -> Status {
             Status::not_found(msg)
         }
         MetaError::Full(_) => Status::resource_exhausted(msg),
+        MetaError::Denied(_) => Status::permission_denied(msg),
         MetaError::AlreadyExists(_) => Status::already_exists(msg),
         MetaError::NotADirectory(_)
         | MetaError::IsADirectory(_)

@@ -502,24 +502,33 @@ impl MasterService for Svc {
     }
 
     async fn register_chunkserver(&self, req: Request<RegisterRequest>) -> R<RegisterReply> {
-        shale_security::caller(&req)?.require(
+        let caller = shale_security::caller(&req)?;
+        caller.require(
             &[shale_security::Role::Chunkserver],
             "register a chunkserver",
         )?;
+        // With TLS the registration binds the node id to the chunkserver's certificate.
+        let principal = caller.principal().map(|p| p.name.clone());
         let r = req.into_inner();
-        match self
-            .write(
-                r.request_id,
-                Command::RegisterChunkserver {
-                    uuid: r.uuid,
-                    address: r.address,
-                    host: r.host,
-                    rack: (!r.rack.is_empty()).then_some(r.rack),
-                    capacity_bytes: r.capacity_bytes,
-                },
-            )
-            .await?
-        {
+        let rack = (!r.rack.is_empty()).then_some(r.rack);
+        let cmd = match principal {
+            Some(principal) => Command::RegisterChunkserverAs {
+                uuid: r.uuid,
+                address: r.address,
+                host: r.host,
+                rack,
+                capacity_bytes: r.capacity_bytes,
+                principal,
+            },
+            None => Command::RegisterChunkserver {
+                uuid: r.uuid,
+                address: r.address,
+                host: r.host,
+                rack,
+                capacity_bytes: r.capacity_bytes,
+            },
+        };
+        match self.write(r.request_id, cmd).await? {
             Reply::Server(n) => Ok(Response::new(RegisterReply { node_id: n.get() })),
             other => Err(unexpected(other)),
         }

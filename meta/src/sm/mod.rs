@@ -20,6 +20,7 @@ mod files;
 mod namespace;
 mod queries;
 pub mod registry;
+pub mod security;
 pub mod sessions;
 mod types;
 mod validate;
@@ -59,6 +60,9 @@ pub struct MetaState {
     /// by the snapshot format (v2), so v1 snapshots still decode.
     #[serde(skip)]
     pub(crate) sessions: Sessions,
+    /// Chunkserver identities and token keys. Serialized after the sessions (snapshot v3).
+    #[serde(skip)]
+    pub(crate) security: security::SecurityState,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -105,6 +109,7 @@ impl MetaState {
             garbage: BTreeMap::new(),
             servers: BTreeMap::new(),
             sessions: Sessions::default(),
+            security: Default::default(),
         })
     }
 
@@ -216,6 +221,19 @@ impl MetaState {
                 ))),
             },
             Command::RemoveChunkserver { node } => self.remove_server(*node),
+            Command::RegisterChunkserverAs {
+                uuid,
+                address,
+                host,
+                rack,
+                capacity_bytes,
+                principal,
+            } => self.register_as(
+                (uuid, address, host, rack, *capacity_bytes),
+                principal,
+                now_ms,
+            ),
+            Command::AddTokenKey { id, secret } => self.add_token_key(*id, secret, now_ms),
             Command::ExpireLeases => Ok(self.expire_leases(now_ms)),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {

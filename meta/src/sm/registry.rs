@@ -124,7 +124,10 @@ impl MetaState {
 
     pub(super) fn remove_server(&mut self, node: NodeId) -> Res<Reply> {
         match self.servers.remove(&node) {
-            Some(_) => Ok(Reply::Done),
+            Some(_) => {
+                self.security.server_principals.remove(&node);
+                Ok(Reply::Done)
+            }
             None => Err(MetaError::UnknownServer(node.get())),
         }
     }

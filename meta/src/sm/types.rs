@@ -104,6 +104,21 @@ pub enum Command {
         src: String,
         dst: String,
     },
+    /// `RegisterChunkserver` from a chunkserver that authenticated as `principal`: binds its
+    /// node id to that principal (see `security`).
+    RegisterChunkserverAs {
+        uuid: String,
+        address: String,
+        host: String,
+        rack: Option<String>,
+        capacity_bytes: u64,
+        principal: String,
+    },
+    /// A new chunk-token signing key (made by the leader; see `security`).
+    AddTokenKey {
+        id: u64,
+        secret: Vec<u8>,
+    },
 }
 
 /// The result of applying a command.

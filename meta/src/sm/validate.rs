@@ -6,6 +6,26 @@ use std::collections::HashSet;
 impl MetaState {
     /// Every invariant, or the first one broken.
     pub fn validate(&self) -> Result<(), String> {
+        // Security: bindings only for registered servers; keys bounded, ids increasing.
+        if let Some(n) = self
+            .security
+            .server_principals
+            .keys()
+            .find(|n| !self.servers.contains_key(n))
+        {
+            return Err(format!(
+                "chunkserver {n} is bound to a principal but not registered"
+            ));
+        }
+        let keys = &self.security.token_keys;
+        if keys.len() > super::security::TOKEN_KEYS_MAX
+            || keys.windows(2).any(|w| w[0].id >= w[1].id)
+            || keys
+                .iter()
+                .any(|k| k.secret.len() != super::security::TOKEN_KEY_BYTES)
+        {
+            return Err("token keys out of order, too many, or of the wrong size".into());
+        }
         let root = self.inodes.get(&ROOT).ok_or("no root")?;
         if root.parent != ROOT || !matches!(root.kind, InodeKind::Dir(_)) {
             return Err("root must be a directory that is its own parent".into());
