@@ -36,6 +36,8 @@ async fn copy_to(
                 chunk_id: from.chunk_id,
                 version: from.version,
             }),
+            token: to.token.clone(),
+            from_token: from.token.clone(),
         })
         .await
         .map_err(|s| format!("{target}: {:?} {}", s.code(), s.message()))?;

@@ -44,6 +44,7 @@ async fn read_replica(
             offset,
             length: len,
             to_end: false,
+            token: c.token.clone(),
         })
         .await
         .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?

@@ -64,6 +64,9 @@ pub struct Args {
     /// must catch).
     #[arg(long, hide = true)]
     pub test_unsafe_reads: bool,
+    /// TEST ONLY: lifetime of the chunk access tokens this master signs, ms (default 1 h).
+    #[arg(long, hide = true)]
+    pub test_token_lifetime_ms: Option<u64>,
 }
 
 /// The master's status page: the group and chunkservers as this master sees them.
@@ -176,6 +179,9 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     config.forget_after = std::time::Duration::from_millis(a.forget_silent_ms.max(1000));
     config.test_unsafe_reads = a.test_unsafe_reads;
     config.transport = transport.clone();
+    if let Some(ms) = a.test_token_lifetime_ms {
+        config.token_lifetime = std::time::Duration::from_millis(ms).min(config.token_lifetime);
+    }
     if a.test_unsafe_reads {
         eprintln!("WARNING: --test-unsafe-reads: this master serves stale reads when deposed (a planted bug for the torture tests)");
     }

@@ -265,33 +265,73 @@ async fn data_path_end_to_end() {
 
     bad_input(&c2, &live).await;
     let cs = &cluster.chunkservers[1];
-    oversize_frame(&cs.addr, &cs.data, &c2).await;
+    oversize_frame(&cs.addr, &cs.data, &c2, &live).await;
 }
 
 /// A chunkserver given a frame over the size limit refuses it clearly, stores nothing, and keeps
 /// serving.
-async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client) {
+async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client, masters: &[String]) {
+    use shale_proto::metapb::{AllocateChunkRequest, CreateRequest};
     use shale_proto::pb::write_chunk_request::Kind;
     use shale_proto::pb::{ChunkRef, WriteChunkRequest, WriteHeader};
+    // A real allocation on this server alone (one replica, this server's host label leads),
+    // so that the write carries a valid token and only the frame is wrong.
+    let host = c
+        .status()
+        .await
+        .expect("status")
+        .chunkservers
+        .iter()
+        .find(|s| s.address == addr)
+        .expect("registered")
+        .host
+        .clone();
+    let created = common::on_leader(masters, |mut m| async move {
+        m.create(CreateRequest {
+            path: "/oversize".into(),
+            overwrite: false,
+            replication: 1,
+            chunk_size: 0,
+            client_id: 77,
+            lease_ms: 60_000,
+            request_id: None,
+        })
+        .await
+    })
+    .await
+    .expect("create");
+    let alloc = common::on_leader(masters, |mut m| {
+        let host = host.clone();
+        async move {
+            m.allocate_chunk(AllocateChunkRequest {
+                file: created.file,
+                client_id: 77,
+                index: 0,
+                exclude: vec![],
+                client_host: host,
+                request_id: None,
+            })
+            .await
+        }
+    })
+    .await
+    .expect("allocate");
+    assert_eq!(
+        alloc.pipeline[0].address, addr,
+        "the allocation is elsewhere"
+    );
     let mut cs = common::chunk_client(addr).max_encoding_message_size(16 << 20);
     let msgs = vec![
         WriteChunkRequest {
             kind: Some(Kind::Header(WriteHeader {
                 chunk: Some(ChunkRef {
-                    chunk_id: 999_999,
-                    version: 1,
+                    chunk_id: alloc.chunk_id,
+                    version: alloc.version,
                 }),
                 downstream: vec![],
                 length: 5 << 20,
-                node_id: c
-                    .status()
-                    .await
-                    .expect("status")
-                    .chunkservers
-                    .iter()
-                    .find(|s| s.address == addr)
-                    .expect("registered")
-                    .node_id,
+                node_id: alloc.pipeline[0].node_id,
+                token: alloc.token.clone(),
             })),
         },
         WriteChunkRequest {
@@ -311,7 +351,7 @@ async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client) {
     );
     // Still serving, and nothing was stored.
     assert_eq!(get(c, "/f1").await, data(1, 1));
-    let stem = format!("{:016x}", 999_999);
+    let stem = format!("{:016x}", alloc.chunk_id);
     let left: Vec<_> = std::fs::read_dir(data_dir.join("chunks"))
         .expect("chunk dir")
         .flatten()

@@ -308,18 +308,32 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
     let me = node_of[&cs.addr];
     let mut tasks = Vec::new();
     let mut refused = 0;
-    // A 1 MiB write of chunk `id` to this server alone.
-    let lone = |id: u64| WriteHeader {
-        chunk: Some(ChunkRef {
-            chunk_id: id,
-            version: 1,
-        }),
-        downstream: vec![],
-        length: 1 << 20,
-        node_id: me,
+    // Chunks to write, with the tokens that allow it: one allocation each (every pipeline of
+    // this 3-server cluster names this server).
+    let addrs = cluster.master_addrs();
+    let mut allocs = Vec::new();
+    for i in 0..140u64 {
+        let client = 5000 + i;
+        let c = create(&addrs, &format!("/lone-{i}"), client, 1).await;
+        allocs.push(allocate(&addrs, c.file, client, 2).await.expect("allocate"));
+    }
+    let mut allocs = allocs.into_iter();
+    // A 1 MiB write of a chunk to this server alone.
+    let mut lone = || {
+        let a = allocs.next().expect("allocations");
+        WriteHeader {
+            chunk: Some(ChunkRef {
+                chunk_id: a.chunk_id,
+                version: a.version,
+            }),
+            downstream: vec![],
+            length: 1 << 20,
+            node_id: me,
+            token: a.token,
+        }
     };
-    for i in 0..100u64 {
-        tasks.push(open_write(&cs.addr, lone((1 << 41) + i), 4096).await);
+    for _ in 0..100u64 {
+        tasks.push(open_write(&cs.addr, lone(), 4096).await);
     }
     // Let them all reach the server, then cancel every one.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -341,8 +355,8 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
     // server drops the handlers mid-discard) are discarded at once, well before the idle
     // timeout (2 s here).
     let mut tasks = Vec::new();
-    for i in 0..40u64 {
-        tasks.push(open_write(&cs.addr, lone((1 << 42) + i), 256 << 10).await);
+    for _ in 0..40u64 {
+        tasks.push(open_write(&cs.addr, lone(), 256 << 10).await);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while temp_files(&cs.data).len() < 40 {
@@ -357,7 +371,6 @@ async fn cancelled_writes(cluster: &Cluster, node_of: &std::collections::HashMap
 
     // A pipelined write cancelled part-way: no replica keeps anything, and the same chunk can
     // be written again at once.
-    let addrs = cluster.master_addrs();
     let c = create(&addrs, "/cancelled", 79, 1).await;
     let a = allocate(&addrs, c.file, 79, 2).await.expect("allocate");
     let header = pipeline_header(&a, 1 << 20);
@@ -387,7 +400,10 @@ async fn pipeline_integrity(cluster: &Cluster, node_of: &std::collections::HashM
     let e = write_chunk(&wrong, &[5u8; 100])
         .await
         .expect_err("the second hop is not who the header says");
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // The chunk token names every replica at its address: the head refuses to forward to an
+    // address the master did not name (before it would have found out from the second hop).
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not good at"), "{e:?}");
     // The head itself addressed under another node's id.
     let other = node_of
         .values()

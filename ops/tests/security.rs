@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use shale_client::{Client, ClientError};
 use shale_proto::metapb::*;
-use shale_proto::pb::{ChunkRef, DeleteChunksRequest, ReadChunkRequest};
+use shale_proto::pb::{ChunkRef, ChunkToken, DeleteChunksRequest, ReadChunkRequest};
 use shale_security::certs::{self, IssueOptions};
 use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
 use std::time::{Duration, SystemTime};
@@ -93,6 +93,57 @@ async fn status_as(t: &Transport, addr: &str) -> Result<StatusReply, tonic::Stat
         .map(|r| r.into_inner())
 }
 
+fn chunk_at(
+    t: &Transport,
+    addr: &str,
+) -> shale_proto::pb::chunk_service_client::ChunkServiceClient<tonic::transport::Channel> {
+    let ch = t
+        .channel(addr, |e| e.timeout(Duration::from_secs(10)))
+        .expect("uri");
+    shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
+}
+
+/// Writes `data` as chunk `id`@`version` straight to the chunkserver `node` at `addr`.
+async fn write_direct(
+    t: &Transport,
+    addr: &str,
+    node: u64,
+    (id, version): (u64, u64),
+    token: Option<ChunkToken>,
+    data: &'static [u8],
+) -> Result<(), tonic::Status> {
+    use shale_proto::pb::write_chunk_request::Kind;
+    use shale_proto::pb::{WriteChunkRequest, WriteHeader};
+    let msgs = vec![
+        WriteChunkRequest {
+            kind: Some(Kind::Header(WriteHeader {
+                chunk: Some(ChunkRef {
+                    chunk_id: id,
+                    version,
+                }),
+                downstream: vec![],
+                length: data.len() as u64,
+                node_id: node,
+                token,
+            })),
+        },
+        WriteChunkRequest {
+            kind: Some(Kind::Data(data.to_vec().into())),
+        },
+    ];
+    chunk_at(t, addr)
+        .write_chunk(tokio_stream::iter(msgs))
+        .await
+        .map(|_| ())
+}
+
+/// Asserts a chunk token was refused, for `why`.
+fn token_refused(r: Result<impl std::fmt::Debug, tonic::Status>, why: &str) {
+    let e = r.expect_err(why);
+    assert_eq!(e.code(), Code::PermissionDenied, "{why}: {e:?}");
+    assert!(e.message().contains(why), "{why}: {e:?}");
+}
+
 /// A forged Raft message of `kind` (postcard-encoded, as masters send them).
 fn raft_request(kind: RaftKind, payload: Vec<u8>) -> RaftRequest {
     RaftRequest {
@@ -134,7 +185,8 @@ fn append(term: u64, leader: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_on_a_secured_cluster_are_refused() {
-    let cluster = Cluster::start(3, 1).await;
+    // Short-lived chunk tokens, so that one can be seen to expire.
+    let cluster = Cluster::start_with(3, 1, &["--test-token-lifetime-ms", "4000"], &[]).await;
     let addrs = cluster.master_addrs();
     let admin_client = Client::connect(&addrs, client_config())
         .await
@@ -187,6 +239,7 @@ async fn attacks_on_a_secured_cluster_are_refused() {
         offset: 0,
         length: 4096,
         to_end: false,
+        token: None,
     };
     for (who, t) in [
         ("anonymous", &anon),
@@ -197,7 +250,7 @@ async fn attacks_on_a_secured_cluster_are_refused() {
             .channel(&replica, |e| e.timeout(Duration::from_secs(5)))
             .expect("uri");
         let r = shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
-            .read_chunk(read)
+            .read_chunk(read.clone())
             .await;
         let e = r.err().unwrap_or_else(|| panic!("{who} read a chunk"));
         match who {
@@ -208,9 +261,12 @@ async fn attacks_on_a_secured_cluster_are_refused() {
     }
     // The same calls with a good certificate work.
     status_as(&admin(), &leader).await.expect("admin status");
-    let ch = admin().channel(&replica, |e| e).expect("uri");
-    shale_proto::pb::chunk_service_client::ChunkServiceClient::new(ch)
-        .read_chunk(read)
+    let with_token = ReadChunkRequest {
+        token: first.token.clone(),
+        ..read.clone()
+    };
+    chunk_at(&admin(), &replica)
+        .read_chunk(with_token.clone())
         .await
         .expect("admin read");
     // The library says what is wrong.
@@ -377,6 +433,118 @@ async fn attacks_on_a_secured_cluster_are_refused() {
             assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         }
     }
+
+    // --- Chunk access tokens: no bytes in or out without one the masters signed. ---
+    let second = &locs.chunks[1];
+    let node = first.replicas[0].node_id;
+    let adm = admin();
+    token_refused(
+        chunk_at(&adm, &replica).read_chunk(read.clone()).await,
+        "needs a chunk access token",
+    );
+    let mut forged = first.token.clone().expect("a read token");
+    let last = forged.mac.len() - 1;
+    let mut mac = forged.mac.to_vec();
+    mac[last] ^= 1;
+    forged.mac = mac.into();
+    token_refused(
+        chunk_at(&adm, &replica)
+            .read_chunk(ReadChunkRequest {
+                token: Some(forged),
+                ..read.clone()
+            })
+            .await,
+        "signature does not match",
+    );
+    // A token altered to grant more (write, another chunk) no longer verifies.
+    let mut more = first.token.clone().expect("token");
+    more.modes = 3;
+    token_refused(
+        write_direct(
+            &adm,
+            &replica,
+            node,
+            (first.chunk_id, first.version + 1),
+            Some(more),
+            b"x",
+        )
+        .await,
+        "signature does not match",
+    );
+    // A genuine token replayed for another chunk, or for a write.
+    token_refused(
+        chunk_at(&adm, &replica)
+            .read_chunk(ReadChunkRequest {
+                token: second.token.clone(),
+                ..read.clone()
+            })
+            .await,
+        "is for chunk",
+    );
+    token_refused(
+        write_direct(
+            &adm,
+            &replica,
+            node,
+            (first.chunk_id, first.version),
+            first.token.clone(),
+            b"x",
+        )
+        .await,
+        "does not grant write",
+    );
+    // Direct writes without a token, as a user or as another chunkserver.
+    for t in [&alice, &adm, &transport_as(Role::Chunkserver, "cs2")] {
+        token_refused(
+            write_direct(t, &replica, node, (1 << 40, 1), None, b"planted").await,
+            "needs a chunk access token",
+        );
+    }
+    // A server-side copy with a read token naming another source is refused.
+    let copy = shale_proto::pb::ReplicateChunkRequest {
+        chunk: Some(ChunkRef {
+            chunk_id: 1 << 41,
+            version: 1,
+        }),
+        source: Some(shale_proto::pb::PipelineTarget {
+            node_id: 4242,
+            address: "127.0.0.1:22".into(),
+        }),
+        from: Some(ChunkRef {
+            chunk_id: first.chunk_id,
+            version: first.version,
+        }),
+        token: None,
+        from_token: first.token.clone(),
+    };
+    token_refused(
+        chunk_at(&adm, &replica).replicate_chunk(copy).await,
+        "needs a chunk access token",
+    );
+    // An expired token (this cluster's live 4 s, plus the clock allowance).
+    let t0 = std::time::Instant::now();
+    let fresh = admin_client
+        .chunk_locations("/precious")
+        .await
+        .expect("locations");
+    let token = fresh.chunks[0].token.clone();
+    chunk_at(&adm, &replica)
+        .read_chunk(ReadChunkRequest {
+            token: token.clone(),
+            ..read.clone()
+        })
+        .await
+        .expect("a fresh token reads");
+    tokio::time::sleep(Duration::from_secs(4 + 5 + 1).saturating_sub(t0.elapsed())).await;
+    token_refused(
+        chunk_at(&adm, &replica)
+            .read_chunk(ReadChunkRequest {
+                token,
+                ..read.clone()
+            })
+            .await,
+        "expired",
+    );
 
     // --- Raft: only masters, only as themselves, only with sane terms. ---
     for m in &addrs {

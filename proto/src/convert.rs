@@ -44,6 +44,58 @@ pub fn pipeline_header(alloc: &crate::metapb::AllocateChunkReply, length: u64) -
             .collect(),
         length,
         node_id: alloc.pipeline.first().map_or(0, |r| r.node_id),
+        token: alloc.token.clone(),
+    }
+}
+
+/// Most chunkservers one token may name.
+pub const TOKEN_TARGETS_MAX: usize = 64;
+
+/// The claims and MAC of a wire token (checked for shape only; the MAC is the verifier's).
+pub fn token_claims(
+    t: &pb::ChunkToken,
+) -> Result<(shale_security::token::Claims, &[u8]), WireError> {
+    let chunk = t.chunk.as_ref().ok_or(WireError::Missing("token.chunk"))?;
+    if t.targets.len() > TOKEN_TARGETS_MAX {
+        return Err(WireError::Invalid {
+            field: "token.targets",
+            why: format!("more than {TOKEN_TARGETS_MAX}"),
+        });
+    }
+    let claims = shale_security::token::Claims {
+        key_id: t.key_id,
+        chunk_id: chunk.chunk_id,
+        version: chunk.version,
+        modes: t.modes,
+        expires_ms: t.expires_ms,
+        targets: t
+            .targets
+            .iter()
+            .map(|p| (p.node_id, p.address.clone()))
+            .collect(),
+    };
+    Ok((claims, &t.mac[..]))
+}
+
+/// A signed token on the wire.
+pub fn token_to_wire(c: &shale_security::token::Claims, mac: Vec<u8>) -> pb::ChunkToken {
+    pb::ChunkToken {
+        key_id: c.key_id,
+        chunk: Some(pb::ChunkRef {
+            chunk_id: c.chunk_id,
+            version: c.version,
+        }),
+        modes: c.modes,
+        expires_ms: c.expires_ms,
+        targets: c
+            .targets
+            .iter()
+            .map(|(n, a)| pb::PipelineTarget {
+                node_id: *n,
+                address: a.clone(),
+            })
+            .collect(),
+        mac: mac.into(),
     }
 }
 
@@ -235,6 +287,7 @@ mod tests {
             offset: 0,
             length: READ_LEN_MAX_BYTES + 1,
             to_end: false,
+            token: None,
         };
         assert!(ReadRange::try_from(&m).is_err());
         m.length = 10;
@@ -260,6 +313,7 @@ mod tests {
             downstream: vec![target("127.0.0.1:7001")],
             length: 100,
             node_id: 1,
+            token: None,
         };
         assert_eq!(
             WriteHeader::from_wire(&m, 1024).unwrap().downstream.len(),

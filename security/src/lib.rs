@@ -1,14 +1,15 @@
 //! Shale's security plumbing, shared by servers and clients (DESIGN.md §3 "Security"):
 //! the cluster CA and certificates ([`certs`]), principals named by certificates
 //! ([`principal`]), rustls configurations that reload when their files change ([`tls`]),
-//! connections for tonic in both directions ([`transport`]) and the identity checks every
-//! service makes ([`identity`]).
+//! connections for tonic in both directions ([`transport`]), the identity checks every
+//! service makes ([`identity`]) and chunk access tokens ([`token`]).
 #![deny(missing_docs)]
 
 pub mod certs;
 pub mod identity;
 pub mod principal;
 pub mod tls;
+pub mod token;
 pub mod transport;
 
 pub use identity::{authenticate, caller, Caller, Identity, Peer};

@@ -135,6 +135,7 @@ async fn replica_problems(
                         offset: 0,
                         length: end - start,
                         to_end: false,
+                        token: ch.token.clone(),
                     })
                     .await?
                     .into_inner();

@@ -184,7 +184,9 @@ pub async fn run(
                     link.known = now.clone();
                     link.beats += 1;
                     link.needs_full = false;
-                    deletes.extend(r.into_inner().delete);
+                    let r = r.into_inner();
+                    server.keys.update(&r.token_keys);
+                    deletes.extend(r.delete);
                 }
                 Err(s) => {
                     link.needs_full = true;

@@ -1,5 +1,6 @@
 //! The chunkserver process: ChunkService over gRPC on the chunk store, plus registration and
 //! heartbeats to every master.
+pub mod access;
 pub mod heartbeat;
 pub mod scrub;
 pub mod service;

@@ -162,6 +162,8 @@ pub struct ChunkServer {
     write_slots: Arc<tokio::sync::Semaphore>,
     /// How this server reaches its peers (mutual TLS as itself, or plaintext).
     pub transport: shale_security::Transport,
+    /// The keys chunk access tokens are checked with.
+    pub keys: super::access::TokenKeys,
 }
 
 /// Aborts a spawned task when dropped.
@@ -278,6 +280,21 @@ pub fn peer_client(
         .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)))
 }
 
+/// A caller kept across the awaits of a stream (the request it came with is consumed).
+enum Owned {
+    Trusted,
+    Is(shale_security::Principal),
+}
+
+impl Owned {
+    fn as_caller(&self) -> shale_security::Caller<'_> {
+        match self {
+            Owned::Trusted => shale_security::Caller::Trusted,
+            Owned::Is(p) => shale_security::Caller::Is(p),
+        }
+    }
+}
+
 impl ChunkServer {
     pub fn new(store: Arc<dyn ChunkStore>, chunk_size_max_bytes: u64) -> Self {
         ChunkServer {
@@ -292,6 +309,7 @@ impl ChunkServer {
             peers: Mutex::new(HashMap::new()),
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
             transport: shale_security::Transport::plaintext(),
+            keys: Default::default(),
         }
     }
 
@@ -313,7 +331,7 @@ impl ChunkServer {
         tokio::time::sleep_until(wait_until.into()).await;
     }
 
-    fn me(&self) -> u64 {
+    pub(crate) fn me(&self) -> u64 {
         self.node.load(Ordering::Relaxed)
     }
 
@@ -429,6 +447,11 @@ impl ChunkService for ChunkServer {
         req: Request<Streaming<WriteChunkRequest>>,
     ) -> Result<Response<WriteChunkResponse>, Status> {
         let _slot = self.write_slot()?;
+        let caller = shale_security::caller(&req)?;
+        let caller = match caller.principal() {
+            Some(p) => Owned::Is(p.clone()),
+            None => Owned::Trusted,
+        };
         let mut stream = req.into_inner();
         let first = next_message(&mut stream, self.stream_idle)
             .await?
@@ -449,6 +472,18 @@ impl ChunkService for ChunkServer {
                 h.node
             )));
         }
+        let downstream: Vec<(u64, &str)> = h
+            .downstream
+            .iter()
+            .map(|d| (d.node.get(), d.address.as_str()))
+            .collect();
+        self.may_write(
+            &caller.as_caller(),
+            wire.token.as_ref(),
+            (h.chunk.id.get(), h.chunk.version.get()),
+            &downstream,
+        )
+        .await?;
         let guard = AbortOnDrop::create(&self.store, h.chunk)
             .await
             .map_err(|e| blame(e.status(), me))?;
@@ -464,6 +499,7 @@ impl ChunkService for ChunkServer {
                     downstream: wire.downstream[1..].to_vec(),
                     length: h.length,
                     node_id: next.node.get(),
+                    token: wire.token.clone(),
                 })),
             };
             let mut client = self.peer(&next.address)?;
@@ -564,8 +600,12 @@ impl ChunkService for ChunkServer {
         &self,
         req: Request<ReadChunkRequest>,
     ) -> Result<Response<ReadStream>, Status> {
-        let r = ReadRange::try_from(&req.into_inner())?;
+        let caller = shale_security::caller(&req)?;
+        let wire = req.get_ref();
+        let r = ReadRange::try_from(wire)?;
         let c = r.chunk;
+        self.may_read(&caller, wire.token.as_ref(), (c.id.get(), c.version.get()))
+            .await?;
         let info = self
             .store
             .stat(c.id)
@@ -621,12 +661,20 @@ impl ChunkService for ChunkServer {
         &self,
         req: Request<ReplicateChunkRequest>,
     ) -> Result<Response<ReplicateChunkResponse>, Status> {
-        let r = req.into_inner();
+        let caller = shale_security::caller(&req)?;
+        let r = req.get_ref();
         let c = DomainRef::try_from(r.chunk.as_ref())?;
         let src = r
             .source
             .as_ref()
             .ok_or_else(|| invalid("missing field `source`"))?;
+        self.may_replicate(
+            &caller,
+            r,
+            (c.id.get(), c.version.get()),
+            (src.node_id, &src.address),
+        )
+        .await?;
         // A copy (`from` set) is a client's request, paced like its writes; re-replication is
         // capped so that it cannot crowd out clients.
         let (from, capped) = match r.from.as_ref() {
@@ -640,6 +688,9 @@ impl ChunkService for ChunkServer {
                 offset: 0,
                 length: 0,
                 to_end: true,
+                // The source serves this server on its own identity; a client's token rides
+                // along for servers that want it.
+                token: r.from_token.clone(),
             })
             .await?
             .into_inner();

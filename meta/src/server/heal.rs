@@ -242,6 +242,9 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                             address: src_addr,
                         }),
                         from: None,
+                        // A master's own request: its identity is its authority.
+                        token: None,
+                        from_token: None,
                     })
                     .await
                     .map_err(|e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"))

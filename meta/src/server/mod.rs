@@ -26,6 +26,7 @@ pub mod reads;
 pub mod retire;
 mod service;
 pub mod soft;
+pub mod tokens;
 
 /// Largest MasterService message (a heartbeat's full chunk report can be large).
 pub const MESSAGE_MAX_BYTES: usize = 64 << 20;
@@ -68,6 +69,8 @@ pub struct MasterConfig {
     pub test_unsafe_reads: bool,
     /// How this master accepts and makes connections (mutual TLS as itself, or plaintext).
     pub transport: shale_security::Transport,
+    /// How long the chunk access tokens it signs are valid.
+    pub token_lifetime: Duration,
 }
 
 impl MasterConfig {
@@ -91,6 +94,7 @@ impl MasterConfig {
             forget_after: Duration::from_secs(3600),
             test_unsafe_reads: false,
             transport: shale_security::Transport::plaintext(),
+            token_lifetime: tokens::TOKEN_LIFETIME,
         }
     }
 }
@@ -416,6 +420,7 @@ pub async fn serve(
     let mover = moved.then(|| tokio::spawn(elect_when_known(raft.clone(), config.clone())));
     let ticker = tokio::spawn(expire_leases(master.clone()));
     let healer = tokio::spawn(heal::run(master.clone()));
+    let rotator = tokio::spawn(tokens::rotate(master.clone()));
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(InterceptedService::new(
@@ -437,6 +442,7 @@ pub async fn serve(
         .await;
     ticker.abort();
     healer.abort();
+    rotator.abort();
     if let Some(m) = mover {
         m.abort();
     }

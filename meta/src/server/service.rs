@@ -6,6 +6,7 @@ use crate::sm::{Command, Reply, Stat};
 use shale_proto::metapb::master_service_server::MasterService;
 use shale_proto::metapb::*;
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
+use shale_security::token::{READ, WRITE};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -380,10 +381,20 @@ impl MasterService for Svc {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .placed(id, version, &pipeline);
+                let pipeline: Vec<Replica> =
+                    pipeline.into_iter().map(|n| self.replica(n)).collect();
+                let targets = pipeline
+                    .iter()
+                    .map(|r| (r.node_id, r.address.clone()))
+                    .collect();
+                let token = self
+                    .0
+                    .token_or_wait(id.get(), version.get(), WRITE, targets)?;
                 Ok(Response::new(AllocateChunkReply {
                     chunk_id: id.get(),
                     version: version.get(),
-                    pipeline: pipeline.into_iter().map(|n| self.replica(n)).collect(),
+                    pipeline,
+                    token,
                 }))
             }
             other => Err(unexpected(other)),
@@ -479,20 +490,28 @@ impl MasterService for Svc {
         };
         let chunks = located
             .into_iter()
-            .map(|(i, c, v, nodes)| ChunkLocation {
-                chunk_id: c.get(),
-                version: v.get(),
-                index: i as u32,
-                length: fc.length.saturating_sub(i as u64 * cs).min(cs),
-                replicas: nodes
+            .map(|(i, c, v, nodes)| -> Result<ChunkLocation, Status> {
+                let replicas: Vec<Replica> = nodes
                     .into_iter()
                     .map(|(n, alive)| Replica {
                         alive,
                         ..self.replica(n)
                     })
-                    .collect(),
+                    .collect();
+                let targets = replicas
+                    .iter()
+                    .map(|r| (r.node_id, r.address.clone()))
+                    .collect();
+                Ok(ChunkLocation {
+                    chunk_id: c.get(),
+                    version: v.get(),
+                    index: i as u32,
+                    length: fc.length.saturating_sub(i as u64 * cs).min(cs),
+                    token: self.0.token_or_wait(c.get(), v.get(), READ, targets)?,
+                    replicas,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(LocationsReply {
             file: fc.file.get(),
             length: fc.length,
@@ -658,7 +677,10 @@ impl MasterService for Svc {
         soft.sealed(&sealed);
         drop(soft);
         self.0.reports.notify_waiters();
-        Ok(Response::new(HeartbeatReply { delete }))
+        Ok(Response::new(HeartbeatReply {
+            delete,
+            token_keys: self.0.token_keys(),
+        }))
     }
 
     async fn status(&self, _req: Request<Empty>) -> R<StatusReply> {
