@@ -15,6 +15,9 @@ use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
 use std::time::{Duration, SystemTime};
 use tonic::Code;
 
+/// The tests of this file start servers: one at a time (2 cores).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An admin certificate from another CA (its holder trusts the cluster's CA, so the servers
 /// must be the ones refusing it).
 fn foreign() -> (tempfile::TempDir, Transport) {
@@ -185,6 +188,7 @@ fn append(term: u64, leader: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_on_a_secured_cluster_are_refused() {
+    let _serial = SERIAL.lock().await;
     // Short-lived chunk tokens, so that one can be seen to expire.
     let cluster = Cluster::start_with(3, 1, &["--test-token-lifetime-ms", "4000"], &[]).await;
     let addrs = cluster.master_addrs();
@@ -599,4 +603,52 @@ async fn attacks_on_a_secured_cluster_are_refused() {
         .await
         .expect("get");
     assert!(back == data, "the file changed");
+}
+
+/// Item 5: connections that never finish their TLS handshake cost a server a bounded number
+/// of tasks for a bounded time: a host that opens hundreds and says nothing neither locks
+/// other clients out nor keeps its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_lock_clients_out() {
+    use tokio::io::AsyncReadExt;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let m = MasterProc::start(1, "127.0.0.1:0", &dir.path().join("m1"), &[]);
+    status_as(&admin(), &m.addr).await.expect("status");
+    let target: std::net::SocketAddr = m.addr.parse().expect("addr");
+    // A host (127.0.0.2, also loopback) opens 300 connections and sends nothing.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind("127.0.0.2:0".parse().expect("bind addr"))
+            .expect("bind");
+        if let Ok(c) = s.connect(target).await {
+            held.push(c);
+        }
+    }
+    assert!(held.len() >= 250, "only {} connections", held.len());
+    // Everyone else is still served at once.
+    let t0 = std::time::Instant::now();
+    status_as(&admin(), &m.addr)
+        .await
+        .expect("status during the flood");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The server closes every silent connection within its handshake timeout (5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut open = held.len();
+    while open > 0 {
+        open = 0;
+        for c in &mut held {
+            let mut b = [0u8; 16];
+            match tokio::time::timeout(Duration::from_millis(5), c.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                _ => open += 1,
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} silent connections still open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod identity;
+pub mod limits;
 pub mod principal;
 pub mod tls;
 pub mod token;

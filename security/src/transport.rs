@@ -4,8 +4,9 @@
 //!
 //! Invariants: a connection's [`Peer`] (address and identity) is fixed at accept time and
 //! reaches every request on it as a request extension; a handshake that fails or stalls
-//! costs the server one bounded task, never the accept loop; at most
-//! [`HANDSHAKES_MAX`] handshakes run at once.
+//! costs the server one bounded task, never the accept loop; at most [`HANDSHAKES_MAX`]
+//! handshakes run at once, at most [`HANDSHAKES_PER_IP_MAX`] from one address, and at most
+//! [`crate::limits::CONNECTIONS_MAX`] connections are held.
 use crate::identity::{Identity, Peer};
 use crate::principal::Principal;
 use crate::tls::Tls;
@@ -18,9 +19,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A handshake not finished in this long is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once, at most (more connections wait in the listen backlog).
-pub const HANDSHAKES_MAX: usize = 256;
+pub const HANDSHAKES_MAX: usize = 1024;
+/// Handshakes in progress from one IP address, at most: more from it are closed at once, so
+/// one host that opens connections and says nothing cannot use up [`HANDSHAKES_MAX`].
+pub const HANDSHAKES_PER_IP_MAX: usize = 64;
 /// The pause after a failed accept (out of file descriptors: do not spin).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -111,6 +115,7 @@ impl Transport {
         Ok(Stream {
             inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
             peer: Peer { remote, identity },
+            slot: None,
         })
     }
 
@@ -162,6 +167,7 @@ impl Transport {
         Ok(Stream {
             inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
             peer: Peer { remote, identity },
+            slot: None,
         })
     }
 }
@@ -172,7 +178,16 @@ async fn accept_loop(
     tx: tokio::sync::mpsc::Sender<Stream>,
 ) {
     let limit = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Default::default();
+    let connections = Arc::new(tokio::sync::Semaphore::new(crate::limits::CONNECTIONS_MAX));
     loop {
+        // A connection slot first: at the cap, new connections wait in the backlog.
+        let slot = tokio::select! {
+            p = connections.clone().acquire_owned() => p,
+            _ = tx.closed() => return,
+        };
+        let Ok(slot) = slot else { return };
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => p,
             _ = tx.closed() => return,
@@ -191,11 +206,33 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (transport, tx) = (transport.clone(), tx.clone());
+        let ip = tcp.peer_addr().map(|a| a.ip()).ok();
+        if let Some(ip) = ip {
+            let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(ip).or_default();
+            if *n >= HANDSHAKES_PER_IP_MAX {
+                drop(m);
+                tracing::debug!(%ip, "too many handshakes in progress from this address");
+                continue;
+            }
+            *n += 1;
+        }
+        let (transport, tx, per_ip) = (transport.clone(), tx.clone(), per_ip.clone());
         tokio::spawn(async move {
             let remote = tcp.peer_addr().ok();
-            match transport.accept(tcp).await {
-                Ok(s) => {
+            let accepted = transport.accept(tcp).await;
+            if let Some(ip) = ip {
+                let mut m = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = m.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&ip);
+                    }
+                }
+            }
+            match accepted {
+                Ok(mut s) => {
+                    s.slot = Some(slot);
                     let _ = tx.send(s).await;
                 }
                 Err(e) => tracing::info!("TLS handshake with {remote:?} failed: {e}"),
@@ -236,6 +273,8 @@ impl tower_service::Service<tonic::codegen::http::Uri> for Connector {
 pub struct Stream {
     inner: Inner,
     peer: Peer,
+    /// The server's connection slot, freed when the connection closes.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Inner {
@@ -248,6 +287,7 @@ impl Stream {
         Stream {
             inner: Inner::Plain(tcp),
             peer: Peer { remote, identity },
+            slot: None,
         }
     }
 

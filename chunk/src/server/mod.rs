@@ -97,8 +97,7 @@ pub async fn serve(
         config.scrub_bytes_per_s,
         config.scrub_every,
     ));
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let result = shale_security::limits::server()
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
         .add_service(InterceptedService::new(

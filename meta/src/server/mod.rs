@@ -421,8 +421,7 @@ pub async fn serve(
     let ticker = tokio::spawn(expire_leases(master.clone()));
     let healer = tokio::spawn(heal::run(master.clone()));
     let rotator = tokio::spawn(tokens::rotate(master.clone()));
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let result = shale_security::limits::server()
         .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftServer { raft: raft.clone() })
                 .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
