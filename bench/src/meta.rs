@@ -242,6 +242,7 @@ impl Client {
             .await?;
         self.call(|mut cl| async move {
             cl.complete(CompleteRequest {
+                chunk_digests: vec![],
                 request_id: None,
                 file: c.file,
                 client_id: 1,

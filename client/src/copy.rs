@@ -77,7 +77,14 @@ impl Client {
             let len = (locs.length - u64::from(c.index) * locs.chunk_size).min(locs.chunk_size);
             self.copy_chunk(dst, reply.file, c, len, need).await?;
         }
-        building.finish(locs.length).await?;
+        // The copy has the source's bytes: its digests (when the source has them all).
+        let digests: Vec<_> = locs.chunks.iter().map(|c| c.digest.clone()).collect();
+        let digests = if digests.iter().all(|d| d.len() == 32) {
+            digests
+        } else {
+            Vec::new()
+        };
+        building.finish(locs.length, digests).await?;
         Ok(locs.length)
     }
 

@@ -40,6 +40,7 @@ mod admin;
 mod chunkserver;
 mod copy;
 pub mod error;
+pub mod integrity;
 mod master;
 mod namespace;
 mod read;
@@ -49,6 +50,7 @@ mod writer;
 
 pub use admin::AdminClient;
 pub use error::{ClientError, Result};
+pub use integrity::{ReplicaCheck, Verification};
 pub use reader::FileReader;
 pub use shale_proto::metapb::{FileStat, LocationsReply, StatusReply};
 pub use shale_security::{Principal, Role, Tls, TlsFiles, Transport};

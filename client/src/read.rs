@@ -27,7 +27,7 @@ fn intact(frame: &shale_proto::pb::ReadChunkResponse) -> std::result::Result<(),
     }
 }
 
-async fn read_replica(
+pub(crate) async fn read_replica(
     transport: &shale_security::Transport,
     addr: &str,
     c: &ChunkLocation,
@@ -137,8 +137,19 @@ impl Client {
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());
         }
+        // A whole chunk is checked against the writer's digest: a replica whose bytes were
+        // replaced (even with matching checksums) is skipped and reported.
+        let whole = offset == 0 && len >= c.length && c.digest.len() == 32;
         for r in &c.replicas {
             match read_replica(&self.config.transport, &r.address, c, offset, len).await {
+                Ok(b) if whole && !crate::integrity::matches(c, &b) => {
+                    tracing::error!(path, chunk = c.chunk_id, replica = r.node_id, "replica's bytes do not match the writer's digest; reporting it and trying the next");
+                    why.push(format!(
+                        "chunkserver {} at {}: bytes do not match the writer's digest",
+                        r.node_id, r.address
+                    ));
+                    self.report_bad(c, r.node_id);
+                }
                 Ok(b) => return Ok(b),
                 Err(e) => {
                     tracing::warn!(path, chunk = c.chunk_id, replica = r.node_id, error = %e, "replica failed; trying the next");

@@ -252,20 +252,25 @@ impl Construction {
         }
     }
 
-    /// Makes the file visible with `length` bytes.
-    pub(crate) async fn finish(mut self, length: u64) -> Result<()> {
+    /// Makes the file visible with `length` bytes, committing each chunk's digest (all or
+    /// none).
+    pub(crate) async fn finish(mut self, length: u64, chunk_digests: Vec<Bytes>) -> Result<()> {
         self.renewer.abort();
         let (file, holder) = (self.file, self.holder);
         let request_id = self.masters.request_id();
         self.masters
-            .call(|mut m| async move {
-                m.complete(CompleteRequest {
-                    file,
-                    client_id: holder,
-                    length,
-                    request_id,
-                })
-                .await
+            .call(|mut m| {
+                let chunk_digests = chunk_digests.clone();
+                async move {
+                    m.complete(CompleteRequest {
+                        file,
+                        client_id: holder,
+                        length,
+                        chunk_digests,
+                        request_id,
+                    })
+                    .await
+                }
             })
             .await?;
         self.finished = true;
@@ -356,10 +361,10 @@ impl Client {
             let _ = tx.send(());
         }
         let need = self.replicas_needed(reply.replication);
-        let total = self
+        let (total, digests) = self
             .write_chunks(path, reply.file, reply.chunk_size, need, &mut src, progress)
             .await?;
-        building.finish(total).await?;
+        building.finish(total, digests).await?;
         Ok(total)
     }
 
@@ -437,21 +442,24 @@ impl Client {
         need: usize,
         src: &mut R,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64> {
+    ) -> Result<(u64, Vec<Bytes>)> {
         let mut total = 0u64;
         let mut index = 0u32;
+        let mut digests = Vec::new();
         loop {
             let (frames, len) = read_chunk(src, chunk_size, self.config.frame_bytes).await?;
             if len == 0 {
-                return Ok(total);
+                return Ok((total, digests));
             }
+            // The end-to-end digest, from the bytes as this client has them.
+            digests.push(crate::integrity::digest(&frames));
             self.write_one_chunk(path, file, index, need, &frames, len)
                 .await?;
             total += len;
             index += 1;
             progress(total);
             if len < chunk_size {
-                return Ok(total);
+                return Ok((total, digests));
             }
         }
     }

@@ -293,6 +293,7 @@ async fn stale_replica(cluster: &Cluster, c: &Client) {
     write_chunk(&v2, b"version two").await;
     on_leader(&masters, |mut m| async move {
         m.complete(CompleteRequest {
+            chunk_digests: vec![],
             request_id: None,
             file,
             client_id: 9,

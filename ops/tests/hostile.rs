@@ -107,6 +107,7 @@ async fn complete(
         .expect("uri");
     MasterServiceClient::new(ch)
         .complete(CompleteRequest {
+            chunk_digests: vec![],
             file,
             client_id: client,
             length,

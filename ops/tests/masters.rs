@@ -289,6 +289,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.complete(CompleteRequest {
+                chunk_digests: vec![],
                 request_id: None,
                 file: 999_999,
                 client_id: 1,
@@ -318,6 +319,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.complete(CompleteRequest {
+                chunk_digests: vec![],
                 request_id: None,
                 file: f.file,
                 client_id: 8,

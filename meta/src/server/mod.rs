@@ -21,6 +21,7 @@ use tonic::Status;
 mod gate;
 pub mod heal;
 pub use gate::NODE_ID_METADATA;
+pub mod integrity;
 mod propose;
 pub mod reads;
 pub mod retire;
@@ -118,6 +119,8 @@ pub struct Master {
     pub heartbeat_slots: tokio::sync::Semaphore,
     /// Woken after every heartbeat (a `Complete` waits for its chunks' replica reports).
     pub reports: tokio::sync::Notify,
+    /// Bounds the bad-replica reports being checked at once.
+    pub integrity_checks: tokio::sync::Semaphore,
 }
 
 /// Maps a refused command to a gRPC status (one place for all of them).
@@ -409,6 +412,7 @@ pub async fn serve(
         under_replicated: Default::default(),
         copying: Default::default(),
         heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
+        integrity_checks: tokio::sync::Semaphore::new(integrity::CHECKS_AT_ONCE),
         reports: tokio::sync::Notify::new(),
     });
     if !config.peers.is_empty() {

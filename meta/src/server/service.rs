@@ -55,6 +55,7 @@ fn file_stat(name: &str, s: &Stat) -> FileStat {
         chunk_size: s.chunk_size_bytes,
         chunks: s.chunks,
         entries: s.entries,
+        root: Default::default(),
     }
 }
 
@@ -91,7 +92,11 @@ impl Svc {
         let g = self.0.sm.read();
         let s = g.state.stat(path).map_err(|e| status_of(&e))?;
         let name = path.rsplit('/').next().unwrap_or("");
-        Ok(file_stat(name, &s))
+        let mut st = file_stat(name, &s);
+        if let Some(root) = g.state.file_root_of(s.inode) {
+            st.root = root.to_vec().into();
+        }
+        Ok(st)
     }
 
     fn replica(&self, node: NodeId) -> Replica {
@@ -419,17 +424,21 @@ impl MasterService for Svc {
         let r = req.into_inner();
         let file = InodeId(r.file);
         self.check_durable_length(file, r.length).await?;
-        match self
-            .write(
-                r.request_id,
-                Command::Complete {
-                    file,
-                    holder: r.client_id,
-                    length: r.length,
-                },
-            )
-            .await?
-        {
+        let cmd = if r.chunk_digests.is_empty() {
+            Command::Complete {
+                file,
+                holder: r.client_id,
+                length: r.length,
+            }
+        } else {
+            Command::CompleteWithDigests {
+                file,
+                holder: r.client_id,
+                length: r.length,
+                digests: r.chunk_digests.iter().map(|d| d.to_vec()).collect(),
+            }
+        };
+        match self.write(r.request_id, cmd).await? {
             Reply::Completed { file, length } => Ok(Response::new(FileStat {
                 inode: file.get(),
                 length,
@@ -502,7 +511,16 @@ impl MasterService for Svc {
                     .iter()
                     .map(|r| (r.node_id, r.address.clone()))
                     .collect();
+                let digest = self
+                    .0
+                    .sm
+                    .read()
+                    .state
+                    .chunk_digest(c)
+                    .map(|d| d.to_vec().into())
+                    .unwrap_or_default();
                 Ok(ChunkLocation {
+                    digest,
                     chunk_id: c.get(),
                     version: v.get(),
                     index: i as u32,
@@ -518,6 +536,21 @@ impl MasterService for Svc {
             chunk_size: cs,
             chunks,
         }))
+    }
+
+    async fn report_bad_replica(&self, req: Request<BadReplicaRequest>) -> R<BadReplicaReply> {
+        let r = req.into_inner();
+        if !self.0.is_leader() {
+            return Err(self.0.not_leader());
+        }
+        let (confirmed, detail) = super::integrity::check_report(
+            &self.0,
+            ChunkId(r.chunk_id),
+            ChunkVersion(r.version),
+            NodeId(r.node_id),
+        )
+        .await?;
+        Ok(Response::new(BadReplicaReply { confirmed, detail }))
     }
 
     async fn register_chunkserver(&self, req: Request<RegisterRequest>) -> R<RegisterReply> {
@@ -631,6 +664,17 @@ impl MasterService for Svc {
                     unknown.iter().map(|c| c.chunk_id).collect();
                 soft.orphans
                     .retain(|(n, c), _| *n != node || still.contains(&c.get()));
+                // Bad replicas it no longer holds need no more deleting.
+                let held: std::collections::HashSet<ChunkId> =
+                    r.chunks.iter().map(|c| ChunkId(c.chunk_id)).collect();
+                soft.deleted_bad(node, &held);
+            }
+            for (c, v) in soft.bad_on(node) {
+                delete.push(ReportedChunk {
+                    chunk_id: c.get(),
+                    version: v.get(),
+                    length: 0,
+                });
             }
             for c in unknown {
                 let first = *soft

@@ -58,7 +58,13 @@ pub struct Soft {
     /// immutable, so every replica of one version has one length).
     lengths: HashMap<ChunkId, (ChunkVersion, u64)>,
     held: HashMap<NodeId, HashSet<ChunkId>>,
+    /// Replicas proven bad (bytes not matching the writer's digest): never listed again,
+    /// deleted through heartbeat replies. At most [`BAD_MAX`].
+    bad: HashMap<(NodeId, ChunkId), ChunkVersion>,
 }
+
+/// Bad replicas remembered, at most.
+pub const BAD_MAX: usize = 100_000;
 
 impl Soft {
     /// Records a heartbeat; with `full`, `chunks` replaces everything known of that server.
@@ -85,6 +91,9 @@ impl Soft {
             }
         }
         for (c, v) in chunks {
+            if self.bad.get(&(node, *c)) == Some(v) {
+                continue;
+            }
             let list = self.replicas.entry(*c).or_default();
             list.retain(|(n, _)| *n != node);
             list.push((node, *v));
@@ -176,6 +185,31 @@ impl Soft {
     /// Every known replica of a chunk: (server, version).
     pub fn replicas(&self, chunk: ChunkId) -> &[(NodeId, ChunkVersion)] {
         self.replicas.get(&chunk).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Marks `node`'s replica of `chunk`@`version` bad: forgotten, and from now on neither
+    /// listed nor counted, whatever the server reports.
+    pub fn mark_bad(&mut self, node: NodeId, chunk: ChunkId, version: ChunkVersion) {
+        self.remove(chunk, node);
+        if self.bad.len() < BAD_MAX {
+            self.bad.insert((node, chunk), version);
+        }
+    }
+
+    /// The bad replicas `node` should delete (and stops being asked to once it reports them
+    /// gone: see [`Soft::deleted_bad`]).
+    pub fn bad_on(&self, node: NodeId) -> Vec<(ChunkId, ChunkVersion)> {
+        self.bad
+            .iter()
+            .filter(|((n, _), _)| *n == node)
+            .map(|((_, c), v)| (*c, *v))
+            .collect()
+    }
+
+    /// `node` no longer holds `chunks` (a full report without them): forget they were bad.
+    pub fn deleted_bad(&mut self, node: NodeId, still_held: &HashSet<ChunkId>) {
+        self.bad
+            .retain(|(n, c), _| *n != node || still_held.contains(c));
     }
 
     /// Forgets one replica (deleted or found bad).

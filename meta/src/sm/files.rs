@@ -218,6 +218,7 @@ impl MetaState {
         if let Some(id) = f.chunks.pop() {
             if let Some(meta) = self.chunks.remove(&id) {
                 self.garbage.insert(id, meta.version);
+                self.security.digests.remove(&id);
             }
         }
         Ok(Reply::Done)

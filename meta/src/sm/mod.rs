@@ -234,6 +234,12 @@ impl MetaState {
                 now_ms,
             ),
             Command::AddTokenKey { id, secret } => self.add_token_key(*id, secret, now_ms),
+            Command::CompleteWithDigests {
+                file,
+                holder,
+                length,
+                digests,
+            } => self.complete_with_digests(*file, *holder, *length, digests, now_ms),
             Command::ExpireLeases => Ok(self.expire_leases(now_ms)),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {

@@ -72,6 +72,7 @@ impl MetaState {
                     for c in f.chunks {
                         if let Some(meta) = self.chunks.remove(&c) {
                             self.garbage.insert(c, meta.version);
+                            self.security.digests.remove(&c);
                         }
                     }
                 }

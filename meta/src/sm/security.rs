@@ -1,9 +1,12 @@
 //! The replicated security state: which principal each chunkserver registered as (so that no
-//! other chunkserver can speak for its node id), and the keys that sign chunk access tokens.
+//! other chunkserver can speak for its node id), the keys that sign chunk access tokens, and
+//! the end-to-end digest of every chunk a writer committed (BLAKE3 of its bytes, computed by
+//! the writing client: no chunkserver's word goes into it).
 //!
 //! Invariants: a node bound to a principal stays bound to it until its registration is
 //! removed; at most [`TOKEN_KEYS_MAX`] keys are kept, newest last, with increasing ids; a
-//! key's secret is [`TOKEN_KEY_BYTES`] long. Serialized after the sessions in snapshot format
+//! key's secret is [`TOKEN_KEY_BYTES`] long; a digest exists only for a live chunk of a
+//! complete file, and a file has digests for all of its chunks or none. Serialized after the sessions in snapshot format
 //! 3 (older snapshots decode with an empty security state).
 use super::*;
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,22 @@ pub struct SecurityState {
     pub server_principals: BTreeMap<NodeId, String>,
     /// Chunk token keys, oldest first.
     pub token_keys: Vec<TokenKey>,
+    /// The writer's digest of each chunk (BLAKE3 of its bytes).
+    pub digests: HashMap<ChunkId, Digest>,
+}
+
+/// A chunk's end-to-end digest.
+pub type Digest = [u8; 32];
+
+/// The root of a file: BLAKE3 over its chunks' digests in order (what `shale stat` shows and
+/// `shale verify` checks against).
+pub fn file_root(digests: &[Digest]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"shale file root v1\0");
+    for d in digests {
+        h.update(d);
+    }
+    *h.finalize().as_bytes()
 }
 
 impl MetaState {
@@ -76,6 +95,50 @@ impl MetaState {
             self.security
                 .server_principals
                 .insert(n, principal.to_string());
+        }
+        Ok(r)
+    }
+
+    /// The digest the writer committed for `chunk`, if any.
+    pub fn chunk_digest(&self, chunk: ChunkId) -> Option<&Digest> {
+        self.security.digests.get(&chunk)
+    }
+
+    /// The root of file `id` over its chunk digests, if every chunk has one.
+    pub fn file_root_of(&self, id: InodeId) -> Option<Digest> {
+        let InodeKind::File(f) = &self.inodes.get(&id)?.kind else {
+            return None;
+        };
+        let ds = f
+            .chunks
+            .iter()
+            .map(|c| self.security.digests.get(c).copied())
+            .collect::<Option<Vec<_>>>()?;
+        Some(file_root(&ds))
+    }
+
+    /// `Complete`, recording the writer's digest of each chunk (one per chunk, in order).
+    pub(super) fn complete_with_digests(
+        &mut self,
+        file: InodeId,
+        holder: Holder,
+        length: u64,
+        digests: &[Vec<u8>],
+        now_ms: u64,
+    ) -> Res<Reply> {
+        let chunks = self.file_mut(file)?.chunks.clone();
+        if digests.len() != chunks.len() || digests.iter().any(|d| d.len() != 32) {
+            return Err(MetaError::BadArgument(format!(
+                "{} chunk digests of 32 bytes are needed, {} were given",
+                chunks.len(),
+                digests.len()
+            )));
+        }
+        let r = self.complete(file, holder, length, now_ms)?;
+        for (c, d) in chunks.iter().zip(digests) {
+            let mut x = [0u8; 32];
+            x.copy_from_slice(d);
+            self.security.digests.insert(*c, x);
         }
         Ok(r)
     }

@@ -119,6 +119,13 @@ pub enum Command {
         id: u64,
         secret: Vec<u8>,
     },
+    /// `Complete` with the writer's digest of each chunk (see `security`).
+    CompleteWithDigests {
+        file: InodeId,
+        holder: Holder,
+        length: u64,
+        digests: Vec<Vec<u8>>,
+    },
 }
 
 /// The result of applying a command.

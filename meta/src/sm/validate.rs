@@ -26,6 +26,14 @@ impl MetaState {
         {
             return Err("token keys out of order, too many, or of the wrong size".into());
         }
+        if let Some(c) = self
+            .security
+            .digests
+            .keys()
+            .find(|c| !self.chunks.contains_key(c))
+        {
+            return Err(format!("chunk {c} has a digest but is not live"));
+        }
         let root = self.inodes.get(&ROOT).ok_or("no root")?;
         if root.parent != ROOT || !matches!(root.kind, InodeKind::Dir(_)) {
             return Err("root must be a directory that is its own parent".into());

@@ -26,8 +26,14 @@ pub fn stat_json(path: &str, s: &FileStat) -> Value {
         v["replication"] = json!(s.replication);
         v["chunk_size"] = json!(s.chunk_size);
         v["chunks"] = json!(s.chunks);
+        v["root"] = json!(hex(&s.root));
     }
     v
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One `ls` line.
@@ -119,10 +125,72 @@ pub async fn stat(c: &Client, patterns: &[String], as_json: bool) -> Res {
                 crate::human::size(s.chunk_size)
             );
             say!("chunks:      {}", s.chunks);
+            if s.root.is_empty() {
+                say!("root:        (none: written without end-to-end digests)");
+            } else {
+                say!("root:        blake3:{}", hex(&s.root));
+            }
         }
         say!("modified:    {}", iso8601(s.mtime_ms));
     }
     Ok(())
+}
+
+/// `shale verify PATH...`: every replica of every chunk read and checked against the writer's
+/// digests; whether all matched.
+pub async fn verify(
+    c: &Client,
+    patterns: &[String],
+    as_json: bool,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut all_ok = true;
+    for path in paths::expand_all(c, patterns).await? {
+        let v = c.verify(&path).await.map_err(|e| format!("{path}: {e}"))?;
+        all_ok &= v.is_ok();
+        if as_json {
+            output::json(&json!({
+                "path": path,
+                "ok": v.is_ok(),
+                "root": v.root,
+                "unchecked_chunks": v.unchecked_chunks,
+                "replicas": v.replicas.iter().map(|r| json!({
+                    "chunk": r.index,
+                    "node": r.node_id,
+                    "address": r.address,
+                    "ok": r.problem.is_none(),
+                    "problem": r.problem,
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        let bad: Vec<_> = v.replicas.iter().filter(|r| r.problem.is_some()).collect();
+        for r in &bad {
+            say!(
+                "{}: chunk {} on chunkserver {} ({}): {}",
+                escape_name(&path),
+                r.index,
+                r.node_id,
+                r.address,
+                r.problem.as_deref().unwrap_or("")
+            );
+        }
+        if !v.unchecked_chunks.is_empty() {
+            say!(
+                "{}: chunks {:?} have no digest (written without one): not checkable",
+                escape_name(&path),
+                v.unchecked_chunks
+            );
+        }
+        if v.is_ok() {
+            say!(
+                "{}: ok, {} replicas match root blake3:{}",
+                escape_name(&path),
+                v.replicas.len(),
+                v.root
+            );
+        }
+    }
+    Ok(all_ok)
 }
 
 /// Totals of a tree.

@@ -195,6 +195,16 @@ pub enum FileCmd {
         #[arg(short = 'r', long)]
         recursive: bool,
     },
+    /// Read every replica of every chunk and check it against the digests the writer committed
+    /// (trusting no single server); names bad replicas, reports them to be healed, and exits
+    /// non-zero unless all match.
+    Verify {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete files (with -r, directories and everything in them). Globs are expanded.
     Rm {
         #[arg(required = true, value_name = "PATH")]
@@ -410,6 +420,13 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
             listing::ls(c, &paths, &o).await?
         }
         FileCmd::Stat { paths, json } => listing::stat(c, &paths, json).await?,
+        FileCmd::Verify { paths, json } => {
+            if !listing::verify(c, &paths, json).await? {
+                // Let the reports of bad replicas reach the masters.
+                c.settle(SETTLE).await;
+                return Err("replicas do not match their digests (see above)".into());
+            }
+        }
         FileCmd::Du {
             paths,
             summary,

@@ -359,6 +359,7 @@ pub async fn touch(addrs: &[String], path: &str) -> Result<(), tonic::Status> {
     .await?;
     on_leader(addrs, |mut cl| async move {
         cl.complete(CompleteRequest {
+            chunk_digests: vec![],
             request_id: None,
             file: c.file,
             client_id: 42,

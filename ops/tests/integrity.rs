@@ -1,0 +1,142 @@
+//! End-to-end integrity (issue: security, item 7): a chunkserver that lies — a sealed
+//! replica's bytes replaced *and* its sidecar rewritten to match, so every checksum the server
+//! keeps agrees — cannot hand out the forgery. `shale stat` shows the file's root, `shale
+//! verify` names the bad replica and exits non-zero, `get` returns the original bytes from
+//! another replica, and the masters (after reading the replica themselves) drop it and heal
+//! the chunk, after which every replica verifies again.
+mod common;
+
+use common::*;
+use shale_chunk::format::{CrcAccumulator, Sidecar, BLOCK_SIZE_BYTES};
+use shale_client::Client;
+use shale_proto::{ChunkId, ChunkVersion};
+use std::time::{Duration, Instant};
+
+/// Rewrites chunk `id` in the store at `dir` with `forged` bytes and a sidecar that matches
+/// them (what a lying or compromised chunkserver would serve).
+fn forge(dir: &std::path::Path, id: u64, version: u64, forged: &[u8]) {
+    let chunks = dir.join("chunks");
+    let data = chunks.join(shale_chunk::names::data(ChunkId(id)));
+    let side = chunks.join(shale_chunk::names::sidecar(ChunkId(id)));
+    assert_eq!(
+        std::fs::metadata(&data).expect("replica data").len(),
+        forged.len() as u64
+    );
+    std::fs::write(&data, forged).expect("forge data");
+    let mut acc = CrcAccumulator::new(BLOCK_SIZE_BYTES);
+    acc.update(forged);
+    let sc = Sidecar {
+        block_size: BLOCK_SIZE_BYTES,
+        chunk: ChunkId(id),
+        version: ChunkVersion(version),
+        length: forged.len() as u64,
+        block_crcs: acc.finish(),
+    };
+    std::fs::write(&side, sc.encode()).expect("forge sidecar");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_chunkserver_cannot_hand_out_forged_bytes() {
+    let mut cluster = Cluster::start_with(
+        4,
+        1,
+        &["--heal-interval-ms", "200", "--safe-mode-ms", "500"],
+        &[],
+    )
+    .await;
+    let masters = cluster.master_addrs();
+    let c = Client::connect(&masters, client_config())
+        .await
+        .expect("connect");
+    let data: Vec<u8> = (0..(5u32 << 19)).map(|i| (i * 7 % 253) as u8).collect();
+    c.put("/precious", &data[..], Default::default(), &|_| {})
+        .await
+        .expect("put");
+    let st = c.stat("/precious").await.expect("stat");
+    assert_eq!(st.root.len(), 32, "no root: {st:?}");
+    assert!(c.verify("/precious").await.expect("verify").is_ok());
+
+    // The liar: chunk 0's first replica, stopped, forged consistently, restarted.
+    let locs = c.chunk_locations("/precious").await.expect("locations");
+    let ch = &locs.chunks[0];
+    let liar = ch.replicas[0].clone();
+    let i = cluster
+        .chunkservers
+        .iter()
+        .position(|s| s.addr == liar.address)
+        .expect("the liar's process");
+    let (dir, host) = (cluster.chunkservers[i].data.clone(), format!("cs{}", i + 1));
+    cluster.chunkservers[i].kill9();
+    let mut forged = data[..ch.length as usize].to_vec();
+    for b in forged.iter_mut().step_by(4096) {
+        *b ^= 0x5a;
+    }
+    forge(&dir, ch.chunk_id, ch.version, &forged);
+    cluster.chunkservers[i] = ChunkProc::start(&masters, &host, &dir);
+    // Wait until the liar is back and listed for the chunk again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let l = c.chunk_locations("/precious").await.expect("locations");
+        if l.chunks[0]
+            .replicas
+            .iter()
+            .any(|r| r.address == cluster.chunkservers[i].addr && r.alive)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the liar never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let liar_addr = cluster.chunkservers[i].addr.clone();
+
+    // `shale verify` names the bad replica and fails.
+    let out = shale_cmd()
+        .args(["--masters", &masters.join(","), "verify", "/precious"])
+        .output()
+        .expect("run shale verify");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "verify passed a forged replica: {text}"
+    );
+    assert!(
+        text.contains(&format!("chunk 0 on chunkserver {}", liar.node_id))
+            && text.contains("do not match"),
+        "{text}"
+    );
+
+    // A reader gets the original bytes, whichever replica it tries first.
+    for _ in 0..3 {
+        let mut back = Vec::new();
+        c.get("/precious", &mut back, &|_| {}).await.expect("get");
+        assert!(back == data, "a reader got forged bytes");
+    }
+
+    // The masters drop the liar's replica, have it deleted and heal the chunk: every replica
+    // verifies again and none is the forgery.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = c.verify("/precious").await.expect("verify");
+        let bad_listed = c
+            .chunk_locations("/precious")
+            .await
+            .expect("locations")
+            .chunks[0]
+            .replicas
+            .iter()
+            .any(|r| r.address == liar_addr && r.node_id == liar.node_id)
+            && !v.is_ok();
+        if v.is_ok() && v.replicas.iter().filter(|r| r.index == 0).count() >= 3 && !bad_listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged replica was not healed: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut back = Vec::new();
+    c.get("/precious", &mut back, &|_| {}).await.expect("get");
+    assert!(back == data);
+}
