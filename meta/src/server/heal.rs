@@ -69,6 +69,8 @@ struct Round {
     servers: HashMap<NodeId, Server>,
     addrs: HashMap<NodeId, String>,
     garbage_gone: Vec<(ChunkId, ChunkVersion)>,
+    /// Replicas proven bad and not yet deleted: no copy goes to those servers meanwhile.
+    bad: HashSet<(NodeId, ChunkId)>,
 }
 
 fn observe(master: &Master, since: Instant, now: Instant) -> Round {
@@ -137,6 +139,7 @@ fn observe(master: &Master, since: Instant, now: Instant) -> Round {
         servers,
         addrs,
         garbage_gone,
+        bad: soft.bad_replicas(),
     }
 }
 
@@ -198,6 +201,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                     && !v.live.contains(n)
                     && !v.draining.contains(n)
                     && !used_hosts.contains(&s.host)
+                    && !r.bad.contains(&(**n, v.id))
                     && busy(&p, n) < per_server
             })
             .map(|(n, s)| Candidate {

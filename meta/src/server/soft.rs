@@ -85,6 +85,8 @@ impl Soft {
             }
         }
         for c in removed {
+            // A bad replica the server deleted needs no more deleting.
+            self.bad.remove(&(node, *c));
             self.drop_replica(*c, node);
             if let Some(h) = self.held.get_mut(&node) {
                 h.remove(c);
@@ -204,6 +206,11 @@ impl Soft {
             .filter(|((n, _), _)| *n == node)
             .map(|((_, c), v)| (*c, *v))
             .collect()
+    }
+
+    /// Every replica proven bad and not yet gone.
+    pub fn bad_replicas(&self) -> HashSet<(NodeId, ChunkId)> {
+        self.bad.keys().copied().collect()
     }
 
     /// `node` no longer holds `chunks` (a full report without them): forget they were bad.
