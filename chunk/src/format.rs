@@ -154,7 +154,7 @@ impl Sidecar {
     /// Verifies the blocks of `data` (the chunk's bytes from `data_start`, which must be
     /// block-aligned) against the sidecar. Returns the first bad block index.
     pub fn verify_blocks(&self, data_start: u64, data: &[u8]) -> Result<(), u64> {
-        let bs = u64::from(self.block_size);
+        let bs = u64::from(self.block_size.max(1));
         debug_assert_eq!(
             data_start % bs,
             0,
@@ -171,11 +171,16 @@ impl Sidecar {
         Ok(())
     }
 
-    /// The block-aligned span `[start, end)` of the chunk that covers `offset..offset+len`.
+    /// The block-aligned span `[start, end)` of the chunk that covers `offset..offset+len`
+    /// (clamped to the chunk; never overflows, whatever the arguments).
     pub fn block_span(&self, offset: u64, len: u64) -> (u64, u64) {
-        let bs = u64::from(self.block_size);
+        let bs = u64::from(self.block_size.max(1));
         let start = offset / bs * bs;
-        let end = ((offset + len).div_ceil(bs) * bs).min(self.length);
+        let end = offset
+            .saturating_add(len)
+            .div_ceil(bs)
+            .saturating_mul(bs)
+            .min(self.length);
         (start, end)
     }
 }

@@ -13,7 +13,6 @@ pub mod convert;
 pub mod dirlock;
 pub mod durable;
 pub mod ids;
-pub mod incoming;
 
 /// All generated code, nested by package (`shale::chunk::v1`).
 #[allow(clippy::all, missing_docs)]
