@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The long fuzz run: every harness under libFuzzer for SECONDS each (default 120), corpus in
-# fuzz/corpus/<target>/ (grown by the run), crashes in fuzz/libfuzzer/artifacts/<target>/.
+# The long fuzz run: every harness under libFuzzer for SECONDS each (default 120), starting
+# from the committed seeds (fuzz/corpus/<target>/) in a working corpus that grows from run to
+# run (fuzz/libfuzzer/corpus/<target>/, not committed); crashes in
+# fuzz/libfuzzer/artifacts/<target>/.
 # Prints per-target figures and, as its last line, one JSON object:
 #   {"bench":"fuzz","targets":N,"seconds_per_target":S,"executions":E,"crashes":C,"per_target":{...}}
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
@@ -14,9 +16,10 @@ total=0
 crashes=0
 per=""
 for t in $targets; do
-  mkdir -p "corpus/$t" "libfuzzer/artifacts/$t"
+  mkdir -p "corpus/$t" "libfuzzer/corpus/$t" "libfuzzer/artifacts/$t"
+  cp -n corpus/"$t"/* "libfuzzer/corpus/$t/" 2>/dev/null || true
   log="$(mktemp)"
-  cargo +nightly fuzz run --fuzz-dir libfuzzer "$t" "corpus/$t" -- \
+  cargo +nightly fuzz run --fuzz-dir libfuzzer "$t" "libfuzzer/corpus/$t" -- \
     -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 \
     -artifact_prefix="libfuzzer/artifacts/$t/" >"$log" 2>&1
   rc=$?
