@@ -269,7 +269,7 @@ impl Client {
                 if !c.config.transport.is_tls() && why.contains("protocol error") =>
             {
                 Err(ClientError::Unavailable(format!(
-                    "{}: {why} (the masters may require TLS: configure a Transport::tls)",
+                    "{}: {why} (the masters may require TLS: connect with a certificate)",
                     addrs.join(", ")
                 )))
             }

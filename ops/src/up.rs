@@ -269,8 +269,8 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
         println!("  security:     NONE (--insecure): plaintext, anyone who reaches a port can do anything");
     } else {
         println!(
-            "  security:     mutual TLS; CA and certificates in {} (commands run where \
-             ./shale-data is find them; elsewhere give --tls-dir)",
+            "  security:     mutual TLS; CA and certificates in {} (commands run from this \
+             folder find them; from elsewhere give --tls-dir)",
             a.data.join(crate::tls::UP_TLS_DIR).display(),
         );
     }
