@@ -434,6 +434,19 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         })
         .await?;
 
+    // RPC round trip alone (no Raft): sequential `Status` calls to the leader.
+    let mut rtt = Vec::with_capacity(500);
+    for _ in 0..500 {
+        let t = Instant::now();
+        client
+            .call(|mut c| async move { c.status(Empty {}).await })
+            .await?;
+        rtt.push(t.elapsed().as_micros() as u64);
+    }
+    rtt.sort_unstable();
+    let rtt_p50 = rtt[rtt.len() / 2];
+    println!("status RPC round trip, 1 client: p50 {rtt_p50} µs");
+
     // 1 client.
     let t = Instant::now();
     for i in 0..a.creates_1 {
@@ -539,6 +552,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     print_json(vec![
         ("bench", json!("meta")),
         ("tls", json!(tls)),
+        ("status_rtt_us_p50", json!(rtt_p50)),
         ("creates_per_s_1", json!(r1(creates_1))),
         ("creates_per_s_64", json!(r1(creates_64))),
         ("stats_per_s_64", json!(r1(stats_64))),
