@@ -159,19 +159,36 @@ pub fn issue(
     Ok((cert_path, key_path))
 }
 
+/// A certificate made by [`provision`] is renewed when it has less than this left.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+
+/// When the (first) certificate in the PEM file at `path` stops being valid.
+pub fn not_after(path: &Path) -> Result<SystemTime, Error> {
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let der = crate::tls::certs_from_pem(&pem, path)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der[0])
+        .map_err(|e| Error::Bad(path.to_path_buf(), e.to_string()))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+}
+
 /// Makes sure `dir` has a CA and a certificate for each of `principals` (server ones valid for
-/// `hosts`), making what is missing and keeping what exists: a local cluster's first start
-/// (`shale up`, tests, benchmarks).
+/// `hosts`), making what is missing, renewing what expires within [`RENEW_BEFORE`] (running
+/// servers pick the new files up) and keeping the rest: a local cluster's start (`shale up`,
+/// tests, benchmarks).
 pub fn provision(dir: &Path, principals: &[Principal], hosts: &[&str]) -> Result<(), Error> {
     if !dir.join(CA_CERT).exists() {
         init_ca(dir)?;
     }
-    let opts = IssueOptions {
+    let mut opts = IssueOptions {
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         ..IssueOptions::default()
     };
+    let soon = SystemTime::now() + RENEW_BEFORE;
     for p in principals {
-        if !files_of(dir, p).0.exists() {
+        let cert = files_of(dir, p).0;
+        opts.replace = cert.exists();
+        if !opts.replace || not_after(&cert).map_or(true, |t| t < soon) {
             issue(dir, dir, p, &opts)?;
         }
     }
@@ -214,6 +231,29 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool, replace: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provision_renews_what_expires_soon() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Principal::new(Role::Admin, "admin").unwrap();
+        provision(d.path(), std::slice::from_ref(&p), &[]).unwrap();
+        let (cert, _) = files_of(d.path(), &p);
+        let first = std::fs::read(&cert).unwrap();
+        // Kept while it has long to live.
+        provision(d.path(), std::slice::from_ref(&p), &[]).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), first);
+        // One that expires in a day is renewed for a year.
+        let now = SystemTime::now();
+        let short = IssueOptions {
+            not_after: now + Duration::from_secs(86_400),
+            replace: true,
+            ..IssueOptions::default()
+        };
+        issue(d.path(), d.path(), &p, &short).unwrap();
+        assert!(not_after(&cert).unwrap() < now + Duration::from_secs(2 * 86_400));
+        provision(d.path(), std::slice::from_ref(&p), &[]).unwrap();
+        assert!(not_after(&cert).unwrap() > now + Duration::from_secs(300 * 86_400));
+    }
 
     #[test]
     fn issued_certificates_name_their_principal() {
