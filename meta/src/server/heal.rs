@@ -28,16 +28,36 @@ struct Progress {
     busy: HashMap<NodeId, usize>,
 }
 
+/// Channels to chunkservers kept at most (beyond that, the cache starts over).
+const CHANNELS_MAX: usize = 4096;
+
+/// A client of the chunkserver at `addr`, on a channel the master keeps across healing rounds
+/// (one connection, one TLS handshake, per server rather than per copy).
 fn chunk_client(
-    transport: &shale_security::Transport,
+    master: &Master,
     addr: &str,
 ) -> Option<ChunkServiceClient<tonic::transport::Channel>> {
-    let channel = transport
+    let mut map = master
+        .chunk_channels
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = map.get(addr) {
+        return Some(ChunkServiceClient::new(c.clone()));
+    }
+    let channel = master
+        .config
+        .transport
         .channel(addr, |ep| {
             ep.connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(300))
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(10))
         })
         .ok()?;
+    if map.len() >= CHANNELS_MAX {
+        map.clear();
+    }
+    map.insert(addr.to_string(), channel.clone());
     Some(ChunkServiceClient::new(channel))
 }
 
@@ -234,7 +254,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         );
         let (id, version) = (v.id, v.version);
         tokio::spawn(async move {
-            let ok = match chunk_client(&m.config.transport, &dst_addr) {
+            let ok = match chunk_client(&m, &dst_addr) {
                 Some(mut c) => c
                     .replicate_chunk(ReplicateChunkRequest {
                         chunk: Some(ChunkRef {
@@ -301,11 +321,7 @@ async fn trim(master: &Master, r: &Round) {
             None => None,
         };
         let Some(victim) = victim else { continue };
-        let Some(mut c) = r
-            .addrs
-            .get(&victim)
-            .and_then(|a| chunk_client(&master.config.transport, a))
-        else {
+        let Some(mut c) = r.addrs.get(&victim).and_then(|a| chunk_client(master, a)) else {
             continue;
         };
         let req = DeleteChunksRequest {

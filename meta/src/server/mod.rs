@@ -121,6 +121,8 @@ pub struct Master {
     pub reports: tokio::sync::Notify,
     /// Bounds the bad-replica reports being checked at once.
     pub integrity_checks: tokio::sync::Semaphore,
+    /// Channels to chunkservers the healer keeps (by address).
+    pub chunk_channels: Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
 }
 
 /// Maps a refused command to a gRPC status (one place for all of them).
@@ -413,6 +415,7 @@ pub async fn serve(
         copying: Default::default(),
         heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
         integrity_checks: tokio::sync::Semaphore::new(integrity::CHECKS_AT_ONCE),
+        chunk_channels: Mutex::new(std::collections::HashMap::new()),
         reports: tokio::sync::Notify::new(),
     });
     if !config.peers.is_empty() {
