@@ -7,28 +7,16 @@ use crate::{Client, Result};
 use bytes::Bytes;
 use shale_proto::metapb::{BadReplicaRequest, ChunkLocation};
 
+use shale_security::digest::{chunk_digest, file_root, hex};
+
 /// The digest of a chunk's bytes, given as frames.
 pub(crate) fn digest(frames: &[Bytes]) -> Bytes {
-    let mut h = blake3::Hasher::new();
-    for f in frames {
-        h.update(f);
-    }
-    Bytes::copy_from_slice(h.finalize().as_bytes())
+    Bytes::copy_from_slice(&chunk_digest(frames))
 }
 
 /// Whether `frames` are the bytes the writer committed for `c`.
 pub(crate) fn matches(c: &ChunkLocation, frames: &[Bytes]) -> bool {
-    digest(frames) == c.digest
-}
-
-/// The root the masters show for a file: BLAKE3 over its chunk digests.
-pub fn file_root(digests: &[&[u8]]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(b"shale file root v1\0");
-    for d in digests {
-        h.update(d);
-    }
-    *h.finalize().as_bytes()
+    chunk_digest(frames)[..] == c.digest[..]
 }
 
 /// One replica's verdict in a [`Verification`].
@@ -62,10 +50,6 @@ impl Verification {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl Client {
     /// Reads every replica of every chunk of `path` and checks its bytes against the digest
     /// the writer committed, trusting no single server; bad replicas are reported to the
@@ -84,7 +68,7 @@ impl Client {
         let mut out = Verification::default();
         let digests: Vec<&[u8]> = locs.chunks.iter().map(|c| &c.digest[..]).collect();
         if !digests.is_empty() && digests.iter().all(|d| d.len() == 32) {
-            out.root = hex(&file_root(&digests));
+            out.root = hex(&file_root(digests.iter().copied()));
         }
         for c in &locs.chunks {
             if c.digest.len() != 32 {

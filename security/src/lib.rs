@@ -1,11 +1,12 @@
 //! Shale's security plumbing, shared by servers and clients (DESIGN.md §3 "Security"):
-//! the cluster CA and certificates ([`certs`]), principals named by certificates
+//! the cluster CA and certificates ([`certs`]), end-to-end digests ([`digest`]), principals named by certificates
 //! ([`principal`]), rustls configurations that reload when their files change ([`tls`]),
 //! connections for tonic in both directions ([`transport`]), the identity checks every
 //! service makes ([`identity`]) and chunk access tokens ([`token`]).
 #![deny(missing_docs)]
 
 pub mod certs;
+pub mod digest;
 pub mod identity;
 pub mod limits;
 pub mod principal;

@@ -69,11 +69,11 @@ pub async fn check_report(
             })
             .await?
             .into_inner();
-        let mut h = blake3::Hasher::new();
+        let mut h = shale_security::digest::ChunkHasher::default();
         while let Some(frame) = s.message().await? {
             h.update(&frame.data);
         }
-        Ok::<_, Status>(*h.finalize().as_bytes())
+        Ok::<_, Status>(h.finish())
     };
     let got = match tokio::time::timeout(CHECK_TIMEOUT, read).await {
         Ok(Ok(d)) => d,

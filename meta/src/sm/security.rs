@@ -36,19 +36,7 @@ pub struct SecurityState {
     pub digests: HashMap<ChunkId, Digest>,
 }
 
-/// A chunk's end-to-end digest.
-pub type Digest = [u8; 32];
-
-/// The root of a file: BLAKE3 over its chunks' digests in order (what `shale stat` shows and
-/// `shale verify` checks against).
-pub fn file_root(digests: &[Digest]) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(b"shale file root v1\0");
-    for d in digests {
-        h.update(d);
-    }
-    *h.finalize().as_bytes()
-}
+pub use shale_security::digest::Digest;
 
 impl MetaState {
     /// The principal `node` registered as, if any.
@@ -112,9 +100,9 @@ impl MetaState {
         let ds = f
             .chunks
             .iter()
-            .map(|c| self.security.digests.get(c).copied())
+            .map(|c| self.security.digests.get(c))
             .collect::<Option<Vec<_>>>()?;
-        Some(file_root(&ds))
+        Some(shale_security::digest::file_root(ds.iter().map(|d| &d[..])))
     }
 
     /// `Complete`, recording the writer's digest of each chunk (one per chunk, in order).

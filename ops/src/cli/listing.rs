@@ -26,14 +26,9 @@ pub fn stat_json(path: &str, s: &FileStat) -> Value {
         v["replication"] = json!(s.replication);
         v["chunk_size"] = json!(s.chunk_size);
         v["chunks"] = json!(s.chunks);
-        v["root"] = json!(hex(&s.root));
+        v["root"] = json!(shale_security::digest::hex(&s.root));
     }
     v
-}
-
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One `ls` line.
@@ -128,7 +123,10 @@ pub async fn stat(c: &Client, patterns: &[String], as_json: bool) -> Res {
             if s.root.is_empty() {
                 say!("root:        (none: written without end-to-end digests)");
             } else {
-                say!("root:        blake3:{}", hex(&s.root));
+                say!(
+                    "root:        blake3:{}",
+                    shale_security::digest::hex(&s.root)
+                );
             }
         }
         say!("modified:    {}", iso8601(s.mtime_ms));
