@@ -13,17 +13,7 @@ pub(crate) fn connect(
     timeout: Duration,
 ) -> Result<ChunkServiceClient<Channel>, String> {
     let channel = transport.channel(addr, |ep| {
-        ep.connect_timeout(Duration::from_secs(1))
-            .timeout(timeout)
-            // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever the
-            // buffers hide.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            // The 64 KiB defaults throttled chunk streams.
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(32 << 20)
+        shale_proto::channels::chunk_endpoint(ep, timeout)
     })?;
     Ok(ChunkServiceClient::new(channel)
         .max_encoding_message_size(MESSAGE_MAX_BYTES)

@@ -57,6 +57,13 @@ impl Claims {
     }
 }
 
+/// Now, as token expiries count it: Unix time in ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A new random key secret (32 bytes).
 pub fn new_secret() -> Result<Vec<u8>, String> {
     use ring::rand::SecureRandom;

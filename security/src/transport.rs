@@ -116,13 +116,7 @@ impl Transport {
         let s = tokio_rustls::TlsConnector::from(config)
             .connect(name, buffered(tcp))
             .await?;
-        let identity = match s.get_ref().1.peer_certificates() {
-            Some([leaf, ..]) => match Principal::from_der(leaf) {
-                Ok(p) => Identity::Principal(p),
-                Err(e) => Identity::Unrecognized(e),
-            },
-            _ => Identity::Anonymous,
-        };
+        let identity = identity_of(s.get_ref().1.peer_certificates());
         Ok(Stream {
             inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
             peer: Peer { remote, identity },
@@ -168,18 +162,23 @@ impl Transport {
         let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(buffered(tcp)))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        let identity = match s.get_ref().1.peer_certificates() {
-            None | Some([]) => Identity::Anonymous,
-            Some([leaf, ..]) => match Principal::from_der(leaf) {
-                Ok(p) => Identity::Principal(p),
-                Err(e) => Identity::Unrecognized(e),
-            },
-        };
+        let identity = identity_of(s.get_ref().1.peer_certificates());
         Ok(Stream {
             inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
             peer: Peer { remote, identity },
             slot: None,
         })
+    }
+}
+
+/// Who the peer's certificate chain (from a finished handshake) names.
+fn identity_of(chain: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Identity {
+    match chain {
+        None | Some([]) => Identity::Anonymous,
+        Some([leaf, ..]) => match Principal::from_der(leaf) {
+            Ok(p) => Identity::Principal(p),
+            Err(e) => Identity::Unrecognized(e),
+        },
     }
 }
 

@@ -15,7 +15,6 @@ use shale_proto::pb;
 use shale_security::token::{self, Claims, TokenError};
 use shale_security::{Caller, Role};
 use std::sync::RwLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::Status;
 
 /// The token keys this server knows (id, secret), oldest first; at most [`KEYS_MAX`].
@@ -51,12 +50,6 @@ impl TokenKeys {
         let k = self.0.read().unwrap_or_else(|p| p.into_inner());
         k.last().map(|(id, _)| *id)
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn refused(e: TokenError) -> Status {
@@ -96,8 +89,15 @@ impl ChunkServer {
                 self.fetch_key(claims.key_id).await?;
             }
         }
-        token::verify(|id| self.keys.get(id), &claims, mac, chunk, mode, unix_ms())
-            .map_err(refused)?;
+        token::verify(
+            |id| self.keys.get(id),
+            &claims,
+            mac,
+            chunk,
+            mode,
+            token::now_ms(),
+        )
+        .map_err(refused)?;
         Ok(claims)
     }
 

@@ -263,16 +263,7 @@ pub fn peer_client(
 ) -> Result<ChunkServiceClient<Channel>, Status> {
     let channel = transport
         .channel(addr, |ep| {
-            ep.connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(120))
-                // A stopped or cut-off server answers no HTTP/2 ping: found in ≈ 3 s, whatever
-                // the buffers hide.
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(2))
-                .keep_alive_while_idle(true)
-                .tcp_nodelay(true)
-                .initial_stream_window_size(8 << 20)
-                .initial_connection_window_size(32 << 20)
+            shale_proto::channels::chunk_endpoint(ep, Duration::from_secs(120))
         })
         .map_err(|e| invalid(format!("bad peer address: {e}")))?;
     Ok(ChunkServiceClient::new(channel)

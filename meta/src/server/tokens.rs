@@ -12,7 +12,7 @@ use crate::sm::Command;
 use shale_proto::pb;
 use shale_security::token::{self, Claims};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long a token is valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -20,12 +20,6 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub const KEY_ROTATE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the leader checks (a new leader of a new cluster makes its first key at once).
 const CHECK_EVERY: Duration = Duration::from_millis(250);
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Master {
     /// A token for `chunk`@`version` granting `modes` at `targets` (node id, address), signed
@@ -44,7 +38,7 @@ impl Master {
             chunk_id: chunk,
             version,
             modes,
-            expires_ms: unix_ms() + self.config.token_lifetime.as_millis() as u64,
+            expires_ms: token::now_ms() + self.config.token_lifetime.as_millis() as u64,
             targets,
         };
         let mac = token::sign(&key.secret, &claims);
@@ -103,7 +97,7 @@ pub async fn rotate(master: Arc<Master>) {
         let due = match newest {
             None => true,
             Some((_, created)) => {
-                unix_ms().saturating_sub(created) >= KEY_ROTATE_EVERY.as_millis() as u64
+                token::now_ms().saturating_sub(created) >= KEY_ROTATE_EVERY.as_millis() as u64
             }
         };
         if !due {
