@@ -89,6 +89,31 @@ fn refused_by_tls(e: &tonic::Status, alert: &str) {
     );
 }
 
+/// A registration of a rogue chunkserver claiming `uuid` and a huge capacity.
+fn rogue_registration(uuid: &str) -> RegisterRequest {
+    RegisterRequest {
+        uuid: uuid.into(),
+        address: "127.0.0.1:9".into(),
+        host: "evil".into(),
+        rack: String::new(),
+        capacity_bytes: 1 << 50,
+        request_id: None,
+    }
+}
+
+/// A heartbeat for `node` reporting no chunks at all (it would erase its replica locations).
+fn empty_full_report(node: u64) -> tonic::Request<HeartbeatRequest> {
+    let mut hb = tonic::Request::new(HeartbeatRequest {
+        node_id: node,
+        free_bytes: 1 << 50,
+        full_report: true,
+        ..Default::default()
+    });
+    hb.metadata_mut()
+        .insert("shale-node-id", node.to_string().parse().expect("meta"));
+    hb
+}
+
 async fn status_as(t: &Transport, addr: &str) -> Result<StatusReply, tonic::Status> {
     client_as(t, addr)
         .status(Empty {})
@@ -348,32 +373,14 @@ async fn attacks_on_a_secured_cluster_are_refused() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // A rogue chunkserver: a user cannot register one or send heartbeats.
     let e = c
-        .register_chunkserver(RegisterRequest {
-            uuid: "rogue".into(),
-            address: "127.0.0.1:9".into(),
-            host: "evil".into(),
-            rack: String::new(),
-            capacity_bytes: 1 << 50,
-            request_id: None,
-        })
+        .register_chunkserver(rogue_registration("rogue"))
         .await
         .expect_err("register");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    let mut hb = tonic::Request::new(HeartbeatRequest {
-        node_id: before.chunkservers[0].node_id,
-        free_bytes: 1 << 50,
-        full_report: true,
-        ..Default::default()
-    });
-    hb.metadata_mut().insert(
-        "shale-node-id",
-        before.chunkservers[0]
-            .node_id
-            .to_string()
-            .parse()
-            .expect("meta"),
-    );
-    let e = c.heartbeat(hb).await.expect_err("heartbeat");
+    let e = c
+        .heartbeat(empty_full_report(before.chunkservers[0].node_id))
+        .await
+        .expect_err("heartbeat");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Chunkservers are bound to the node id they registered: cs2 cannot speak for cs1's node
     // (an empty full report would erase its replica locations), and a rogue chunkserver
@@ -385,33 +392,16 @@ async fn attacks_on_a_secured_cluster_are_refused() {
         .expect("cs1")
         .node_id;
     let cs2 = transport_as(Role::Chunkserver, "cs2");
-    let mut hb = tonic::Request::new(HeartbeatRequest {
-        node_id: cs1_node,
-        full_report: true,
-        ..Default::default()
-    });
-    hb.metadata_mut()
-        .insert("shale-node-id", cs1_node.to_string().parse().expect("meta"));
     let e = client_as(&cs2, &leader)
-        .heartbeat(hb)
+        .heartbeat(empty_full_report(cs1_node))
         .await
         .expect_err("heartbeat as another node");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let uuid = std::fs::read_to_string(cluster.chunkservers[0].data.join("uuid")).expect("uuid");
     let rogue = transport_as(Role::Chunkserver, "rogue");
     let e = on_leader_as(&rogue, &addrs, |mut c| {
-        let uuid = uuid.trim().to_string();
-        async move {
-            c.register_chunkserver(RegisterRequest {
-                uuid,
-                address: "127.0.0.1:9".into(),
-                host: "evil".into(),
-                rack: String::new(),
-                capacity_bytes: 1 << 50,
-                request_id: None,
-            })
-            .await
-        }
+        let req = rogue_registration(uuid.trim());
+        async move { c.register_chunkserver(req).await }
     })
     .await
     .expect_err("take over a registration");
