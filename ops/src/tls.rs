@@ -145,12 +145,11 @@ pub fn issue(
             "a {role} certificate needs the names or addresses it serves under: --host IP_OR_NAME"
         ));
     }
-    let now = SystemTime::now();
     let opts = IssueOptions {
         hosts,
-        not_before: now - Duration::from_secs(3600),
-        not_after: now + Duration::from_secs(days.max(1) * 86_400),
+        not_after: SystemTime::now() + Duration::from_secs(days.max(1) * 86_400),
         replace,
+        ..IssueOptions::default()
     };
     let out = out.unwrap_or(ca_dir);
     let (cert, key) = certs::issue(ca_dir, out, &p, &opts).map_err(|e| e.to_string())?;

@@ -271,21 +271,6 @@ pub fn peer_client(
         .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)))
 }
 
-/// A caller kept across the awaits of a stream (the request it came with is consumed).
-enum Owned {
-    Trusted,
-    Is(shale_security::Principal),
-}
-
-impl Owned {
-    fn as_caller(&self) -> shale_security::Caller<'_> {
-        match self {
-            Owned::Trusted => shale_security::Caller::Trusted,
-            Owned::Is(p) => shale_security::Caller::Is(p),
-        }
-    }
-}
-
 impl ChunkServer {
     pub fn new(store: Arc<dyn ChunkStore>, chunk_size_max_bytes: u64) -> Self {
         ChunkServer {
@@ -438,11 +423,8 @@ impl ChunkService for ChunkServer {
         req: Request<Streaming<WriteChunkRequest>>,
     ) -> Result<Response<WriteChunkResponse>, Status> {
         let _slot = self.write_slot()?;
-        let caller = shale_security::caller(&req)?;
-        let caller = match caller.principal() {
-            Some(p) => Owned::Is(p.clone()),
-            None => Owned::Trusted,
-        };
+        // Kept past the request, which the stream consumes (`None`: plaintext, trusted).
+        let principal = shale_security::caller(&req)?.principal().cloned();
         let mut stream = req.into_inner();
         let first = next_message(&mut stream, self.stream_idle)
             .await?
@@ -469,7 +451,9 @@ impl ChunkService for ChunkServer {
             .map(|d| (d.node.get(), d.address.as_str()))
             .collect();
         self.may_write(
-            &caller.as_caller(),
+            &principal
+                .as_ref()
+                .map_or(shale_security::Caller::Trusted, shale_security::Caller::Is),
             wire.token.as_ref(),
             (h.chunk.id.get(), h.chunk.version.get()),
             &downstream,
