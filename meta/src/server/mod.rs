@@ -20,6 +20,7 @@ use tonic::Status;
 
 mod gate;
 pub mod heal;
+mod perms;
 pub use gate::NODE_ID_METADATA;
 pub mod integrity;
 mod propose;

@@ -1,8 +1,9 @@
 //! MasterService over gRPC: converts wire messages to commands and queries, and replies back.
+use super::perms::who;
 use super::soft::{Live, Liveness};
 use super::{status_of, Master};
 use crate::placement::{self, Candidate};
-use crate::sm::{Command, Reply, Stat};
+use crate::sm::{Command, Reply, Stat, Who};
 use shale_proto::metapb::master_service_server::MasterService;
 use shale_proto::metapb::*;
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
@@ -56,6 +57,9 @@ fn file_stat(name: &str, s: &Stat) -> FileStat {
         chunks: s.chunks,
         entries: s.entries,
         root: Default::default(),
+        owner: s.owner.clone(),
+        group: s.group.clone(),
+        mode: u32::from(s.mode),
     }
 }
 
@@ -68,8 +72,14 @@ fn u8_arg(v: u32, what: &str) -> Result<u8, Status> {
 }
 
 impl Svc {
-    /// Proposes `cmd`, named by the request id when the client sent one (applied at most once).
-    async fn write(&self, rid: Option<RequestId>, cmd: Command) -> Result<Reply, Status> {
+    /// Proposes `cmd` as `who`, named by the request id when the client sent one (applied at
+    /// most once).
+    pub(super) async fn write(
+        &self,
+        who: &Who,
+        rid: Option<RequestId>,
+        cmd: Command,
+    ) -> Result<Reply, Status> {
         let cmd = match rid {
             None => cmd,
             Some(RequestId { client_id, seq }) => {
@@ -85,12 +95,21 @@ impl Svc {
                 }
             }
         };
+        // The superuser root is what an unwrapped command runs as.
+        let cmd = if *who == Who::root() {
+            cmd
+        } else {
+            Command::As {
+                who: who.clone(),
+                cmd: Box::new(cmd),
+            }
+        };
         self.0.write(cmd).await
     }
 
-    fn stat_path(&self, path: &str) -> Result<FileStat, Status> {
+    pub(super) fn stat_path(&self, path: &str, who: &Who) -> Result<FileStat, Status> {
         let g = self.0.sm.read();
-        let s = g.state.stat(path).map_err(|e| status_of(&e))?;
+        let s = g.state.stat_as(path, who).map_err(|e| status_of(&e))?;
         let name = path.rsplit('/').next().unwrap_or("");
         let mut st = file_stat(name, &s);
         if let Some(root) = g.state.file_root_of(s.inode) {
@@ -178,22 +197,26 @@ impl Svc {
 #[tonic::async_trait]
 impl MasterService for Svc {
     async fn mkdir(&self, req: Request<MkdirRequest>) -> R<FileStat> {
+        let who = who(&req)?;
         let r = req.into_inner();
-        let reply = self
-            .write(
-                r.request_id,
-                Command::Mkdir {
-                    path: r.path.clone(),
-                    parents: r.parents,
-                },
-            )
-            .await?;
+        let cmd = match r.mode {
+            None => Command::Mkdir {
+                path: r.path.clone(),
+                parents: r.parents,
+            },
+            Some(m) => Command::MkdirWithMode {
+                path: r.path.clone(),
+                parents: r.parents,
+                mode: super::perms::mode_arg(m)?,
+            },
+        };
+        let reply = self.write(&who, r.request_id, cmd).await?;
         let Reply::Inode(id) = reply else {
             return Err(unexpected(reply));
         };
         // The answer is what apply did: the directory may be gone again by now (a concurrent
         // `rm -r`), which must not turn a successful mkdir into NOT_FOUND.
-        match self.stat_path(&r.path) {
+        match self.stat_path(&r.path, &who) {
             Ok(s) if s.inode == id.get() => Ok(Response::new(s)),
             _ => Ok(Response::new(FileStat {
                 name: r.path.rsplit('/').next().unwrap_or("").to_string(),
@@ -205,12 +228,14 @@ impl MasterService for Svc {
     }
 
     async fn stat(&self, req: Request<PathRequest>) -> R<FileStat> {
+        let who = who(&req)?;
         let r = req.into_inner();
         self.0.read_ready(r.follower_read).await?;
-        Ok(Response::new(self.stat_path(&r.path)?))
+        Ok(Response::new(self.stat_path(&r.path, &who)?))
     }
 
     async fn list(&self, req: Request<ListRequest>) -> R<ListReply> {
+        let who = who(&req)?;
         let r = req.into_inner();
         self.0.read_ready(r.follower_read).await?;
         let g = self.0.sm.read();
@@ -218,7 +243,7 @@ impl MasterService for Svc {
         let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
         let (entries, more) = g
             .state
-            .list(&r.path, after, limit)
+            .list_as(&r.path, after, limit, &who)
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(ListReply {
             entries: entries.iter().map(|(n, s)| file_stat(n, s)).collect(),
@@ -227,6 +252,7 @@ impl MasterService for Svc {
     }
 
     async fn rename(&self, req: Request<RenameRequest>) -> R<Empty> {
+        let who = who(&req)?;
         let r = req.into_inner();
         let cmd = if r.no_replace {
             Command::RenameNoReplace {
@@ -239,13 +265,15 @@ impl MasterService for Svc {
                 dst: r.dst,
             }
         };
-        self.write(r.request_id, cmd).await?;
+        self.write(&who, r.request_id, cmd).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> R<Empty> {
+        let who = who(&req)?;
         let r = req.into_inner();
         self.write(
+            &who,
             r.request_id,
             Command::Delete {
                 path: r.path,
@@ -258,9 +286,11 @@ impl MasterService for Svc {
 
     async fn set_replication(&self, req: Request<SetReplicationRequest>) -> R<Empty> {
         shale_security::caller(&req)?.require_admin("change a file's replication")?;
+        let who = who(&req)?;
         let r = req.into_inner();
         let replication = u8_arg(r.replication, "replication")?;
         self.write(
+            &who,
             r.request_id,
             Command::SetReplication {
                 path: r.path,
@@ -272,24 +302,33 @@ impl MasterService for Svc {
     }
 
     async fn create(&self, req: Request<CreateRequest>) -> R<CreateReply> {
+        let who = who(&req)?;
         let r = req.into_inner();
         let replication = match r.replication {
             0 => None,
             v => Some(u8_arg(v, "replication")?),
         };
-        let reply = self
-            .write(
-                r.request_id,
-                Command::Create {
-                    path: r.path,
-                    overwrite: r.overwrite,
-                    replication,
-                    chunk_size_bytes: (r.chunk_size != 0).then_some(r.chunk_size),
-                    holder: r.client_id,
-                    lease_ms: r.lease_ms,
-                },
-            )
-            .await?;
+        let chunk_size_bytes = (r.chunk_size != 0).then_some(r.chunk_size);
+        let cmd = match r.mode {
+            None => Command::Create {
+                path: r.path,
+                overwrite: r.overwrite,
+                replication,
+                chunk_size_bytes,
+                holder: r.client_id,
+                lease_ms: r.lease_ms,
+            },
+            Some(m) => Command::CreateWithMode {
+                path: r.path,
+                overwrite: r.overwrite,
+                replication,
+                chunk_size_bytes,
+                holder: r.client_id,
+                lease_ms: r.lease_ms,
+                mode: super::perms::mode_arg(m)?,
+            },
+        };
+        let reply = self.write(&who, r.request_id, cmd).await?;
         let Reply::Created {
             file,
             lease_expires_ms,
@@ -308,9 +347,11 @@ impl MasterService for Svc {
     }
 
     async fn renew_lease(&self, req: Request<LeaseRequest>) -> R<LeaseReply> {
+        let who = who(&req)?;
         let r = req.into_inner();
         match self
             .write(
+                &who,
                 r.request_id,
                 Command::RenewLease {
                     file: InodeId(r.file),
@@ -326,6 +367,7 @@ impl MasterService for Svc {
     }
 
     async fn allocate_chunk(&self, req: Request<AllocateChunkRequest>) -> R<AllocateChunkReply> {
+        let who = who(&req)?;
         let r = req.into_inner();
         if !self.0.is_leader() {
             return Err(self.0.not_leader());
@@ -366,6 +408,7 @@ impl MasterService for Svc {
         })?;
         match self
             .write(
+                &who,
                 r.request_id,
                 Command::AllocateChunk {
                     file,
@@ -407,8 +450,10 @@ impl MasterService for Svc {
     }
 
     async fn abandon_chunk(&self, req: Request<AbandonChunkRequest>) -> R<Empty> {
+        let who = who(&req)?;
         let r = req.into_inner();
         self.write(
+            &who,
             r.request_id,
             Command::AbandonChunk {
                 file: InodeId(r.file),
@@ -421,6 +466,7 @@ impl MasterService for Svc {
     }
 
     async fn complete(&self, req: Request<CompleteRequest>) -> R<FileStat> {
+        let who = who(&req)?;
         let r = req.into_inner();
         let file = InodeId(r.file);
         self.check_durable_length(file, r.length).await?;
@@ -438,7 +484,7 @@ impl MasterService for Svc {
                 digests: r.chunk_digests.iter().map(|d| d.to_vec()).collect(),
             }
         };
-        match self.write(r.request_id, cmd).await? {
+        match self.write(&who, r.request_id, cmd).await? {
             Reply::Completed { file, length } => Ok(Response::new(FileStat {
                 inode: file.get(),
                 length,
@@ -449,8 +495,10 @@ impl MasterService for Svc {
     }
 
     async fn abandon(&self, req: Request<AbandonRequest>) -> R<Empty> {
+        let who = who(&req)?;
         let r = req.into_inner();
         self.write(
+            &who,
             r.request_id,
             Command::Abandon {
                 file: InodeId(r.file),
@@ -462,6 +510,7 @@ impl MasterService for Svc {
     }
 
     async fn get_chunk_locations(&self, req: Request<LocationsRequest>) -> R<LocationsReply> {
+        let who = who(&req)?;
         let r = req.into_inner();
         self.0.read_ready(r.follower_read).await?;
         let fc = self
@@ -469,7 +518,7 @@ impl MasterService for Svc {
             .sm
             .read()
             .state
-            .file_chunks(&r.path)
+            .file_chunks_as(&r.path, &who)
             .map_err(|e| status_of(&e))?;
         let cs = fc.chunk_size_bytes;
         let end = if r.length == 0 {
@@ -580,7 +629,7 @@ impl MasterService for Svc {
                 capacity_bytes: r.capacity_bytes,
             },
         };
-        match self.write(r.request_id, cmd).await? {
+        match self.write(&Who::root(), r.request_id, cmd).await? {
             Reply::Server(n) => Ok(Response::new(RegisterReply { node_id: n.get() })),
             other => Err(unexpected(other)),
         }
@@ -777,6 +826,7 @@ impl MasterService for Svc {
         shale_security::caller(&req)?.require_admin("drain a chunkserver")?;
         let r = req.into_inner();
         self.write(
+            &Who::root(),
             r.request_id,
             Command::SetDraining {
                 node: NodeId(r.node_id),
@@ -785,6 +835,22 @@ impl MasterService for Svc {
         )
         .await?;
         Ok(Response::new(self.status()))
+    }
+
+    async fn set_attributes(&self, req: Request<SetAttributesRequest>) -> R<FileStat> {
+        self.set_attributes_as(req).await
+    }
+
+    async fn set_group_member(&self, req: Request<GroupMemberRequest>) -> R<Empty> {
+        self.set_group_member_as(req).await
+    }
+
+    async fn list_groups(&self, req: Request<Empty>) -> R<GroupsReply> {
+        self.list_groups_as(req).await
+    }
+
+    async fn who_am_i(&self, req: Request<Empty>) -> R<WhoAmIReply> {
+        self.who_am_i_as(req)
     }
 
     async fn remove_chunkserver(&self, req: Request<RemoveChunkserverRequest>) -> R<StatusReply> {
@@ -815,8 +881,12 @@ impl MasterService for Svc {
         if let Some(why) = why {
             return Err(Status::failed_precondition(why));
         }
-        self.write(r.request_id, Command::RemoveChunkserver { node })
-            .await?;
+        self.write(
+            &Who::root(),
+            r.request_id,
+            Command::RemoveChunkserver { node },
+        )
+        .await?;
         tracing::info!(%node, "chunkserver registration removed by an operator");
         Ok(Response::new(self.status()))
     }

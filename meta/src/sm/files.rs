@@ -7,17 +7,20 @@
 use super::*;
 
 impl MetaState {
+    /// Starts file `p` as `who`: `layout` is (replication, chunk size), `lease` is (holder,
+    /// lease length).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn create(
         &mut self,
         p: &str,
         overwrite: bool,
-        replication: Option<u8>,
-        chunk_size: Option<u64>,
-        holder: Holder,
-        lease_ms: u64,
+        layout: (Option<u8>, Option<u64>),
+        lease: (Holder, u64),
+        mode: u16,
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
+        let ((replication, chunk_size), (holder, lease_ms)) = (layout, lease);
         if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
             return Err(MetaError::BadArgument(format!(
                 "lease of {lease_ms} ms must be 1..={LEASE_MS_MAX}"
@@ -28,11 +31,18 @@ impl MetaState {
             Some(b) => check_chunk_size(b)?,
             None => self.chunk_size_log2,
         };
-        let (dir, name) = self.parent_dir(p)?;
+        self.check_new_attrs(who, mode)?;
+        let (dir, name) = self.parent_dir(p, who)?;
         match self.entries(dir).and_then(|e| e.get(name)) {
             Some(id) if self.is_dir(*id) => return Err(MetaError::IsADirectory(p.to_string())),
             Some(_) if !overwrite => return Err(MetaError::AlreadyExists(p.to_string())),
-            _ => {}
+            Some(old) => {
+                self.require_unlink(dir, *old, who, p)?;
+                self.require(*old, who, perms::WRITE, || p.to_string())?;
+            }
+            None => self.require(dir, who, perms::WRITE | perms::EXEC, || {
+                format!("{p} (its directory)")
+            })?,
         }
         let key: (InodeId, Box<str>) = (dir, name.into());
         if let Some(other) = self.pending_names.get(&key).copied() {
@@ -49,11 +59,13 @@ impl MetaState {
             self.drop_pending(other);
         }
         let id = self.alloc_inode();
+        let attrs = self.new_attrs(who, dir, mode);
         self.inodes.insert(
             id,
             Inode {
                 parent: dir,
                 mtime_ms: now_ms,
+                attrs,
                 kind: InodeKind::File(FileMeta {
                     length: 0,
                     replication,
@@ -82,8 +94,9 @@ impl MetaState {
         })
     }
 
-    /// Checks that `file` is under construction by `holder` (live lease or not).
-    fn held_by(&self, file: InodeId, holder: Holder) -> Res<&Pending> {
+    /// Checks that `file` is under construction by `holder` (live lease or not), and that
+    /// `who` made it (or is a superuser).
+    fn held_by(&self, file: InodeId, holder: Holder, who: &Actor) -> Res<&Pending> {
         let p = self
             .pending
             .get(&file)
@@ -94,12 +107,24 @@ impl MetaState {
                 why: "the writer lease is held by another client".into(),
             });
         }
+        if !who.superuser && who.uid != Some(self.attrs(file).owner) {
+            return Err(MetaError::Denied(format!(
+                "user={} did not create file {file} under construction",
+                who.name
+            )));
+        }
         Ok(p)
     }
 
-    /// Checks that `holder` holds a live lease on `file`.
-    pub(super) fn writer(&self, file: InodeId, holder: Holder, now_ms: u64) -> Res<&Pending> {
-        let p = self.held_by(file, holder)?;
+    /// Checks that `holder` holds a live lease on `file` (made by `who`).
+    pub(super) fn writer(
+        &self,
+        file: InodeId,
+        holder: Holder,
+        now_ms: u64,
+        who: &Actor,
+    ) -> Res<&Pending> {
+        let p = self.held_by(file, holder, who)?;
         if p.expires_ms <= now_ms {
             return Err(MetaError::Lease {
                 file,
@@ -122,13 +147,14 @@ impl MetaState {
         holder: Holder,
         lease_ms: u64,
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
         if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
             return Err(MetaError::BadArgument(format!(
                 "lease of {lease_ms} ms must be 1..={LEASE_MS_MAX}"
             )));
         }
-        self.writer(file, holder, now_ms)?;
+        self.writer(file, holder, now_ms, who)?;
         let expires_ms = now_ms.saturating_add(lease_ms);
         if let Some(p) = self.pending.get_mut(&file) {
             p.expires_ms = expires_ms;
@@ -143,8 +169,9 @@ impl MetaState {
         index: u32,
         pipeline: &[NodeId],
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
-        self.writer(file, holder, now_ms)?;
+        self.writer(file, holder, now_ms, who)?;
         let mut seen = pipeline.to_vec();
         seen.sort_unstable();
         seen.dedup();
@@ -201,8 +228,9 @@ impl MetaState {
         holder: Holder,
         index: u32,
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
-        self.writer(file, holder, now_ms)?;
+        self.writer(file, holder, now_ms, who)?;
         let f = self.file_mut(file)?;
         if f.chunks.is_empty() || index as usize + 1 != f.chunks.len() {
             let n = f.chunks.len();
@@ -230,8 +258,9 @@ impl MetaState {
         holder: Holder,
         length: u64,
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
-        let p = self.writer(file, holder, now_ms)?.clone();
+        let p = self.writer(file, holder, now_ms, who)?.clone();
         let f = match self.inodes.get(&file).map(|i| &i.kind) {
             Some(InodeKind::File(f)) => f,
             _ => return Err(MetaError::UnknownFile(file)),
@@ -274,8 +303,8 @@ impl MetaState {
         Ok(Reply::Completed { file, length })
     }
 
-    pub(super) fn abandon(&mut self, file: InodeId, holder: Holder) -> Res<Reply> {
-        self.held_by(file, holder)?;
+    pub(super) fn abandon(&mut self, file: InodeId, holder: Holder, who: &Actor) -> Res<Reply> {
+        self.held_by(file, holder, who)?;
         self.drop_pending(file);
         Ok(Reply::Done)
     }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 mod files;
 mod namespace;
+pub mod perms;
 mod queries;
 pub mod registry;
 pub mod security;
@@ -26,6 +27,8 @@ mod types;
 mod validate;
 
 pub use crate::error::MetaError;
+use perms::Actor;
+pub use perms::Who;
 pub use sessions::RequestId;
 use sessions::{Seen, Sessions};
 
@@ -63,6 +66,10 @@ pub struct MetaState {
     /// Chunkserver identities and token keys. Serialized after the sessions (snapshot v3).
     #[serde(skip)]
     pub(crate) security: security::SecurityState,
+    /// Owner and group names and group memberships. Serialized after the security state,
+    /// with every inode's attributes (snapshot v4).
+    #[serde(skip)]
+    pub(crate) perms: perms::PermState,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -93,6 +100,7 @@ impl MetaState {
                 parent: ROOT,
                 mtime_ms: 0,
                 kind: InodeKind::Dir(BTreeMap::new()),
+                attrs: perms::Attrs::legacy(true),
             },
         );
         Ok(MetaState {
@@ -110,6 +118,7 @@ impl MetaState {
             servers: BTreeMap::new(),
             sessions: Sessions::default(),
             security: Default::default(),
+            perms: Default::default(),
         })
     }
 
@@ -119,6 +128,21 @@ impl MetaState {
         self.log_time_ms = now_ms;
         self.sessions.expire(now_ms);
         let r = match cmd {
+            Command::As { who, cmd } => {
+                let actor = self.actor(who);
+                match &**cmd {
+                    Command::Session { client, seq, cmd } => self.apply_once(
+                        RequestId {
+                            client: *client,
+                            seq: *seq,
+                        },
+                        cmd,
+                        now_ms,
+                        &actor,
+                    ),
+                    other => self.apply_cmd(other, now_ms, &actor),
+                }
+            }
             Command::Session { client, seq, cmd } => self.apply_once(
                 RequestId {
                     client: *client,
@@ -126,8 +150,9 @@ impl MetaState {
                 },
                 cmd,
                 now_ms,
+                &Actor::root(),
             ),
-            other => self.apply_cmd(other, now_ms),
+            other => self.apply_cmd(other, now_ms, &Actor::root()),
         };
         #[cfg(debug_assertions)]
         if let Err(why) = self.validate() {
@@ -137,7 +162,7 @@ impl MetaState {
     }
 
     /// Applies a request named by `id` once: a retry gets the first reply.
-    fn apply_once(&mut self, id: RequestId, cmd: &Command, now_ms: u64) -> Reply {
+    fn apply_once(&mut self, id: RequestId, cmd: &Command, now_ms: u64, who: &Actor) -> Reply {
         if id.seq == 0 {
             return Reply::Err(MetaError::BadArgument(
                 "request sequence numbers start at 1".into(),
@@ -147,19 +172,26 @@ impl MetaState {
             Err(e) => Reply::Err(e),
             Ok(Seen::Again(r)) => r,
             Ok(Seen::New) => {
-                let r = self.apply_cmd(cmd, now_ms);
+                let r = self.apply_cmd(cmd, now_ms, who);
                 self.sessions.record(id, &r, now_ms);
                 r
             }
         }
     }
 
-    fn apply_cmd(&mut self, cmd: &Command, now_ms: u64) -> Reply {
+    fn apply_cmd(&mut self, cmd: &Command, now_ms: u64, who: &Actor) -> Reply {
         let r = match cmd {
-            Command::Session { .. } => Err(MetaError::BadArgument(
-                "a session request cannot wrap another".into(),
+            Command::Session { .. } | Command::As { .. } => Err(MetaError::BadArgument(
+                "a session or caller wraps only a plain command".into(),
             )),
-            Command::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
+            Command::Mkdir { path, parents } => {
+                self.mkdir(path, *parents, perms::DIR_MODE_DEFAULT, now_ms, who)
+            }
+            Command::MkdirWithMode {
+                path,
+                parents,
+                mode,
+            } => self.mkdir(path, *parents, *mode, now_ms, who),
             Command::Create {
                 path,
                 overwrite,
@@ -170,39 +202,67 @@ impl MetaState {
             } => self.create(
                 path,
                 *overwrite,
-                *replication,
-                *chunk_size_bytes,
-                *holder,
-                *lease_ms,
+                (*replication, *chunk_size_bytes),
+                (*holder, *lease_ms),
+                perms::FILE_MODE_DEFAULT,
                 now_ms,
+                who,
             ),
+            Command::CreateWithMode {
+                path,
+                overwrite,
+                replication,
+                chunk_size_bytes,
+                holder,
+                lease_ms,
+                mode,
+            } => self.create(
+                path,
+                *overwrite,
+                (*replication, *chunk_size_bytes),
+                (*holder, *lease_ms),
+                *mode,
+                now_ms,
+                who,
+            ),
+            Command::SetAttrs {
+                path,
+                mode,
+                owner,
+                group,
+            } => self.set_attrs(path, *mode, owner.as_deref(), group.as_deref(), who),
+            Command::SetMember {
+                group,
+                user,
+                member,
+            } => self.set_member(group, user, *member, who),
             Command::RenewLease {
                 file,
                 holder,
                 lease_ms,
-            } => self.renew(*file, *holder, *lease_ms, now_ms),
+            } => self.renew(*file, *holder, *lease_ms, now_ms, who),
             Command::AllocateChunk {
                 file,
                 holder,
                 index,
                 pipeline,
-            } => self.allocate_chunk(*file, *holder, *index, pipeline, now_ms),
+            } => self.allocate_chunk(*file, *holder, *index, pipeline, now_ms, who),
             Command::AbandonChunk {
                 file,
                 holder,
                 index,
-            } => self.abandon_chunk(*file, *holder, *index, now_ms),
+            } => self.abandon_chunk(*file, *holder, *index, now_ms, who),
             Command::Complete {
                 file,
                 holder,
                 length,
-            } => self.complete(*file, *holder, *length, now_ms),
-            Command::Abandon { file, holder } => self.abandon(*file, *holder),
-            Command::Rename { src, dst } => self.rename(src, dst, true, now_ms),
-            Command::RenameNoReplace { src, dst } => self.rename(src, dst, false, now_ms),
-            Command::Delete { path, recursive } => self.delete(path, *recursive, now_ms),
+            } => self.complete(*file, *holder, *length, now_ms, who),
+            Command::Abandon { file, holder } => self.abandon(*file, *holder, who),
+            Command::Rename { src, dst } => self.rename(src, dst, true, now_ms, who),
+            Command::RenameNoReplace { src, dst } => self.rename(src, dst, false, now_ms, who),
+            Command::Delete { path, recursive } => self.delete(path, *recursive, now_ms, who),
             Command::SetReplication { path, replication } => {
-                self.set_replication(path, *replication)
+                self.set_replication(path, *replication, who)
             }
             Command::RegisterChunkserver {
                 uuid,
@@ -239,7 +299,7 @@ impl MetaState {
                 holder,
                 length,
                 digests,
-            } => self.complete_with_digests(*file, *holder, *length, digests, now_ms),
+            } => self.complete_with_digests(*file, *holder, *length, digests, now_ms, who),
             Command::ExpireLeases => Ok(self.expire_leases(now_ms)),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {
@@ -277,8 +337,9 @@ impl MetaState {
         self.entries(id).is_some()
     }
 
-    /// Walks `comps` from the root; every component but the last must be a directory.
-    pub(crate) fn resolve(&self, comps: &[&str]) -> Res<InodeId> {
+    /// Walks `comps` from the root as `who`; every component but the last must be a directory
+    /// `who` may pass through (execute).
+    pub(crate) fn resolve(&self, comps: &[&str], who: &Actor) -> Res<InodeId> {
         let mut cur = ROOT;
         for (i, c) in comps.iter().enumerate() {
             let prefix = || format!("/{}", comps[..=i].join("/"));
@@ -288,6 +349,9 @@ impl MetaState {
                     comps[..i].join("/")
                 )));
             };
+            self.require(cur, who, perms::EXEC, || {
+                format!("/{}", comps[..i].join("/"))
+            })?;
             cur = *entries
                 .get(*c)
                 .ok_or_else(|| MetaError::NotFound(prefix()))?;
@@ -295,10 +359,10 @@ impl MetaState {
         Ok(cur)
     }
 
-    /// Resolves the parent directory of a non-root path.
-    fn parent_dir<'p>(&self, p: &'p str) -> Res<(InodeId, &'p str)> {
+    /// Resolves the parent directory of a non-root path as `who`.
+    fn parent_dir<'p>(&self, p: &'p str, who: &Actor) -> Res<(InodeId, &'p str)> {
         let (parent, name) = path::split(p)?;
-        let dir = self.resolve(&parent)?;
+        let dir = self.resolve(&parent, who)?;
         if !self.is_dir(dir) {
             return Err(MetaError::NotADirectory(format!("/{}", parent.join("/"))));
         }

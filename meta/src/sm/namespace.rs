@@ -6,8 +6,16 @@
 use super::*;
 
 impl MetaState {
-    pub(super) fn mkdir(&mut self, p: &str, parents: bool, now_ms: u64) -> Res<Reply> {
+    pub(super) fn mkdir(
+        &mut self,
+        p: &str,
+        parents: bool,
+        mode: u16,
+        now_ms: u64,
+        who: &Actor,
+    ) -> Res<Reply> {
         let comps = path::components(p)?;
+        self.check_new_attrs(who, mode)?;
         let mut cur = ROOT;
         let mut k = 0;
         while k < comps.len() {
@@ -17,6 +25,9 @@ impl MetaState {
                     comps[..k].join("/")
                 )));
             };
+            self.require(cur, who, perms::EXEC, || {
+                format!("/{}", comps[..k].join("/"))
+            })?;
             match entries.get(comps[k]) {
                 Some(id) => cur = *id,
                 None => break,
@@ -39,14 +50,22 @@ impl MetaState {
         if k + 1 < comps.len() && !parents {
             return Err(MetaError::NotFound(format!("/{}", comps[..=k].join("/"))));
         }
-        for name in &comps[k..] {
+        self.require(cur, who, perms::WRITE | perms::EXEC, || {
+            format!("/{}", comps[..k].join("/"))
+        })?;
+        let last = comps.len() - 1;
+        for (j, name) in comps.iter().enumerate().skip(k) {
             let id = self.alloc_inode();
+            // Parents made on the way stay usable by their maker (as `mkdir -p`).
+            let m = if j == last { mode } else { mode | 0o300 };
+            let attrs = self.new_attrs(who, cur, m);
             self.inodes.insert(
                 id,
                 Inode {
                     parent: cur,
                     mtime_ms: now_ms,
                     kind: InodeKind::Dir(BTreeMap::new()),
+                    attrs,
                 },
             );
             if let Some(e) = self.entries_mut(cur) {
@@ -87,15 +106,16 @@ impl MetaState {
         dst: &str,
         replace: bool,
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
         let sc = path::components(src)?;
         let dc = path::components(dst)?;
         if sc.is_empty() || dc.is_empty() {
             return Err(MetaError::Root);
         }
-        let id = self.resolve(&sc)?;
-        let (src_dir, src_name) = self.parent_dir(src)?;
-        let (dst_dir, dst_name) = self.parent_dir(dst)?;
+        let id = self.resolve(&sc, who)?;
+        let (src_dir, src_name) = self.parent_dir(src, who)?;
+        let (dst_dir, dst_name) = self.parent_dir(dst, who)?;
         if self.is_dir(id) {
             let mut cur = dst_dir;
             loop {
@@ -118,7 +138,13 @@ impl MetaState {
             }
             other => other,
         };
+        self.require_unlink(src_dir, id, who, src)?;
+        self.require(dst_dir, who, perms::WRITE | perms::EXEC, || {
+            format!("{dst} (its directory)")
+        })?;
         if let Some(old) = replaced {
+            self.require_unlink(dst_dir, old, who, dst)?;
+            self.require(old, who, perms::WRITE, || dst.to_string())?;
             self.remove_inode(old);
         }
         if let Some(e) = self.entries_mut(src_dir) {
@@ -135,18 +161,26 @@ impl MetaState {
         Ok(Reply::Done)
     }
 
-    pub(super) fn delete(&mut self, p: &str, recursive: bool, now_ms: u64) -> Res<Reply> {
+    pub(super) fn delete(
+        &mut self,
+        p: &str,
+        recursive: bool,
+        now_ms: u64,
+        who: &Actor,
+    ) -> Res<Reply> {
         let comps = path::components(p)?;
         if comps.is_empty() {
             return Err(MetaError::Root);
         }
-        let id = self.resolve(&comps)?;
+        let id = self.resolve(&comps, who)?;
         if let Some(e) = self.entries(id) {
             if !e.is_empty() && !recursive {
                 return Err(MetaError::NotEmpty(p.to_string()));
             }
         }
-        let (dir, name) = self.parent_dir(p)?;
+        let (dir, name) = self.parent_dir(p, who)?;
+        self.require_unlink(dir, id, who, p)?;
+        self.require_tree(id, who, p)?;
         self.remove_inode(id);
         // Files being written inside the subtree lost their directory: abandon them (one pass
         // over the files under construction, whatever the depth of the subtree).
@@ -166,9 +200,10 @@ impl MetaState {
         Ok(Reply::Done)
     }
 
-    pub(super) fn set_replication(&mut self, p: &str, replication: u8) -> Res<Reply> {
+    pub(super) fn set_replication(&mut self, p: &str, replication: u8, who: &Actor) -> Res<Reply> {
         let r = check_replication(replication)?;
-        let id = self.resolve(&path::components(p)?)?;
+        let id = self.resolve(&path::components(p)?, who)?;
+        self.require(id, who, perms::WRITE, || p.to_string())?;
         match self.inodes.get_mut(&id).map(|i| &mut i.kind) {
             Some(InodeKind::File(f)) => {
                 f.replication = r;

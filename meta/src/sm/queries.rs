@@ -1,4 +1,5 @@
 //! Read-only questions to the master state (served without going through the log).
+use super::perms::{Actor, Who, EXEC, READ};
 use super::{InodeKind, MetaError, MetaState, ServerInfo, Stat};
 use crate::path;
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
@@ -30,6 +31,8 @@ pub struct Counts {
 impl MetaState {
     fn stat_inode(&self, id: InodeId) -> Option<Stat> {
         let i = self.inodes.get(&id)?;
+        let (owner, group) = self.names_of(i.attrs);
+        let (owner, group, mode) = (owner.to_string(), group.to_string(), i.attrs.mode);
         Some(match &i.kind {
             InodeKind::Dir(e) => Stat {
                 inode: id,
@@ -40,6 +43,9 @@ impl MetaState {
                 chunk_size_bytes: 0,
                 chunks: 0,
                 entries: e.len() as u64,
+                owner,
+                group,
+                mode,
             },
             InodeKind::File(f) => Stat {
                 inode: id,
@@ -50,28 +56,50 @@ impl MetaState {
                 chunk_size_bytes: f.chunk_size_bytes(),
                 chunks: f.chunks.len() as u32,
                 entries: 0,
+                owner,
+                group,
+                mode,
             },
         })
     }
 
+    /// `stat` as the superuser.
     pub fn stat(&self, p: &str) -> Result<Stat, MetaError> {
-        let id = self.resolve(&path::components(p)?)?;
+        self.stat_as(p, &Who::root())
+    }
+
+    /// A path's attributes, as `who` sees them (execute on every directory on the way).
+    pub fn stat_as(&self, p: &str, who: &Who) -> Result<Stat, MetaError> {
+        let id = self.resolve(&path::components(p)?, &self.actor(who))?;
         self.stat_inode(id)
             .ok_or_else(|| MetaError::NotFound(p.to_string()))
     }
 
-    /// Up to `limit` entries of a directory after `start_after` (exclusive), in name order, and
-    /// whether more follow.
+    /// `list` as the superuser.
     pub fn list(
         &self,
         p: &str,
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<(String, Stat)>, bool), MetaError> {
-        let id = self.resolve(&path::components(p)?)?;
+        self.list_as(p, start_after, limit, &Who::root())
+    }
+
+    /// Up to `limit` entries of a directory after `start_after` (exclusive), in name order, and
+    /// whether more follow; `who` needs read and execute on the directory.
+    pub fn list_as(
+        &self,
+        p: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        who: &Who,
+    ) -> Result<(Vec<(String, Stat)>, bool), MetaError> {
+        let actor = self.actor(who);
+        let id = self.resolve(&path::components(p)?, &actor)?;
         let entries = self
             .entries(id)
             .ok_or_else(|| MetaError::NotADirectory(p.to_string()))?;
+        self.require(id, &actor, READ | EXEC, || p.to_string())?;
         let limit = limit.clamp(1, LIST_LIMIT_MAX);
         let range = match start_after {
             Some(s) => {
@@ -93,9 +121,25 @@ impl MetaState {
         Ok((out, more))
     }
 
-    /// The chunks of a complete file.
+    /// `file_chunks` as the superuser.
     pub fn file_chunks(&self, p: &str) -> Result<FileChunks, MetaError> {
-        let id = self.resolve(&path::components(p)?)?;
+        self.file_chunks_as(p, &Who::root())
+    }
+
+    /// The chunks of a complete file, for `who` to read (read permission on the file).
+    pub fn file_chunks_as(&self, p: &str, who: &Who) -> Result<FileChunks, MetaError> {
+        let actor = self.actor(who);
+        self.file_chunks_actor(p, &actor)
+    }
+
+    fn file_chunks_actor(&self, p: &str, who: &Actor) -> Result<FileChunks, MetaError> {
+        let id = self.resolve(&path::components(p)?, who)?;
+        if matches!(
+            self.inodes.get(&id).map(|i| &i.kind),
+            Some(InodeKind::File(_))
+        ) {
+            self.require(id, who, READ, || p.to_string())?;
+        }
         match self.inodes.get(&id).map(|i| &i.kind) {
             Some(InodeKind::File(f)) => Ok(FileChunks {
                 file: id,

@@ -113,6 +113,7 @@ impl MetaState {
         length: u64,
         digests: &[Vec<u8>],
         now_ms: u64,
+        who: &Actor,
     ) -> Res<Reply> {
         let chunks = self.file_mut(file)?.chunks.clone();
         if digests.len() != chunks.len() || digests.iter().any(|d| d.len() != 32) {
@@ -122,7 +123,7 @@ impl MetaState {
                 digests.len()
             )));
         }
-        let r = self.complete(file, holder, length, now_ms)?;
+        let r = self.complete(file, holder, length, now_ms, who)?;
         for (c, d) in chunks.iter().zip(digests) {
             let mut x = [0u8; 32];
             x.copy_from_slice(d);

@@ -1,5 +1,6 @@
 //! Commands, replies, errors and the records of the master state. Everything here is
 //! serialized into the Raft log or a snapshot: change only with a format version bump.
+use super::perms::{Attrs, Who};
 use crate::error::MetaError;
 use serde::{Deserialize, Serialize};
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
@@ -126,6 +127,40 @@ pub enum Command {
         length: u64,
         digests: Vec<Vec<u8>>,
     },
+    /// `cmd` run as `who` (see `perms`); unwrapped commands run as the superuser.
+    As {
+        who: Who,
+        cmd: Box<Command>,
+    },
+    /// `Mkdir` with the new directories' mode bits.
+    MkdirWithMode {
+        path: String,
+        parents: bool,
+        mode: u16,
+    },
+    /// `Create` with the new file's mode bits.
+    CreateWithMode {
+        path: String,
+        overwrite: bool,
+        replication: Option<u8>,
+        chunk_size_bytes: Option<u64>,
+        holder: Holder,
+        lease_ms: u64,
+        mode: u16,
+    },
+    /// chmod, chown, chgrp: changes each attribute given, all or none.
+    SetAttrs {
+        path: String,
+        mode: Option<u16>,
+        owner: Option<String>,
+        group: Option<String>,
+    },
+    /// Adds a user to (or removes it from) a supplementary group.
+    SetMember {
+        group: String,
+        user: String,
+        member: bool,
+    },
 }
 
 /// The result of applying a command.
@@ -162,6 +197,9 @@ pub struct Inode {
     pub parent: InodeId,
     pub mtime_ms: u64,
     pub kind: InodeKind,
+    /// Owner, group and mode: serialized apart from the inode (snapshot format 4).
+    #[serde(skip)]
+    pub attrs: Attrs,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,4 +262,7 @@ pub struct Stat {
     pub chunk_size_bytes: u64,
     pub chunks: u32,
     pub entries: u64,
+    pub owner: String,
+    pub group: String,
+    pub mode: u16,
 }

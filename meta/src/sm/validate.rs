@@ -137,6 +137,16 @@ impl MetaState {
             ));
         }
         self.sessions.check_invariants()?;
+        // Permissions: names known, modes in range.
+        self.perms.validate()?;
+        let names = self.perms.len() as u32;
+        if let Some((id, i)) = self.inodes.iter().find(|(_, i)| {
+            i.attrs.owner >= names
+                || i.attrs.group >= names
+                || i.attrs.mode > super::perms::MODE_MAX
+        }) {
+            return Err(format!("{id} has bad attributes {:?}", i.attrs));
+        }
         Ok(())
     }
 }
