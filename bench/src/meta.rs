@@ -235,6 +235,7 @@ impl Client {
                         chunk_size: 0,
                         client_id: 1,
                         lease_ms: 60_000,
+                        mode: None,
                     })
                     .await
                 }
@@ -429,6 +430,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
                 request_id: None,
                 path: "/b".into(),
                 parents: true,
+                mode: None,
             })
             .await
         })

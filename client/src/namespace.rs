@@ -153,6 +153,23 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<FileStat> {
+        self.mkdir_mode(path, parents, None).await
+    }
+
+    /// [`Client::mkdir`] with the new directories' mode bits (None: 0755). Parents made on the
+    /// way also get owner write and execute, as `mkdir -p` gives them.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// c.mkdir_mode("/home/alice/private", false, Some(0o700)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn mkdir_mode(
+        &self,
+        path: &str,
+        parents: bool,
+        mode: Option<u32>,
+    ) -> Result<FileStat> {
         let (p, request_id) = (path.to_string(), self.masters.request_id());
         self.masters
             .call(|mut m| {
@@ -161,6 +178,7 @@ impl Client {
                     m.mkdir(MkdirRequest {
                         path,
                         parents,
+                        mode,
                         request_id,
                     })
                     .await

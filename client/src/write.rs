@@ -188,9 +188,16 @@ pub struct CreateOptions {
     pub replication: u32,
     /// Chunk size in bytes (0: the cluster's default).
     pub chunk_size: u64,
+    /// Mode bits of the new file (None: 0644).
+    pub mode: Option<u32>,
 }
 
 impl CreateOptions {
+    /// Mode bits of the new file (e.g. `0o600`).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
     /// Whether to replace an existing file.
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
@@ -391,6 +398,7 @@ impl Client {
                         chunk_size: o.chunk_size,
                         client_id: id,
                         lease_ms,
+                        mode: o.mode,
                         request_id,
                     })
                     .await

@@ -294,6 +294,7 @@ async fn oversize_frame(addr: &str, data_dir: &std::path::Path, c: &Client, mast
             chunk_size: 0,
             client_id: 77,
             lease_ms: 60_000,
+            mode: None,
             request_id: None,
         })
         .await
@@ -376,6 +377,7 @@ async fn bad_input(c: &Client, masters: &[String]) {
             request_id: None,
             path: "/dir".into(),
             parents: true,
+            mode: None,
         })
         .await
     })

@@ -257,6 +257,7 @@ async fn stale_replica(cluster: &Cluster, c: &Client) {
             chunk_size: 0,
             client_id: 9,
             lease_ms: 60_000,
+            mode: None,
         })
         .await
     })

@@ -65,6 +65,7 @@ async fn create(addrs: &[String], path: &str, client: u64, seq: u64) -> CreateRe
                 chunk_size: 0,
                 client_id: client,
                 lease_ms: 60_000,
+                mode: None,
                 request_id: rid(client, seq),
             })
             .await
@@ -533,6 +534,7 @@ async fn deep_tree_survives_delete_and_replay() {
                     c.mkdir(MkdirRequest {
                         path,
                         parents: true,
+                        mode: None,
                         request_id: None,
                     })
                     .await

@@ -43,6 +43,7 @@ async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
     // Acknowledged writes.
     on_leader(&addrs, |mut c| async move {
         c.mkdir(MkdirRequest {
+            mode: None,
             request_id: None,
             path: "/d".into(),
             parents: true,
@@ -215,6 +216,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.mkdir(MkdirRequest {
+                mode: None,
                 request_id: None,
                 path: "no/leading/slash".into(),
                 parents: true,
@@ -229,6 +231,7 @@ async fn bad_input(addrs: &[String]) {
     let (c, m) = code(
         on_leader(addrs, |mut c| async move {
             c.create(CreateRequest {
+                mode: None,
                 request_id: None,
                 path: "/d".into(),
                 overwrite: true,
@@ -263,6 +266,7 @@ async fn bad_input(addrs: &[String]) {
     );
     on_leader(addrs, |mut c| async move {
         c.mkdir(MkdirRequest {
+            mode: None,
             request_id: None,
             path: "/d/sub".into(),
             parents: true,
@@ -304,6 +308,7 @@ async fn bad_input(addrs: &[String]) {
     // Complete without holding the lease.
     let f = on_leader(addrs, |mut c| async move {
         c.create(CreateRequest {
+            mode: None,
             request_id: None,
             path: "/d/leased".into(),
             overwrite: false,

@@ -18,6 +18,10 @@ pub fn stat_json(path: &str, s: &FileStat) -> Value {
         "inode": s.inode,
         "modified": iso8601(s.mtime_ms),
         "modified_ms": s.mtime_ms,
+        "owner": s.owner,
+        "group": s.group,
+        "mode": format!("{:04o}", s.mode),
+        "permissions": permissions(s),
     });
     if s.is_dir {
         v["entries"] = json!(s.entries);
@@ -31,6 +35,11 @@ pub fn stat_json(path: &str, s: &FileStat) -> Value {
     v
 }
 
+/// `drwxr-xr-x`-style permissions.
+fn permissions(s: &FileStat) -> String {
+    shale_meta::sm::perms::mode_string(s.is_dir, s.mode as u16)
+}
+
 /// One `ls` line.
 fn line(name: &str, s: &FileStat, long: bool, human: bool) -> String {
     let name = if s.is_dir {
@@ -42,11 +51,16 @@ fn line(name: &str, s: &FileStat, long: bool, human: bool) -> String {
         return name;
     }
     let when = short_time(s.mtime_ms);
+    let (owner, group) = (escape_name(&s.owner), escape_name(&s.group));
+    let perms = permissions(s);
     if s.is_dir {
-        format!("d {:>3} {:>12} {when} {name}", "-", "-")
+        format!(
+            "{perms} {:>3} {owner:<8} {group:<8} {:>12} {when} {name}",
+            "-", "-"
+        )
     } else {
         format!(
-            "- {:>3} {:>12} {when} {name}",
+            "{perms} {:>3} {owner:<8} {group:<8} {:>12} {when} {name}",
             s.replication,
             output::size(s.length, human)
         )
@@ -129,6 +143,13 @@ pub async fn stat(c: &Client, patterns: &[String], as_json: bool) -> Res {
                 );
             }
         }
+        say!(
+            "access:      {:04o} ({}) owner {} group {}",
+            s.mode,
+            permissions(&s),
+            escape_name(&s.owner),
+            escape_name(&s.group)
+        );
         say!("modified:    {}", iso8601(s.mtime_ms));
     }
     Ok(())

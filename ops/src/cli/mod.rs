@@ -16,6 +16,7 @@ mod admin;
 mod listing;
 pub mod output;
 mod paths;
+mod perms;
 mod transfer;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -41,6 +42,9 @@ pub enum FileCmd {
         /// Replicas per chunk (default: the cluster's).
         #[arg(long, default_value_t = 0)]
         replication: u32,
+        /// Mode bits of the new files, octal (default 644).
+        #[arg(short = 'm', long, value_parser = perms::parse_mode)]
+        mode: Option<u32>,
     },
     /// Fetch files (DST `-`: standard output). Several sources, or a directory with -r, go
     /// into the local directory DST. Each file appears whole or not at all.
@@ -75,7 +79,8 @@ pub enum FileCmd {
     Ls {
         #[arg(default_value = "/", value_name = "PATH")]
         paths: Vec<String>,
-        /// Long format: type, replication, size in bytes, modification time (UTC), name.
+        /// Long format: permissions, replication, owner, group, size in bytes, modification
+        /// time (UTC), name.
         #[arg(short = 'l')]
         long: bool,
         /// Sizes in binary units (KiB, MiB, …).
@@ -169,6 +174,37 @@ pub enum FileCmd {
         /// Make parents as needed; no error if it exists.
         #[arg(short = 'p')]
         parents: bool,
+        /// Mode bits, octal (default 755).
+        #[arg(short = 'm', long, value_parser = perms::parse_mode)]
+        mode: Option<u32>,
+    },
+    /// Set mode bits (octal, e.g. 640 or 1777 for a sticky directory): the owner or a
+    /// superuser only.
+    Chmod {
+        #[arg(value_parser = perms::parse_mode)]
+        mode: u32,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Also everything under directories.
+        #[arg(short = 'R')]
+        recursive: bool,
+    },
+    /// Set the owner and/or group: OWNER, OWNER:GROUP or :GROUP. Owners change only by a
+    /// superuser; the owner may set a group they are in.
+    Chown {
+        #[arg(value_name = "OWNER[:GROUP]", value_parser = perms::parse_owner)]
+        owner: (Option<String>, Option<String>),
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Also everything under directories.
+        #[arg(short = 'R')]
+        recursive: bool,
+    },
+    /// Who the cluster takes you for: user, role, groups.
+    Whoami {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Rename (move) files or directories atomically. Into DST if it is a directory; an
     /// existing file is replaced only with -f.
@@ -293,6 +329,31 @@ pub enum AdminCmd {
         #[arg(long)]
         replace: bool,
     },
+    /// Supplementary groups (every user is also in the group of its own name).
+    #[command(subcommand)]
+    Group(GroupCmd),
+}
+
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    /// Add users to a group.
+    Add {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove users from a group.
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Every group with its members.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A client as the CLI uses it: this machine's host name as its host label.
@@ -387,12 +448,17 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
             dest,
             force,
             replication,
+            mode,
             ..
         } => {
             let Checked::Put(sources) = checked else {
                 return Err("internal: put was not checked".into());
             };
-            let o = transfer::PutOpts { force, replication };
+            let o = transfer::PutOpts {
+                force,
+                replication,
+                mode,
+            };
             transfer::put(c, sources, &dest, &o).await?;
         }
         FileCmd::Get {
@@ -468,13 +534,28 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        FileCmd::Mkdir { paths, parents } => {
+        FileCmd::Mkdir {
+            paths,
+            parents,
+            mode,
+        } => {
             for p in paths {
-                c.mkdir(&p, parents)
+                c.mkdir_mode(&p, parents, mode)
                     .await
                     .map_err(|e| format!("{p}: {e}"))?;
             }
         }
+        FileCmd::Chmod {
+            mode,
+            paths,
+            recursive,
+        } => perms::change(c, &paths, &perms::Change::Mode(mode), recursive).await?,
+        FileCmd::Chown {
+            owner: (o, g),
+            paths,
+            recursive,
+        } => perms::change(c, &paths, &perms::Change::Owner(o, g), recursive).await?,
+        FileCmd::Whoami { json } => perms::whoami(c, json).await?,
         FileCmd::Mv {
             sources,
             dest,
@@ -574,6 +655,19 @@ async fn admin_cmd(c: &Client, a: AdminCmd) -> Res {
         AdminCmd::RemoveChunkserver { node } => {
             c.admin().remove_chunkserver(node).await?;
             output::say!("chunkserver {node} removed");
+            Ok(())
+        }
+        AdminCmd::Group(GroupCmd::Ls { json }) => perms::groups(c, json).await,
+        AdminCmd::Group(GroupCmd::Add { group, users }) => {
+            for u in users {
+                c.set_group_member(&group, &u, true).await?;
+            }
+            Ok(())
+        }
+        AdminCmd::Group(GroupCmd::Remove { group, users }) => {
+            for u in users {
+                c.set_group_member(&group, &u, false).await?;
+            }
             Ok(())
         }
         AdminCmd::InitCa { .. } | AdminCmd::Issue { .. } => {

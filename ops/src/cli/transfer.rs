@@ -149,6 +149,8 @@ async fn remote_dir(c: &Client, path: &str) -> Res<bool> {
 pub struct PutOpts {
     pub force: bool,
     pub replication: u32,
+    /// Mode bits of the new files (None: 0644).
+    pub mode: Option<u32>,
 }
 
 pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> Res {
@@ -198,9 +200,12 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
     let stdin = plan.files.iter().any(|f| f.0.is_none());
     let total: u64 = plan.files.iter().map(|f| f.2).sum();
     let pb = bar((!stdin).then_some(total));
-    let opts = CreateOptions::default()
-        .overwrite(o.force)
-        .replication(o.replication);
+    let opts = CreateOptions {
+        mode: o.mode,
+        ..CreateOptions::default()
+            .overwrite(o.force)
+            .replication(o.replication)
+    };
     let (mut done, mut failed, mut written) = (0u64, 0usize, 0u64);
     let count = plan.files.len();
     for (local, remote, _) in &plan.files {

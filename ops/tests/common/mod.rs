@@ -352,6 +352,7 @@ pub async fn touch(addrs: &[String], path: &str) -> Result<(), tonic::Status> {
                 chunk_size: 0,
                 client_id: 42,
                 lease_ms: 60_000,
+                mode: None,
             })
             .await
         }
