@@ -53,7 +53,9 @@ pub use admin::AdminClient;
 pub use error::{ClientError, Result};
 pub use integrity::{ReplicaCheck, Verification};
 pub use reader::FileReader;
-pub use shale_proto::metapb::{FileStat, LocationsReply, StatusReply, WhoAmIReply};
+pub use shale_proto::metapb::{
+    FileStat, IssueTokenReply, LocationsReply, StatusReply, WhoAmIReply,
+};
 pub use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
 pub use write::CreateOptions;
 pub use writer::FileWriter;

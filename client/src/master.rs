@@ -9,12 +9,17 @@
 use crate::error::{ClientError, Result};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
 use shale_proto::metapb::{Empty, RequestId};
+use shale_security::bearer::Attach;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// A master's service as this client calls it (with its user token, when it has one).
+pub type MasterSvc = MasterServiceClient<InterceptedService<Channel, Attach>>;
 
 #[derive(Debug)]
 pub struct Masters {
@@ -27,6 +32,8 @@ pub struct Masters {
     pub call_timeout: Duration,
     pub retry_for: Duration,
     transport: shale_security::Transport,
+    /// Adds the user token (if any) to every request.
+    attach: Attach,
     /// Background clean-ups (abandoning files whose writers were dropped) not yet known done.
     cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -88,7 +95,9 @@ impl Masters {
                 )));
             }
         }
+        let attach = Attach::new(transport.bearer()).map_err(ClientError::InvalidArgument)?;
         Ok(Masters {
+            attach,
             client_id: fastrand::u64(1..),
             next_seq: AtomicU64::new(1),
             book: Mutex::new(Book {
@@ -113,10 +122,14 @@ impl Masters {
         })
     }
 
-    fn svc(&self, addr: &str) -> Result<MasterServiceClient<Channel>> {
+    fn svc(&self, addr: &str) -> Result<MasterSvc> {
         let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let client = |c: Channel| {
+            MasterServiceClient::with_interceptor(c, self.attach.clone())
+                .max_decoding_message_size(64 << 20)
+        };
         if let Some(c) = ch.get(addr) {
-            return Ok(MasterServiceClient::new(c.clone()).max_decoding_message_size(64 << 20));
+            return Ok(client(c.clone()));
         }
         let c = self
             .transport
@@ -129,7 +142,7 @@ impl Masters {
             })
             .map_err(ClientError::InvalidArgument)?;
         ch.insert(addr.to_string(), c.clone());
-        Ok(MasterServiceClient::new(c).max_decoding_message_size(64 << 20))
+        Ok(client(c))
     }
 
     /// Runs `fut` in the background (on the current runtime, if any), remembered so that
@@ -203,7 +216,7 @@ impl Masters {
     /// retrying transient failures for the configured time.
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T>
     where
-        F: Fn(MasterServiceClient<Channel>) -> Fut,
+        F: Fn(MasterSvc) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         self.call_for(self.retry_for, op).await
@@ -212,7 +225,7 @@ impl Masters {
     /// [`Masters::call`], retrying for `retry_for` instead.
     pub async fn call_for<T, F, Fut>(&self, retry_for: Duration, op: F) -> Result<T>
     where
-        F: Fn(MasterServiceClient<Channel>) -> Fut,
+        F: Fn(MasterSvc) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + retry_for;

@@ -111,4 +111,44 @@ impl Client {
             .call(|mut m| async move { m.who_am_i(Empty {}).await })
             .await
     }
+
+    /// A user token naming `user` (an admin with `admin`), valid for `lifetime_ms` (0: 7
+    /// days): a client without a certificate shows it instead
+    /// ([`Transport::tls_with_token`](crate::Transport::tls_with_token)). Admins only.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// let t = c.issue_user_token("alice", false, 24 * 3600 * 1000).await?;
+    /// println!("{}", t.token);
+    /// # Ok(()) }
+    /// ```
+    pub async fn issue_user_token(
+        &self,
+        user: &str,
+        admin: bool,
+        lifetime_ms: u64,
+    ) -> Result<IssueTokenReply> {
+        let u = user.to_string();
+        self.masters
+            .call(|mut m| {
+                let user = u.clone();
+                async move {
+                    m.issue_user_token(IssueTokenRequest {
+                        user,
+                        admin,
+                        lifetime_ms,
+                    })
+                    .await
+                }
+            })
+            .await
+    }
+
+    /// Revokes every user token issued so far. Admins only.
+    pub async fn revoke_user_tokens(&self) -> Result<()> {
+        self.masters
+            .call(|mut m| async move { m.revoke_user_tokens(Empty {}).await })
+            .await
+            .map(|_| ())
+    }
 }

@@ -24,6 +24,16 @@ pub struct TlsArgs {
     /// only user certificate there, else `admin`.
     #[arg(long, global = true, env = "SHALE_USER", value_name = "NAME")]
     pub user: Option<String>,
+    /// Act as the user a token names (`shale admin token issue`), without a certificate: only
+    /// the CA certificate (`ca.pem` in the TLS folder) is needed.
+    #[arg(
+        long,
+        global = true,
+        env = "SHALE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Plaintext: no encryption and no authentication, so anyone who reaches a port can do
     /// anything. For development on a trusted machine only.
     #[arg(long, global = true)]
@@ -64,6 +74,15 @@ impl TlsArgs {
             return Ok(Transport::plaintext());
         }
         let dir = self.dir()?;
+        if let Some(token) = &self.token {
+            let tls = Tls::load(TlsFiles {
+                ca: dir.join(certs::CA_CERT),
+                cert: None,
+                key: None,
+            })
+            .map_err(|e| e.to_string())?;
+            return Ok(Transport::tls_with_token(tls, token.trim()));
+        }
         let stem = match &self.user {
             Some(u) => u.clone(),
             None => default_user(&dir),

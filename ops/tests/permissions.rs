@@ -3,7 +3,7 @@
 //! replaced, moved, removed or re-moded, every refusal is PERMISSION_DENIED and changes
 //! nothing (checked by checksum afterwards) — through the client library and the CLI (`chmod`,
 //! `chown`, `ls -l`, `whoami`, `admin group`), and the attributes survive a restart of every
-//! master.
+//! master. Clients without certificates act through user tokens.
 mod common;
 
 use common::*;
@@ -239,4 +239,130 @@ async fn users_keep_to_their_own_files() {
             Err(e) => panic!("alice reads after the restart: {e}"),
         }
     }
+}
+
+/// A token with the same key id as `token` that names an admin, signed with a key the
+/// attacker made up.
+fn forged_of(token: &str) -> String {
+    use shale_security::bearer::{self, UserClaims};
+    let now = shale_security::token::now_ms();
+    let claims = UserClaims {
+        key_id: bearer::key_id(token).expect("key id"),
+        issued_ms: now,
+        expires_ms: now + 3_600_000,
+        principal: shale_security::Principal::new(Role::Admin, "mallory").expect("principal"),
+    };
+    bearer::sign(&[7u8; 32], &claims).expect("sign")
+}
+
+/// A client that trusts the cluster CA, has no certificate, and shows `token`.
+fn with_token(token: &str) -> ClientConfig {
+    ensure_cert(Role::Admin, "admin");
+    let tls = shale_security::Tls::load(shale_security::TlsFiles {
+        ca: tls_dir().join(shale_security::certs::CA_CERT),
+        cert: None,
+        key: None,
+    })
+    .expect("load CA");
+    ClientConfig {
+        transport: shale_security::Transport::tls_with_token(tls, token),
+        ..Default::default()
+    }
+}
+
+fn unauthenticated<T: std::fmt::Debug>(r: Result<T, ClientError>, want: &str) {
+    match r {
+        Err(ClientError::Unauthenticated(m)) => assert!(m.contains(want), "{want}: {m}"),
+        other => panic!("expected UNAUTHENTICATED ({want}), got {other:?}"),
+    }
+}
+
+/// Item 2: a client that cannot hold a certificate acts as the user a master-signed token
+/// names (masters check it; chunkservers check the chunk tokens the masters hand it), with
+/// that user's rights only; forged, expired and revoked tokens are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_certificates_use_user_tokens() {
+    let cluster = Cluster::start(1, 1).await;
+    let m = cluster.master_addrs();
+    let admin = Client::connect(&m, client_config()).await.expect("admin");
+    let one = CreateOptions::default().replication(1);
+    admin.mkdir("/home/carol", true).await.expect("mkdir");
+    admin
+        .chown("/home/carol", Some("carol"), Some("carol"))
+        .await
+        .expect("chown");
+    admin
+        .put_with(
+            "/private",
+            &b"admin only"[..],
+            &one.clone().mode(0o600),
+            &|_| {},
+        )
+        .await
+        .expect("admin put");
+    let token = admin
+        .issue_user_token("carol", false, 0)
+        .await
+        .expect("issue")
+        .token;
+
+    // Carol, with only the CA certificate and her token: she is carol, a user.
+    let carol = Client::connect(&m, with_token(&token))
+        .await
+        .expect("carol");
+    let me = carol.who_am_i().await.expect("whoami");
+    assert_eq!(
+        (me.user.as_str(), me.role.as_str(), me.superuser),
+        ("carol", "user", false)
+    );
+    // She writes and reads her own files through the chunkservers (chunk tokens) ...
+    let data: Vec<u8> = (0..(3u32 << 18)).map(|i| (i % 239) as u8).collect();
+    carol
+        .put_with("/home/carol/f", &data[..], &one, &|_| {})
+        .await
+        .expect("carol put");
+    assert!(read(&carol, "/home/carol/f").await.expect("carol get") == data);
+    // ... but has no more rights than any user.
+    denied(
+        read(&carol, "/private").await,
+        "carol reads admin's 0600 file",
+    );
+    denied(
+        carol.issue_user_token("carol", true, 0).await,
+        "carol issues herself an admin token",
+    );
+    // The CLI takes a token too.
+    let o = cli(&m, None, &["--token", &token, "whoami"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("carol (user)"));
+
+    // Without a token, or with a forged one: UNAUTHENTICATED.
+    for (t, why) in [
+        ("", "not a Shale user token"),
+        (forged_of(&token).as_str(), "signature"),
+    ] {
+        let r = match Client::connect(&m, with_token(t)).await {
+            Ok(c) => c.stat("/").await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        unauthenticated(r, why);
+    }
+    // A short-lived token stops working when it expires.
+    let brief = admin
+        .issue_user_token("carol", false, 1500)
+        .await
+        .expect("issue")
+        .token;
+    let short = Client::connect(&m, with_token(&brief))
+        .await
+        .expect("short");
+    short.stat("/home/carol/f").await.expect("valid for now");
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    unauthenticated(short.stat("/home/carol/f").await, "expired");
+
+    // Revoking every token shuts carol out; her file is untouched.
+    let o = cli(&m, None, &["admin", "token", "revoke"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    unauthenticated(carol.stat("/home/carol/f").await, "revoked");
+    assert!(read(&admin, "/home/carol/f").await.expect("admin get") == data);
 }

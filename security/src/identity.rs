@@ -95,6 +95,36 @@ pub fn authenticate(req: Request<()>) -> Result<Request<()>, Status> {
     Ok(req)
 }
 
+/// Whom a TLS client without a certificate is taken for by services where each call carries
+/// its own proof (chunk tokens): a user with a name no certificate can have.
+pub fn anonymous() -> &'static Principal {
+    static ANON: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
+    ANON.get_or_init(|| Principal {
+        role: Role::User,
+        name: ANONYMOUS_NAME.into(),
+    })
+}
+
+/// The name of [`anonymous`] (not a valid principal name: no certificate can claim it).
+pub const ANONYMOUS_NAME: &str = "(anonymous)";
+
+/// [`caller`] for services where each call carries its own proof: a TLS client without a
+/// certificate is [`anonymous`] instead of refused.
+pub fn caller_or_anonymous<T>(req: &Request<T>) -> Result<Caller<'_>, Status> {
+    let peer = req.extensions().get::<Peer>();
+    match peer.map(|p| &p.identity) {
+        Some(Identity::Anonymous) => Ok(Caller::Is(anonymous())),
+        _ => from_peer(peer),
+    }
+}
+
+/// A tonic interceptor for such services: refuses strangers (certificates naming no
+/// principal, connections without an identity) but lets TLS clients without a certificate in.
+pub fn authenticate_or_anonymous(req: Request<()>) -> Result<Request<()>, Status> {
+    caller_or_anonymous(&req)?;
+    Ok(req)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

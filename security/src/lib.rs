@@ -2,9 +2,11 @@
 //! the cluster CA and certificates ([`certs`]), end-to-end digests ([`digest`]), principals named by certificates
 //! ([`principal`]), rustls configurations that reload when their files change ([`tls`]),
 //! connections for tonic in both directions ([`transport`]), the identity checks every
-//! service makes ([`identity`]) and chunk access tokens ([`token`]).
+//! service makes ([`identity`]), chunk access tokens ([`token`]) and user tokens for clients
+//! without certificates ([`bearer`]).
 #![deny(missing_docs)]
 
+pub mod bearer;
 pub mod certs;
 pub mod digest;
 pub mod identity;
@@ -14,7 +16,9 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 
-pub use identity::{authenticate, caller, Caller, Identity, Peer};
+pub use identity::{
+    authenticate, authenticate_or_anonymous, caller, caller_or_anonymous, Caller, Identity, Peer,
+};
 pub use principal::{Principal, Role};
 pub use tls::{Tls, TlsFiles};
 pub use transport::Transport;

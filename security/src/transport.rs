@@ -39,34 +39,55 @@ pub const HANDSHAKES_PER_IP_MAX: usize = 64;
 /// The pause after a failed accept (out of file descriptors: do not spin).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How a party connects: mutual TLS with its certificate, or plaintext.
+/// How a party connects: mutual TLS with its certificate, or plaintext; a client without a
+/// certificate connects over TLS and shows a user token ([`crate::bearer`]) instead.
 #[derive(Clone, Debug, Default)]
-pub struct Transport(Option<Arc<Tls>>);
+pub struct Transport {
+    tls: Option<Arc<Tls>>,
+    bearer: Option<Arc<str>>,
+}
 
 impl Transport {
     /// Plain TCP: nobody is authenticated, everyone may do everything (development only).
     pub fn plaintext() -> Transport {
-        Transport(None)
+        Transport::default()
     }
 
     /// Mutual TLS with `tls`.
     pub fn tls(tls: Arc<Tls>) -> Transport {
-        Transport(Some(tls))
+        Transport {
+            tls: Some(tls),
+            bearer: None,
+        }
+    }
+
+    /// TLS without a client certificate (`tls` trusts the cluster CA), showing the user token
+    /// `token` to the masters with every request.
+    pub fn tls_with_token(tls: Arc<Tls>, token: &str) -> Transport {
+        Transport {
+            tls: Some(tls),
+            bearer: Some(token.into()),
+        }
+    }
+
+    /// The user token shown to the masters, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
     }
 
     /// The TLS in use, if any.
     pub fn tls_config(&self) -> Option<&Arc<Tls>> {
-        self.0.as_ref()
+        self.tls.as_ref()
     }
 
     /// Whether connections are encrypted and authenticated.
     pub fn is_tls(&self) -> bool {
-        self.0.is_some()
+        self.tls.is_some()
     }
 
     /// This party's principal (`None` in plaintext or for an anonymous client).
     pub fn principal(&self) -> Option<Principal> {
-        self.0.as_ref().and_then(|t| t.principal())
+        self.tls.as_ref().and_then(|t| t.principal())
     }
 
     /// The URI scheme to show for addresses (`https` or `http`).
@@ -102,7 +123,7 @@ impl Transport {
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
         tcp.set_nodelay(true)?;
         let remote = tcp.peer_addr().ok();
-        let Some(tls) = &self.0 else {
+        let Some(tls) = &self.tls else {
             return Ok(Stream::plain(tcp, remote, Identity::Plaintext));
         };
         let name = rustls::pki_types::ServerName::try_from(host)
@@ -147,7 +168,7 @@ impl Transport {
     /// [`Transport::accept`] for a protocol other than gRPC (`alpn`: e.g. `http/1.1`).
     pub async fn accept_alpn(&self, tcp: TcpStream, alpn: &[u8]) -> io::Result<Stream> {
         let remote = tcp.peer_addr().ok();
-        let Some(tls) = &self.0 else {
+        let Some(tls) = &self.tls else {
             return Ok(Stream::plain(tcp, remote, Identity::Plaintext));
         };
         let Some(mut config) = tls.server_config() else {

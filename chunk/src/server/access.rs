@@ -81,6 +81,7 @@ impl ChunkServer {
         mode: u32,
     ) -> Result<Claims, Status> {
         let t = token.ok_or_else(|| refused(TokenError::Missing))?;
+        // (A caller without a certificate and without a token was refused before this.)
         let (claims, mac) = shale_proto::convert::token_claims(t)?;
         let newer = self.keys.newest().is_none_or(|n| claims.key_id > n);
         if newer && self.keys.get(claims.key_id).is_none() {
@@ -124,6 +125,7 @@ impl ChunkServer {
         if *caller == Caller::Trusted {
             return Ok(());
         }
+        anonymous_needs_token(caller, token)?;
         let claims = self.verify_token(token, chunk, token::WRITE).await?;
         for (node, addr) in downstream {
             claims.has_target(*node, Some(addr)).map_err(refused)?;
@@ -138,6 +140,7 @@ impl ChunkServer {
         token: Option<&pb::ChunkToken>,
         chunk: (u64, u64),
     ) -> Result<(), Status> {
+        anonymous_needs_token(caller, token)?;
         match caller {
             Caller::Trusted => Ok(()),
             Caller::Is(p) if matches!(p.role, Role::Master | Role::Chunkserver) => Ok(()),
@@ -157,6 +160,7 @@ impl ChunkServer {
         chunk: (u64, u64),
         source: (u64, &str),
     ) -> Result<(), Status> {
+        anonymous_needs_token(caller, r.token.as_ref())?;
         match caller {
             Caller::Trusted => return Ok(()),
             Caller::Is(p) if p.role == Role::Master => return Ok(()),
@@ -177,5 +181,22 @@ impl ChunkServer {
             .verify_claims(r.from_token.as_ref(), want, token::READ)
             .await?;
         claims.has_target(source.0, Some(source.1)).map_err(refused)
+    }
+}
+
+/// A TLS client without a certificate is let in only to show a chunk token: without one it is
+/// UNAUTHENTICATED (as at every other port).
+fn anonymous_needs_token(
+    caller: &Caller<'_>,
+    token: Option<&pb::ChunkToken>,
+) -> Result<(), Status> {
+    match (caller, token) {
+        (Caller::Is(p), None) if p.name == shale_security::identity::ANONYMOUS_NAME => {
+            Err(Status::unauthenticated(
+                "this cluster requires a client certificate from its CA, or a chunk token from \
+                 the masters",
+            ))
+        }
+        _ => Ok(()),
     }
 }

@@ -104,7 +104,8 @@ pub async fn serve(
             ChunkServiceServer::from_arc(server)
                 .max_decoding_message_size(FRAME_MAX_BYTES + (64 << 10))
                 .max_encoding_message_size(FRAME_MAX_BYTES + (64 << 10)),
-            shale_security::authenticate,
+            // Clients without certificates may come with chunk tokens (see `access`).
+            shale_security::authenticate_or_anonymous,
         ))
         .serve_with_incoming_shutdown(config.transport.incoming(listener), shutdown)
         .await;

@@ -424,7 +424,9 @@ impl ChunkService for ChunkServer {
     ) -> Result<Response<WriteChunkResponse>, Status> {
         let _slot = self.write_slot()?;
         // Kept past the request, which the stream consumes (`None`: plaintext, trusted).
-        let principal = shale_security::caller(&req)?.principal().cloned();
+        let principal = shale_security::caller_or_anonymous(&req)?
+            .principal()
+            .cloned();
         let mut stream = req.into_inner();
         let first = next_message(&mut stream, self.stream_idle)
             .await?
@@ -575,7 +577,7 @@ impl ChunkService for ChunkServer {
         &self,
         req: Request<ReadChunkRequest>,
     ) -> Result<Response<ReadStream>, Status> {
-        let caller = shale_security::caller(&req)?;
+        let caller = shale_security::caller_or_anonymous(&req)?;
         let wire = req.get_ref();
         let r = ReadRange::try_from(wire)?;
         let c = r.chunk;
@@ -636,7 +638,7 @@ impl ChunkService for ChunkServer {
         &self,
         req: Request<ReplicateChunkRequest>,
     ) -> Result<Response<ReplicateChunkResponse>, Status> {
-        let caller = shale_security::caller(&req)?;
+        let caller = shale_security::caller_or_anonymous(&req)?;
         let r = req.get_ref();
         let c = DomainRef::try_from(r.chunk.as_ref())?;
         let src = r

@@ -443,7 +443,17 @@ pub async fn serve(
                     .max_encoding_message_size(MESSAGE_MAX_BYTES),
                 master: master.clone(),
             },
-            shale_security::authenticate,
+            {
+                // Clients without certificates show user tokens.
+                let m = master.clone();
+                move |req| {
+                    shale_security::bearer::admit(
+                        req,
+                        |id| m.user_key_secret(id),
+                        shale_security::token::now_ms(),
+                    )
+                }
+            },
         ))
         .serve_with_incoming_shutdown(config.transport.incoming(listener), shutdown)
         .await;

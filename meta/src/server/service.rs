@@ -853,6 +853,14 @@ impl MasterService for Svc {
         self.who_am_i_as(req)
     }
 
+    async fn issue_user_token(&self, req: Request<IssueTokenRequest>) -> R<IssueTokenReply> {
+        self.issue_user_token_as(req).await
+    }
+
+    async fn revoke_user_tokens(&self, req: Request<Empty>) -> R<Empty> {
+        self.revoke_user_tokens_as(req).await
+    }
+
     async fn remove_chunkserver(&self, req: Request<RemoveChunkserverRequest>) -> R<StatusReply> {
         shale_security::caller(&req)?.require_admin("remove a chunkserver")?;
         let r = req.into_inner();

@@ -78,14 +78,38 @@ impl Master {
     }
 }
 
-/// The leader's key rotation: a first key as soon as it leads, then a new one every
-/// [`KEY_ROTATE_EVERY`] (by the key's log time).
+impl Master {
+    /// Replaces the user-token key with a fresh one (revoking every user token issued).
+    pub async fn new_user_key(&self) -> Result<(), tonic::Status> {
+        let secret = token::new_secret().map_err(tonic::Status::internal)?;
+        let id = self.sm.read().state.user_key().map_or(1, |k| k.id + 1);
+        self.write(Command::SetUserKey { id, secret }).await?;
+        Ok(())
+    }
+
+    /// The secret of user-token key `id`, if it is the current one.
+    pub fn user_key_secret(&self, id: u64) -> Option<Vec<u8>> {
+        let g = self.sm.read();
+        let k = g.state.user_key()?;
+        (k.id == id).then(|| k.secret.clone())
+    }
+}
+
+/// The leader's key rotation: a first chunk-token key as soon as it leads, then a new one every
+/// [`KEY_ROTATE_EVERY`] (by the key's log time); and a first user-token key (never rotated
+/// on its own: replacing it revokes user tokens).
 pub async fn rotate(master: Arc<Master>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tick.tick().await;
         if !master.is_leader() {
             continue;
+        }
+        if master.sm.read().state.user_key().is_none() {
+            match master.new_user_key().await {
+                Ok(()) => tracing::info!("first user token key"),
+                Err(e) => tracing::debug!(error = %e, "user token key failed"),
+            }
         }
         let newest = master
             .sm

@@ -236,6 +236,7 @@ impl MetaState {
                 user,
                 member,
             } => self.set_member(group, user, *member, who),
+            Command::SetUserKey { id, secret } => self.set_user_key(*id, secret, now_ms),
             Command::RenewLease {
                 file,
                 holder,

@@ -21,6 +21,9 @@
 //! * A new inode is owned by its creator, in its directory's group (BSD and HDFS rule), with the
 //!   mode asked for (default 0644 files, 0755 directories).
 //!
+//! User tokens (for clients without certificates, `shale_security::bearer`) are signed with
+//! one key kept here ([`Command::SetUserKey`]: a new key revokes every older token).
+//!
 //! Names are interned: an inode keeps two `u32` ids into [`PermState::names`] (id 0 is
 //! [`ROOT_USER`], which only superusers act as). The table only grows, to at most
 //! [`NAMES_MAX`] names. In snapshot format 4 the table, the memberships and every inode's
@@ -179,6 +182,8 @@ pub struct PermState {
     ids: HashMap<Box<str>, u32>,
     /// User id → the ids of its supplementary groups.
     members: BTreeMap<u32, BTreeSet<u32>>,
+    /// The key user tokens are signed with.
+    user_key: Option<super::security::TokenKey>,
 }
 
 impl Default for PermState {
@@ -187,6 +192,7 @@ impl Default for PermState {
             names: vec![ROOT_USER.into()],
             ids: HashMap::new(),
             members: BTreeMap::new(),
+            user_key: None,
         };
         p.reindex();
         p
@@ -231,6 +237,13 @@ impl PermState {
         let n = self.names.len() as u32;
         if self.members.len() > MEMBERS_MAX {
             return Err("too many users with groups".into());
+        }
+        if self
+            .user_key
+            .as_ref()
+            .is_some_and(|k| k.secret.len() != super::security::TOKEN_KEY_BYTES)
+        {
+            return Err("the user token key has the wrong size".into());
         }
         for (u, gs) in &self.members {
             if *u >= n
@@ -512,6 +525,32 @@ impl MetaState {
         let g = self.intern(group);
         self.perms.members.entry(u).or_default().insert(g);
         Ok(Reply::Done)
+    }
+
+    /// Replaces the user-token key (a retried or stale replacement, with an id not above the
+    /// current key's, changes nothing).
+    pub(super) fn set_user_key(&mut self, id: u64, secret: &[u8], now_ms: u64) -> Res<Reply> {
+        use super::security::{TokenKey, TOKEN_KEY_BYTES};
+        if secret.len() != TOKEN_KEY_BYTES {
+            return Err(MetaError::BadArgument(format!(
+                "a user token key is {TOKEN_KEY_BYTES} bytes, not {}",
+                secret.len()
+            )));
+        }
+        if self.perms.user_key.as_ref().is_some_and(|k| k.id >= id) {
+            return Ok(Reply::Done);
+        }
+        self.perms.user_key = Some(TokenKey {
+            id,
+            secret: secret.to_vec(),
+            created_ms: now_ms,
+        });
+        Ok(Reply::Done)
+    }
+
+    /// The user-token key.
+    pub fn user_key(&self) -> Option<&super::security::TokenKey> {
+        self.perms.user_key.as_ref()
     }
 
     /// Every supplementary group with its members, by group name.

@@ -161,6 +161,12 @@ pub enum Command {
         user: String,
         member: bool,
     },
+    /// Replaces the key user tokens are signed with (revoking every token signed with an
+    /// older one; see `perms`).
+    SetUserKey {
+        id: u64,
+        secret: Vec<u8>,
+    },
 }
 
 /// The result of applying a command.

@@ -332,6 +332,26 @@ pub enum AdminCmd {
     /// Supplementary groups (every user is also in the group of its own name).
     #[command(subcommand)]
     Group(GroupCmd),
+    /// User tokens, for clients that cannot hold a certificate (`shale --token`).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Have the masters sign a token naming USER; prints it (keep it secret: it is the
+    /// user's password until it expires or all tokens are revoked).
+    Issue {
+        user: String,
+        /// Name an admin (superuser) instead of a user.
+        #[arg(long)]
+        admin: bool,
+        /// Validity in days (at most 90).
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+    },
+    /// Revoke every user token issued so far (the masters change their token key).
+    Revoke,
 }
 
 #[derive(Subcommand)]
@@ -658,6 +678,22 @@ async fn admin_cmd(c: &Client, a: AdminCmd) -> Res {
             Ok(())
         }
         AdminCmd::Group(GroupCmd::Ls { json }) => perms::groups(c, json).await,
+        AdminCmd::Token(TokenCmd::Issue { user, admin, days }) => {
+            let t = c.issue_user_token(&user, admin, days * 86_400_000).await?;
+            output::say!("{}", t.token);
+            eprintln!(
+                "token for {} {user}, valid until {}: use it with `shale --token TOKEN …` or \
+                 SHALE_TOKEN",
+                if admin { "admin" } else { "user" },
+                output::iso8601(t.expires_ms)
+            );
+            Ok(())
+        }
+        AdminCmd::Token(TokenCmd::Revoke) => {
+            c.revoke_user_tokens().await?;
+            output::say!("every user token issued so far is revoked");
+            Ok(())
+        }
         AdminCmd::Group(GroupCmd::Add { group, users }) => {
             for u in users {
                 c.set_group_member(&group, &u, true).await?;
