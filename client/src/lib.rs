@@ -43,6 +43,7 @@ pub mod error;
 pub mod integrity;
 mod master;
 mod namespace;
+mod partial;
 mod perms;
 mod read;
 mod reader;
@@ -196,6 +197,8 @@ pub struct Client {
     config: Arc<ClientConfig>,
     /// This client's writer-lease identity (its session id).
     id: u64,
+    /// Checked block digests of recently read chunks (for partial reads).
+    cvs: Arc<partial::CvCache>,
 }
 
 impl std::fmt::Debug for Client {
@@ -251,6 +254,7 @@ impl Client {
             config.transport.clone(),
         )?;
         let c = Client {
+            cvs: partial::cache(),
             id: masters.client_id,
             masters: Arc::new(masters),
             config: Arc::new(config),

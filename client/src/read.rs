@@ -137,12 +137,28 @@ impl Client {
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());
         }
-        // A whole chunk is checked against the writer's digest: a replica whose bytes were
-        // replaced (even with matching checksums) is skipped and reported.
-        let whole = offset == 0 && len >= c.length && c.digest.len() == 32;
+        // Bytes are checked against the writer's digest: a whole chunk at once, part of one
+        // block by block (see `partial`). A replica whose bytes were replaced (even with
+        // matching checksums) is skipped and reported.
+        let digest = c.digest.len() == 32;
+        let whole = offset == 0 && len >= c.length;
         for r in &c.replicas {
-            match read_replica(&self.config.transport, &r.address, c, offset, len).await {
-                Ok(b) if whole && !crate::integrity::matches(c, &b) => {
+            let got = if digest && !whole {
+                match self.read_part_checked(r, c, offset, len).await {
+                    Ok(b) => Ok(b),
+                    Err(crate::partial::PartError::Failed(e)) => Err(e),
+                    Err(crate::partial::PartError::Forged(e)) => {
+                        tracing::error!(path, chunk = c.chunk_id, replica = r.node_id, error = %e, "replica does not match the writer's digest; reporting it and trying the next");
+                        why.push(e);
+                        self.report_bad(c, r.node_id);
+                        continue;
+                    }
+                }
+            } else {
+                read_replica(&self.config.transport, &r.address, c, offset, len).await
+            };
+            match got {
+                Ok(b) if digest && whole && !crate::integrity::matches(c, &b) => {
                     tracing::error!(path, chunk = c.chunk_id, replica = r.node_id, "replica's bytes do not match the writer's digest; reporting it and trying the next");
                     why.push(format!(
                         "chunkserver {} at {}: bytes do not match the writer's digest",

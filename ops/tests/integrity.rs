@@ -1,15 +1,18 @@
 //! End-to-end integrity (issue: security, item 7): a chunkserver that lies — a sealed
 //! replica's bytes replaced *and* its sidecar rewritten to match, so every checksum the server
 //! keeps agrees — cannot hand out the forgery. `shale stat` shows the file's root, `shale
-//! verify` names the bad replica and exits non-zero, `get` returns the original bytes from
-//! another replica, and the masters (after reading the replica themselves) drop it and heal
+//! verify` names the bad replica and exits non-zero, `get` and partial reads (checked block
+//! by block) return the original bytes from another replica, and the masters (after reading the replica themselves) drop it and heal
 //! the chunk, after which every replica verifies again.
 mod common;
 
 use common::*;
 use shale_chunk::format::{CrcAccumulator, Sidecar, BLOCK_SIZE_BYTES};
 use shale_client::Client;
+use shale_proto::metapb::{ChunkLocation, Replica};
+use shale_proto::pb::{ChunkDigestsRequest, ChunkRef};
 use shale_proto::{ChunkId, ChunkVersion};
+use shale_security::digest;
 use std::time::{Duration, Instant};
 
 /// Rewrites chunk `id` in the store at `dir` with `forged` bytes and a sidecar that matches
@@ -57,37 +60,7 @@ async fn a_lying_chunkserver_cannot_hand_out_forged_bytes() {
     assert!(c.verify("/precious").await.expect("verify").is_ok());
 
     // The liar: chunk 0's first replica, stopped, forged consistently, restarted.
-    let locs = c.chunk_locations("/precious").await.expect("locations");
-    let ch = &locs.chunks[0];
-    let liar = ch.replicas[0].clone();
-    let i = cluster
-        .chunkservers
-        .iter()
-        .position(|s| s.addr == liar.address)
-        .expect("the liar's process");
-    let (dir, host) = (cluster.chunkservers[i].data.clone(), format!("cs{}", i + 1));
-    cluster.chunkservers[i].kill9();
-    let mut forged = data[..ch.length as usize].to_vec();
-    for b in forged.iter_mut().step_by(4096) {
-        *b ^= 0x5a;
-    }
-    forge(&dir, ch.chunk_id, ch.version, &forged);
-    cluster.chunkservers[i] = ChunkProc::start(&masters, &host, &dir);
-    // Wait until the liar is back and listed for the chunk again.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let l = c.chunk_locations("/precious").await.expect("locations");
-        if l.chunks[0]
-            .replicas
-            .iter()
-            .any(|r| r.address == cluster.chunkservers[i].addr && r.alive)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the liar never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let liar_addr = cluster.chunkservers[i].addr.clone();
+    let (_, liar, liar_addr) = plant_liar(&mut cluster, &c, &data, 0).await;
 
     // `shale verify` names the bad replica and fails.
     let out = shale_cmd()
@@ -139,4 +112,108 @@ async fn a_lying_chunkserver_cannot_hand_out_forged_bytes() {
     let mut back = Vec::new();
     c.get("/precious", &mut back, &|_| {}).await.expect("get");
     assert!(back == data);
+
+    // Partial reads are checked too, block by block. A new liar for chunk 1, listed first:
+    let (ch, liar, liar_addr) = plant_liar(&mut cluster, &c, &data, 1).await;
+    // its block digests (computed from its forged bytes) do not merge into the writer's
+    // digest, which is how readers catch it;
+    let r = chunk_client(&liar_addr)
+        .chunk_digests(ChunkDigestsRequest {
+            chunk: Some(ChunkRef {
+                chunk_id: ch.chunk_id,
+                version: ch.version,
+            }),
+            token: ch.token.clone(),
+        })
+        .await
+        .expect("the liar's digests")
+        .into_inner();
+    let cvs = digest::cvs_from_bytes(&r.cvs).expect("whole values");
+    let root = digest::root_of_cvs(&cvs, ch.length).expect("a root");
+    assert_ne!(
+        root[..],
+        ch.digest[..],
+        "the forgery merged into the writer's digest"
+    );
+    // fresh readers of parts of chunk 1 get the original bytes ...
+    let base = 1u64 << 20;
+    for (off, len) in [
+        (base + 100, 5000u64),
+        (base + 70_000, 200_000),
+        (base + 1, ch.length - 2),
+        (base + ch.length - 10, 20),
+    ] {
+        let fresh = Client::connect(&masters, client_config())
+            .await
+            .expect("connect");
+        let got = fresh
+            .read_range("/precious", off, len)
+            .await
+            .expect("read_range");
+        assert!(
+            got[..] == data[off as usize..(off + len) as usize],
+            "a partial reader got forged bytes at {off}+{len}"
+        );
+    }
+    // ... and their reports (no one else read the chunk) make the masters drop the liar.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .chunk_locations("/precious")
+        .await
+        .expect("locations")
+        .chunks[1]
+        .replicas
+        .iter()
+        .any(|r| r.node_id == liar.node_id && r.address == liar_addr)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "partial readers did not report the liar"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Makes the first listed replica of chunk `index` of /precious (`data`) a liar: stopped, its
+/// bytes and sidecar forged consistently, restarted; waits until it is listed first again.
+/// The chunk's location (with a read token), the liar, and its new address.
+async fn plant_liar(
+    cluster: &mut Cluster,
+    c: &Client,
+    data: &[u8],
+    index: usize,
+) -> (ChunkLocation, Replica, String) {
+    let masters = cluster.master_addrs();
+    let locs = c.chunk_locations("/precious").await.expect("locations");
+    let ch = locs.chunks[index].clone();
+    let liar = ch.replicas[0].clone();
+    let i = cluster
+        .chunkservers
+        .iter()
+        .position(|s| s.addr == liar.address)
+        .expect("the liar's process");
+    let (dir, host) = (cluster.chunkservers[i].data.clone(), format!("cs{}", i + 1));
+    cluster.chunkservers[i].kill9();
+    let start = index * (1 << 20);
+    let mut forged = data[start..start + ch.length as usize].to_vec();
+    for b in forged.iter_mut().step_by(4096) {
+        *b ^= 0x5a;
+    }
+    forge(&dir, ch.chunk_id, ch.version, &forged);
+    cluster.chunkservers[i] = ChunkProc::start(&masters, &host, &dir);
+    let addr = cluster.chunkservers[i].addr.clone();
+    // Wait until the liar is back and listed first for the chunk again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let l = c.chunk_locations("/precious").await.expect("locations");
+        if l.chunks[index]
+            .replicas
+            .first()
+            .is_some_and(|r| r.address == addr && r.alive)
+        {
+            return (l.chunks[index].clone(), liar, addr);
+        }
+        assert!(Instant::now() < deadline, "the liar never came back first");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod convert;
 pub mod dirlock;
 pub mod durable;
+pub mod fifo;
 pub mod ids;
 
 /// All generated code, nested by package (`shale::chunk::v1`).

@@ -164,6 +164,8 @@ pub struct ChunkServer {
     pub transport: shale_security::Transport,
     /// The keys chunk access tokens are checked with.
     pub keys: super::access::TokenKeys,
+    /// Block chaining values of recently asked-for chunks.
+    pub(crate) cvs: super::digests::CvCache,
 }
 
 /// Aborts a spawned task when dropped.
@@ -286,6 +288,7 @@ impl ChunkServer {
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
             transport: shale_security::Transport::plaintext(),
             keys: Default::default(),
+            cvs: super::digests::CvCache::new(super::digests::CACHED_CHUNKS_MAX),
         }
     }
 
@@ -632,6 +635,23 @@ impl ChunkService for ChunkServer {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn chunk_digests(
+        &self,
+        req: Request<ChunkDigestsRequest>,
+    ) -> Result<Response<ChunkDigestsReply>, Status> {
+        let caller = shale_security::caller_or_anonymous(&req)?;
+        let wire = req.get_ref();
+        let c = DomainRef::try_from(wire.chunk.as_ref())?;
+        self.may_read(&caller, wire.token.as_ref(), (c.id.get(), c.version.get()))
+            .await?;
+        let (length, cvs) = self.chunk_cvs(c).await?;
+        Ok(Response::new(ChunkDigestsReply {
+            length,
+            block_bytes: shale_security::digest::BLOCK_BYTES,
+            cvs: Bytes::copy_from_slice(&cvs),
+        }))
     }
 
     async fn replicate_chunk(
