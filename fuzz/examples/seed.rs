@@ -71,6 +71,38 @@ fn main() {
             path: "/c".into(),
             recursive: true,
         },
+        Command::MkdirWithMode {
+            path: "/home".into(),
+            parents: false,
+            mode: 0o755,
+        },
+        Command::SetAttrs {
+            path: "/home".into(),
+            mode: Some(0o1777),
+            owner: Some("alice".into()),
+            group: Some("staff".into()),
+        },
+        Command::SetMember {
+            group: "staff".into(),
+            user: "bob".into(),
+            member: true,
+        },
+        Command::As {
+            who: shale_meta::sm::Who::user("bob"),
+            cmd: Box::new(Command::CreateWithMode {
+                path: "/home/g".into(),
+                overwrite: false,
+                replication: None,
+                chunk_size_bytes: None,
+                holder: 3,
+                lease_ms: 1000,
+                mode: 0o600,
+            }),
+        },
+        Command::SetUserKey {
+            id: 1,
+            secret: vec![2; 32],
+        },
     ];
     let mut bytes = Vec::new();
     for (i, c) in cmds.iter().enumerate() {
@@ -181,4 +213,28 @@ fn main() {
     let der = shale_security::tls::certs_from_pem(&pem, d.path()).expect("der");
     put(&root, "certificate", "user", &der[0]);
     println!("seeds written under {}", root.display());
+    // user tokens and block digests
+    let claims = shale_security::bearer::UserClaims {
+        key_id: 1,
+        issued_ms: 0,
+        expires_ms: 3_600_000,
+        principal: shale_security::Principal::new(shale_security::Role::User, "alice")
+            .expect("principal"),
+    };
+    let t = shale_security::bearer::sign(&[7u8; 32], &claims).expect("sign");
+    put(&root, "user_token", "valid", t.as_bytes());
+    let chunk: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let cvs: Vec<u8> = shale_security::digest::block_cvs(&chunk)
+        .into_iter()
+        .flatten()
+        .collect();
+    let reply = pb::ChunkDigestsReply {
+        length: chunk.len() as u64,
+        block_bytes: shale_security::digest::BLOCK_BYTES,
+        cvs: cvs.clone().into(),
+    };
+    put(&root, "block_digests", "reply", &reply.encode_to_vec());
+    let mut raw = (chunk.len() as u64).to_le_bytes().to_vec();
+    raw.extend_from_slice(&cvs);
+    put(&root, "block_digests", "raw", &raw);
 }

@@ -23,6 +23,8 @@ pub const TARGETS: &[Target] = &[
     ("master_requests", master_requests),
     ("path", path),
     ("certificate", certificate),
+    ("user_token", user_token),
+    ("block_digests", block_digests),
 ];
 
 /// A chunk's checksum sidecar (read from disk at open and recovery).
@@ -167,4 +169,37 @@ pub fn path(data: &[u8]) {
 /// read from it).
 pub fn certificate(data: &[u8]) {
     let _ = shale_security::Principal::from_der(data);
+}
+
+/// A user token as a client without a certificate sends it (`authorization: Bearer …`).
+pub fn user_token(data: &[u8]) {
+    use shale_security::bearer;
+    let Ok(t) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = bearer::key_id(t);
+    if let Ok(c) = bearer::verify(&[7u8; 32], t, 1) {
+        // Only what the key signed verifies: it must sign back to the same token.
+        assert_eq!(bearer::sign(&[7u8; 32], &c).as_deref(), Ok(t));
+    }
+}
+
+/// A chunkserver's block digests as a reader receives them (checked against a digest).
+pub fn block_digests(data: &[u8]) {
+    use shale_security::digest;
+    if let Ok(r) = shale_proto::pb::ChunkDigestsReply::decode(data) {
+        if let Ok(cvs) = digest::cvs_from_bytes(&r.cvs) {
+            let _ = digest::root_of_cvs(&cvs, r.length);
+        }
+    }
+    // Raw values against a length the bytes give.
+    if data.len() >= 8 {
+        let mut l = [0u8; 8];
+        l.copy_from_slice(&data[..8]);
+        let len = u64::from_le_bytes(l) % (1 << 31);
+        let rest = &data[8..];
+        if let Ok(cvs) = digest::cvs_from_bytes(&rest[..rest.len() / 32 * 32]) {
+            let _ = digest::root_of_cvs(&cvs, len);
+        }
+    }
 }
