@@ -33,6 +33,9 @@ pub struct Args {
     /// plaintext for comparison).
     #[arg(long)]
     plaintext: bool,
+    /// Chunkservers write through the page cache instead of with O_DIRECT.
+    #[arg(long)]
+    buffered_io: bool,
 }
 
 #[derive(clap::Args)]
@@ -46,6 +49,9 @@ pub struct ChunkserverArgs {
     /// TLS folder (certificate `chunkserver-HOST`); plaintext without it.
     #[arg(long)]
     tls_dir: Option<PathBuf>,
+    /// Write through the page cache instead of with O_DIRECT.
+    #[arg(long)]
+    buffered_io: bool,
 }
 
 /// The body of a chunkserver child process.
@@ -72,6 +78,7 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         replicate_bytes_per_s: 0,
         stream_idle: shale_chunk::server::service::STREAM_IDLE_DEFAULT,
         transport,
+        direct_io: !a.buffered_io,
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;
@@ -88,12 +95,13 @@ pub struct LocalCluster {
     _masters: Vec<crate::procs::Kid>,
 }
 
-/// Starts 3 masters (with `master_args` extra) and `n` chunkservers, and waits until every
-/// chunkserver is alive.
+/// Starts 3 masters (with `master_args` extra) and `n` chunkservers (with `cs_args` extra),
+/// and waits until every chunkserver is alive.
 pub async fn start_cluster(
     dir: &Path,
     n: usize,
     master_args: &[&str],
+    cs_args: &[&str],
     tls: bool,
 ) -> Result<LocalCluster, BoxError> {
     let hosts: Vec<String> = (1..=n).map(|i| format!("cs{i}")).collect();
@@ -153,6 +161,7 @@ pub async fn start_cluster(
             "--host".into(),
             hosts[i - 1].clone(),
         ];
+        args.extend(cs_args.iter().map(|a| a.to_string()));
         args.extend(tls_args.iter().cloned());
         let (k, addr) = crate::procs::spawn(&args)?;
         chunkservers.push((k, addr));
@@ -182,6 +191,18 @@ pub async fn start_cluster(
 }
 
 impl LocalCluster {
+    /// CPU seconds used so far by every server process of the cluster.
+    pub fn server_cpu_s(&self) -> f64 {
+        self._masters
+            .iter()
+            .chain(self.chunkservers.iter().map(|(k, _)| k))
+            .filter_map(|k| {
+                k.0.as_ref()
+                    .map(|c| cpu_s(&format!("/proc/{}/stat", c.id())))
+            })
+            .sum()
+    }
+
     /// A client configuration for this cluster.
     pub fn config(&self) -> ClientConfig {
         ClientConfig {
@@ -235,6 +256,29 @@ pub fn pool() -> Bytes {
         v.extend_from_slice(&x.to_le_bytes());
     }
     Bytes::from(v)
+}
+
+/// User + system CPU seconds of the process whose `/proc/…/stat` is at `path` (0 if gone).
+pub fn cpu_s(path: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
+}
+
+/// CPU seconds per GiB moved.
+fn per_gib(cpu_s: f64, bytes: u64) -> f64 {
+    cpu_s / (bytes as f64 / (1u64 << 30) as f64)
 }
 
 pub fn mibps(bytes: u64, t: Duration) -> f64 {
@@ -301,26 +345,56 @@ fn baseline_loopback(size: u64, pool: &Bytes) -> Result<f64, BoxError> {
     Ok(mibps(size, t.elapsed()))
 }
 
-/// One client writes one file of `size` bytes and reads it back: (write, read) MiB/s.
+/// What one client writing one file and reading it back measured: MiB/s, and CPU seconds per
+/// GiB of the servers and of the client (this process).
+struct OneClient {
+    write: f64,
+    read: f64,
+    server_cpu_write: f64,
+    server_cpu_read: f64,
+    client_cpu_write: f64,
+    client_cpu_read: f64,
+}
+
 async fn one_client(
+    cluster: &LocalCluster,
     client: &Client,
     pool: &Bytes,
     size: u64,
     mode: &str,
-) -> Result<(f64, f64), BoxError> {
+) -> Result<OneClient, BoxError> {
+    let me = "/proc/self/stat";
+    let (s0, c0) = (cluster.server_cpu_s(), cpu_s(me));
     let t = Instant::now();
     client
         .put("/e2e-1", Source::new(pool, size, 0), true, &no_progress)
         .await?;
     let w = mibps(size, t.elapsed());
-    println!("write, 1 client, {mode}: {w:.1} MiB/s");
+    let (s1, c1) = (cluster.server_cpu_s(), cpu_s(me));
+    println!(
+        "write, 1 client, {mode}: {w:.1} MiB/s; CPU s/GiB: servers {:.2}, client {:.2}",
+        per_gib(s1 - s0, size),
+        per_gib(c1 - c0, size)
+    );
     let t = Instant::now();
     let n = client
         .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
         .await?;
     let r = mibps(n, t.elapsed());
-    println!("read, 1 client, {mode}: {r:.1} MiB/s");
-    Ok((w, r))
+    let (s2, c2) = (cluster.server_cpu_s(), cpu_s(me));
+    println!(
+        "read, 1 client, {mode}: {r:.1} MiB/s; CPU s/GiB: servers {:.2}, client {:.2}",
+        per_gib(s2 - s1, n),
+        per_gib(c2 - c1, n)
+    );
+    Ok(OneClient {
+        write: w,
+        read: r,
+        server_cpu_write: per_gib(s1 - s0, size),
+        server_cpu_read: per_gib(s2 - s1, n),
+        client_cpu_write: per_gib(c1 - c0, size),
+        client_cpu_read: per_gib(c2 - c1, n),
+    })
 }
 
 pub async fn run(a: Args) -> Result<(), BoxError> {
@@ -340,10 +414,16 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
 
     let chunk_mib = a.chunk_mib.to_string();
     let tls = !a.plaintext;
+    let cs_args: &[&str] = if a.buffered_io {
+        &["--buffered-io"]
+    } else {
+        &[]
+    };
     let cluster = start_cluster(
         &tmp.path().join("tls-cluster"),
         3,
         &["--chunk-size-mib", &chunk_mib],
+        cs_args,
         tls,
     )
     .await?;
@@ -353,7 +433,8 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let mode = if tls { "TLS" } else { "plaintext" };
 
     // One client, one file.
-    let (w1, r1_) = one_client(&client, &pool, size, mode).await?;
+    let one = one_client(&cluster, &client, &pool, size, mode).await?;
+    let (w1, r1_) = (one.write, one.read);
 
     // Four clients, four files.
     let t = Instant::now();
@@ -399,11 +480,13 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             &tmp.path().join("plain-cluster"),
             3,
             &["--chunk-size-mib", &chunk_mib],
+            cs_args,
             false,
         )
         .await?;
         let client = Client::connect(&cluster.masters, cluster.config()).await?;
-        Some(one_client(&client, &pool, size, "plaintext").await?)
+        let p = one_client(&cluster, &client, &pool, size, "plaintext").await?;
+        Some((p.write, p.read))
     } else {
         None
     };
@@ -415,6 +498,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     print_json(vec![
         ("bench", json!("e2e")),
         ("tls", json!(tls)),
+        ("direct_io", json!(!a.buffered_io)),
         ("write_MiBps_1", json!(r1(w1))),
         ("read_MiBps_1", json!(r1(r1_))),
         ("write_MiBps_4", json!(r1(w4))),
@@ -423,6 +507,16 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("plaintext_read_MiBps_1", json!(plain.map(|(_, r)| r1(r)))),
         ("tls_write_ratio", json!(plain.map(|(w, _)| r3(w1 / w)))),
         ("tls_read_ratio", json!(plain.map(|(_, r)| r3(r1_ / r)))),
+        (
+            "server_cpu_s_per_GiB_write",
+            json!(r3(one.server_cpu_write)),
+        ),
+        ("server_cpu_s_per_GiB_read", json!(r3(one.server_cpu_read))),
+        (
+            "client_cpu_s_per_GiB_write",
+            json!(r3(one.client_cpu_write)),
+        ),
+        ("client_cpu_s_per_GiB_read", json!(r3(one.client_cpu_read))),
         ("baseline_3x_disk_write_MiBps", json!(r1(disk))),
         ("baseline_loopback_MiBps", json!(r1(lo))),
         ("write_ratio", json!(r3(w1 / disk))),

@@ -39,6 +39,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         tmp.path(),
         4,
         &["--dead-after-ms", &dead, "--copies-per-server", &copies],
+        &[],
         true,
     )
     .await?;

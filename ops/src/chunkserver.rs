@@ -50,6 +50,10 @@ pub struct Args {
     /// A write stream that sends nothing for this many seconds is cut off (its chunk discarded).
     #[arg(long, default_value_t = 30)]
     pub stream_idle_s: u64,
+    /// Write chunk data through the page cache instead of with O_DIRECT (the default where the
+    /// file system allows it). Either way a chunk is fdatasynced before it is acknowledged.
+    #[arg(long)]
+    pub buffered_io: bool,
 }
 
 fn hostname() -> String {
@@ -92,6 +96,7 @@ pub async fn run(
         replicate_bytes_per_s: a.replicate_mib_per_s << 20,
         stream_idle: Duration::from_secs(a.stream_idle_s.max(1)),
         transport: transport.clone(),
+        direct_io: !a.buffered_io,
     };
     let (addr, masters_list, data) = (
         advertise.clone(),

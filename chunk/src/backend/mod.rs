@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::io;
 
+pub mod aligned;
 pub mod mem;
 pub(crate) mod posix;
 pub mod std_fs;
@@ -38,6 +39,14 @@ pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Creates (or truncates) `name` for reading and writing.
     async fn create(&self, name: &str) -> io::Result<FileHandle>;
+    /// Opens `name` (made by [`Backend::create`]) a second time, for O_DIRECT writes: the
+    /// offset, the length and every buffer address of a write through it must be multiples of
+    /// [`aligned::DIRECT_ALIGN`]. `Ok(None)` where the file system refuses O_DIRECT (tmpfs) or
+    /// the backend has no such thing. Data written this way is durable, like any other, after
+    /// [`Backend::sync_data`] on either handle (fdatasync flushes the file and the device cache).
+    async fn open_direct(&self, _name: &str) -> io::Result<Option<FileHandle>> {
+        Ok(None)
+    }
     /// Writes all of `bufs`, one after another, starting at `offset` (one vectored write where
     /// the backend can).
     async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()>;

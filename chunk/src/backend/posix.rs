@@ -91,6 +91,12 @@ pub(crate) fn space(root: &Path) -> io::Result<FsSpace> {
     })
 }
 
+/// Whether an open with O_DIRECT failed because the file system does not do it (then buffered
+/// writes are used instead).
+pub(crate) fn direct_refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
+
 /// Resolves a store-relative name, refusing anything that could leave the directory.
 pub(crate) fn resolve(root: &Path, name: &str) -> io::Result<PathBuf> {
     let ok = !name.is_empty()

@@ -61,6 +61,29 @@ posix::disk_backend_impl!(StdBackend, {
         Ok(FileHandle(id))
     }
 
+    async fn open_direct(&self, name: &str) -> io::Result<Option<FileHandle>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.path(name)?;
+        let opened = blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+        })
+        .await;
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if posix::direct_refused(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .map_err(|_| io::Error::other("file table poisoned"))?
+            .insert(id, Arc::new(file));
+        Ok(Some(FileHandle(id)))
+    }
+
     async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()> {
         let f = self.file(fh)?;
         blocking(move || {

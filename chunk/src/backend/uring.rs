@@ -13,6 +13,7 @@ use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,8 @@ enum Op {
     Create {
         path: PathBuf,
         id: u64,
+        /// Open the existing file for O_DIRECT writes instead of creating it.
+        direct: bool,
         reply: Reply<()>,
     },
     WriteAt {
@@ -80,6 +83,12 @@ impl UringBackend {
         })
     }
 
+    /// A new file handle id; its low byte names its I/O thread.
+    fn new_id(&self) -> u64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n << 8) | (n % self.threads.len() as u64)
+    }
+
     async fn call<T>(&self, id: u64, op: impl FnOnce(Reply<T>) -> Op) -> io::Result<T> {
         let shard = (id & 0xff) as usize % self.threads.len();
         let (tx, rx) = oneshot::channel();
@@ -122,17 +131,21 @@ fn lookup(files: &Files, id: u64) -> io::Result<Rc<tokio_uring::fs::File>> {
 
 async fn run(op: Op, files: Files) {
     match op {
-        Op::Create { path, id, reply } => {
-            let r = tokio_uring::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .await
-                .map(|f| {
-                    files.borrow_mut().insert(id, Rc::new(f));
-                });
+        Op::Create {
+            path,
+            id,
+            direct,
+            reply,
+        } => {
+            let mut o = tokio_uring::fs::OpenOptions::new();
+            if direct {
+                o.write(true).custom_flags(libc::O_DIRECT);
+            } else {
+                o.read(true).write(true).create(true).truncate(true);
+            }
+            let r = o.open(&path).await.map(|f| {
+                files.borrow_mut().insert(id, Rc::new(f));
+            });
             let _ = reply.send(r);
         }
         Op::WriteAt {
@@ -181,11 +194,33 @@ posix::disk_backend_impl!(UringBackend, {
 
     async fn create(&self, name: &str) -> io::Result<FileHandle> {
         let path = self.dir.path(name)?;
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = (n << 8) | (n % self.threads.len() as u64);
-        self.call(id, |reply| Op::Create { path, id, reply })
-            .await?;
+        let id = self.new_id();
+        self.call(id, |reply| Op::Create {
+            path,
+            id,
+            direct: false,
+            reply,
+        })
+        .await?;
         Ok(FileHandle(id))
+    }
+
+    async fn open_direct(&self, name: &str) -> io::Result<Option<FileHandle>> {
+        let path = self.dir.path(name)?;
+        let id = self.new_id();
+        match self
+            .call(id, |reply| Op::Create {
+                path,
+                id,
+                direct: true,
+                reply,
+            })
+            .await
+        {
+            Ok(()) => Ok(Some(FileHandle(id))),
+            Err(e) if posix::direct_refused(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()> {

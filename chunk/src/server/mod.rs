@@ -35,6 +35,8 @@ pub struct ChunkserverConfig {
     pub stream_idle: Duration,
     /// How this server accepts and makes connections (mutual TLS as itself, or plaintext).
     pub transport: shale_security::Transport,
+    /// Write chunk data with O_DIRECT where the file system allows (see `store`).
+    pub direct_io: bool,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -66,6 +68,7 @@ pub async fn serve(
     let store_config = StoreConfig {
         chunk_size_max_bytes: config.chunk_size_max_bytes,
         capacity_bytes: config.capacity_bytes,
+        direct_io: config.direct_io,
         ..StoreConfig::default()
     };
     let (store, report) = open_disk_store(

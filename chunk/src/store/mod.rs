@@ -51,6 +51,9 @@ pub struct StoreConfig {
     pub inflight_writes_max: usize,
     /// ...of about this many bytes each (so ≈ their product is buffered per chunk).
     pub write_batch_bytes: u64,
+    /// Write chunk data with O_DIRECT (no page cache) where the backend and file system allow;
+    /// sealing still fdatasyncs. Falls back to buffered writes, with a log line, elsewhere.
+    pub direct_io: bool,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +64,7 @@ impl Default for StoreConfig {
             verify_at_open: VerifyAtOpen::Tail,
             inflight_writes_max: INFLIGHT_WRITES_DEFAULT,
             write_batch_bytes: WRITE_BATCH_DEFAULT_BYTES,
+            direct_io: true,
         }
     }
 }

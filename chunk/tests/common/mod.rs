@@ -43,6 +43,8 @@ pub trait Harness {
     fn delete(&self, name: &str);
     /// Every file name, including `quarantine/...`.
     fn names(&self) -> Vec<String>;
+    /// Whether the store's directory takes O_DIRECT writes (a disk file system, not tmpfs).
+    fn supports_direct(&self) -> bool;
 
     async fn open(&self, config: StoreConfig) -> (Store<Self::B>, RecoveryReport) {
         Store::open(self.backend(), config)
@@ -108,6 +110,19 @@ impl<B: Backend> Harness for Disk<B> {
         out.sort();
         out
     }
+    fn supports_direct(&self) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.path("direct-probe");
+        let ok = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&p)
+            .is_ok();
+        let _ = std::fs::remove_file(p);
+        ok
+    }
 }
 
 pub struct Mem(pub MemBackend);
@@ -137,5 +152,8 @@ impl Harness for Mem {
     }
     fn names(&self) -> Vec<String> {
         self.0.names()
+    }
+    fn supports_direct(&self) -> bool {
+        false
     }
 }
