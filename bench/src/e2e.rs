@@ -276,6 +276,70 @@ pub fn cpu_s(path: &str) -> f64 {
     ticks / hz
 }
 
+/// Drops the page cache (root only); whether it could.
+fn drop_caches() -> bool {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+/// The disk's limits for the payload, measured with O_DIRECT: 3 writers at once, each writing
+/// `size` bytes in 1 MiB writes and fdatasyncing (MiB/s per writer: the aggregate ÷ 3), then
+/// one reader of those files (MiB/s).
+fn baseline_direct(dir: &Path, size: u64, pool: &Bytes) -> Result<(f64, f64), BoxError> {
+    use shale_chunk::backend::aligned::AlignedBuf;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    std::fs::create_dir_all(dir)?;
+    let size = size / (1 << 20) * (1 << 20);
+    let mut buf = AlignedBuf::new(1 << 20);
+    buf.extend_from_slice(&pool[..1 << 20]);
+    let buf = std::sync::Arc::new(buf);
+    let open = |p: &Path, write: bool| {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .create(write)
+            .truncate(write)
+            .custom_flags(libc::O_DIRECT)
+            .open(p)
+    };
+    let t = Instant::now();
+    let writers: Vec<_> = (0..3)
+        .map(|k| {
+            let (f, buf) = (open(&dir.join(format!("direct-{k}")), true), buf.clone());
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let f = f?;
+                let mut at = 0;
+                while at < size {
+                    f.write_all_at((*buf).as_ref(), at)?;
+                    at += 1 << 20;
+                }
+                f.sync_data()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().map_err(|_| "writer panicked")??;
+    }
+    let write = mibps(3 * size, t.elapsed()) / 3.0;
+    drop_caches();
+    let mut rbuf = AlignedBuf::new(1 << 20);
+    rbuf.extend_from_slice(&[0u8; 1 << 20]);
+    let f = open(&dir.join("direct-0"), false)?;
+    let t = Instant::now();
+    let mut at = 0;
+    while at < size {
+        let n = f.read_at(rbuf.as_mut_slice(), at)?;
+        if n == 0 {
+            break;
+        }
+        at += n as u64;
+    }
+    let read = mibps(at, t.elapsed());
+    std::fs::remove_dir_all(dir)?;
+    Ok((write, read))
+}
+
 /// CPU seconds per GiB moved.
 fn per_gib(cpu_s: f64, bytes: u64) -> f64 {
     cpu_s / (bytes as f64 / (1u64 << 30) as f64)
@@ -349,7 +413,10 @@ fn baseline_loopback(size: u64, pool: &Bytes) -> Result<f64, BoxError> {
 /// GiB of the servers and of the client (this process).
 struct OneClient {
     write: f64,
+    /// Warm: the second read.
     read: f64,
+    /// The first read, after the page cache was dropped (if it could be).
+    read_cold: f64,
     server_cpu_write: f64,
     server_cpu_read: f64,
     client_cpu_write: f64,
@@ -370,12 +437,20 @@ async fn one_client(
         .put("/e2e-1", Source::new(pool, size, 0), true, &no_progress)
         .await?;
     let w = mibps(size, t.elapsed());
-    let (s1, c1) = (cluster.server_cpu_s(), cpu_s(me));
+    let (sw, cw) = (cluster.server_cpu_s(), cpu_s(me));
+    let (server_cpu_write, client_cpu_write) = (per_gib(sw - s0, size), per_gib(cw - c0, size));
     println!(
-        "write, 1 client, {mode}: {w:.1} MiB/s; CPU s/GiB: servers {:.2}, client {:.2}",
-        per_gib(s1 - s0, size),
-        per_gib(c1 - c0, size)
+        "write, 1 client, {mode}: {w:.1} MiB/s; CPU s/GiB: servers {server_cpu_write:.2}, \
+         client {client_cpu_write:.2}"
     );
+    drop_caches();
+    let t = Instant::now();
+    let n = client
+        .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
+        .await?;
+    let cold = mibps(n, t.elapsed());
+    println!("read, 1 client, {mode}, cold: {cold:.1} MiB/s");
+    let (s1, c1) = (cluster.server_cpu_s(), cpu_s(me));
     let t = Instant::now();
     let n = client
         .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
@@ -390,9 +465,10 @@ async fn one_client(
     Ok(OneClient {
         write: w,
         read: r,
-        server_cpu_write: per_gib(s1 - s0, size),
+        read_cold: cold,
+        server_cpu_write,
         server_cpu_read: per_gib(s2 - s1, n),
-        client_cpu_write: per_gib(c1 - c0, size),
+        client_cpu_write,
         client_cpu_read: per_gib(c2 - c1, n),
     })
 }
@@ -493,6 +569,12 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
 
     let disk = baseline_disk(&tmp.path().join("baseline"), size, chunk, &pool)?;
     println!("baseline: 3 copies to disk with fdatasync: {disk:.1} MiB/s of payload");
+    let (write_limit, read_disk_limit) = baseline_direct(&tmp.path().join("direct"), size, &pool)?;
+    println!(
+        "baseline: O_DIRECT, 3 writers: {write_limit:.1} MiB/s each; cold O_DIRECT read: \
+         {read_disk_limit:.1} MiB/s"
+    );
+    let dropped = drop_caches();
     let lo = baseline_loopback(size, &pool)?;
     println!("baseline: loopback TCP: {lo:.1} MiB/s");
     print_json(vec![
@@ -501,6 +583,8 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("direct_io", json!(!a.buffered_io)),
         ("write_MiBps_1", json!(r1(w1))),
         ("read_MiBps_1", json!(r1(r1_))),
+        ("read_cold_MiBps_1", json!(r1(one.read_cold))),
+        ("caches_dropped", json!(dropped)),
         ("write_MiBps_4", json!(r1(w4))),
         ("read_MiBps_4", json!(r1(r4))),
         ("plaintext_write_MiBps_1", json!(plain.map(|(w, _)| r1(w)))),
@@ -518,6 +602,13 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ),
         ("client_cpu_s_per_GiB_read", json!(r3(one.client_cpu_read))),
         ("baseline_3x_disk_write_MiBps", json!(r1(disk))),
+        ("write_limit_MiBps", json!(r1(write_limit))),
+        ("read_disk_limit_MiBps", json!(r1(read_disk_limit))),
+        ("write_limit_ratio", json!(r3(w1 / write_limit))),
+        (
+            "cold_read_ratio",
+            json!(r3(one.read_cold / read_disk_limit)),
+        ),
         ("baseline_loopback_MiBps", json!(r1(lo))),
         ("write_ratio", json!(r3(w1 / disk))),
         ("read_ratio", json!(r3(r1_ / lo))),

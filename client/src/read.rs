@@ -13,6 +13,31 @@ use shale_proto::pb::{ChunkRef, ReadChunkRequest};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+/// Replicas within this many reads and writes in flight of the least loaded one count as
+/// equally loaded.
+const LOAD_SLACK: u32 = 2;
+
+/// The order to try `c`'s replicas in: the masters' (alive first, nearest, least loaded) —
+/// except that unless the first is on this client's `host`, the alive replicas about as loaded
+/// as the least loaded one take turns by chunk index, so that parallel fetches of consecutive
+/// chunks spread over them instead of all going to one server.
+pub(crate) fn read_order<'a>(c: &'a ChunkLocation, host: &str) -> Vec<&'a Replica> {
+    let all: Vec<&Replica> = c.replicas.iter().collect();
+    if all.is_empty() || (!host.is_empty() && all[0].host == host && all[0].alive) {
+        return all;
+    }
+    let Some(min) = all.iter().filter(|r| r.alive).map(|r| r.load).min() else {
+        return all;
+    };
+    let (mut turn, rest): (Vec<&Replica>, Vec<&Replica>) = all
+        .into_iter()
+        .partition(|r| r.alive && r.load <= min.saturating_add(LOAD_SLACK));
+    let n = turn.len();
+    turn.rotate_left(c.index as usize % n);
+    turn.extend(rest);
+    turn
+}
+
 /// The frames of one chunk range, as received (no copy into one buffer).
 pub(crate) type Frames = Vec<Bytes>;
 
@@ -112,13 +137,14 @@ impl Client {
         let p = path.to_string();
         self.masters
             .call(|mut m| {
-                let path = p.clone();
+                let (path, host) = (p.clone(), self.config.host.clone());
                 async move {
                     m.get_chunk_locations(LocationsRequest {
                         path,
                         offset,
                         length,
                         follower_read: false,
+                        client_host: host,
                     })
                     .await
                 }
@@ -142,7 +168,7 @@ impl Client {
         // matching checksums) is skipped and reported.
         let digest = c.digest.len() == 32;
         let whole = offset == 0 && len >= c.length;
-        for r in &c.replicas {
+        for r in read_order(c, &self.config.host) {
             let got = if digest && !whole {
                 match self.read_part_checked(r, c, offset, len).await {
                     Ok(b) => Ok(b),
@@ -267,5 +293,45 @@ mod tests {
         assert_eq!(intact(&f), Ok(()));
         f.data = Bytes::from_static(b"some chunk bytez");
         assert!(intact(&f).is_err());
+    }
+
+    #[test]
+    fn parallel_reads_spread_over_equally_loaded_replicas() {
+        let rep = |n: u64, host: &str, alive: bool, load: u32| Replica {
+            node_id: n,
+            address: format!("10.0.0.{n}:1"),
+            alive,
+            host: host.into(),
+            load,
+        };
+        let chunk = |index: u32, replicas: Vec<Replica>| ChunkLocation {
+            index,
+            replicas,
+            ..ChunkLocation::default()
+        };
+        let order = |c: &ChunkLocation, host: &str| -> Vec<u64> {
+            read_order(c, host).iter().map(|r| r.node_id).collect()
+        };
+        let three = vec![
+            rep(1, "a", true, 0),
+            rep(2, "b", true, 1),
+            rep(3, "c", true, 9),
+        ];
+        // Consecutive chunks start at different replicas among the equally loaded ones; the
+        // busy one stays last.
+        assert_eq!(order(&chunk(0, three.clone()), "x"), vec![1, 2, 3]);
+        assert_eq!(order(&chunk(1, three.clone()), "x"), vec![2, 1, 3]);
+        assert_eq!(order(&chunk(2, three.clone()), "x"), vec![1, 2, 3]);
+        // A replica on this host stays first.
+        assert_eq!(order(&chunk(1, three.clone()), "a"), vec![1, 2, 3]);
+        // Dead replicas never take a turn.
+        let dead_first = vec![
+            rep(1, "a", false, 0),
+            rep(2, "b", true, 0),
+            rep(3, "c", true, 0),
+        ];
+        assert_eq!(order(&chunk(0, dead_first.clone()), "x"), vec![2, 3, 1]);
+        assert_eq!(order(&chunk(1, dead_first), "x"), vec![3, 2, 1]);
+        assert!(order(&chunk(5, vec![]), "x").is_empty());
     }
 }

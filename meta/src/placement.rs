@@ -49,6 +49,13 @@ pub fn place(
     }
     pool.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.node.cmp(&b.node)));
     let mut chosen: Vec<&Candidate> = Vec::with_capacity(n);
+    // As HDFS: the first replica on the writer's own host when a chunkserver there can take it
+    // (the best of them), the rest spread by the rules below.
+    if let Some(local) = client_host.and_then(|h| pool.iter().find(|c| c.host == h)) {
+        if n > 0 {
+            chosen.push(local);
+        }
+    }
     while chosen.len() < n {
         let host_free = |c: &&Candidate| !chosen.iter().any(|x| x.host == c.host);
         let rack_free = |c: &&Candidate| {
@@ -73,6 +80,32 @@ pub fn place(
         });
     chosen.swap(0, head);
     Ok(chosen.iter().map(|c| c.node).collect())
+}
+
+/// A replica as a reader's ordering sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadReplica {
+    pub node: NodeId,
+    pub alive: bool,
+    pub host: String,
+    pub rack: Option<String>,
+    /// Reads and writes in flight (from its last heartbeat).
+    pub load: u32,
+}
+
+/// Orders a chunk's replicas for a reader on `client_host` (its rack: that of a chunkserver on
+/// the same host, if any): alive ones first; then on the reader's host, then in its rack; then
+/// the least loaded; ties by node id (stable: readers spread parallel fetches themselves).
+pub fn order_for_reader(
+    replicas: &mut [ReadReplica],
+    client_host: Option<&str>,
+    client_rack: Option<&str>,
+) {
+    replicas.sort_by_key(|r| {
+        let same_host = client_host.is_some_and(|h| h == r.host);
+        let same_rack = client_rack.is_some_and(|k| r.rack.as_deref() == Some(k));
+        (!r.alive, !same_host, !same_rack, r.load, r.node)
+    });
 }
 
 #[cfg(test)]
@@ -184,7 +217,19 @@ mod tests {
                 n: 3,
                 exclude: vec![],
                 client: Some("c"),
-                want: Ok(vec![3, 2, 1]),
+                want: Ok(vec![3, 1, 2]),
+            },
+            Case {
+                name: "a single replica goes to the client's host (as HDFS's first replica)",
+                cands: vec![
+                    c(1, "a", None, 100, 0),
+                    c(2, "b", None, 20, 0),
+                    c(3, "c", None, 15, 0),
+                ],
+                n: 1,
+                exclude: vec![],
+                client: Some("c"),
+                want: Ok(vec![3]),
             },
             Case {
                 name: "nothing usable",
@@ -202,5 +247,29 @@ mod tests {
                 .map_err(|_| ());
             assert_eq!(got, case.want, "{}", case.name);
         }
+    }
+
+    #[test]
+    fn readers_get_the_nearest_then_least_loaded_replica() {
+        let r = |n: u64, alive: bool, host: &str, rack: &str, load: u32| ReadReplica {
+            node: NodeId(n),
+            alive,
+            host: host.into(),
+            rack: Some(rack.into()),
+            load,
+        };
+        let mut v = vec![
+            r(1, true, "h1", "a", 0),
+            r(2, true, "h2", "b", 5),
+            r(3, false, "h3", "b", 0),
+            r(4, true, "h4", "b", 1),
+            r(5, true, "h5", "c", 0),
+        ];
+        order_for_reader(&mut v, Some("h2"), Some("b"));
+        let order: Vec<u64> = v.iter().map(|x| x.node.get()).collect();
+        assert_eq!(order, vec![2, 4, 1, 5, 3], "host, rack, load, dead last");
+        order_for_reader(&mut v, None, None);
+        let order: Vec<u64> = v.iter().map(|x| x.node.get()).collect();
+        assert_eq!(order, vec![1, 5, 4, 2, 3], "least loaded first");
     }
 }

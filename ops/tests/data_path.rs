@@ -123,6 +123,7 @@ async fn data_path_end_to_end() {
     let before: Vec<_> = chunk_files(&cluster);
     let locs = on_leader(&addrs, |mut m| async move {
         m.get_chunk_locations(LocationsRequest {
+            client_host: String::new(),
             path: "/f2".into(),
             offset: 0,
             length: 0,
@@ -134,7 +135,10 @@ async fn data_path_end_to_end() {
     .expect("locations");
     let mut corrupted = 0;
     for ch in &locs.chunks {
-        for r in ch.replicas.iter().take(2) {
+        // The two replicas a reader tries first: with equally loaded replicas, it starts at
+        // replica `index % 3` (parallel fetches spread over the replicas).
+        let n = ch.replicas.len();
+        for r in (0..2).map(|k| &ch.replicas[(ch.index as usize + k) % n]) {
             let cs = cluster
                 .chunkservers
                 .iter()
@@ -160,6 +164,7 @@ async fn data_path_end_to_end() {
     loop {
         let l = on_leader(&addrs, |mut m| async move {
             m.get_chunk_locations(LocationsRequest {
+                client_host: String::new(),
                 path: "/f2".into(),
                 offset: 0,
                 length: 0,

@@ -113,7 +113,7 @@ async fn a_lying_chunkserver_cannot_hand_out_forged_bytes() {
     c.get("/precious", &mut back, &|_| {}).await.expect("get");
     assert!(back == data);
 
-    // Partial reads are checked too, block by block. A new liar for chunk 1, listed first:
+    // Partial reads are checked too, block by block. A new liar for chunk 1, tried first:
     let (ch, liar, liar_addr) = plant_liar(&mut cluster, &c, &data, 1).await;
     // its block digests (computed from its forged bytes) do not merge into the writer's
     // digest, which is how readers catch it;
@@ -174,8 +174,9 @@ async fn a_lying_chunkserver_cannot_hand_out_forged_bytes() {
     }
 }
 
-/// Makes the first listed replica of chunk `index` of /precious (`data`) a liar: stopped, its
-/// bytes and sidecar forged consistently, restarted; waits until it is listed first again.
+/// Makes the replica of chunk `index` of /precious (`data`) that a reader tries first a liar
+/// (readers start at replica `index % n` among equally loaded ones): stopped, its bytes and
+/// sidecar forged consistently, restarted; waits until it is listed there again.
 /// The chunk's location (with a read token), the liar, and its new address.
 async fn plant_liar(
     cluster: &mut Cluster,
@@ -186,7 +187,8 @@ async fn plant_liar(
     let masters = cluster.master_addrs();
     let locs = c.chunk_locations("/precious").await.expect("locations");
     let ch = locs.chunks[index].clone();
-    let liar = ch.replicas[0].clone();
+    let at = index % ch.replicas.len();
+    let liar = ch.replicas[at].clone();
     let i = cluster
         .chunkservers
         .iter()
@@ -202,18 +204,18 @@ async fn plant_liar(
     forge(&dir, ch.chunk_id, ch.version, &forged);
     cluster.chunkservers[i] = ChunkProc::start(&masters, &host, &dir);
     let addr = cluster.chunkservers[i].addr.clone();
-    // Wait until the liar is back and listed first for the chunk again.
+    // Wait until the liar is back and listed where it was.
     let deadline = Instant::now() + WAIT;
     loop {
         let l = c.chunk_locations("/precious").await.expect("locations");
         if l.chunks[index]
             .replicas
-            .first()
+            .get(at)
             .is_some_and(|r| r.address == addr && r.alive)
         {
             return (l.chunks[index].clone(), liar, addr);
         }
-        assert!(Instant::now() < deadline, "the liar never came back first");
+        assert!(Instant::now() < deadline, "the liar never came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -79,6 +79,12 @@ impl AlignedBuf {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+
+    /// The contents, writable (e.g. to read into them).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `[..len]` is initialized memory we own, borrowed mutably once.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
 }
 
 impl AsRef<[u8]> for AlignedBuf {

@@ -167,6 +167,7 @@ pub async fn run(
                 free_bytes: usage.free_bytes,
                 used_bytes: usage.used_bytes,
                 inflight_writes: server.inflight.load(Ordering::Relaxed),
+                inflight_reads: server.reading.load(Ordering::Relaxed),
                 full_report: full,
                 chunks,
                 removed,

@@ -148,6 +148,8 @@ pub struct ChunkServer {
     pub node: AtomicU64,
     pub chunk_size_max_bytes: u64,
     pub inflight: AtomicU32,
+    /// Read streams being served (reported to the masters, which send readers elsewhere).
+    pub reading: Arc<AtomicU32>,
     /// Wakes the heartbeat loop to report a newly sealed chunk at once (an incremental report,
     /// as HDFS's block-received).
     pub report_now: tokio::sync::Notify,
@@ -248,8 +250,9 @@ impl<T> Drop for AbortHandleOnDrop<T> {
     }
 }
 
-struct Inflight<'a>(&'a AtomicU32);
-impl Drop for Inflight<'_> {
+/// Takes one off a counter of work in flight when dropped.
+struct Inflight<T: std::ops::Deref<Target = AtomicU32>>(T);
+impl<T: std::ops::Deref<Target = AtomicU32>> Drop for Inflight<T> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -280,6 +283,7 @@ impl ChunkServer {
             node: AtomicU64::new(0),
             chunk_size_max_bytes,
             inflight: AtomicU32::new(0),
+            reading: Arc::new(AtomicU32::new(0)),
             report_now: tokio::sync::Notify::new(),
             replicate_bytes_per_s: 0,
             replicate_next: Mutex::new(std::time::Instant::now()),
@@ -615,7 +619,10 @@ impl ChunkService for ChunkServer {
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let offset = r.offset;
+        let reading = self.reading.clone();
+        reading.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let _reading = Inflight(reading);
             let mut at = offset;
             while at < end {
                 let n = (end - at).min(READ_FRAME_BYTES);

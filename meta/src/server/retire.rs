@@ -95,6 +95,7 @@ mod tests {
             free_bytes: 1,
             used_bytes: 0,
             inflight: 0,
+            reading: 0,
         }
     }
 

@@ -2,7 +2,7 @@
 use super::perms::who;
 use super::soft::{Live, Liveness};
 use super::{status_of, Master};
-use crate::placement::{self, Candidate};
+use crate::placement::{self, Candidate, ReadReplica};
 use crate::sm::{Command, Reply, Stat, Who};
 use shale_proto::metapb::master_service_server::MasterService;
 use shale_proto::metapb::*;
@@ -120,16 +120,18 @@ impl Svc {
 
     fn replica(&self, node: NodeId) -> Replica {
         let g = self.0.sm.read();
-        let address = g
+        let (address, host) = g
             .state
             .servers()
             .find(|(n, _)| **n == node)
-            .map(|(_, s)| s.address.clone())
+            .map(|(_, s)| (s.address.clone(), s.host.clone()))
             .unwrap_or_default();
         Replica {
             node_id: node.get(),
             address,
             alive: true,
+            host,
+            load: 0,
         }
     }
 
@@ -529,7 +531,8 @@ impl MasterService for Svc {
         let (first, last) = (r.offset / cs, end.div_ceil(cs));
         let now = Instant::now();
         let t = self.0.config.timeouts;
-        let located: Vec<(usize, ChunkId, ChunkVersion, Vec<(NodeId, bool)>)> = {
+        // Each chunk's replicas, nearest to the reader first, then least loaded.
+        let located: Vec<(usize, ChunkId, ChunkVersion, Vec<ReadReplica>)> = {
             let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
             fc.chunks
                 .iter()
@@ -540,44 +543,86 @@ impl MasterService for Svc {
                     let nodes = soft
                         .locations(*c, *v, now, t)
                         .into_iter()
-                        .map(|n| (n, soft.liveness(n, now, t) == Liveness::Alive))
+                        .map(|n| {
+                            let load = soft.servers.get(&n).map_or(0, |l| l.inflight + l.reading);
+                            ReadReplica {
+                                node: n,
+                                alive: soft.liveness(n, now, t) == Liveness::Alive,
+                                host: String::new(),
+                                rack: None,
+                                load,
+                            }
+                        })
                         .collect();
                     (i, *c, *v, nodes)
                 })
                 .collect()
         };
+        let client_host = (!r.client_host.is_empty()).then_some(r.client_host.as_str());
+        let (located, addrs, digests) = {
+            let g = self.0.sm.read();
+            let servers: BTreeMap<NodeId, &crate::sm::ServerInfo> =
+                g.state.servers().map(|(n, s)| (*n, s)).collect();
+            let client_rack = client_host.and_then(|h| {
+                servers
+                    .values()
+                    .find(|s| s.host == h)
+                    .and_then(|s| s.rack.clone())
+            });
+            let mut addrs = BTreeMap::new();
+            let mut digests = Vec::with_capacity(located.len());
+            let located: Vec<_> = located
+                .into_iter()
+                .map(|(i, c, v, mut nodes)| {
+                    for n in &mut nodes {
+                        if let Some(s) = servers.get(&n.node) {
+                            n.host = s.host.clone();
+                            n.rack = s.rack.clone();
+                            addrs.insert(n.node, s.address.clone());
+                        }
+                    }
+                    placement::order_for_reader(&mut nodes, client_host, client_rack.as_deref());
+                    digests.push(
+                        g.state
+                            .chunk_digest(c)
+                            .map(|d| d.to_vec().into())
+                            .unwrap_or_default(),
+                    );
+                    (i, c, v, nodes)
+                })
+                .collect();
+            (located, addrs, digests)
+        };
         let chunks = located
             .into_iter()
-            .map(|(i, c, v, nodes)| -> Result<ChunkLocation, Status> {
-                let replicas: Vec<Replica> = nodes
-                    .into_iter()
-                    .map(|(n, alive)| Replica {
-                        alive,
-                        ..self.replica(n)
+            .zip(digests)
+            .map(
+                |((i, c, v, nodes), digest)| -> Result<ChunkLocation, Status> {
+                    let replicas: Vec<Replica> = nodes
+                        .into_iter()
+                        .map(|n| Replica {
+                            node_id: n.node.get(),
+                            address: addrs.get(&n.node).cloned().unwrap_or_default(),
+                            alive: n.alive,
+                            host: n.host,
+                            load: n.load,
+                        })
+                        .collect();
+                    let targets = replicas
+                        .iter()
+                        .map(|r| (r.node_id, r.address.clone()))
+                        .collect();
+                    Ok(ChunkLocation {
+                        digest,
+                        chunk_id: c.get(),
+                        version: v.get(),
+                        index: i as u32,
+                        length: fc.length.saturating_sub(i as u64 * cs).min(cs),
+                        token: self.0.token_or_wait(c.get(), v.get(), READ, targets)?,
+                        replicas,
                     })
-                    .collect();
-                let targets = replicas
-                    .iter()
-                    .map(|r| (r.node_id, r.address.clone()))
-                    .collect();
-                let digest = self
-                    .0
-                    .sm
-                    .read()
-                    .state
-                    .chunk_digest(c)
-                    .map(|d| d.to_vec().into())
-                    .unwrap_or_default();
-                Ok(ChunkLocation {
-                    digest,
-                    chunk_id: c.get(),
-                    version: v.get(),
-                    index: i as u32,
-                    length: fc.length.saturating_sub(i as u64 * cs).min(cs),
-                    token: self.0.token_or_wait(c.get(), v.get(), READ, targets)?,
-                    replicas,
-                })
-            })
+                },
+            )
             .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(LocationsReply {
             file: fc.file.get(),
@@ -762,6 +807,7 @@ impl MasterService for Svc {
                 free_bytes: r.free_bytes.min(capacity),
                 used_bytes: r.used_bytes.min(capacity),
                 inflight: r.inflight_writes,
+                reading: r.inflight_reads,
             },
             r.full_report,
             &chunks,

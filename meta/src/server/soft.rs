@@ -29,7 +29,10 @@ pub struct Live {
     pub last_seen: Instant,
     pub free_bytes: u64,
     pub used_bytes: u64,
+    /// Writes in flight.
     pub inflight: u32,
+    /// Reads in flight.
+    pub reading: u32,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -262,6 +265,7 @@ mod tests {
             free_bytes: 1,
             used_bytes: 0,
             inflight: 0,
+            reading: 0,
         };
         s.heartbeat(
             NodeId(1),
