@@ -335,6 +335,18 @@ async fn clients_without_certificates_use_user_tokens() {
     let o = cli(&m, None, &["--token", &token, "whoami"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("carol (user)"));
+    // ... and issues them (the token is the one line on stdout).
+    let printed = cli_ok(
+        &m,
+        None,
+        &["admin", "token", "issue", "dave", "--days", "1"],
+    );
+    let o = cli(&m, None, &["--token", printed.trim(), "whoami"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("dave (user)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Without a token, or with a forged one: UNAUTHENTICATED.
     for (t, why) in [

@@ -342,7 +342,9 @@ pub enum TokenCmd {
     /// Have the masters sign a token naming USER; prints it (keep it secret: it is the
     /// user's password until it expires or all tokens are revoked).
     Issue {
-        user: String,
+        /// The user the token names (`name`, not `user`: that id is the global --user flag).
+        #[arg(value_name = "USER")]
+        name: String,
         /// Name an admin (superuser) instead of a user.
         #[arg(long)]
         admin: bool,
@@ -379,9 +381,10 @@ pub enum GroupCmd {
 /// A client as the CLI uses it: this machine's host name as its host label.
 async fn connect(masters: &[String], tls: &crate::tls::TlsArgs) -> Res<Client> {
     let transport = tls.client()?;
-    let how = match transport.principal() {
-        Some(p) => format!(" (as {p}, over TLS)"),
-        None => " (plaintext)".to_string(),
+    let how = match (transport.principal(), transport.bearer()) {
+        (Some(p), _) => format!(" (as {p}, over TLS)"),
+        (None, Some(_)) => " (with a user token, over TLS)".to_string(),
+        (None, None) => " (plaintext)".to_string(),
     };
     let config = ClientConfig {
         transport,
@@ -391,6 +394,9 @@ async fn connect(masters: &[String], tls: &crate::tls::TlsArgs) -> Res<Client> {
         ..ClientConfig::default()
     };
     Client::connect(masters, config).await.map_err(|e| {
+        if matches!(e, shale_client::ClientError::Unauthenticated(_)) {
+            return format!("the cluster refused this client{how}: {e}").into();
+        }
         format!(
             "cannot reach the cluster{how}: {e}. Start one with `shale up`, or point the CLI \
              at yours with --masters host:port,… or SHALE_MASTERS"
@@ -678,7 +684,11 @@ async fn admin_cmd(c: &Client, a: AdminCmd) -> Res {
             Ok(())
         }
         AdminCmd::Group(GroupCmd::Ls { json }) => perms::groups(c, json).await,
-        AdminCmd::Token(TokenCmd::Issue { user, admin, days }) => {
+        AdminCmd::Token(TokenCmd::Issue {
+            name: user,
+            admin,
+            days,
+        }) => {
             let t = c.issue_user_token(&user, admin, days * 86_400_000).await?;
             output::say!("{}", t.token);
             eprintln!(
