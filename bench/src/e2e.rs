@@ -79,6 +79,7 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         stream_idle: shale_chunk::server::service::STREAM_IDLE_DEFAULT,
         transport,
         direct_io: !a.buffered_io,
+        node: Default::default(),
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;

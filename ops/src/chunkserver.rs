@@ -97,6 +97,7 @@ pub async fn run(
         stream_idle: Duration::from_secs(a.stream_idle_s.max(1)),
         transport: transport.clone(),
         direct_io: !a.buffered_io,
+        node: Default::default(),
     };
     let (addr, masters_list, data) = (
         advertise.clone(),
@@ -112,7 +113,20 @@ pub async fn run(
         );
         Box::pin(async move { body })
     });
-    let http = crate::http::start(&a.http, page, &transport).await?;
+    // Ready once registered: the node id is set after the store opened and the masters
+    // answered.
+    let node = config.node.clone();
+    let ready: crate::http::Ready = std::sync::Arc::new(move || {
+        let n = node.load(std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move {
+            if n == 0 {
+                Err("not registered with the masters yet".to_string())
+            } else {
+                Ok(format!("chunkserver node {n}, store open"))
+            }
+        })
+    });
+    let http = crate::http::start(&a.http, page, ready, &transport).await?;
     println!(
         "shale chunkserver listening on {bound} (advertised as {advertise}), http status on {http}"
     );

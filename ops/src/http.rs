@@ -1,6 +1,8 @@
 //! The HTTP status port of every server: `/metrics` (Prometheus text from the `metrics`
-//! recorder) and a small status page at `/`, served by hyper's HTTP/1.1 server, over TLS
-//! (HTTPS) when the server runs TLS.
+//! recorder), a small status page at `/`, and health for probes: `/healthz` (200 while the
+//! process serves) and `/readyz` (200 when the server is ready for work, else 503 saying why:
+//! a master in a group with a leader and caught up, a chunkserver registered with its store
+//! open). Served by hyper's HTTP/1.1 server, over TLS (HTTPS) when the server runs TLS.
 //!
 //! Invariants (a status port must never take its server down, whatever reaches it):
 //! * at most [`CONNECTIONS_MAX`] connections are served at once; a connection beyond that is
@@ -33,6 +35,10 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/pla
 /// Renders the status page body (HTML).
 pub type Page = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
 
+/// Whether the server is ready for work: `Ok(what it is)` or `Err(why not)`.
+pub type Ready =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 /// Installs the global Prometheus recorder (once per process).
 pub fn recorder() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()
@@ -60,8 +66,18 @@ async fn route(
     req: Request<hyper::body::Incoming>,
     metrics: PrometheusHandle,
     page: Page,
+    ready: Ready,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => match ready().await {
+            Ok(what) => reply(StatusCode::OK, "text/plain", format!("ready: {what}\n")),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -82,6 +98,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     page: Page,
+    ready: Ready,
     transport: shale_security::Transport,
 ) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -99,7 +116,12 @@ pub async fn serve(
             let _ = sock.try_write(BUSY);
             continue;
         };
-        let (metrics, page, transport) = (metrics.clone(), page.clone(), transport.clone());
+        let (metrics, page, ready, transport) = (
+            metrics.clone(),
+            page.clone(),
+            ready.clone(),
+            transport.clone(),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             // HTTPS when the server runs TLS (client certificates optional: the status page
@@ -108,8 +130,9 @@ pub async fn serve(
             let Ok(Ok(sock)) = tokio::time::timeout(HEADER_READ_TIMEOUT, hs).await else {
                 return;
             };
-            let svc =
-                hyper::service::service_fn(move |req| route(req, metrics.clone(), page.clone()));
+            let svc = hyper::service::service_fn(move |req| {
+                route(req, metrics.clone(), page.clone(), ready.clone())
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -125,6 +148,7 @@ pub async fn serve(
 pub async fn start(
     addr: &str,
     page: Page,
+    ready: Ready,
     transport: &shale_security::Transport,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let metrics = recorder()?;
@@ -132,6 +156,6 @@ pub async fn start(
         .await
         .map_err(|e| format!("http status port {addr}: {e}"))?;
     let bound = listener.local_addr()?.to_string();
-    tokio::spawn(serve(listener, metrics, page, transport.clone()));
+    tokio::spawn(serve(listener, metrics, page, ready, transport.clone()));
     Ok(bound)
 }

@@ -70,6 +70,65 @@ pub struct Args {
 }
 
 /// The master's status page: the group and chunkservers as this master sees them.
+/// A follower at most this many entries behind the leader counts as caught up.
+pub const READY_LAG_MAX: u64 = 1000;
+
+/// `/readyz` of a master: ready when it is in a group that has a leader (a confirmed one, if
+/// it is the leader) and, as a follower, has applied to within [`READY_LAG_MAX`] entries of
+/// the leader. Asked over its own gRPC port (and the leader's), like the status page.
+fn ready(grpc: String, transport: &shale_security::Transport) -> crate::http::Ready {
+    use shale_proto::metapb::{master_service_client::MasterServiceClient, Empty};
+    let dial = {
+        let transport = transport.clone();
+        move |addr: &str| {
+            transport
+                .channel(addr, |e| {
+                    e.connect_timeout(std::time::Duration::from_secs(1))
+                        .timeout(std::time::Duration::from_secs(2))
+                })
+                .map(MasterServiceClient::new)
+        }
+    };
+    let own = dial(&grpc).ok();
+    std::sync::Arc::new(move || {
+        let (own, dial) = (own.clone(), dial.clone());
+        Box::pin(async move {
+            let mut c = own.ok_or("no channel to its own gRPC port")?;
+            let s = c
+                .status(Empty {})
+                .await
+                .map_err(|e| format!("its gRPC port does not answer: {}", e.message()))?
+                .into_inner();
+            if s.leader == 0 {
+                return Err(format!(
+                    "no leader known (role {}, term {})",
+                    s.role, s.term
+                ));
+            }
+            if s.role == "leader" {
+                return Ok(format!("leader of term {}", s.term));
+            }
+            if s.role != "follower" && s.role != "learner" {
+                return Err(format!("role {}", s.role));
+            }
+            let mut l = dial(&s.leader_address).map_err(|e| format!("leader address: {e}"))?;
+            let leader = l
+                .status(Empty {})
+                .await
+                .map_err(|e| format!("the leader does not answer: {}", e.message()))?
+                .into_inner();
+            let lag = leader.applied_index.saturating_sub(s.applied_index);
+            if lag > READY_LAG_MAX {
+                return Err(format!("{lag} entries behind the leader"));
+            }
+            Ok(format!(
+                "{} of master {} (term {}), {lag} entries behind",
+                s.role, s.leader, s.term
+            ))
+        })
+    })
+}
+
 fn page(grpc: String, transport: &shale_security::Transport) -> crate::http::Page {
     use crate::http::escape;
     // One lazily connected channel for every render (a page view never opens a connection).
@@ -185,7 +244,13 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     if a.test_unsafe_reads {
         eprintln!("WARNING: --test-unsafe-reads: this master serves stale reads when deposed (a planted bug for the torture tests)");
     }
-    let http = crate::http::start(&a.http, page(advertise.clone(), &transport), &transport).await?;
+    let http = crate::http::start(
+        &a.http,
+        page(advertise.clone(), &transport),
+        ready(advertise.clone(), &transport),
+        &transport,
+    )
+    .await?;
     println!(
         "shale master {} listening on {bound} (advertised as {advertise}), http status on {http}",
         a.id

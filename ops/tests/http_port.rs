@@ -274,3 +274,76 @@ async fn https_status_port() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }
+
+/// Waits (bounded) until GET `path` answers `code`.
+fn wait_for(addr: &str, path: &str, code: u16) {
+    let deadline = Instant::now() + WAIT;
+    while get(addr, path, Duration::from_secs(3)) != Some(code) {
+        assert!(
+            Instant::now() < deadline,
+            "{path} at {addr} never answered {code}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A plaintext server process of `args` (after `--insecure`); its gRPC and HTTP addresses.
+fn server(args: &[&str]) -> (Killed, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+    cmd.arg("--insecure").args(args).env("RUST_LOG", "warn");
+    let (child, addr, line) = spawn_server_line(cmd);
+    let http = http_addr(&line).unwrap_or_else(|| panic!("no http address in {line:?}"));
+    (Killed(child), addr, http)
+}
+
+/// `/healthz` answers while the process serves; `/readyz` only once a master is in a group
+/// with a leader (caught up) and a chunkserver is registered, 503 before.
+#[test]
+fn health_and_readiness_endpoints() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m1 = dir.path().join("m1");
+    let (_m, grpc, http) = server(&[
+        "master",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        m1.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(get(&http, "/healthz", WAIT), Some(200));
+    // Not bootstrapped: no group, no leader.
+    wait_for(&http, "/readyz", 503);
+    // A chunkserver whose masters have no group yet is alive but not ready.
+    let cs = dir.path().join("cs1");
+    let (_c, _, cs_http) = server(&[
+        "--masters",
+        &grpc,
+        "chunkserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        cs.to_str().expect("utf-8"),
+        "--host",
+        "cs1",
+    ]);
+    assert_eq!(get(&cs_http, "/healthz", WAIT), Some(200));
+    assert_eq!(get(&cs_http, "/readyz", WAIT), Some(503));
+    // A group of one: the master leads, then the chunkserver registers.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut c = client_as(&shale_security::Transport::plaintext(), &grpc);
+        c.bootstrap(shale_proto::metapb::BootstrapRequest {
+            masters: vec![shale_proto::metapb::MasterInfo {
+                id: 1,
+                address: grpc.clone(),
+                voter: true,
+            }],
+        })
+        .await
+        .expect("bootstrap");
+    });
+    wait_for(&http, "/readyz", 200);
+    wait_for(&cs_http, "/readyz", 200);
+}

@@ -37,6 +37,9 @@ pub struct ChunkserverConfig {
     pub transport: shale_security::Transport,
     /// Write chunk data with O_DIRECT where the file system allows (see `store`).
     pub direct_io: bool,
+    /// The node id the masters assigned (0 until registered): shared with the caller, e.g.
+    /// for a readiness probe.
+    pub node: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -79,6 +82,7 @@ pub async fn serve(
     .await?;
     tracing::info!("chunk store: {report}");
     let mut server = ChunkServer::new(store, config.chunk_size_max_bytes);
+    server.node = config.node.clone();
     server.replicate_bytes_per_s = config.replicate_bytes_per_s;
     server.stream_idle = config.stream_idle;
     server.transport = config.transport.clone();

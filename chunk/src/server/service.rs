@@ -145,7 +145,7 @@ async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Op
 pub struct ChunkServer {
     pub store: Arc<dyn ChunkStore>,
     /// Assigned by the masters at registration (0 until then).
-    pub node: AtomicU64,
+    pub node: Arc<AtomicU64>,
     pub chunk_size_max_bytes: u64,
     pub inflight: AtomicU32,
     /// Read streams being served (reported to the masters, which send readers elsewhere).
@@ -280,7 +280,7 @@ impl ChunkServer {
     pub fn new(store: Arc<dyn ChunkStore>, chunk_size_max_bytes: u64) -> Self {
         ChunkServer {
             store,
-            node: AtomicU64::new(0),
+            node: Arc::new(AtomicU64::new(0)),
             chunk_size_max_bytes,
             inflight: AtomicU32::new(0),
             reading: Arc::new(AtomicU32::new(0)),
