@@ -259,7 +259,9 @@ impl Client {
             .map(|_| ())
     }
 
-    /// Sets how many replicas each chunk of a file keeps; healing adds or trims copies.
+    /// Sets how many replicas each chunk of a file keeps (healing adds or trims copies), or, for
+    /// a directory, how many new files below it get (unless they or a nearer directory say
+    /// otherwise). Admins only.
     ///
     /// ```no_run
     /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {

@@ -103,6 +103,10 @@ fn main() {
             id: 1,
             secret: vec![2; 32],
         },
+        Command::SetReplication {
+            path: "/home".into(),
+            replication: 2,
+        },
     ];
     let mut bytes = Vec::new();
     for (i, c) in cmds.iter().enumerate() {

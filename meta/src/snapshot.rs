@@ -5,21 +5,22 @@
 //! | offset | size | field                       |
 //! |--------|------|-----------------------------|
 //! | 0      | 8    | magic `SHALESNP`            |
-//! | 8      | 2    | format version (1..=4)      |
+//! | 8      | 2    | format version (1..=5)      |
 //! | 10     | 2    | reserved, 0                 |
 //! | 12     | 4    | crc32c of the body          |
 //! | 16     | 8    | body length                 |
 //! | 24     | n    | body                        |
 //!
-//! Body, format 4: `MetaState` (postcard), then the client sessions, then the security state
+//! Body, format 5: `MetaState` (postcard), then the client sessions, then the security state
 //! (chunkserver principals, token keys, chunk digests), then the permissions (owner and group
-//! names, memberships, and every inode's owner, group and mode: `sm::perms`). Format 3 (no
-//! permissions: everything root's), 2 (no security state either) and 1 (no sessions either)
-//! still decode, with those parts empty.
+//! names, memberships, and every inode's owner, group and mode: `sm::perms`), then the
+//! directories' replication defaults (`sm::namespace`). Format 4 (no directory defaults),
+//! 3 (no permissions either: everything root's), 2 (no security state either) and 1 (no
+//! sessions either) still decode, with those parts empty.
 use crate::sm::MetaState;
 
 pub const MAGIC: &[u8; 8] = b"SHALESNP";
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 const HEADER_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +46,8 @@ pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
     body = postcard::to_extend(&state.security, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
     body = crate::sm::perms::encode_section(state, body)
+        .map_err(|e| SnapshotError::Body(e.to_string()))?;
+    body = crate::sm::namespace::encode_dir_replication(state, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
@@ -98,6 +101,9 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
         rest = crate::sm::perms::decode_section(&mut state, rest).map_err(bad)?;
     } else {
         crate::sm::perms::legacy_attrs(&mut state);
+    }
+    if version >= 5 {
+        rest = crate::sm::namespace::decode_dir_replication(&mut state, rest).map_err(bad)?;
     }
     if !rest.is_empty() {
         return Err(SnapshotError::Body(format!(

@@ -484,7 +484,11 @@ fn attributes_survive_snapshots_and_old_snapshots_are_roots() {
         p
     };
     let v4 = snapshot::encode(&plain).unwrap();
-    let cut = v4.len() - perms::encode_section(&plain, Vec::new()).unwrap().len();
+    let cut = v4.len()
+        - perms::encode_section(&plain, Vec::new()).unwrap().len()
+        - shale_meta::sm::namespace::encode_dir_replication(&plain, Vec::new())
+            .unwrap()
+            .len();
     let mut v3 = v4[..cut].to_vec();
     let body_len = (cut - 24) as u64;
     v3[8..10].copy_from_slice(&3u16.to_le_bytes());

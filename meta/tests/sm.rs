@@ -688,3 +688,95 @@ fn retried_requests_are_applied_once() {
         Reply::Err(MetaError::BadArgument(_))
     ));
 }
+
+/// `setrep` on a directory sets the replication its new files get (the nearest directory
+/// default up the tree, else the cluster's); existing files keep theirs; an explicit
+/// replication wins; the defaults survive snapshots, and a format-4 snapshot (before them)
+/// decodes with none.
+#[test]
+fn directory_replication_defaults_are_inherited() {
+    let mut s = state();
+    let ok = |s: &mut MetaState, c: Command| {
+        let r = s.apply(&c, 10);
+        assert!(!matches!(r, Reply::Err(_)), "{c:?}: {r:?}");
+    };
+    ok(
+        &mut s,
+        Command::Mkdir {
+            path: "/a/b/c".into(),
+            parents: true,
+        },
+    );
+    let old = create(&mut s, "/a/old", false, 1, 10);
+    ok(
+        &mut s,
+        Command::Complete {
+            file: old,
+            holder: 1,
+            length: 0,
+        },
+    );
+    let setrep = |p: &str, r: u8| Command::SetReplication {
+        path: p.into(),
+        replication: r,
+    };
+    ok(&mut s, setrep("/a", 2));
+    ok(&mut s, setrep("/a/b/c", 5));
+    let rep_of = |s: &mut MetaState, p: &str, replication: Option<u8>| -> u8 {
+        match s.apply(
+            &Command::Create {
+                path: p.into(),
+                overwrite: false,
+                replication,
+                chunk_size_bytes: None,
+                holder: 7,
+                lease_ms: 1000,
+            },
+            10,
+        ) {
+            Reply::Created { replication, .. } => replication,
+            other => panic!("create {p}: {other:?}"),
+        }
+    };
+    assert_eq!(rep_of(&mut s, "/top", None), 3, "the cluster default");
+    assert_eq!(rep_of(&mut s, "/a/f", None), 2);
+    assert_eq!(rep_of(&mut s, "/a/b/f", None), 2, "inherited from /a");
+    assert_eq!(rep_of(&mut s, "/a/b/c/f", None), 5, "the nearest default");
+    assert_eq!(rep_of(&mut s, "/a/b/c/g", Some(1)), 1, "explicit wins");
+    assert_eq!(
+        s.stat("/a/old").unwrap().replication,
+        3,
+        "existing files keep theirs"
+    );
+    assert_eq!(
+        s.stat("/a").unwrap().replication,
+        2,
+        "stat shows a directory's default"
+    );
+    assert_eq!(s.stat("/a/b").unwrap().replication, 0, "0: inherits");
+    // Bad values are refused and change nothing.
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(&setrep("/a", 0), 10),
+        Reply::Err(MetaError::BadArgument(_))
+    ));
+    assert!(matches!(
+        s.apply(&setrep("/a", 17), 10),
+        Reply::Err(MetaError::BadArgument(_))
+    ));
+    assert_eq!(s, before);
+    // Snapshots keep the defaults; format 4 had none.
+    let v5 = shale_meta::snapshot::encode(&s).unwrap();
+    assert_eq!(shale_meta::snapshot::decode(&v5).unwrap(), s);
+    let section = shale_meta::sm::namespace::encode_dir_replication(&s, Vec::new())
+        .unwrap()
+        .len();
+    let mut v4 = v5[..v5.len() - section].to_vec();
+    v4[8..10].copy_from_slice(&4u16.to_le_bytes());
+    let body_len = (v4.len() - 24) as u64;
+    v4[16..24].copy_from_slice(&body_len.to_le_bytes());
+    let crc = crc32c::crc32c(&v4[24..]);
+    v4[12..16].copy_from_slice(&crc.to_le_bytes());
+    let old = shale_meta::snapshot::decode(&v4).expect("format 4 decodes");
+    assert_eq!(old.stat("/a").unwrap().replication, 0);
+}

@@ -227,6 +227,17 @@ async fn every_verb() {
     ok(m, &["setrep", "2", "/dir"]);
     let st = ok(m, &["stat", "--json", "/dir/b.txt"]).json();
     assert_eq!(st["replication"], 2);
+    // The directory's default: new files in it get 2 as well.
+    let o = sh_in(m, &["put", "-", "/dir/new.bin"], b"fresh");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let st = ok(m, &["stat", "--json", "/dir/new.bin"]).json();
+    assert_eq!(
+        st["replication"], 2,
+        "a new file inherits the directory's default"
+    );
+    let st = ok(m, &["stat", "--json", "/dir"]).json();
+    assert_eq!(st["replication"], 2);
+    ok(m, &["rm", "/dir/new.bin"]);
     assert!(st["modified"]
         .as_str()
         .is_some_and(|t| t.ends_with('Z') && t.contains('T')));

@@ -26,13 +26,16 @@ impl MetaState {
                 "lease of {lease_ms} ms must be 1..={LEASE_MS_MAX}"
             )));
         }
-        let replication = check_replication(replication.unwrap_or(self.replication))?;
         let chunk_size_log2 = match chunk_size {
             Some(b) => check_chunk_size(b)?,
             None => self.chunk_size_log2,
         };
         self.check_new_attrs(who, mode)?;
         let (dir, name) = self.parent_dir(p, who)?;
+        let replication = check_replication(match replication {
+            Some(r) => r,
+            None => self.inherited_replication(dir),
+        })?;
         match self.entries(dir).and_then(|e| e.get(name)) {
             Some(id) if self.is_dir(*id) => return Err(MetaError::IsADirectory(p.to_string())),
             Some(_) if !overwrite => return Err(MetaError::AlreadyExists(p.to_string())),
@@ -66,6 +69,7 @@ impl MetaState {
                 parent: dir,
                 mtime_ms: now_ms,
                 attrs,
+                dir_replication: 0,
                 kind: InodeKind::File(FileMeta {
                     length: 0,
                     replication,

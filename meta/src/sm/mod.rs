@@ -17,7 +17,7 @@ use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::{BTreeMap, HashMap};
 
 mod files;
-mod namespace;
+pub mod namespace;
 pub mod perms;
 mod queries;
 pub mod registry;
@@ -101,6 +101,7 @@ impl MetaState {
                 mtime_ms: 0,
                 kind: InodeKind::Dir(BTreeMap::new()),
                 attrs: perms::Attrs::legacy(true),
+                dir_replication: 0,
             },
         );
         Ok(MetaState {

@@ -66,6 +66,7 @@ impl MetaState {
                     mtime_ms: now_ms,
                     kind: InodeKind::Dir(BTreeMap::new()),
                     attrs,
+                    dir_replication: 0,
                 },
             );
             if let Some(e) = self.entries_mut(cur) {
@@ -200,16 +201,64 @@ impl MetaState {
         Ok(Reply::Done)
     }
 
+    /// Sets a file's replication, or a directory's default for new files below it.
     pub(super) fn set_replication(&mut self, p: &str, replication: u8, who: &Actor) -> Res<Reply> {
         let r = check_replication(replication)?;
         let id = self.resolve(&path::components(p)?, who)?;
         self.require(id, who, perms::WRITE, || p.to_string())?;
-        match self.inodes.get_mut(&id).map(|i| &mut i.kind) {
-            Some(InodeKind::File(f)) => {
-                f.replication = r;
-                Ok(Reply::Done)
+        match self.inodes.get_mut(&id) {
+            Some(Inode {
+                kind: InodeKind::File(f),
+                ..
+            }) => f.replication = r,
+            Some(dir) => dir.dir_replication = r,
+            None => return Err(MetaError::NotFound(p.to_string())),
+        }
+        Ok(Reply::Done)
+    }
+
+    /// The replication a new file in `dir` gets: the nearest directory default up to the root,
+    /// else the cluster's (walks parent links: as deep as the tree, no deeper).
+    pub(super) fn inherited_replication(&self, dir: InodeId) -> u8 {
+        let mut cur = dir;
+        for _ in 0..=self.inodes.len() {
+            let Some(i) = self.inodes.get(&cur) else {
+                break;
+            };
+            if i.dir_replication != 0 {
+                return i.dir_replication;
             }
-            _ => Err(MetaError::IsADirectory(p.to_string())),
+            if cur == ROOT {
+                break;
+            }
+            cur = i.parent;
+        }
+        self.replication
+    }
+}
+
+/// Snapshot format 5's section: the directories with a replication default, as (inode,
+/// replication) pairs (sparse: most directories inherit).
+pub fn encode_dir_replication(state: &MetaState, body: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    let set: Vec<(InodeId, u8)> = state
+        .inodes
+        .iter()
+        .filter(|(_, i)| i.dir_replication != 0)
+        .map(|(id, i)| (*id, i.dir_replication))
+        .collect();
+    postcard::to_extend(&set, body)
+}
+
+/// Reads the section [`encode_dir_replication`] wrote into `state`; the bytes after it.
+pub fn decode_dir_replication<'b>(
+    state: &mut MetaState,
+    bytes: &'b [u8],
+) -> postcard::Result<&'b [u8]> {
+    let (set, rest): (Vec<(InodeId, u8)>, _) = postcard::take_from_bytes(bytes)?;
+    for (id, r) in set {
+        if let Some(i) = state.inodes.get_mut(&id) {
+            i.dir_replication = r;
         }
     }
+    Ok(rest)
 }

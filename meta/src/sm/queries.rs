@@ -39,7 +39,7 @@ impl MetaState {
                 is_dir: true,
                 length: 0,
                 mtime_ms: i.mtime_ms,
-                replication: 0,
+                replication: i.dir_replication,
                 chunk_size_bytes: 0,
                 chunks: 0,
                 entries: e.len() as u64,

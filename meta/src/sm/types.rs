@@ -206,6 +206,10 @@ pub struct Inode {
     /// Owner, group and mode: serialized apart from the inode (snapshot format 4).
     #[serde(skip)]
     pub attrs: Attrs,
+    /// Directories: the replication of new files below (0: as the parent's, or the cluster
+    /// default at the root). Files: 0. Serialized apart (snapshot format 5).
+    #[serde(skip)]
+    pub dir_replication: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -140,6 +140,12 @@ impl MetaState {
         // Permissions: names known, modes in range.
         self.perms.validate()?;
         let names = self.perms.len() as u32;
+        if let Some((id, _)) = self.inodes.iter().find(|(_, i)| {
+            i.dir_replication > super::REPLICATION_MAX
+                || (i.dir_replication != 0 && !matches!(i.kind, InodeKind::Dir(_)))
+        }) {
+            return Err(format!("{id} has a bad directory replication"));
+        }
         if let Some((id, i)) = self.inodes.iter().find(|(_, i)| {
             i.attrs.owner >= names
                 || i.attrs.group >= names

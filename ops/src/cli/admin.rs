@@ -163,6 +163,16 @@ pub async fn setrep(c: &Client, n: u32, patterns: &[String], wait: bool) -> Res 
     let mut files = Vec::new();
     for p in paths::expand_all(c, patterns).await? {
         let st = c.stat(&p).await.map_err(|e| format!("{p}: {e}"))?;
+        if st.is_dir {
+            // The default of new files below it (subdirectories with their own keep theirs).
+            c.set_replication(&p, n)
+                .await
+                .map_err(|e| format!("{p}: {e}"))?;
+            say!(
+                "replication of new files in {} set to {n}",
+                output::escape_name(&p)
+            );
+        }
         let mut stack = vec![(p, st)];
         while let Some((p, st)) = stack.pop() {
             if st.is_dir {

@@ -25,6 +25,8 @@ pub fn stat_json(path: &str, s: &FileStat) -> Value {
     });
     if s.is_dir {
         v["entries"] = json!(s.entries);
+        // The replication new files below get (0: inherited from above).
+        v["replication"] = json!(s.replication);
     } else {
         v["length"] = json!(s.length);
         v["replication"] = json!(s.replication);
@@ -120,6 +122,11 @@ pub async fn stat(c: &Client, patterns: &[String], as_json: bool) -> Res {
         say!("inode:       {}", s.inode);
         if s.is_dir {
             say!("type:        directory ({} entries)", s.entries);
+            if s.replication == 0 {
+                say!("replication: new files inherit it from above");
+            } else {
+                say!("replication: {} for new files below", s.replication);
+            }
         } else {
             say!("type:        file");
             say!(

@@ -251,8 +251,9 @@ pub enum FileCmd {
         #[arg(short = 'f')]
         force: bool,
     },
-    /// Set the replication of files (of every file under a directory); healing adds or trims
-    /// copies. With -w, wait until every chunk has that many.
+    /// Set the replication of files (of every file under a directory, and the directory's
+    /// default for new files below it); healing adds or trims copies. With -w, wait until
+    /// every chunk has that many.
     Setrep {
         replication: u32,
         #[arg(required = true, value_name = "PATH")]
