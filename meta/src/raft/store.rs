@@ -158,22 +158,31 @@ impl SmStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for SmStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = {
-            let mut g = self.write();
-            g.snapshots_built += 1;
-            let data = snapshot::encode(&g.state).map_err(io)?;
-            let meta = SnapshotMeta {
-                last_log_id: g.last_applied,
-                last_membership: g.membership.clone(),
-                snapshot_id: format!(
-                    "{}-{}",
-                    g.last_applied.map_or(0, |l| l.index),
-                    g.snapshots_built
-                ),
+        // Encoding and writing the file run off the async runtime (whose few workers carry
+        // heartbeats and client calls), and encoding holds only a read lock: queries, reports
+        // and the healer go on meanwhile; only applies wait for it.
+        let store = self.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let n = {
+                let mut g = store.write();
+                g.snapshots_built += 1;
+                g.snapshots_built
             };
-            (meta, data)
-        };
-        self.persist(&meta, &data)?;
+            let (meta, data) = {
+                let g = store.read();
+                let data = snapshot::encode(&g.state).map_err(io)?;
+                let meta = SnapshotMeta {
+                    last_log_id: g.last_applied,
+                    last_membership: g.membership.clone(),
+                    snapshot_id: format!("{}-{n}", g.last_applied.map_or(0, |l| l.index)),
+                };
+                (meta, data)
+            };
+            store.persist(&meta, &data)?;
+            Ok((meta, data))
+        })
+        .await
+        .map_err(io)??;
         {
             // Never replace a newer snapshot (one installed meanwhile) with this one.
             let mut g = self.write();
