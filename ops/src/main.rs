@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod chunkserver;
 mod cli;
 mod debug;
+mod docs;
 mod fsck;
 mod http;
 mod human;
