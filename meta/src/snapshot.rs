@@ -105,6 +105,7 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
     if version >= 5 {
         rest = crate::sm::namespace::decode_dir_replication(&mut state, rest).map_err(bad)?;
     }
+    state.recount();
     if !rest.is_empty() {
         return Err(SnapshotError::Body(format!(
             "{} bytes after the body",

@@ -169,7 +169,7 @@ impl Svc {
                     state: soft.liveness(*id, now, m.config.timeouts).as_str().into(),
                     free_bytes: live.map_or(0, |l| l.free_bytes),
                     capacity_bytes: s.capacity_bytes,
-                    chunks: soft.held_by(*id).len() as u64,
+                    chunks: soft.held_count(*id) as u64,
                     draining: s.draining,
                 }
             })

@@ -231,6 +231,11 @@ impl Soft {
     }
 
     /// Chunks a server reported, with versions.
+    /// How many chunks `node` holds (O(1), for status pages).
+    pub fn held_count(&self, node: NodeId) -> usize {
+        self.held.get(&node).map_or(0, |h| h.len())
+    }
+
     pub fn held_by(&self, node: NodeId) -> Vec<(ChunkId, ChunkVersion)> {
         self.held
             .get(&node)

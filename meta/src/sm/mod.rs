@@ -70,6 +70,10 @@ pub struct MetaState {
     /// with every inode's attributes (snapshot v4).
     #[serde(skip)]
     pub(crate) perms: perms::PermState,
+    /// How many inodes are directories (so that counting is O(1)); derived, recounted after
+    /// a snapshot is decoded.
+    #[serde(skip)]
+    pub(crate) dirs: u64,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -120,6 +124,7 @@ impl MetaState {
             sessions: Sessions::default(),
             security: Default::default(),
             perms: Default::default(),
+            dirs: 1,
         })
     }
 
@@ -313,6 +318,15 @@ impl MetaState {
             }
         };
         r.unwrap_or_else(Reply::Err)
+    }
+
+    /// Recounts the derived directory count (after decoding a snapshot).
+    pub(crate) fn recount(&mut self) {
+        self.dirs = self
+            .inodes
+            .values()
+            .filter(|i| matches!(i.kind, InodeKind::Dir(_)))
+            .count() as u64;
     }
 
     fn alloc_inode(&mut self) -> InodeId {

@@ -69,6 +69,7 @@ impl MetaState {
                     dir_replication: 0,
                 },
             );
+            self.dirs += 1;
             if let Some(e) = self.entries_mut(cur) {
                 e.insert((*name).into(), id);
             }
@@ -96,7 +97,10 @@ impl MetaState {
                         }
                     }
                 }
-                InodeKind::Dir(entries) => stack.extend(entries.into_values()),
+                InodeKind::Dir(entries) => {
+                    self.dirs = self.dirs.saturating_sub(1);
+                    stack.extend(entries.into_values());
+                }
             }
         }
     }

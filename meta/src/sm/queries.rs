@@ -260,20 +260,17 @@ impl MetaState {
     }
 
     pub fn counts(&self) -> Counts {
-        let mut c = Counts {
+        // O(1): status pages ask every second, and states hold millions of inodes.
+        let under_construction = self.pending.len() as u64;
+        Counts {
             chunks: self.chunks.len() as u64,
-            under_construction: self.pending.len() as u64,
+            under_construction,
             garbage_chunks: self.garbage.len() as u64,
             chunkservers: self.servers.len() as u64,
-            ..Counts::default()
-        };
-        for i in self.inodes.values() {
-            match i.kind {
-                InodeKind::Dir(_) => c.dirs += 1,
-                InodeKind::File(_) => c.files += 1,
-            }
+            dirs: self.dirs,
+            files: (self.inodes.len() as u64)
+                .saturating_sub(self.dirs)
+                .saturating_sub(under_construction),
         }
-        c.files -= c.under_construction;
-        c
     }
 }

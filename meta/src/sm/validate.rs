@@ -137,6 +137,17 @@ impl MetaState {
             ));
         }
         self.sessions.check_invariants()?;
+        let dirs = self
+            .inodes
+            .values()
+            .filter(|i| matches!(i.kind, InodeKind::Dir(_)))
+            .count() as u64;
+        if dirs != self.dirs {
+            return Err(format!(
+                "{dirs} directories, but the count says {}",
+                self.dirs
+            ));
+        }
         // Permissions: names known, modes in range.
         self.perms.validate()?;
         let names = self.perms.len() as u32;
