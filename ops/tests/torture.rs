@@ -108,12 +108,16 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
     };
     perform(&a, &h, 0, 1, put(1), limit).await;
     perform(&b, &h, 1, 1, Input::Get { key: 0 }, limit).await;
-    let old = b.status().await.expect("status").leader_address;
-    let l = c
-        .servers
-        .iter()
-        .position(|s| s.addr == old)
-        .expect("leader");
+    // The leader, once a master names one (an election may be under way: bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let l = loop {
+        let old = b.status().await.expect("status").leader_address;
+        if let Some(l) = c.servers.iter().position(|s| s.addr == old) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader named");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let others = c.other_masters(l);
     c.net
         .impair(c.servers[l].host, &others, false, 0)
