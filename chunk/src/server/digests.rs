@@ -29,22 +29,7 @@ impl ChunkServer {
         if let Some(hit) = self.cvs.get(&key) {
             return Ok(hit);
         }
-        let info = self
-            .store
-            .stat(c.id)
-            .ok_or_else(|| Status::not_found(format!("{} not found", c.id)))?;
-        if !info.sealed {
-            return Err(Status::unavailable(format!(
-                "{} is still being written",
-                c.id
-            )));
-        }
-        if info.version != c.version {
-            return Err(Status::failed_precondition(format!(
-                "stale version: {} is at {}, request names {}",
-                c.id, info.version, c.version
-            )));
-        }
+        let info = self.sealed(c)?;
         let len = info.length_bytes;
         let mut out = Vec::new();
         if len > BLOCK_BYTES {

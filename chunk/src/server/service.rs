@@ -296,6 +296,28 @@ impl ChunkServer {
         }
     }
 
+    /// What the store holds of `c`, if it is sealed at exactly that version (NOT_FOUND,
+    /// UNAVAILABLE while being written, FAILED_PRECONDITION for another version).
+    pub(crate) fn sealed(&self, c: DomainRef) -> Result<crate::ChunkInfo, Status> {
+        let info = self
+            .store
+            .stat(c.id)
+            .ok_or_else(|| Status::not_found(format!("{} not found", c.id)))?;
+        if !info.sealed {
+            return Err(Status::unavailable(format!(
+                "{} is still being written",
+                c.id
+            )));
+        }
+        if info.version != c.version {
+            return Err(Status::failed_precondition(format!(
+                "stale version: {} is at {}, request names {}",
+                c.id, info.version, c.version
+            )));
+        }
+        Ok(info)
+    }
+
     /// Waits until `n` more bytes of re-replication fit under the bandwidth cap.
     async fn throttle(&self, n: u64) {
         if self.replicate_bytes_per_s == 0 {
@@ -590,22 +612,7 @@ impl ChunkService for ChunkServer {
         let c = r.chunk;
         self.may_read(&caller, wire.token.as_ref(), (c.id.get(), c.version.get()))
             .await?;
-        let info = self
-            .store
-            .stat(c.id)
-            .ok_or_else(|| Status::not_found(format!("{} not found", c.id)))?;
-        if !info.sealed {
-            return Err(Status::unavailable(format!(
-                "{} is still being written",
-                c.id
-            )));
-        }
-        if info.version != c.version {
-            return Err(Status::failed_precondition(format!(
-                "stale version: {} is at {}, request names {}",
-                c.id, info.version, c.version
-            )));
-        }
+        let info = self.sealed(c)?;
         let end = match r.length {
             Some(l) => r.offset + l,
             None => info.length_bytes,

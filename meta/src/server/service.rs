@@ -3,7 +3,7 @@ use super::perms::who;
 use super::soft::{Live, Liveness};
 use super::{status_of, Master};
 use crate::placement::{self, Candidate, ReadReplica};
-use crate::sm::{Command, Reply, Stat, Who};
+use crate::sm::{perms, Command, Reply, Stat, Who};
 use shale_proto::metapb::master_service_server::MasterService;
 use shale_proto::metapb::*;
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
@@ -201,16 +201,12 @@ impl MasterService for Svc {
     async fn mkdir(&self, req: Request<MkdirRequest>) -> R<FileStat> {
         let who = who(&req)?;
         let r = req.into_inner();
-        let cmd = match r.mode {
-            None => Command::Mkdir {
-                path: r.path.clone(),
-                parents: r.parents,
-            },
-            Some(m) => Command::MkdirWithMode {
-                path: r.path.clone(),
-                parents: r.parents,
-                mode: super::perms::mode_arg(m)?,
-            },
+        let cmd = Command::MkdirWithMode {
+            path: r.path.clone(),
+            parents: r.parents,
+            mode: r
+                .mode
+                .map_or(Ok(perms::DIR_MODE_DEFAULT), super::perms::mode_arg)?,
         };
         let reply = self.write(&who, r.request_id, cmd).await?;
         let Reply::Inode(id) = reply else {
@@ -311,24 +307,16 @@ impl MasterService for Svc {
             v => Some(u8_arg(v, "replication")?),
         };
         let chunk_size_bytes = (r.chunk_size != 0).then_some(r.chunk_size);
-        let cmd = match r.mode {
-            None => Command::Create {
-                path: r.path,
-                overwrite: r.overwrite,
-                replication,
-                chunk_size_bytes,
-                holder: r.client_id,
-                lease_ms: r.lease_ms,
-            },
-            Some(m) => Command::CreateWithMode {
-                path: r.path,
-                overwrite: r.overwrite,
-                replication,
-                chunk_size_bytes,
-                holder: r.client_id,
-                lease_ms: r.lease_ms,
-                mode: super::perms::mode_arg(m)?,
-            },
+        let cmd = Command::CreateWithMode {
+            path: r.path,
+            overwrite: r.overwrite,
+            replication,
+            chunk_size_bytes,
+            holder: r.client_id,
+            lease_ms: r.lease_ms,
+            mode: r
+                .mode
+                .map_or(Ok(perms::FILE_MODE_DEFAULT), super::perms::mode_arg)?,
         };
         let reply = self.write(&who, r.request_id, cmd).await?;
         let Reply::Created {

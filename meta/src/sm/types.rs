@@ -12,11 +12,13 @@ pub type Holder = u64;
 /// A change to the master state. The leader stamps each with the log time it is applied at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// `MkdirWithMode` with mode 0755 (servers now write `MkdirWithMode`; kept for older logs).
     Mkdir {
         path: String,
         parents: bool,
     },
-    /// Starts a file under construction (invisible until `Complete`).
+    /// Starts a file under construction (invisible until `Complete`), mode 0644 (servers now
+    /// write `CreateWithMode`; kept for older logs).
     Create {
         path: String,
         overwrite: bool,
