@@ -12,6 +12,7 @@ mod fsck;
 mod http;
 mod human;
 mod master;
+mod mount;
 mod tls;
 mod up;
 
@@ -37,6 +38,8 @@ enum Cmd {
     Chunkserver(chunkserver::Args),
     #[command(flatten)]
     Files(cli::FileCmd),
+    /// Mount the cluster as a local directory (FUSE) until Ctrl-C, SIGTERM or `umount`.
+    Mount(mount::Args),
     /// Print a shell completion script (e.g. `shale completions bash > /etc/bash_completion.d/shale`).
     Completions { shell: clap_complete::Shell },
     /// Inspect on-disk state.
@@ -78,6 +81,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir)?,
         Cmd::Files(f) => return cli::run(&masters, &cli.tls, f).await,
+        Cmd::Mount(a) => mount::run(a, &masters, &cli.tls).await?,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "shale", &mut std::io::stdout());

@@ -380,7 +380,7 @@ pub enum GroupCmd {
 }
 
 /// A client as the CLI uses it: this machine's host name as its host label.
-async fn connect(masters: &[String], tls: &crate::tls::TlsArgs) -> Res<Client> {
+pub(crate) async fn connect(masters: &[String], tls: &crate::tls::TlsArgs) -> Res<Client> {
     let transport = tls.client()?;
     let how = match (transport.principal(), transport.bearer()) {
         (Some(p), _) => format!(" (as {p}, over TLS)"),
