@@ -1,8 +1,10 @@
 //! [`FileReader`]: a stored file as an [`AsyncRead`] + [`AsyncSeek`], with read-ahead.
 //!
 //! Invariants: the file is read in windows of at most [`WINDOW`] bytes that never cross a chunk
-//! boundary; the window holding the position and up to `read_parallelism` windows after it are
-//! fetched at once, each on its own task (aborted when no longer wanted: after a seek elsewhere
+//! boundary; while reads go front to back, the window holding the position and up to
+//! `read_parallelism` windows after it are fetched at once; after a seek away from what is
+//! read or being fetched, only the 64 KiB digest blocks a read needs are fetched (no
+//! read-ahead) until a read continues where the previous one ended, each on its own task (aborted when no longer wanted: after a seek elsewhere
 //! or when the reader is dropped). Every byte comes verified from a replica (see `read.rs`); a
 //! window whose replicas all fail is retried once with fresh locations (replicas move when the
 //! cluster heals). The length and chunk map are those of the file when it was opened: files are
@@ -12,6 +14,7 @@ use crate::error::{ClientError, Result};
 use crate::read::Frames;
 use crate::Client;
 use shale_proto::metapb::ChunkLocation;
+use shale_security::digest::BLOCK_BYTES;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, SeekFrom};
@@ -98,6 +101,9 @@ pub struct FileReader {
     ahead: VecDeque<Fetch>,
     /// How many windows are fetched at once.
     depth: usize,
+    /// Whether reads go front to back (whole windows and read-ahead) or hop about (only the
+    /// blocks a read needs, no read-ahead) since the last seek.
+    sequential: bool,
 }
 
 impl std::fmt::Debug for FileReader {
@@ -138,6 +144,7 @@ impl Client {
             current: None,
             ahead: VecDeque::new(),
             depth: self.config.read_parallelism.max(1) + 1,
+            sequential: true,
         })
     }
 }
@@ -199,6 +206,27 @@ impl FileReader {
         Fetch { start, end, task }
     }
 
+    /// After a seek: fetches only the digest blocks holding the `want` bytes at the position
+    /// (no read-ahead), unless that piece is being fetched already.
+    fn plan_random(&mut self, want: usize) {
+        let pos = self.pos;
+        if self.ahead.front().is_some_and(|f| f.start <= pos && pos < f.end) {
+            return;
+        }
+        self.ahead.clear();
+        let block = BLOCK_BYTES;
+        let chunk_start = pos - pos % self.chunk_size;
+        let chunk_end = chunk_start.saturating_add(self.chunk_size);
+        let start = (pos - pos % block).max(chunk_start);
+        let end = pos
+            .saturating_add(want.max(1) as u64)
+            .div_ceil(block)
+            .saturating_mul(block)
+            .min(chunk_end)
+            .min(self.length);
+        self.ahead.push_back(self.fetch(start, end));
+    }
+
     /// Keeps the windows from the one holding the position onwards being fetched.
     fn plan(&mut self) {
         let (start, _) = window_at(self.pos, self.chunk_size, self.length);
@@ -236,8 +264,15 @@ impl AsyncRead for FileReader {
                     return Poll::Ready(Ok(()));
                 }
             }
-            me.current = None;
-            me.plan();
+            // A read that continues where the last piece ended is sequential again.
+            if me.current.take().is_some_and(|w| w.end() == me.pos) {
+                me.sequential = true;
+            }
+            if me.sequential {
+                me.plan();
+            } else {
+                me.plan_random(buf.remaining());
+            }
             let Some(front) = me.ahead.front_mut() else {
                 return Poll::Ready(Ok(()));
             };
@@ -270,12 +305,23 @@ impl AsyncSeek for FileReader {
             SeekFrom::End(d) => self.length.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = target.ok_or_else(|| {
+        let target = target.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "seek to a negative or overflowing position",
             )
         })?;
+        // Within what is read or being read ahead, reading stays sequential.
+        let near = target == self.pos
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|w| w.start <= target && target < w.end())
+            || self.ahead.iter().any(|f| f.start <= target && target < f.end);
+        if !near {
+            self.sequential = false;
+        }
+        self.pos = target;
         Ok(())
     }
 

@@ -92,7 +92,7 @@ impl Shared {
                 // A file this mount is writing is visible to it before it is complete.
                 if let Some(s) = self.pending_at(path) {
                     lock(&self.inodes).remember(s.ino, path);
-                    return Ok(pending_attr(s.ino, s.size(), s.mode, &self.ids, s.since));
+                    return Ok(pending_attr(s.ino, s.size(), s.mode(), &self.ids, s.since));
                 }
                 Err(errno_of(&e))
             }
@@ -101,7 +101,7 @@ impl Shared {
 
     async fn getattr(&self, ino: INodeNo) -> Result<FileAttr, i32> {
         if let Some(s) = lock(&self.pending).get(&ino.0).cloned() {
-            return Ok(pending_attr(ino.0, s.size(), s.mode, &self.ids, s.since));
+            return Ok(pending_attr(ino.0, s.size(), s.mode(), &self.ids, s.since));
         }
         let path = self.path(ino)?;
         let st = self.client.stat(&path).await.map_err(|e| errno_of(&e))?;
@@ -131,19 +131,46 @@ impl Shared {
         Ok((slot, fh))
     }
 
-    /// Completes a file being written; it stops being pending either way.
+    /// Completes a file being written (it stops being pending either way), then applies the
+    /// mode and owner asked for meanwhile.
     async fn finish(&self, slot: &WriteSlot) -> Result<u64, i32> {
         let r = slot.finish().await;
-        let mut p = lock(&self.pending);
-        if p.get(&slot.ino).is_some_and(|s| std::ptr::eq(&**s, slot)) {
-            p.remove(&slot.ino);
+        {
+            let mut p = lock(&self.pending);
+            if p.get(&slot.ino).is_some_and(|s| std::ptr::eq(&**s, slot)) {
+                p.remove(&slot.ino);
+            }
         }
-        r
+        let n = r?;
+        let later = slot.take_changes();
+        if let Some(m) = later.mode {
+            self.client
+                .chmod(&slot.path, m)
+                .await
+                .map_err(|e| errno_of(&e))?;
+        }
+        // Giving a file to its maker changes nothing (and needs no superuser).
+        let owner = later.owner.filter(|o| *o != self.ids.me);
+        if owner.is_some() || later.group.is_some() {
+            self.client
+                .chown(&slot.path, owner.as_deref(), later.group.as_deref())
+                .await
+                .map_err(|e| errno_of(&e))?;
+        }
+        Ok(n)
     }
 
     async fn open(&self, ino: INodeNo, flags: OpenFlags) -> Result<(FileHandle, FopenFlags), i32> {
         let path = self.path(ino)?;
         if flags.acc_mode() == OpenAccMode::O_RDONLY {
+            if let Some(slot) = self.pending_at(&path) {
+                // Written through this mount: readable once complete. Its last descriptor
+                // may just have been closed, with the release still under way.
+                if !slot.released() {
+                    return Err(libc::EBUSY);
+                }
+                self.finish(&slot).await?;
+            }
             let r = self.client.open(&path).await.map_err(|e| errno_of(&e))?;
             let h = ReadHandle::start(&tokio::runtime::Handle::current(), r);
             let fh = self.add_handle(Handle::Read(Arc::new(h)));
@@ -174,15 +201,17 @@ impl Shared {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        fh: Option<FileHandle>,
     ) -> Result<FileAttr, i32> {
         let pending = lock(&self.pending).get(&ino.0).cloned();
         if let Some(s) = pending {
-            // A file being written: only a no-op truncation is possible.
-            if size.is_some_and(|n| n != s.size()) || mode.is_some() || uid.is_some() {
+            // A file being written: no truncation but to where it ends; mode and owner
+            // changes are applied when it completes.
+            if size.is_some_and(|n| n != s.size()) {
                 return Err(libc::EPERM);
             }
-            return Ok(pending_attr(ino.0, s.size(), s.mode, &self.ids, s.since));
+            let (owner, group) = self.names(uid, gid)?;
+            s.change(mode.map(|m| m & 0o1777), owner, group);
+            return Ok(pending_attr(ino.0, s.size(), s.mode(), &self.ids, s.since));
         }
         let path = self.path(ino)?;
         if let Some(n) = size {
@@ -204,7 +233,6 @@ impl Shared {
                 w.close().await.map_err(|e| errno_of(&e))?;
             }
         }
-        let _ = fh;
         if let Some(m) = mode {
             self.client
                 .chmod(&path, m & 0o1777)
@@ -212,20 +240,38 @@ impl Shared {
                 .map_err(|e| errno_of(&e))?;
         }
         if uid.is_some() || gid.is_some() {
-            let owner = match uid {
-                Some(u) => Some(self.ids.user_named(u).ok_or(libc::EINVAL)?),
-                None => None,
-            };
-            let group = match gid {
-                Some(g) => Some(self.ids.group_named(g).ok_or(libc::EINVAL)?),
-                None => None,
-            };
+            let (owner, group) = self.names(uid, gid)?;
+            // Only what changes is asked for: `chown` to the owner a file already has is
+            // allowed to anyone who may write it, as in POSIX.
+            let st = self.client.stat(&path).await.map_err(|e| errno_of(&e))?;
+            let owner = owner.filter(|o| *o != st.owner);
+            let group = group.filter(|g| *g != st.group);
+            if owner.is_none() && group.is_none() {
+                return self.getattr(ino).await;
+            }
             self.client
                 .chown(&path, owner.as_deref(), group.as_deref())
                 .await
                 .map_err(|e| errno_of(&e))?;
         }
         self.getattr(ino).await
+    }
+
+    /// The cluster names for local ids (`EINVAL` for an id with no name).
+    fn names(
+        &self,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<(Option<String>, Option<String>), i32> {
+        let owner = match uid {
+            Some(u) => Some(self.ids.user_named(u).ok_or(libc::EINVAL)?),
+            None => None,
+        };
+        let group = match gid {
+            Some(g) => Some(self.ids.group_named(g).ok_or(libc::EINVAL)?),
+            None => None,
+        };
+        Ok((owner, group))
     }
 
     async fn list(&self, ino: INodeNo) -> Result<Vec<DirEntry>, i32> {
@@ -361,7 +407,7 @@ impl Filesystem for ShaleFs {
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
+        _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -371,7 +417,7 @@ impl Filesystem for ShaleFs {
         // Times are the cluster's (set when a file completes): setting them is accepted and
         // changes nothing, as on file systems mounted `noatime` for access times.
         self.spawn(|s| async move {
-            match s.setattr(ino, mode, uid, gid, size, fh).await {
+            match s.setattr(ino, mode, uid, gid, size).await {
                 Ok(a) => reply.attr(&s.ttl, &a),
                 Err(e) => reply.error(errno(e)),
             }
@@ -510,6 +556,15 @@ impl Filesystem for ShaleFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Every close(2) of a descriptor flushes, dup'd ones included: a shell's `> file`
+        // opens, dup2()s and closes the first descriptor before anything is written. A file
+        // that has no bytes yet therefore completes at release (the last close), one with
+        // bytes at the first close, where an error still reaches the program.
+        if let Ok(Handle::Write(w)) = self.shared.handle(fh) {
+            if w.size() == 0 {
+                return reply.ok();
+            }
+        }
         self.complete(fh, reply);
     }
 
@@ -539,10 +594,13 @@ impl Filesystem for ShaleFs {
     ) {
         let h = lock(&self.shared.handles).remove(&fh.0);
         match h {
-            Some(Handle::Write(w)) => self.spawn(|s| async move {
-                let _ = s.finish(&w).await;
-                reply.ok()
-            }),
+            Some(Handle::Write(w)) => {
+                w.mark_released();
+                self.spawn(|s| async move {
+                    let _ = s.finish(&w).await;
+                    reply.ok()
+                })
+            }
             _ => reply.ok(),
         }
     }
@@ -646,7 +704,7 @@ impl Filesystem for ShaleFs {
             match s.start_write(None, &path, mode & !umask, exclusive).await {
                 Ok((slot, fh)) => {
                     lock(&s.inodes).remember(slot.ino, &path);
-                    let a = pending_attr(slot.ino, 0, slot.mode, &s.ids, slot.since);
+                    let a = pending_attr(slot.ino, 0, slot.mode(), &s.ids, slot.since);
                     reply.created(&s.ttl, &a, Generation(0), fh, FopenFlags::empty())
                 }
                 Err(e) => reply.error(errno(e)),

@@ -99,10 +99,24 @@ pub struct WriteSlot {
     /// The kernel's inode number for it.
     pub ino: u64,
     pub path: String,
-    pub mode: u32,
     pub since: SystemTime,
+    /// The mode it is created with.
+    created_mode: u32,
+    /// The mode and owner asked for while it is written (`fchmod`/`fchown` before `close`,
+    /// as `tar` and `rsync` do), applied once it is complete.
+    later: std::sync::Mutex<Later>,
     size: AtomicU64,
+    /// Its handle was released (the last descriptor closed).
+    released: std::sync::atomic::AtomicBool,
     state: Mutex<WriteState>,
+}
+
+/// Attribute changes waiting for the file to complete.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Later {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
 }
 
 impl WriteSlot {
@@ -110,11 +124,50 @@ impl WriteSlot {
         WriteSlot {
             ino,
             path,
-            mode,
+            created_mode: mode,
+            later: Default::default(),
             since: SystemTime::now(),
             size: AtomicU64::new(0),
+            released: Default::default(),
             state: Mutex::new(WriteState::Open(writer)),
         }
+    }
+
+    fn later(&self) -> std::sync::MutexGuard<'_, Later> {
+        self.later.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The mode it will have.
+    pub fn mode(&self) -> u32 {
+        self.later().mode.unwrap_or(self.created_mode)
+    }
+
+    /// Asks for `mode` and/or a new owner and group once the file is complete.
+    pub fn change(&self, mode: Option<u32>, owner: Option<String>, group: Option<String>) {
+        let mut l = self.later();
+        if let Some(m) = mode {
+            l.mode = (m != self.created_mode).then_some(m);
+        }
+        if owner.is_some() {
+            l.owner = owner;
+        }
+        if group.is_some() {
+            l.group = group;
+        }
+    }
+
+    /// The changes still to apply (each handed out once).
+    pub fn take_changes(&self) -> Later {
+        std::mem::take(&mut *self.later())
+    }
+
+    /// Its last descriptor was closed.
+    pub fn mark_released(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    pub fn released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
     }
 
     /// Bytes taken so far.
