@@ -278,7 +278,7 @@ pub fn cpu_s(path: &str) -> f64 {
 }
 
 /// Drops the page cache (root only); whether it could.
-fn drop_caches() -> bool {
+pub fn drop_caches() -> bool {
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()

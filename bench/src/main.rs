@@ -2,6 +2,7 @@
 //! figures as one JSON object on its last stdout line (DESIGN.md §6).
 use clap::{Parser, Subcommand};
 
+mod access;
 mod alloc;
 mod chunk_store;
 mod e2e;
@@ -33,6 +34,8 @@ enum Cmd {
     /// Master group: creates/s with 1 and 64 clients, stats/s, failover time, memory per
     /// file and chunk (3 real master processes on loopback).
     Meta(meta::Args),
+    /// Access: the FUSE mount's write and read MiB/s next to the native client's, same run.
+    Access(access::Args),
     /// End to end: 3 masters + 3 chunkservers; write/read MiB/s with 1 and 4 clients vs 3× disk
     /// writes and loopback TCP.
     E2e(e2e::Args),
@@ -78,6 +81,9 @@ fn main() {
             .block_on(heal::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Torture(a) => rt.block_on(torture::run(a)),
+        Cmd::Access(a) => rt
+            .block_on(access::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::E2e(a) => rt
             .block_on(e2e::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),

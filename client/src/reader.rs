@@ -210,7 +210,11 @@ impl FileReader {
     /// (no read-ahead), unless that piece is being fetched already.
     fn plan_random(&mut self, want: usize) {
         let pos = self.pos;
-        if self.ahead.front().is_some_and(|f| f.start <= pos && pos < f.end) {
+        if self
+            .ahead
+            .front()
+            .is_some_and(|f| f.start <= pos && pos < f.end)
+        {
             return;
         }
         self.ahead.clear();
@@ -317,7 +321,10 @@ impl AsyncSeek for FileReader {
                 .current
                 .as_ref()
                 .is_some_and(|w| w.start <= target && target < w.end())
-            || self.ahead.iter().any(|f| f.start <= target && target < f.end);
+            || self
+                .ahead
+                .iter()
+                .any(|f| f.start <= target && target < f.end);
         if !near {
             self.sequential = false;
         }

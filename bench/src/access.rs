@@ -1,0 +1,143 @@
+//! Access: the FUSE mount (and, when built, the S3 gateway) against the native client, in one
+//! run on one cluster: write and read one file of `--size-mib` each way, page cache dropped
+//! before every cold read. The mount is the `shale-access` one `shale mount` runs, mounted in
+//! this process (needs root or fusermount3, and /dev/fuse).
+use crate::e2e::{drop_caches, mibps, no_progress, pool, start_cluster, Source};
+use crate::report::{print_json, print_machine, r1, r3};
+use serde_json::json;
+use shale_access::fuse::{self, MountOptions};
+use shale_client::Client;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Size of the file, MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Chunk size, MiB.
+    #[arg(long, default_value_t = 64)]
+    chunk_mib: u64,
+    /// Where to put the data (default: a temp dir under the current directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Reads a whole local file in 1 MiB reads; bytes read.
+fn read_all(path: &std::path::Path) -> std::io::Result<u64> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        n += k as u64;
+    }
+}
+
+pub async fn run(a: Args) -> Result<(), BoxError> {
+    let tmp = match &a.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir_in(".")?,
+    };
+    print_machine(tmp.path());
+    let size = a.size_mib << 20;
+    println!(
+        "access: 3 masters + 3 chunkservers (mutual TLS), {} MiB chunks, 3 replicas; one file of {} MiB",
+        a.chunk_mib, a.size_mib
+    );
+    let pool = pool();
+    let chunk_mib = a.chunk_mib.to_string();
+    let cluster = start_cluster(
+        &tmp.path().join("cluster"),
+        3,
+        &["--chunk-size-mib", &chunk_mib],
+        &[],
+        true,
+    )
+    .await?;
+    let client = Client::connect(&cluster.masters, cluster.config()).await?;
+
+    // Native client.
+    let t = Instant::now();
+    client
+        .put("/native", Source::new(&pool, size, 0), true, &no_progress)
+        .await?;
+    let native_write = mibps(size, t.elapsed());
+    let dropped = drop_caches();
+    let t = Instant::now();
+    let n = client
+        .get("/native", &mut tokio::io::sink(), &no_progress)
+        .await?;
+    let native_read_cold = mibps(n, t.elapsed());
+    let t = Instant::now();
+    let n = client
+        .get("/native", &mut tokio::io::sink(), &no_progress)
+        .await?;
+    let native_read = mibps(n, t.elapsed());
+    println!(
+        "native client: write {native_write:.1} MiB/s, read {native_read:.1} MiB/s (cold {native_read_cold:.1})"
+    );
+
+    // The mount.
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt)?;
+    let m = fuse::mount(client.clone(), &mnt, MountOptions::default()).await?;
+    let (p, pl) = (mnt.join("mounted"), pool.clone());
+    let t = Instant::now();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&p)?;
+        let (mut left, mut at) = (size, 0usize);
+        while left > 0 {
+            let n = (1usize << 20).min(left as usize).min(pl.len() - at);
+            f.write_all(&pl[at..at + n])?;
+            at = (at + n) % pl.len();
+            left -= n as u64;
+        }
+        drop(f); // close(2): the file completes here
+        Ok(())
+    })
+    .await??;
+    let mount_write = mibps(size, t.elapsed());
+    let st = client.stat("/mounted").await?;
+    if st.length != size {
+        return Err(format!("the mount wrote {} of {size} bytes", st.length).into());
+    }
+    drop_caches();
+    let p = mnt.join("mounted");
+    let t = Instant::now();
+    let n = tokio::task::spawn_blocking(move || read_all(&p)).await??;
+    let mount_read_cold = mibps(n, t.elapsed());
+    let p = mnt.join("mounted");
+    let t = Instant::now();
+    let n = tokio::task::spawn_blocking(move || read_all(&p)).await??;
+    let mount_read = mibps(n, t.elapsed());
+    println!(
+        "mount: write {mount_write:.1} MiB/s, read {mount_read:.1} MiB/s (cold {mount_read_cold:.1})"
+    );
+    tokio::task::spawn_blocking(move || m.unmount()).await??;
+    drop(cluster);
+    print_json(vec![
+        ("bench", json!("access")),
+        ("size_mib", json!(a.size_mib)),
+        ("caches_dropped", json!(dropped)),
+        ("native_write_MiBps", json!(r1(native_write))),
+        ("native_read_MiBps", json!(r1(native_read))),
+        ("native_read_cold_MiBps", json!(r1(native_read_cold))),
+        ("mount_write_MiBps", json!(r1(mount_write))),
+        ("mount_read_MiBps", json!(r1(mount_read))),
+        ("mount_read_cold_MiBps", json!(r1(mount_read_cold))),
+        ("mount_write_ratio", json!(r3(mount_write / native_write))),
+        ("mount_read_ratio", json!(r3(mount_read / native_read))),
+        (
+            "mount_read_cold_ratio",
+            json!(r3(mount_read_cold / native_read_cold)),
+        ),
+    ]);
+    Ok(())
+}
