@@ -13,6 +13,7 @@ mod http;
 mod human;
 mod master;
 mod mount;
+mod s3;
 mod tls;
 mod up;
 
@@ -40,6 +41,9 @@ enum Cmd {
     Files(cli::FileCmd),
     /// Mount the cluster as a local directory (FUSE) until Ctrl-C, SIGTERM or `umount`.
     Mount(mount::Args),
+    /// Serve the S3 API (buckets are top-level directories) until Ctrl-C or SIGTERM; or make
+    /// access keys (`shale s3 keys create USER`).
+    S3(s3::Args),
     /// Print a shell completion script (e.g. `shale completions bash > /etc/bash_completion.d/shale`).
     Completions { shell: clap_complete::Shell },
     /// Inspect on-disk state.
@@ -82,6 +86,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Cmd::Debug(DebugCmd::Raftlog { dir }) => debug::raftlog(&dir)?,
         Cmd::Files(f) => return cli::run(&masters, &cli.tls, f).await,
         Cmd::Mount(a) => mount::run(a, &masters, &cli.tls).await?,
+        Cmd::S3(a) => s3::run(a, &masters, &cli.tls).await?,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "shale", &mut std::io::stdout());

@@ -283,6 +283,25 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
         a.chunkserver_port + 10,
         a.chunkserver_port + 12
     );
+    // An S3 key pair for the admin user, made once (for `shale s3` run from this folder).
+    let transport = if tls.insecure {
+        shale_client::Transport::plaintext()
+    } else {
+        let files = shale_client::TlsFiles::stem(
+            &a.data.join(crate::tls::UP_TLS_DIR),
+            crate::tls::UP_ADMIN,
+        );
+        shale_client::Transport::tls(shale_client::Tls::load(files)?)
+    };
+    println!(
+        "  s3 keys:      {} (`shale s3` serves the S3 API on 127.0.0.1:7300)",
+        a.data.join(crate::s3::CREDENTIALS_FILE).display()
+    );
+    tokio::spawn(crate::s3::provision_up_credentials(
+        a.data.clone(),
+        masters.clone(),
+        transport,
+    ));
     println!("try: shale status; shale put ./somefile /somefile; shale ls -l /");
     println!("Ctrl-C stops the cluster.");
     let mut tick = tokio::time::interval(Duration::from_millis(200));
