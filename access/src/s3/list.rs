@@ -172,14 +172,15 @@ mod tests {
             .unwrap()
     }
 
-    const FILES: &[&str] = &["a", "a-x", "a/b", "a/c/d", "a/c/e", "b/f", "c"];
+    // `a-x` sorts before the directory `a/` and `a0` after it: files and directories interleave.
+    const FILES: &[&str] = &["a0", "a-x", "a/b", "a/c/d", "a/c/e", "b/f", "c"];
 
     #[test]
     fn a_walk_yields_every_key_in_order_in_pages() {
         let t = tree(FILES);
         let all = run(&t, "", false, "", 100);
         let keys: Vec<&str> = all.objects.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["a", "a-x", "a/b", "a/c/d", "a/c/e", "b/f", "c"]);
+        assert_eq!(keys, ["a-x", "a/b", "a/c/d", "a/c/e", "a0", "b/f", "c"]);
         assert!(!all.truncated);
         // Pages of 2, continued after the last key, give the same keys.
         let (mut got, mut after) = (Vec::new(), String::new());
@@ -202,16 +203,18 @@ mod tests {
         let t = tree(FILES);
         let p = run(&t, "", true, "", 100);
         let keys: Vec<&str> = p.objects.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["a", "a-x", "c"]);
+        assert_eq!(keys, ["a-x", "a0", "c"]);
         assert_eq!(p.prefixes, ["a/", "b/"]);
         let p = run(&t, "a/", true, "", 100);
         assert_eq!(p.prefixes, ["a/c/"]);
         assert_eq!(p.objects.len(), 1);
         let p = run(&t, "", true, "", 2);
         assert!(p.truncated);
-        assert_eq!(p.last.as_deref(), Some("a-x"));
-        let p = run(&t, "", true, "a-x", 10);
-        assert_eq!(p.prefixes, ["a/", "b/"]);
+        assert_eq!(p.last.as_deref(), Some("a/"));
+        let p = run(&t, "", true, "a/", 10);
+        assert_eq!(p.prefixes, ["b/"]);
+        let keys: Vec<&str> = p.objects.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a0", "c"]);
         let p = run(&t, "zzz", true, "", 10);
         assert!(p.objects.is_empty() && p.prefixes.is_empty());
     }
