@@ -1,7 +1,8 @@
-//! Access: the FUSE mount (and, when built, the S3 gateway) against the native client, in one
-//! run on one cluster: write and read one file of `--size-mib` each way, page cache dropped
-//! before every cold read. The mount is the `shale-access` one `shale mount` runs, mounted in
-//! this process (needs root or fusermount3, and /dev/fuse).
+//! Access: the FUSE mount and the S3 gateway against the native client, in one run on one
+//! cluster: write and read one file of `--size-mib` each way, page cache dropped before every
+//! cold read. The mount and the gateway are the `shale-access` ones `shale mount` and
+//! `shale s3` run, in this process (the mount needs root or fusermount3, and /dev/fuse); the
+//! S3 client is curl (`--aws-sigv4`), sending from a local file and reading into /dev/null.
 use crate::e2e::{drop_caches, mibps, no_progress, pool, start_cluster, Source};
 use crate::report::{print_json, print_machine, r1, r3};
 use serde_json::json;
@@ -121,6 +122,67 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         "mount: write {mount_write:.1} MiB/s, read {mount_read:.1} MiB/s (cold {mount_read_cold:.1})"
     );
     tokio::task::spawn_blocking(move || m.unmount()).await??;
+
+    // The S3 gateway, driven by curl (SigV4), in this process.
+    let me = client.who_am_i().await?.user;
+    let (key, secret) = shale_access::s3::create_key(&client, &me).await?;
+    client.mkdir("/bench", false).await?;
+    let gw = shale_access::s3::Gateway::new(client.clone(), cluster.masters.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/bench/object", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(shale_access::s3::serve(listener, gw, async move {
+        let _ = stop_rx.await;
+    }));
+    let src = tmp.path().join("s3-source.bin");
+    {
+        let mut f = std::fs::File::create(&src)?;
+        let (mut left, mut at) = (size, 0usize);
+        while left > 0 {
+            let n = (1usize << 20).min(left as usize).min(pool.len() - at);
+            f.write_all(&pool[at..at + n])?;
+            at = (at + n) % pool.len();
+            left -= n as u64;
+        }
+    }
+    let curl = |args: Vec<String>| {
+        let (key, secret, url) = (key.clone(), secret.clone(), url.clone());
+        tokio::task::spawn_blocking(move || -> Result<f64, BoxError> {
+            let t = Instant::now();
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--fail",
+                    "--aws-sigv4",
+                    "aws:amz:us-east-1:s3",
+                    "--user",
+                ])
+                .arg(format!("{key}:{secret}"))
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .args(&args)
+                .arg(&url)
+                .output()
+                .map_err(|e| format!("cannot run curl (install it): {e}"))?;
+            if !out.status.success() {
+                return Err(
+                    format!("curl failed: {}", String::from_utf8_lossy(&out.stderr)).into(),
+                );
+            }
+            Ok(t.elapsed().as_secs_f64())
+        })
+    };
+    let put_s = curl(vec!["-T".into(), src.display().to_string()]).await??;
+    let s3_put = size as f64 / (1 << 20) as f64 / put_s;
+    if client.stat("/bench/object").await?.length != size {
+        return Err("the S3 PUT stored another length".into());
+    }
+    drop_caches();
+    let get = || curl(vec!["-o".into(), "/dev/null".into()]);
+    let s3_get_cold = size as f64 / (1 << 20) as f64 / get().await??;
+    let s3_get = size as f64 / (1 << 20) as f64 / get().await??;
+    println!("s3 (curl): put {s3_put:.1} MiB/s, get {s3_get:.1} MiB/s (cold {s3_get_cold:.1})");
+    let _ = stop_tx.send(());
+    let _ = server.await;
     drop(cluster);
     print_json(vec![
         ("bench", json!("access")),
@@ -138,6 +200,11 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             "mount_read_cold_ratio",
             json!(r3(mount_read_cold / native_read_cold)),
         ),
+        ("s3_put_MiBps", json!(r1(s3_put))),
+        ("s3_get_MiBps", json!(r1(s3_get))),
+        ("s3_get_cold_MiBps", json!(r1(s3_get_cold))),
+        ("s3_put_ratio", json!(r3(s3_put / native_write))),
+        ("s3_get_ratio", json!(r3(s3_get / native_read))),
     ]);
     Ok(())
 }

@@ -32,21 +32,36 @@ fn python() -> PathBuf {
             .arg(&venv)
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "python3 -m venv {} failed (install python3-venv)", venv.display());
+        assert!(
+            ok,
+            "python3 -m venv {} failed (install python3-venv)",
+            venv.display()
+        );
         let ok = Command::new(venv.join("bin/pip"))
             .args(["install", "-q", "--disable-pip-version-check", BOTO3])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "pip install {BOTO3} failed (PyPI unreachable?)");
     }
-    assert!(has_boto3(&py), "boto3 is not importable from {}", py.display());
+    assert!(
+        has_boto3(&py),
+        "boto3 is not importable from {}",
+        py.display()
+    );
     py
 }
 
 /// `shale s3 keys create USER` → (key, secret).
 fn make_key(masters: &[String], user: &str) -> (String, String) {
     let out = shale_cmd()
-        .args(["--masters", &masters.join(","), "s3", "keys", "create", user])
+        .args([
+            "--masters",
+            &masters.join(","),
+            "s3",
+            "keys",
+            "create",
+            user,
+        ])
         .output()
         .expect("run shale s3 keys create");
     assert!(
@@ -85,7 +100,13 @@ async fn boto3_drives_every_operation_of_the_gateway() {
     client.chmod("/private", 0o700).await.expect("chmod");
 
     let mut cmd = shale_cmd();
-    cmd.args(["--masters", &masters.join(","), "s3", "--listen", "127.0.0.1:0"]);
+    cmd.args([
+        "--masters",
+        &masters.join(","),
+        "s3",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let (mut gateway, endpoint) = spawn_server(cmd);
     assert!(endpoint.starts_with("http://"), "{endpoint}");
 
@@ -120,7 +141,10 @@ async fn boto3_drives_every_operation_of_the_gateway() {
         12 << 20
     );
     // Staged parts are gone once completed or aborted.
-    let staged = client.list(shale_access::s3::UPLOADS_DIR).await.expect("ls");
+    let staged = client
+        .list(shale_access::s3::UPLOADS_DIR)
+        .await
+        .expect("ls");
     assert!(staged.is_empty(), "uploads left staged: {staged:?}");
 
     let _ = gateway.kill();
