@@ -60,6 +60,7 @@ fn main() {
                 .unwrap_or_else(|_| "warn,shale_client=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

@@ -34,6 +34,11 @@ pub fn describe() {
     describe_histogram!(READ_SECONDS, Unit::Seconds, "latency of one verified read");
     describe_counter!(CHECKSUM_FAILURES, "blocks that failed crc verification");
     describe_counter!(QUARANTINED, "replicas moved to quarantine");
+    describe_counter!(
+        crate::server::scrub::SCRUBBED_BYTES,
+        Unit::Bytes,
+        "chunk bytes the background scrubber re-read and verified"
+    );
 }
 
 pub(crate) fn wrote(backend: &'static str, bytes: u64, took: Duration) {

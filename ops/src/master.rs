@@ -215,7 +215,15 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", a.listen))?;
-    let bound = listener.local_addr()?.to_string();
+    let bound_addr = listener.local_addr()?;
+    let bound = bound_addr.to_string();
+    if a.advertise.is_none() && bound_addr.ip().is_unspecified() {
+        return Err(format!(
+            "listening on {bound} (every interface) needs --advertise HOST:PORT: the address \
+             the other masters, the chunkservers and the clients reach this master at"
+        )
+        .into());
+    }
     let advertise = a.advertise.clone().unwrap_or_else(|| bound.clone());
     let mut config = MasterConfig::new(a.id, advertise.clone(), a.data.clone());
     config.peers = peers;

@@ -12,8 +12,9 @@ pub struct Args {
     /// clients show after at most this long; this mount's own at once).
     #[arg(long, default_value_t = 1000)]
     cache_ms: u64,
-    /// Let other local users use the mount (the cluster still checks every request as this
-    /// mount's identity).
+    /// Let other local users use the mount (the kernel checks each against the modes and
+    /// owners as the mount shows them; the cluster checks every request as this mount's
+    /// identity).
     #[arg(long)]
     allow_other: bool,
     /// The kernel's read-ahead for the mount, in KiB (0: the kernel's default).

@@ -194,10 +194,54 @@ fn check_master_port(data: &std::path::Path, port: u16) -> Result<(), String> {
     }
 }
 
+/// Fails, naming the port and the flags that choose others, if a port the cluster needs on
+/// 127.0.0.1 is taken (checked before anything starts or is printed).
+fn check_ports_free(master_port: u16, chunkserver_port: u16) -> Result<(), String> {
+    let ports = (0..3u16).flat_map(|i| {
+        [
+            (master_port.checked_add(i), "--master-port", master_port),
+            (
+                master_port.checked_add(10 + i),
+                "--master-port",
+                master_port,
+            ),
+            (
+                chunkserver_port.checked_add(i),
+                "--chunkserver-port",
+                chunkserver_port,
+            ),
+            (
+                chunkserver_port.checked_add(10 + i),
+                "--chunkserver-port",
+                chunkserver_port,
+            ),
+        ]
+    });
+    for (port, flag, base) in ports {
+        let Some(port) = port else {
+            return Err(format!(
+                "{flag} {base} leaves no room for the ports after it"
+            ));
+        };
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Err(format!(
+                "port {port} on 127.0.0.1 is not free ({e}): is another `shale up` running? \
+                 Stop it, or choose other ports with {flag} (now {base}; it uses {base}-{} and \
+                 {}-{})",
+                base.saturating_add(2),
+                base.saturating_add(10),
+                base.saturating_add(12)
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     std::fs::create_dir_all(&a.data)?;
     check_master_port(&a.data, a.master_port)?;
+    check_ports_free(a.master_port, a.chunkserver_port)?;
     let names: Vec<String> = (1..=3).map(|i| format!("cs{i}")).collect();
     // Secure by default: a CA and every certificate, made on first start and kept.
     let security: Vec<std::ffi::OsString> = if tls.insecure {

@@ -247,6 +247,14 @@ async fn every_verb() {
     assert!(ok(m, &["tail", "/dir/b.txt"]).stdout == b_data[b_data.len() - 1024..]);
     let status = ok(m, &["status", "--json"]).json();
     assert_eq!(status["masters"].as_array().map(Vec::len), Some(3));
+    // Whichever master is asked, the healing figures are the leader's.
+    for one in m {
+        let text = ok(std::slice::from_ref(one), &["status"]).text();
+        assert!(
+            text.contains("healing: ") && text.contains(" chunks under-replicated, "),
+            "asked {one}: {text}"
+        );
+    }
 
     // cp: inside the cluster; keeps the replication; -f to replace; into directories; trees.
     ok(m, &["cp", "/dir/b.txt", "/copy.bin"]);

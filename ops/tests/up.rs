@@ -170,3 +170,33 @@ async fn up_keeps_the_cluster_running_when_a_server_dies() {
         );
     }
 }
+
+#[test]
+fn up_on_a_busy_port_names_it_and_the_flag_before_starting_anything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mp = free_base(0);
+    let cp = free_base(mp);
+    // Something else holds the second chunkserver's status port.
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", cp + 11)).expect("bind");
+    let t0 = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_shale"))
+        .args(["up", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--master-port", &mp.to_string()])
+        .args(["--chunkserver-port", &cp.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("shale up");
+    assert!(!out.status.success(), "shale up started on a busy port");
+    assert!(t0.elapsed() < WAIT, "shale up took too long to refuse");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("port {}", cp + 11)) && err.contains("--chunkserver-port"),
+        "unhelpful error: {err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "a banner was printed before the refusal: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -31,8 +31,9 @@ pub struct MountOptions {
     /// How long the kernel may cache entries and attributes (changes made by other clients
     /// are seen after at most this long; this mount's own changes at once).
     pub ttl: Duration,
-    /// Let other local users in (the `allow_other` option; the cluster still checks every
-    /// request as the mount's identity).
+    /// Let other local users in (the `allow_other` option, with `default_permissions`: the
+    /// kernel checks each local user against the modes and owners as the mount shows them,
+    /// then the cluster checks every request as the mount's identity).
     pub allow_other: bool,
     /// Raise the kernel's read-ahead for the mount to this many KiB (0: leave it).
     pub read_ahead_kib: u32,
@@ -115,7 +116,10 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         MountOption::NoAtime,
     ];
     if opts.allow_other {
+        // Other local users act through the mount's identity: the kernel first checks each
+        // of them against the modes and the owners as the mount shows them.
         config.acl = SessionACL::All;
+        config.mount_options.push(MountOption::DefaultPermissions);
     }
     let mp = mountpoint.to_path_buf();
     let mut session = tokio::task::spawn_blocking(move || Session::new(fs, &mp, &config))

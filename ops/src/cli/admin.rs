@@ -55,8 +55,25 @@ fn status_json(s: &StatusReply) -> Value {
     })
 }
 
-pub async fn status(c: &Client, as_json: bool) -> Res {
+/// The status as the leader gives it (healing figures are the leader's): the master the client
+/// reached answers with its own view, which for a follower lacks them.
+async fn leader_status(c: &Client) -> Result<StatusReply, shale_client::ClientError> {
     let s = c.status().await?;
+    if s.role == "leader" || s.leader_address.is_empty() {
+        return Ok(s);
+    }
+    let leader = Client::connect(std::slice::from_ref(&s.leader_address), c.config().clone()).await;
+    match leader {
+        Ok(l) => match l.status().await {
+            Ok(ls) if ls.role == "leader" => Ok(ls),
+            _ => Ok(s),
+        },
+        Err(_) => Ok(s),
+    }
+}
+
+pub async fn status(c: &Client, as_json: bool) -> Res {
+    let s = leader_status(c).await?;
     if as_json {
         output::json(&status_json(&s));
         return Ok(());
@@ -93,6 +110,8 @@ pub async fn status(c: &Client, as_json: bool) -> Res {
                 ""
             }
         );
+    } else {
+        say!("healing: unknown (the leader did not answer)");
     }
     Ok(())
 }
