@@ -16,8 +16,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Size of the file, MiB.
-    #[arg(long, default_value_t = 1024)]
+    /// Size of the file, MiB (the figure: one 2 GiB object).
+    #[arg(long, default_value_t = 2048)]
     size_mib: u64,
     /// Chunk size, MiB.
     #[arg(long, default_value_t = 64)]
