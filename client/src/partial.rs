@@ -17,7 +17,8 @@ use std::time::Duration;
 const CACHED_MAX: usize = 64;
 
 /// Checked chaining values by (chunk id, version), oldest first out.
-pub(crate) type CvCache = shale_proto::fifo::FifoCache<(u64, u64), Arc<Vec<Cv>>>;
+pub(crate) type CvCache =
+    shale_proto::fifo::FifoCache<(u64, u64), Arc<tokio::sync::OnceCell<Arc<Vec<Cv>>>>>;
 
 /// A new cache for a client.
 pub(crate) fn cache() -> Arc<CvCache> {
@@ -90,11 +91,14 @@ fn check_blocks(frames: &[Bytes], first: u64, cvs: &[Cv]) -> Result<(), u64> {
 
 impl Client {
     /// The writer-checked chaining values of `c`'s blocks, from replica `r` unless known.
+    /// Windows of one chunk asking at once share one request.
     async fn cvs(&self, r: &Replica, c: &ChunkLocation) -> Result<Arc<Vec<Cv>>, PartError> {
         let key = (c.chunk_id, c.version);
-        if let Some(hit) = self.cvs.get(&key) {
-            return Ok(hit);
-        }
+        let cell = self.cvs.get_or_insert_with(key, Default::default);
+        cell.get_or_try_init(|| self.fetch_cvs(r, c)).await.cloned()
+    }
+
+    async fn fetch_cvs(&self, r: &Replica, c: &ChunkLocation) -> Result<Arc<Vec<Cv>>, PartError> {
         let addr = &r.address;
         let mut client =
             crate::chunkserver::connect(&self.config.transport, addr, Duration::from_secs(60))
@@ -124,9 +128,7 @@ impl Client {
                 "its block digests do not merge into the writer's digest".into(),
             ));
         }
-        let cvs = Arc::new(cvs);
-        self.cvs.put(key, cvs.clone());
-        Ok(cvs)
+        Ok(Arc::new(cvs))
     }
 
     /// `[offset, offset + len)` of chunk `c` (which has a writer's digest) from replica `r`,

@@ -38,6 +38,24 @@ impl<K: Hash + Eq + Clone, V: Clone> FifoCache<K, V> {
         }
     }
 
+    /// The value under `key`, inserting `make()` first if there is none (atomically: callers
+    /// racing on one key all get the same value, e.g. one `OnceCell` that a single one fills).
+    pub fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = g.0.get(&key) {
+            return v.clone();
+        }
+        let v = make();
+        g.0.insert(key.clone(), v.clone());
+        g.1.push_back(key);
+        while g.1.len() > self.capacity {
+            if let Some(old) = g.1.pop_front() {
+                g.0.remove(&old);
+            }
+        }
+        v
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.len()
     }
@@ -62,5 +80,8 @@ mod tests {
         assert_eq!(c.get(&4), Some(40));
         c.put(4, 41);
         assert_eq!((c.len(), c.get(&4)), (3, Some(41)));
+        assert_eq!(c.get_or_insert_with(4, || 99), 41);
+        assert_eq!(c.get_or_insert_with(7, || 70), 70);
+        assert_eq!((c.len(), c.get(&7), c.get(&2)), (3, Some(70), None));
     }
 }

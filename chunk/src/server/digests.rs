@@ -14,21 +14,28 @@ use tonic::Status;
 
 /// Chunks whose chaining values are kept (32 KiB each for a 64 MiB chunk: 8 MiB in all).
 pub const CACHED_CHUNKS_MAX: usize = 256;
-/// Bytes read at a time while hashing.
-const READ_BYTES: u64 = 1 << 20;
+/// Bytes read at a time while hashing (large reads: the chunk is usually cold on disk).
+const READ_BYTES: u64 = 8 << 20;
 
-/// (chunk id, version) → (length, chaining values), oldest first out.
-pub type CvCache = shale_proto::fifo::FifoCache<(u64, u64), (u64, Arc<Vec<u8>>)>;
+/// (length, chaining values) of one chunk, computed once however many readers ask at once.
+pub type Cvs = Arc<tokio::sync::OnceCell<(u64, Arc<Vec<u8>>)>>;
+
+/// (chunk id, version) → its [`Cvs`], oldest first out.
+pub type CvCache = shale_proto::fifo::FifoCache<(u64, u64), Cvs>;
 
 impl ChunkServer {
     /// (length, chaining values as 32-byte runs) of sealed chunk `c` (empty for a chunk of one
     /// block). Reads the chunk through the store, which checks every byte against its crc32c
     /// sidecar, so a disk error is an error here rather than a wrong value.
+    /// Readers of one chunk that ask together share one computation (a sequential reader's
+    /// windows of a new chunk all ask at once).
     pub(crate) async fn chunk_cvs(&self, c: DomainRef) -> Result<(u64, Arc<Vec<u8>>), Status> {
         let key = (c.id.get(), c.version.get());
-        if let Some(hit) = self.cvs.get(&key) {
-            return Ok(hit);
-        }
+        let cell = self.cvs.get_or_insert_with(key, Default::default);
+        cell.get_or_try_init(|| self.compute_cvs(c)).await.cloned()
+    }
+
+    async fn compute_cvs(&self, c: DomainRef) -> Result<(u64, Arc<Vec<u8>>), Status> {
         let info = self.sealed(c)?;
         let len = info.length_bytes;
         let mut out = Vec::new();
@@ -46,8 +53,6 @@ impl ChunkServer {
                 tokio::task::yield_now().await;
             }
         }
-        let value = (len, Arc::new(out));
-        self.cvs.put(key, value.clone());
-        Ok(value)
+        Ok((len, Arc::new(out)))
     }
 }
