@@ -41,6 +41,18 @@ fn read_all(path: &std::path::Path) -> std::io::Result<u64> {
     }
 }
 
+/// Writes `size` bytes from `pool` (cycling through it) in 1 MiB writes.
+fn write_from_pool(w: &mut impl Write, pool: &[u8], size: u64) -> std::io::Result<()> {
+    let (mut left, mut at) = (size, 0usize);
+    while left > 0 {
+        let n = (1usize << 20).min(left as usize).min(pool.len() - at);
+        w.write_all(&pool[at..at + n])?;
+        at = (at + n) % pool.len();
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 pub async fn run(a: Args) -> Result<(), BoxError> {
     let tmp = match &a.dir {
         Some(d) => tempfile::tempdir_in(d)?,
@@ -93,13 +105,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let t = Instant::now();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&p)?;
-        let (mut left, mut at) = (size, 0usize);
-        while left > 0 {
-            let n = (1usize << 20).min(left as usize).min(pl.len() - at);
-            f.write_all(&pl[at..at + n])?;
-            at = (at + n) % pl.len();
-            left -= n as u64;
-        }
+        write_from_pool(&mut f, &pl, size)?;
         drop(f); // close(2): the file completes here
         Ok(())
     })
@@ -135,19 +141,10 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         let _ = stop_rx.await;
     }));
     let src = tmp.path().join("s3-source.bin");
-    {
-        let mut f = std::fs::File::create(&src)?;
-        let (mut left, mut at) = (size, 0usize);
-        while left > 0 {
-            let n = (1usize << 20).min(left as usize).min(pool.len() - at);
-            f.write_all(&pool[at..at + n])?;
-            at = (at + n) % pool.len();
-            left -= n as u64;
-        }
-    }
+    write_from_pool(&mut std::fs::File::create(&src)?, &pool, size)?;
     let curl = |args: Vec<String>| {
         let (key, secret, url) = (key.clone(), secret.clone(), url.clone());
-        tokio::task::spawn_blocking(move || -> Result<f64, BoxError> {
+        tokio::task::spawn_blocking(move || -> Result<std::time::Duration, BoxError> {
             let t = Instant::now();
             let out = std::process::Command::new("curl")
                 .args([
@@ -168,18 +165,20 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
                     format!("curl failed: {}", String::from_utf8_lossy(&out.stderr)).into(),
                 );
             }
-            Ok(t.elapsed().as_secs_f64())
+            Ok(t.elapsed())
         })
     };
-    let put_s = curl(vec!["-T".into(), src.display().to_string()]).await??;
-    let s3_put = size as f64 / (1 << 20) as f64 / put_s;
+    let s3_put = mibps(
+        size,
+        curl(vec!["-T".into(), src.display().to_string()]).await??,
+    );
     if client.stat("/bench/object").await?.length != size {
         return Err("the S3 PUT stored another length".into());
     }
     drop_caches();
     let get = || curl(vec!["-o".into(), "/dev/null".into()]);
-    let s3_get_cold = size as f64 / (1 << 20) as f64 / get().await??;
-    let s3_get = size as f64 / (1 << 20) as f64 / get().await??;
+    let s3_get_cold = mibps(size, get().await??);
+    let s3_get = mibps(size, get().await??);
     println!("s3 (curl): put {s3_put:.1} MiB/s, get {s3_get:.1} MiB/s (cold {s3_get_cold:.1})");
     let _ = stop_tx.send(());
     let _ = server.await;

@@ -30,7 +30,6 @@ pub async fn run(
     // Say what is missing before reaching for the cluster.
     fuse::preflight(&a.mountpoint)?;
     let client = crate::cli::connect(masters, tls).await?;
-    let who = client.who_am_i().await?.user;
     let opts = MountOptions {
         ttl: Duration::from_millis(a.cache_ms),
         allow_other: a.allow_other,
@@ -38,8 +37,9 @@ pub async fn run(
     };
     let m = fuse::mount(client, &a.mountpoint, opts).await?;
     println!(
-        "mounted the cluster at {} as {who}; Ctrl-C (or `umount {}`) unmounts",
+        "mounted the cluster at {} as {}; Ctrl-C (or `umount {}`) unmounts",
         a.mountpoint.display(),
+        m.user(),
         a.mountpoint.display()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -41,11 +41,10 @@ pub async fn run(
         println!("{key} {secret}");
         return Ok(());
     }
-    let gateway = Gateway::new(client.clone(), masters.to_vec()).await?;
+    let gateway = Gateway::new(client, masters.to_vec()).await?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
-    let who = client.who_am_i().await?.user;
     let cred = std::path::Path::new("./shale-data").join(CREDENTIALS_FILE);
     let hint = if cred.exists() {
         format!("; keys of `shale up`'s admin in {}", cred.display())
@@ -53,8 +52,9 @@ pub async fn run(
         String::new()
     };
     println!(
-        "s3 gateway listening on http://{} (as {who}){hint}",
-        listener.local_addr()?
+        "s3 gateway listening on http://{} (as {}){hint}",
+        listener.local_addr()?,
+        gateway.user()
     );
     s3::serve(listener, gateway, async {
         let mut term =

@@ -19,7 +19,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
-use shale_client::{Client, CreateOptions};
+use shale_client::{Client, ClientError, CreateOptions, FileStat};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
@@ -80,14 +80,17 @@ impl Shared {
             .cloned()
     }
 
-    /// The attributes of `path`, remembered as one lookup (for `lookup`, `mkdir`, `create`).
+    /// `st`, the stat of `path`, remembered as one kernel lookup; its attributes.
+    fn learn(&self, path: &str, st: &FileStat) -> FileAttr {
+        let ino = if path == "/" { ROOT } else { st.inode };
+        lock(&self.inodes).remember(ino, path);
+        attr_of(st, ino, &self.ids)
+    }
+
+    /// The attributes of `path`, remembered as one lookup (for `lookup`).
     async fn entry(&self, path: &str) -> Result<FileAttr, i32> {
         match self.client.stat(path).await {
-            Ok(st) => {
-                let ino = if path == "/" { ROOT } else { st.inode };
-                lock(&self.inodes).remember(ino, path);
-                Ok(attr_of(&st, ino, &self.ids))
-            }
+            Ok(st) => Ok(self.learn(path, &st)),
             Err(e) => {
                 // A file this mount is writing is visible to it before it is complete.
                 if let Some(s) = self.pending_at(path) {
@@ -214,8 +217,10 @@ impl Shared {
             return Ok(pending_attr(ino.0, s.size(), s.mode(), &self.ids, s.since));
         }
         let path = self.path(ino)?;
+        let fail = |e: ClientError| errno_of(&e);
+        // Each change answers with the attributes after it: the last one is the reply.
+        let mut st = self.client.stat(&path).await.map_err(fail)?;
         if let Some(n) = size {
-            let st = self.client.stat(&path).await.map_err(|e| errno_of(&e))?;
             if st.is_dir {
                 return Err(libc::EISDIR);
             }
@@ -229,32 +234,29 @@ impl Shared {
                     .client
                     .create(&path, CreateOptions::default().overwrite(true).mode(mode))
                     .await
-                    .map_err(|e| errno_of(&e))?;
-                w.close().await.map_err(|e| errno_of(&e))?;
+                    .map_err(fail)?;
+                w.close().await.map_err(fail)?;
+                st = self.client.stat(&path).await.map_err(fail)?;
             }
         }
         if let Some(m) = mode {
-            self.client
-                .chmod(&path, m & 0o1777)
-                .await
-                .map_err(|e| errno_of(&e))?;
+            st = self.client.chmod(&path, m & 0o1777).await.map_err(fail)?;
         }
         if uid.is_some() || gid.is_some() {
             let (owner, group) = self.names(uid, gid)?;
             // Only what changes is asked for: `chown` to the owner a file already has is
             // allowed to anyone who may write it, as in POSIX.
-            let st = self.client.stat(&path).await.map_err(|e| errno_of(&e))?;
             let owner = owner.filter(|o| *o != st.owner);
             let group = group.filter(|g| *g != st.group);
-            if owner.is_none() && group.is_none() {
-                return self.getattr(ino).await;
+            if owner.is_some() || group.is_some() {
+                st = self
+                    .client
+                    .chown(&path, owner.as_deref(), group.as_deref())
+                    .await
+                    .map_err(fail)?;
             }
-            self.client
-                .chown(&path, owner.as_deref(), group.as_deref())
-                .await
-                .map_err(|e| errno_of(&e))?;
         }
-        self.getattr(ino).await
+        Ok(attr_of(&st, ino.0, &self.ids))
     }
 
     /// The cluster names for local ids (`EINVAL` for an id with no name).
@@ -440,10 +442,7 @@ impl Filesystem for ShaleFs {
         self.spawn(|s| async move {
             let mode = mode & !umask & 0o1777;
             match s.client.mkdir_mode(&path, false, Some(mode)).await {
-                Ok(st) => {
-                    lock(&s.inodes).remember(st.inode, &path);
-                    reply.entry(&s.ttl, &attr_of(&st, st.inode, &s.ids), Generation(0))
-                }
+                Ok(st) => reply.entry(&s.ttl, &s.learn(&path, &st), Generation(0)),
                 Err(e) => reply.error(errno(errno_of(&e))),
             }
         });

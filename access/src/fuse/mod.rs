@@ -85,6 +85,7 @@ fn on_path(bin: &str) -> bool {
 /// A mounted file system; [`Mount::unmount`] ends it.
 pub struct Mount {
     mountpoint: PathBuf,
+    user: String,
     unmounter: SessionUnmounter,
     session: std::thread::JoinHandle<std::io::Result<()>>,
 }
@@ -106,6 +107,7 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         .await
         .map_err(|e| format!("cannot ask the cluster who this mount is: {e}"))?;
     let ids = Ids::local(&me.user);
+    let user = me.user;
     let fs = ShaleFs::new(tokio::runtime::Handle::current(), client, ids, opts.ttl);
     let mut config = Config::default();
     config.mount_options = vec![
@@ -139,6 +141,7 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
     }
     Ok(Mount {
         mountpoint: mountpoint.to_path_buf(),
+        user,
         unmounter,
         session,
     })
@@ -164,6 +167,11 @@ impl Mount {
     /// Where it is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// The cluster identity the mount acts as.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// Whether the session has ended (someone ran `umount`/`fusermount3 -u`).

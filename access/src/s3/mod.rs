@@ -67,6 +67,11 @@ impl Gateway {
         }))
     }
 
+    /// The cluster identity the gateway runs as.
+    pub fn user(&self) -> &str {
+        &self.me
+    }
+
     /// The access keys (for SigV4).
     pub fn keys(&self) -> Keys {
         self.keys.clone()
