@@ -48,4 +48,6 @@ pub enum MetaError {
     Full(String),
     #[error("{0}")]
     Denied(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
 }

@@ -488,6 +488,12 @@ fn attributes_survive_snapshots_and_old_snapshots_are_roots() {
         - perms::encode_section(&plain, Vec::new()).unwrap().len()
         - shale_meta::sm::namespace::encode_dir_replication(&plain, Vec::new())
             .unwrap()
+            .len()
+        - shale_meta::sm::quota::encode_section(&plain, Vec::new())
+            .unwrap()
+            .len()
+        - shale_meta::sm::trash::encode_section(&plain, Vec::new())
+            .unwrap()
             .len();
     let mut v3 = v4[..cut].to_vec();
     let body_len = (cut - 24) as u64;

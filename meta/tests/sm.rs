@@ -770,7 +770,13 @@ fn directory_replication_defaults_are_inherited() {
     assert_eq!(shale_meta::snapshot::decode(&v5).unwrap(), s);
     let section = shale_meta::sm::namespace::encode_dir_replication(&s, Vec::new())
         .unwrap()
-        .len();
+        .len()
+        + shale_meta::sm::quota::encode_section(&s, Vec::new())
+            .unwrap()
+            .len()
+        + shale_meta::sm::trash::encode_section(&s, Vec::new())
+            .unwrap()
+            .len();
     let mut v4 = v5[..v5.len() - section].to_vec();
     v4[8..10].copy_from_slice(&4u16.to_le_bytes());
     let body_len = (v4.len() - 24) as u64;

@@ -137,7 +137,7 @@ pub fn status_of(e: &MetaError) -> Status {
         MetaError::NotFound(_) | MetaError::UnknownFile(_) | MetaError::UnknownServer(_) => {
             Status::not_found(msg)
         }
-        MetaError::Full(_) => Status::resource_exhausted(msg),
+        MetaError::Full(_) | MetaError::QuotaExceeded(_) => Status::resource_exhausted(msg),
         MetaError::Denied(_) => Status::permission_denied(msg),
         MetaError::AlreadyExists(_) => Status::already_exists(msg),
         MetaError::NotADirectory(_)

@@ -47,8 +47,10 @@ impl MetaState {
                 format!("{p} (its directory)")
             })?,
         }
+        let replacing = self.entries(dir).is_some_and(|e| e.contains_key(name));
         let key: (InodeId, Box<str>) = (dir, name.into());
-        if let Some(other) = self.pending_names.get(&key).copied() {
+        let stale = self.pending_names.get(&key).copied();
+        if let Some(other) = stale {
             let live = self
                 .pending
                 .get(&other)
@@ -59,6 +61,22 @@ impl MetaState {
                     why: format!("{p} is being written by another client"),
                 });
             }
+        }
+        if !replacing {
+            // An expired writer's file at the same name is dropped first: it frees its charge.
+            let credit = match stale.and_then(|f| self.inodes.get(&f).map(|i| (f, i))) {
+                Some((
+                    f,
+                    Inode {
+                        kind: InodeKind::File(fm),
+                        ..
+                    },
+                )) => Usage::new(1, self.file_bytes(f, fm)),
+                _ => Usage::default(),
+            };
+            self.check_room(dir, Usage::new(1, 0), credit, &[])?;
+        }
+        if let Some(other) = stale {
             self.drop_pending(other);
         }
         let id = self.alloc_inode();
@@ -90,6 +108,7 @@ impl MetaState {
             },
         );
         self.pending_names.insert(key, id);
+        self.charge(dir, Usage::new(1, 0), false);
         Ok(Reply::Created {
             file: id,
             lease_expires_ms: expires_ms,
@@ -175,7 +194,7 @@ impl MetaState {
         now_ms: u64,
         who: &Actor,
     ) -> Res<Reply> {
-        self.writer(file, holder, now_ms, who)?;
+        let parent = self.writer(file, holder, now_ms, who)?.parent;
         let mut seen = pipeline.to_vec();
         seen.sort_unstable();
         seen.dedup();
@@ -194,6 +213,9 @@ impl MetaState {
         }
         let n = self.file_mut(file)?.chunks.len();
         let (id, version) = if index as usize == n {
+            let cs = Usage::new(0, self.file_mut(file)?.chunk_size_bytes());
+            self.check_room(parent, cs, Usage::default(), &[])?;
+            self.charge(parent, cs, false);
             let id = ChunkId(self.next_chunk);
             self.next_chunk += 1;
             self.file_mut(file)?.chunks.push(id);
@@ -234,8 +256,9 @@ impl MetaState {
         now_ms: u64,
         who: &Actor,
     ) -> Res<Reply> {
-        self.writer(file, holder, now_ms, who)?;
+        let parent = self.writer(file, holder, now_ms, who)?.parent;
         let f = self.file_mut(file)?;
+        let cs = Usage::new(0, f.chunk_size_bytes());
         if f.chunks.is_empty() || index as usize + 1 != f.chunks.len() {
             let n = f.chunks.len();
             return Err(MetaError::ChunkIndex {
@@ -253,6 +276,7 @@ impl MetaState {
                 self.security.digests.remove(&id);
             }
         }
+        self.charge(parent, cs, true);
         Ok(Reply::Done)
     }
 
@@ -294,6 +318,8 @@ impl MetaState {
         if let Some(old) = replaced {
             self.remove_inode(old);
         }
+        // The reservation (whole chunks) becomes the length.
+        self.charge(p.parent, Usage::new(0, n * cs - length), true);
         self.pending.remove(&file);
         self.pending_names.remove(&(p.parent, p.name.clone()));
         if let Ok(f) = self.file_mut(file) {
@@ -315,10 +341,11 @@ impl MetaState {
 
     /// Removes a file under construction and turns its chunks into garbage.
     pub(super) fn drop_pending(&mut self, file: InodeId) {
+        // Removed while still pending: its charge is its reservation.
+        self.remove_inode(file);
         if let Some(p) = self.pending.remove(&file) {
             self.pending_names.remove(&(p.parent, p.name));
         }
-        self.remove_inode(file);
     }
 
     pub(super) fn expire_leases(&mut self, now_ms: u64) -> Reply {

@@ -20,17 +20,21 @@ mod files;
 pub mod namespace;
 pub mod perms;
 mod queries;
+pub mod quota;
 pub mod registry;
 pub mod security;
 pub mod sessions;
+pub mod trash;
 mod types;
 mod validate;
 
 pub use crate::error::MetaError;
 use perms::Actor;
 pub use perms::Who;
+use quota::{Quota, Usage};
 pub use sessions::RequestId;
 use sessions::{Seen, Sessions};
+use trash::TrashItem;
 
 pub use types::*;
 
@@ -74,6 +78,12 @@ pub struct MetaState {
     /// a snapshot is decoded.
     #[serde(skip)]
     pub(crate) dirs: u64,
+    /// Directory quotas with their usage (snapshot format 6; see `quota`).
+    #[serde(skip)]
+    pub(crate) quotas: BTreeMap<InodeId, Quota>,
+    /// The trees in users' trash (snapshot format 6; see `trash`).
+    #[serde(skip)]
+    pub(crate) trash: BTreeMap<InodeId, TrashItem>,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -125,6 +135,8 @@ impl MetaState {
             security: Default::default(),
             perms: Default::default(),
             dirs: 1,
+            quotas: BTreeMap::new(),
+            trash: BTreeMap::new(),
         })
     }
 
@@ -308,6 +320,13 @@ impl MetaState {
                 digests,
             } => self.complete_with_digests(*file, *holder, *length, digests, now_ms, who),
             Command::ExpireLeases => Ok(self.expire_leases(now_ms)),
+            Command::SetQuota {
+                path,
+                max_bytes,
+                max_names,
+            } => self.set_quota(path, *max_bytes, *max_names, who),
+            Command::Trash { path, recursive } => self.trash(path, *recursive, now_ms, who),
+            Command::ExpireTrash { retention_ms } => Ok(self.expire_trash(*retention_ms, now_ms)),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {
                     if self.garbage.get(id) == Some(v) {

@@ -53,6 +53,9 @@ impl MetaState {
         self.require(cur, who, perms::WRITE | perms::EXEC, || {
             format!("/{}", comps[..k].join("/"))
         })?;
+        let made = Usage::new((comps.len() - k) as u64, 0);
+        self.check_room(cur, made, Usage::default(), &[])?;
+        self.charge(cur, made, false);
         let last = comps.len() - 1;
         for (j, name) in comps.iter().enumerate().skip(k) {
             let id = self.alloc_inode();
@@ -80,16 +83,26 @@ impl MetaState {
     }
 
     /// Removes one inode (a file, or an empty or recursive directory) and everything below it
-    /// from the inode table; their chunks become garbage. Does not touch directory entries.
-    /// Iterative: the subtree may be deeper than any stack.
+    /// from the inode table; their chunks become garbage, their usage leaves the quotas above.
+    /// Does not touch directory entries; files under construction in the tree must be dropped
+    /// first (`remove_tree`). Iterative: the subtree may be deeper than any stack.
     pub(super) fn remove_inode(&mut self, id: InodeId) {
+        let parent = self.inodes.get(&id).map(|i| i.parent);
+        let mut freed = Usage::default();
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
             let Some(inode) = self.inodes.remove(&id) else {
                 continue;
             };
+            freed.names += 1;
+            self.trash.remove(&id);
             match inode.kind {
                 InodeKind::File(f) => {
+                    if self.pending.contains_key(&id) {
+                        freed.bytes += (f.chunks.len() as u64) << f.chunk_size_log2;
+                    } else {
+                        freed.bytes += f.length;
+                    }
                     for c in f.chunks {
                         if let Some(meta) = self.chunks.remove(&c) {
                             self.garbage.insert(c, meta.version);
@@ -99,9 +112,13 @@ impl MetaState {
                 }
                 InodeKind::Dir(entries) => {
                     self.dirs = self.dirs.saturating_sub(1);
+                    self.quotas.remove(&id);
                     stack.extend(entries.into_values());
                 }
             }
+        }
+        if let Some(parent) = parent {
+            self.charge(parent, freed, true);
         }
     }
 
@@ -150,8 +167,19 @@ impl MetaState {
         if let Some(old) = replaced {
             self.require_unlink(dst_dir, old, who, dst)?;
             self.require(old, who, perms::WRITE, || dst.to_string())?;
+        }
+        // Quotas: the tree's usage moves when the quota directories above differ; those it
+        // enters must have room (less the file it replaces).
+        let from = self.quota_chain(src_dir);
+        let moved = (from != self.quota_chain(dst_dir)).then(|| self.tree_usage(id));
+        if let Some(u) = moved {
+            let credit = replaced.map_or(Usage::default(), |old| self.tree_usage(old));
+            self.check_room(dst_dir, u, credit, &from)?;
+        }
+        if let Some(old) = replaced {
             self.remove_inode(old);
         }
+        self.trash.remove(&id);
         if let Some(e) = self.entries_mut(src_dir) {
             e.remove(src_name);
         }
@@ -160,6 +188,10 @@ impl MetaState {
         }
         if let Some(i) = self.inodes.get_mut(&id) {
             i.parent = dst_dir;
+        }
+        if let Some(u) = moved {
+            self.charge(src_dir, u, true);
+            self.charge(dst_dir, u, false);
         }
         self.touch(src_dir, now_ms);
         self.touch(dst_dir, now_ms);
@@ -186,18 +218,8 @@ impl MetaState {
         let (dir, name) = self.parent_dir(p, who)?;
         self.require_unlink(dir, id, who, p)?;
         self.require_tree(id, who, p)?;
-        self.remove_inode(id);
-        // Files being written inside the subtree lost their directory: abandon them (one pass
-        // over the files under construction, whatever the depth of the subtree).
-        let doomed: Vec<InodeId> = self
-            .pending
-            .iter()
-            .filter(|(_, pf)| !self.inodes.contains_key(&pf.parent))
-            .map(|(f, _)| *f)
-            .collect();
-        for f in doomed {
-            self.drop_pending(f);
-        }
+        // Files being written inside the tree go with it.
+        self.remove_tree(id);
         if let Some(e) = self.entries_mut(dir) {
             e.remove(name);
         }

@@ -29,7 +29,7 @@ pub struct Counts {
 }
 
 impl MetaState {
-    fn stat_inode(&self, id: InodeId) -> Option<Stat> {
+    pub(super) fn stat_inode(&self, id: InodeId) -> Option<Stat> {
         let i = self.inodes.get(&id)?;
         let (owner, group) = self.names_of(i.attrs);
         let (owner, group, mode) = (owner.to_string(), group.to_string(), i.attrs.mode);

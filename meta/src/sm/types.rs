@@ -169,6 +169,21 @@ pub enum Command {
         id: u64,
         secret: Vec<u8>,
     },
+    /// Sets the limits of a directory's quota (neither: removes it; see `quota`).
+    SetQuota {
+        path: String,
+        max_bytes: Option<u64>,
+        max_names: Option<u64>,
+    },
+    /// Moves a file or tree to the caller's trash (see `trash`).
+    Trash {
+        path: String,
+        recursive: bool,
+    },
+    /// Removes the trash checkpoints older than `retention_ms` by log time.
+    ExpireTrash {
+        retention_ms: u64,
+    },
 }
 
 /// The result of applying a command.
@@ -197,6 +212,8 @@ pub enum Reply {
     Server(NodeId),
     Expired(u32),
     Err(MetaError),
+    /// Where `Trash` moved the path.
+    Trashed(String),
 }
 
 /// A file or directory.

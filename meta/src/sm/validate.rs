@@ -148,6 +148,16 @@ impl MetaState {
                 self.dirs
             ));
         }
+        self.check_quotas()?;
+        if let Some((id, _)) = self
+            .trash
+            .iter()
+            .find(|(id, t)| !self.inodes.contains_key(id) || t.user as usize >= self.perms.len())
+        {
+            return Err(format!(
+                "trash item {id} is not a live inode of a known user"
+            ));
+        }
         // Permissions: names known, modes in range.
         self.perms.validate()?;
         let names = self.perms.len() as u32;
