@@ -11,6 +11,8 @@
 //!   returns any byte range. Each chunk comes from the first healthy replica, verified.
 //! * Namespace: [`Client::stat`], [`Client::list`] / [`Client::list_stream`], [`Client::mkdir`],
 //!   [`Client::rename`], [`Client::delete`], [`Client::set_replication`].
+//! * Quotas and the trash: [`Client::set_quota`], [`Client::quota`], [`Client::trash`],
+//!   [`Client::trash_list`], [`Client::restore`].
 //! * Administration lives on [`AdminClient`] ([`Client::admin`]).
 //!
 //! Errors are [`ClientError`]s: match on the kind, or ask [`ClientError::is_retryable`].
@@ -47,6 +49,7 @@ mod partial;
 mod perms;
 mod read;
 mod reader;
+mod space;
 mod write;
 mod writer;
 
@@ -55,7 +58,7 @@ pub use error::{ClientError, Result};
 pub use integrity::{ReplicaCheck, Verification};
 pub use reader::FileReader;
 pub use shale_proto::metapb::{
-    FileStat, IssueTokenReply, LocationsReply, StatusReply, WhoAmIReply,
+    FileStat, IssueTokenReply, LocationsReply, QuotaReply, StatusReply, TrashItem, WhoAmIReply,
 };
 pub use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
 pub use write::CreateOptions;

@@ -60,6 +60,10 @@ pub struct Args {
     /// only replica of something), ms.
     #[arg(long, default_value_t = 3_600_000)]
     pub forget_silent_ms: u64,
+    /// How long deleted paths stay in the trash before they are removed for good, ms
+    /// (default one day).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub trash_retention_ms: u64,
     /// TEST ONLY: serve reads without confirming leadership (a planted bug the torture harness
     /// must catch).
     #[arg(long, hide = true)]
@@ -245,6 +249,7 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     config.copies_per_server = a.copies_per_server.max(1);
     config.forget_after = std::time::Duration::from_millis(a.forget_silent_ms.max(1000));
     config.test_unsafe_reads = a.test_unsafe_reads;
+    config.trash_retention = std::time::Duration::from_millis(a.trash_retention_ms);
     config.transport = transport.clone();
     if let Some(ms) = a.test_token_lifetime_ms {
         config.token_lifetime = std::time::Duration::from_millis(ms).min(config.token_lifetime);

@@ -28,6 +28,7 @@ pub mod reads;
 pub mod retire;
 mod service;
 pub mod soft;
+mod space;
 pub mod tokens;
 
 /// Largest MasterService message (a heartbeat's full chunk report can be large).
@@ -73,6 +74,8 @@ pub struct MasterConfig {
     pub transport: shale_security::Transport,
     /// How long the chunk access tokens it signs are valid.
     pub token_lifetime: Duration,
+    /// How long deleted trees stay in the trash (as leader, this master removes older ones).
+    pub trash_retention: Duration,
 }
 
 impl MasterConfig {
@@ -97,6 +100,7 @@ impl MasterConfig {
             test_unsafe_reads: false,
             transport: shale_security::Transport::plaintext(),
             token_lifetime: tokens::TOKEN_LIFETIME,
+            trash_retention: Duration::from_secs(86_400),
         }
     }
 }
@@ -429,6 +433,7 @@ pub async fn serve(
     let ticker = tokio::spawn(expire_leases(master.clone()));
     let healer = tokio::spawn(heal::run(master.clone()));
     let rotator = tokio::spawn(tokens::rotate(master.clone()));
+    let emptier = tokio::spawn(space::expire_trash(master.clone()));
     let result = shale_security::limits::server()
         .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftServer { raft: raft.clone() })
@@ -460,6 +465,7 @@ pub async fn serve(
     ticker.abort();
     healer.abort();
     rotator.abort();
+    emptier.abort();
     if let Some(m) = mover {
         m.abort();
     }

@@ -31,7 +31,7 @@ pub struct Proposer {
     tx: mpsc::Sender<(Command, Waiter)>,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -45,7 +45,7 @@ pub struct Svc(pub Arc<Master>);
 
 type R<T> = Result<Response<T>, Status>;
 
-fn file_stat(name: &str, s: &Stat) -> FileStat {
+pub(super) fn file_stat(name: &str, s: &Stat) -> FileStat {
     FileStat {
         name: name.to_string(),
         inode: s.inode.get(),
@@ -893,6 +893,26 @@ impl MasterService for Svc {
 
     async fn revoke_user_tokens(&self, req: Request<Empty>) -> R<Empty> {
         self.revoke_user_tokens_as(req).await
+    }
+
+    async fn set_quota(&self, req: Request<SetQuotaRequest>) -> R<QuotaReply> {
+        self.set_quota_as(req).await
+    }
+
+    async fn get_quota(&self, req: Request<PathRequest>) -> R<QuotaReply> {
+        self.get_quota_as(req).await
+    }
+
+    async fn list_quotas(&self, req: Request<Empty>) -> R<QuotaList> {
+        self.list_quotas_as(req).await
+    }
+
+    async fn trash(&self, req: Request<DeleteRequest>) -> R<TrashReply> {
+        self.trash_as(req).await
+    }
+
+    async fn list_trash(&self, req: Request<ListTrashRequest>) -> R<TrashList> {
+        self.list_trash_as(req).await
     }
 
     async fn remove_chunkserver(&self, req: Request<RemoveChunkserverRequest>) -> R<StatusReply> {

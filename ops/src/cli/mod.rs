@@ -17,6 +17,7 @@ mod listing;
 pub mod output;
 mod paths;
 mod perms;
+mod space;
 mod transfer;
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -241,7 +242,9 @@ pub enum FileCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Delete files (with -r, directories and everything in them). Globs are expanded.
+    /// Delete files (with -r, directories and everything in them). Globs are expanded. They
+    /// go to your trash (`shale trash`) until it expires, unless --skip-trash; paths in the
+    /// trash are deleted for good.
     Rm {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<String>,
@@ -250,7 +253,16 @@ pub enum FileCmd {
         /// No error for paths that do not exist.
         #[arg(short = 'f')]
         force: bool,
+        /// Delete for good now (space is reclaimed in the background).
+        #[arg(long)]
+        skip_trash: bool,
     },
+    /// Deleted files waiting in your trash: list, restore, empty.
+    #[command(subcommand)]
+    Trash(space::TrashCmd),
+    /// Directory quotas: limits on bytes and on files and directories below a directory.
+    #[command(subcommand)]
+    Quota(space::QuotaCmd),
     /// Set the replication of files (of every file under a directory, and the directory's
     /// default for new files below it); healing adds or trims copies. With -w, wait until
     /// every chunk has that many.
@@ -455,7 +467,14 @@ pub async fn run(masters: &[String], tls: &crate::tls::TlsArgs, cmd: FileCmd) ->
     let c = connect(masters, tls).await?;
     let work = execute(&c, cmd, checked);
     tokio::select! {
-        r = work => r,
+        r = work => {
+            if r.is_err() {
+                // A failed put abandons its file in the background: let that reach the masters
+                // so the path (and its quota) is free when this command exits.
+                c.settle(SETTLE).await;
+            }
+            r
+        }
         _ = tokio::signal::ctrl_c() => {
             // `work` is dropped here: its clean-ups (abandoning a file being written, removing a
             // partial download) have run or been started; let them reach the masters.
@@ -598,22 +617,10 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
             paths: patterns,
             recursive,
             force,
-        } => {
-            for p in &patterns {
-                let matched = match paths::expand(c, p).await {
-                    Ok(m) => m,
-                    Err(_) if force => continue,
-                    Err(e) => return Err(e),
-                };
-                for m in matched {
-                    match c.delete(&m, recursive).await {
-                        Ok(()) => {}
-                        Err(shale_client::ClientError::NotFound(_)) if force => {}
-                        Err(e) => return Err(format!("{m}: {e}").into()),
-                    }
-                }
-            }
-        }
+            skip_trash,
+        } => space::rm(c, &patterns, recursive, force, skip_trash).await?,
+        FileCmd::Trash(t) => space::trash(c, t).await?,
+        FileCmd::Quota(q) => space::quota(c, q).await?,
         FileCmd::Setrep {
             replication,
             paths,
