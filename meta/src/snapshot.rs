@@ -5,7 +5,7 @@
 //! | offset | size | field                       |
 //! |--------|------|-----------------------------|
 //! | 0      | 8    | magic `SHALESNP`            |
-//! | 8      | 2    | format version (1..=6)      |
+//! | 8      | 2    | format version (1..=7)      |
 //! | 10     | 2    | reserved, 0                 |
 //! | 12     | 4    | crc32c of the body          |
 //! | 16     | 8    | body length                 |
@@ -15,13 +15,14 @@
 //! (chunkserver principals, token keys, chunk digests), then the permissions (owner and group
 //! names, memberships, and every inode's owner, group and mode: `sm::perms`), then the
 //! directories' replication defaults (`sm::namespace`), then the quotas (`sm::quota`) and the
-//! trash items (`sm::trash`). Format 5 (no quotas or trash items), 4 (no directory defaults),
+//! trash items (`sm::trash`), then the directory snapshots (`sm::snaps`). Format 6 (no
+//! directory snapshots), 5 (no quotas or trash items either), 4 (no directory defaults),
 //! 3 (no permissions either: everything root's), 2 (no security state either) and 1 (no
 //! sessions either) still decode, with those parts empty.
 use crate::sm::MetaState;
 
 pub const MAGIC: &[u8; 8] = b"SHALESNP";
-pub const FORMAT_VERSION: u16 = 6;
+pub const FORMAT_VERSION: u16 = 7;
 const HEADER_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +54,8 @@ pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
     body = crate::sm::quota::encode_section(state, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
     body = crate::sm::trash::encode_section(state, body)
+        .map_err(|e| SnapshotError::Body(e.to_string()))?;
+    body = crate::sm::snaps::encode_section(state, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
@@ -113,6 +116,9 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
     if version >= 6 {
         rest = crate::sm::quota::decode_section(&mut state, rest).map_err(bad)?;
         rest = crate::sm::trash::decode_section(&mut state, rest).map_err(bad)?;
+    }
+    if version >= 7 {
+        rest = crate::sm::snaps::decode_section(&mut state, rest).map_err(bad)?;
     }
     state.recount();
     if !rest.is_empty() {

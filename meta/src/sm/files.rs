@@ -32,6 +32,7 @@ impl MetaState {
         };
         self.check_new_attrs(who, mode)?;
         let (dir, name) = self.parent_dir(p, who)?;
+        self.check_new_name(p, name)?;
         let replication = check_replication(match replication {
             Some(r) => r,
             None => self.inherited_replication(dir),

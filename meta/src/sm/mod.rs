@@ -24,6 +24,7 @@ pub mod quota;
 pub mod registry;
 pub mod security;
 pub mod sessions;
+pub mod snaps;
 pub mod trash;
 mod types;
 mod validate;
@@ -84,6 +85,9 @@ pub struct MetaState {
     /// The trees in users' trash (snapshot format 6; see `trash`).
     #[serde(skip)]
     pub(crate) trash: BTreeMap<InodeId, TrashItem>,
+    /// Directory snapshots (snapshot format 7; see `snaps`).
+    #[serde(skip)]
+    pub(crate) snaps: snaps::SnapState,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -137,6 +141,7 @@ impl MetaState {
             dirs: 1,
             quotas: BTreeMap::new(),
             trash: BTreeMap::new(),
+            snaps: Default::default(),
         })
     }
 
@@ -327,6 +332,8 @@ impl MetaState {
             } => self.set_quota(path, *max_bytes, *max_names, who),
             Command::Trash { path, recursive } => self.trash(path, *recursive, now_ms, who),
             Command::ExpireTrash { retention_ms } => Ok(self.expire_trash(*retention_ms, now_ms)),
+            Command::CreateSnapshot { path, name } => self.create_snapshot(path, name, now_ms, who),
+            Command::DeleteSnapshot { path, name } => self.delete_snapshot(path, name, who),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {
                     if self.garbage.get(id) == Some(v) {
@@ -361,7 +368,9 @@ impl MetaState {
         }
     }
 
+    /// A directory's live entries, to change them: snapshots that see it keep a copy first.
     fn entries_mut(&mut self, dir: InodeId) -> Option<&mut BTreeMap<Box<str>, InodeId>> {
+        self.cow_dir(dir);
         match &mut self.inodes.get_mut(&dir)?.kind {
             InodeKind::Dir(e) => Some(e),
             InodeKind::File(_) => None,
@@ -387,6 +396,12 @@ impl MetaState {
             self.require(cur, who, perms::EXEC, || {
                 format!("/{}", comps[..i].join("/"))
             })?;
+            if *c == snaps::SNAPSHOT_DIR && self.snaps.roots.contains_key(&cur) {
+                return Err(MetaError::BadArgument(format!(
+                    "{}: snapshots are read-only",
+                    prefix()
+                )));
+            }
             cur = *entries
                 .get(*c)
                 .ok_or_else(|| MetaError::NotFound(prefix()))?;

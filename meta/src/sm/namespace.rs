@@ -28,6 +28,12 @@ impl MetaState {
             self.require(cur, who, perms::EXEC, || {
                 format!("/{}", comps[..k].join("/"))
             })?;
+            if comps[k] == snaps::SNAPSHOT_DIR && self.snaps.roots.contains_key(&cur) {
+                return Err(MetaError::BadArgument(format!(
+                    "/{}: snapshots are read-only",
+                    comps[..=k].join("/")
+                )));
+            }
             match entries.get(comps[k]) {
                 Some(id) => cur = *id,
                 None => break,
@@ -53,6 +59,9 @@ impl MetaState {
         self.require(cur, who, perms::WRITE | perms::EXEC, || {
             format!("/{}", comps[..k].join("/"))
         })?;
+        for name in &comps[k..] {
+            self.check_new_name(p, name)?;
+        }
         let made = Usage::new((comps.len() - k) as u64, 0);
         self.check_room(cur, made, Usage::default(), &[])?;
         self.charge(cur, made, false);
@@ -73,6 +82,7 @@ impl MetaState {
                 },
             );
             self.dirs += 1;
+            self.born_dir(id);
             if let Some(e) = self.entries_mut(cur) {
                 e.insert((*name).into(), id);
             }
@@ -82,44 +92,23 @@ impl MetaState {
         Ok(Reply::Inode(cur))
     }
 
-    /// Removes one inode (a file, or an empty or recursive directory) and everything below it
-    /// from the inode table; their chunks become garbage, their usage leaves the quotas above.
-    /// Does not touch directory entries; files under construction in the tree must be dropped
-    /// first (`remove_tree`). Iterative: the subtree may be deeper than any stack.
+    /// Unlinks one inode (a file, or an empty or recursive directory) from the live tree:
+    /// its usage leaves the quotas above, and it drops its live reference (`drop_ref`: freed,
+    /// chunks to garbage, unless a snapshot still shows it). The caller removes the entry;
+    /// files under construction in the tree must be dropped first (`remove_tree`).
     pub(super) fn remove_inode(&mut self, id: InodeId) {
-        let parent = self.inodes.get(&id).map(|i| i.parent);
-        let mut freed = Usage::default();
-        let mut stack = vec![id];
-        while let Some(id) = stack.pop() {
-            let Some(inode) = self.inodes.remove(&id) else {
-                continue;
-            };
-            freed.names += 1;
-            self.trash.remove(&id);
-            match inode.kind {
-                InodeKind::File(f) => {
-                    if self.pending.contains_key(&id) {
-                        freed.bytes += (f.chunks.len() as u64) << f.chunk_size_log2;
-                    } else {
-                        freed.bytes += f.length;
-                    }
-                    for c in f.chunks {
-                        if let Some(meta) = self.chunks.remove(&c) {
-                            self.garbage.insert(c, meta.version);
-                            self.security.digests.remove(&c);
-                        }
-                    }
-                }
-                InodeKind::Dir(entries) => {
-                    self.dirs = self.dirs.saturating_sub(1);
-                    self.quotas.remove(&id);
-                    stack.extend(entries.into_values());
-                }
-            }
+        let Some(parent) = self.inodes.get(&id).map(|i| i.parent) else {
+            return;
+        };
+        if !self.pending.contains_key(&id) {
+            // The entry is about to go: snapshots that see the directory keep it.
+            self.cow_dir(parent);
         }
-        if let Some(parent) = parent {
-            self.charge(parent, freed, true);
+        if !self.quota_chain(parent).is_empty() {
+            let u = self.tree_usage(id);
+            self.charge(parent, u, true);
         }
+        self.drop_ref(id, true);
     }
 
     pub(super) fn rename(
@@ -138,6 +127,7 @@ impl MetaState {
         let id = self.resolve(&sc, who)?;
         let (src_dir, src_name) = self.parent_dir(src, who)?;
         let (dst_dir, dst_name) = self.parent_dir(dst, who)?;
+        self.check_new_name(dst, dst_name)?;
         if self.is_dir(id) {
             let mut cur = dst_dir;
             loop {
@@ -180,6 +170,7 @@ impl MetaState {
             self.remove_inode(old);
         }
         self.trash.remove(&id);
+        self.pin(id, src_dir);
         if let Some(e) = self.entries_mut(src_dir) {
             e.remove(src_name);
         }
@@ -218,6 +209,7 @@ impl MetaState {
         let (dir, name) = self.parent_dir(p, who)?;
         self.require_unlink(dir, id, who, p)?;
         self.require_tree(id, who, p)?;
+        self.check_no_snapshots(id, p)?;
         // Files being written inside the tree go with it.
         self.remove_tree(id);
         if let Some(e) = self.entries_mut(dir) {

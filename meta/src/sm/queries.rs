@@ -1,5 +1,6 @@
 //! Read-only questions to the master state (served without going through the log).
 use super::perms::{Actor, Who, EXEC, READ};
+use super::snaps::Target;
 use super::{InodeKind, MetaError, MetaState, ServerInfo, Stat};
 use crate::path;
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
@@ -70,9 +71,14 @@ impl MetaState {
 
     /// A path's attributes, as `who` sees them (execute on every directory on the way).
     pub fn stat_as(&self, p: &str, who: &Who) -> Result<Stat, MetaError> {
-        let id = self.resolve(&path::components(p)?, &self.actor(who))?;
-        self.stat_inode(id)
-            .ok_or_else(|| MetaError::NotFound(p.to_string()))
+        let s = match self.resolve_target(&path::components(p)?, &self.actor(who))? {
+            Target::At(id, view) => self.stat_at(id, view),
+            Target::Snapshots(dir) => self.stat_inode(dir).map(|mut s| {
+                s.entries = self.snaps.roots.get(&dir).map_or(0, |r| r.len() as u64);
+                s
+            }),
+        };
+        s.ok_or_else(|| MetaError::NotFound(p.to_string()))
     }
 
     /// `list` as the superuser.
@@ -95,9 +101,23 @@ impl MetaState {
         who: &Who,
     ) -> Result<(Vec<(String, Stat)>, bool), MetaError> {
         let actor = self.actor(who);
-        let id = self.resolve(&path::components(p)?, &actor)?;
+        let (id, view) = match self.resolve_target(&path::components(p)?, &actor)? {
+            Target::At(id, view) => (id, view),
+            Target::Snapshots(dir) => {
+                self.require(dir, &actor, READ | EXEC, || p.to_string())?;
+                let limit = limit.clamp(1, LIST_LIMIT_MAX);
+                let all = self.snapshot_views(dir);
+                let after: Vec<(String, Stat)> = all
+                    .into_iter()
+                    .filter(|v| start_after.is_none_or(|s| v.name.as_str() > s))
+                    .map(|v| (v.name, v.stat))
+                    .collect();
+                let more = after.len() > limit;
+                return Ok((after.into_iter().take(limit).collect(), more));
+            }
+        };
         let entries = self
-            .entries(id)
+            .entries_at(id, view)
             .ok_or_else(|| MetaError::NotADirectory(p.to_string()))?;
         self.require(id, &actor, READ | EXEC, || p.to_string())?;
         let limit = limit.clamp(1, LIST_LIMIT_MAX);
@@ -114,7 +134,7 @@ impl MetaState {
                 more = true;
                 break;
             }
-            if let Some(s) = self.stat_inode(*child) {
+            if let Some(s) = self.stat_at(*child, view) {
                 out.push((name.to_string(), s));
             }
         }
@@ -133,7 +153,10 @@ impl MetaState {
     }
 
     fn file_chunks_actor(&self, p: &str, who: &Actor) -> Result<FileChunks, MetaError> {
-        let id = self.resolve(&path::components(p)?, who)?;
+        let id = match self.resolve_target(&path::components(p)?, who)? {
+            Target::At(id, _) => id,
+            Target::Snapshots(_) => return Err(MetaError::IsADirectory(p.to_string())),
+        };
         if matches!(
             self.inodes.get(&id).map(|i| &i.kind),
             Some(InodeKind::File(_))

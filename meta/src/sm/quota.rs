@@ -276,13 +276,16 @@ impl MetaState {
 
     /// Recomputes every quota directory's usage from the tree (for `validate`): one pass over
     /// the inodes, each charged to the quota directories above it.
-    pub(super) fn check_quotas(&self) -> Result<(), String> {
+    pub(super) fn check_quotas(
+        &self,
+        live: &std::collections::HashSet<InodeId>,
+    ) -> Result<(), String> {
         if self.quotas.is_empty() {
             return Ok(());
         }
         let mut got: HashMap<InodeId, Usage> = HashMap::new();
         for (id, i) in &self.inodes {
-            if *id == ROOT {
+            if *id == ROOT || !(live.contains(id) || self.pending.contains_key(id)) {
                 continue;
             }
             let u = match &i.kind {
@@ -294,8 +297,8 @@ impl MetaState {
             }
         }
         for (id, q) in &self.quotas {
-            if !self.is_dir(*id) {
-                return Err(format!("quota on {id}, which is not a directory"));
+            if !self.is_dir(*id) || !live.contains(id) {
+                return Err(format!("quota on {id}, which is not a live directory"));
             }
             let want = got.get(id).copied().unwrap_or_default();
             if want != q.used {

@@ -256,6 +256,7 @@ impl MetaState {
         let (dir, name) = self.parent_dir(p, who)?;
         self.require_unlink(dir, id, who, p)?;
         self.require_tree(id, who, p)?;
+        self.check_no_snapshots(id, p)?;
         self.check_new_attrs(who, 0o700)?;
         let plan = self.plan(&comps, who, now_ms)?;
         let (from, to) = (self.quota_chain(dir), self.quota_chain(plan.attach));
@@ -281,6 +282,7 @@ impl MetaState {
             cur = self.make_dir(cur, n, attrs, now_ms);
         }
         self.charge(plan.attach, made, false);
+        self.pin(id, dir);
         if let Some(e) = self.entries_mut(dir) {
             e.remove(name);
         }
@@ -330,6 +332,7 @@ impl MetaState {
             },
         );
         self.dirs += 1;
+        self.born_dir(id);
         if let Some(e) = self.entries_mut(parent) {
             e.insert(name.into(), id);
         }

@@ -184,6 +184,15 @@ pub enum Command {
     ExpireTrash {
         retention_ms: u64,
     },
+    /// Takes snapshot `name` of directory `path` (see `snaps`).
+    CreateSnapshot {
+        path: String,
+        name: String,
+    },
+    DeleteSnapshot {
+        path: String,
+        name: String,
+    },
 }
 
 /// The result of applying a command.

@@ -84,14 +84,9 @@ impl MetaState {
         if self.pending_names.len() != self.pending.len() {
             return Err("pending name index out of step".into());
         }
-        if seen.len() + self.pending.len() != self.inodes.len() {
-            return Err(format!(
-                "{} inodes, {} reachable, {} pending: orphans exist",
-                self.inodes.len(),
-                seen.len(),
-                self.pending.len()
-            ));
-        }
+        // Beyond the live tree: unlinked inodes snapshots keep. Nothing else.
+        let live = seen;
+        self.check_refs(&live)?;
         // Chunks: each live chunk belongs to exactly the file and index that list it.
         let mut listed = 0usize;
         for (id, inode) in &self.inodes {
@@ -148,7 +143,7 @@ impl MetaState {
                 self.dirs
             ));
         }
-        self.check_quotas()?;
+        self.check_quotas(&live)?;
         if let Some((id, _)) = self
             .trash
             .iter()
