@@ -13,6 +13,8 @@
 //!   [`Client::rename`], [`Client::delete`], [`Client::set_replication`].
 //! * Quotas and the trash: [`Client::set_quota`], [`Client::quota`], [`Client::trash`],
 //!   [`Client::trash_list`], [`Client::restore`].
+//! * Snapshots: [`Client::create_snapshot`], [`Client::snapshots`], [`Client::delete_snapshot`];
+//!   read them at `DIR/.snapshot/NAME`.
 //! * Administration lives on [`AdminClient`] ([`Client::admin`]).
 //!
 //! Errors are [`ClientError`]s: match on the kind, or ask [`ClientError::is_retryable`].
@@ -58,7 +60,8 @@ pub use error::{ClientError, Result};
 pub use integrity::{ReplicaCheck, Verification};
 pub use reader::FileReader;
 pub use shale_proto::metapb::{
-    FileStat, IssueTokenReply, LocationsReply, QuotaReply, StatusReply, TrashItem, WhoAmIReply,
+    FileStat, IssueTokenReply, LocationsReply, QuotaReply, SnapshotInfo, StatusReply, TrashItem,
+    WhoAmIReply,
 };
 pub use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
 pub use write::CreateOptions;

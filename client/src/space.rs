@@ -124,3 +124,78 @@ impl Client {
         Ok(item.path)
     }
 }
+
+impl Client {
+    /// Takes snapshot `name` of directory `path` (its owner or an admin): an instant,
+    /// read-only copy of the tree, readable at `path/.snapshot/name` (`stat`, `list`, `open`,
+    /// `copy` all work there). Later changes do not touch it; the space its files hold is
+    /// reclaimed when the last snapshot showing them is deleted.
+    ///
+    /// ```no_run
+    /// # async fn f(c: shale_client::Client) -> shale_client::Result<()> {
+    /// c.create_snapshot("/projects/x", "before-migration").await?;
+    /// let old = c.stat("/projects/x/.snapshot/before-migration/config.toml").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_snapshot(&self, path: &str, name: &str) -> Result<SnapshotInfo> {
+        let (p, n, request_id) = (
+            path.to_string(),
+            name.to_string(),
+            self.masters.request_id(),
+        );
+        self.masters
+            .call(|mut m| {
+                let (path, name) = (p.clone(), n.clone());
+                async move {
+                    m.create_snapshot(SnapshotRequest {
+                        path,
+                        name,
+                        request_id,
+                    })
+                    .await
+                }
+            })
+            .await
+    }
+
+    /// Deletes snapshot `name` of directory `path`.
+    pub async fn delete_snapshot(&self, path: &str, name: &str) -> Result<()> {
+        let (p, n, request_id) = (
+            path.to_string(),
+            name.to_string(),
+            self.masters.request_id(),
+        );
+        self.masters
+            .call(|mut m| {
+                let (path, name) = (p.clone(), n.clone());
+                async move {
+                    m.delete_snapshot(SnapshotRequest {
+                        path,
+                        name,
+                        request_id,
+                    })
+                    .await
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The snapshots of directory `path`, by name.
+    pub async fn snapshots(&self, path: &str) -> Result<Vec<SnapshotInfo>> {
+        let p = path.to_string();
+        self.masters
+            .call(|mut m| {
+                let path = p.clone();
+                async move {
+                    m.list_snapshots(PathRequest {
+                        path,
+                        follower_read: false,
+                    })
+                    .await
+                }
+            })
+            .await
+            .map(|l| l.snapshots)
+    }
+}

@@ -188,3 +188,83 @@ async fn quotas_and_trash_on_a_cluster() {
     let o = ok(m, &["trash", "empty"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("removed from the trash"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_on_a_cluster() {
+    let mut cluster = Cluster::start_with(3, 1, &["--snapshot-every", "20"], &[]).await;
+    let m = cluster.master_addrs();
+    let m = &m[..];
+    let (a, b_old, b_new) = (data(2 << 20, 3), data(5000, 4), data(7000, 5));
+    ok(m, &["mkdir", "-p", "/data/sub"]);
+    for (p, d) in [("/data/a", &a), ("/data/sub/b", &b_old)] {
+        let o = sh_as(None, m, &["put", "-", p], d);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let o = ok(m, &["snapshot", "create", "/data", "s1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/data/.snapshot/s1"));
+    // Later changes do not reach the snapshot.
+    ok(m, &["rm", "--skip-trash", "/data/a"]);
+    for (p, d) in [("/data/sub/b", &b_new), ("/data/new", &b_new)] {
+        let o = sh_as(None, m, &["put", "-f", "-", p], d);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let check = |m: &[String]| {
+        assert!(ok(m, &["cat", "/data/.snapshot/s1/a"]).stdout == a);
+        assert!(ok(m, &["cat", "/data/.snapshot/s1/sub/b"]).stdout == b_old);
+        let ls = String::from_utf8_lossy(&ok(m, &["ls", "/data/.snapshot/s1"]).stdout).to_string();
+        assert!(ls.contains('a') && !ls.contains("new"), "{ls}");
+    };
+    check(m);
+    let args = ["put", "-", "/data/.snapshot/s1/x"];
+    fails_with(sh_as(None, m, &args, b"x"), &args, "read-only");
+    let args = ["rm", "-r", "/data"];
+    fails_with(sh_as(None, m, &args, b""), &args, "has snapshots");
+    // Another user may not take snapshots of a directory that is not theirs.
+    let args = ["snapshot", "create", "/data", "s2"];
+    fails_with(sh_as(Some("alice"), m, &args, b""), &args, "does not own");
+
+    // Every master killed and restarted: the snapshot is still whole, and the deleted file's
+    // chunks were not reclaimed (healing keeps running meanwhile).
+    for mp in &mut cluster.masters {
+        mp.kill9();
+    }
+    for mp in &mut cluster.masters {
+        mp.restart();
+    }
+    leader(&cluster.master_addrs()).await;
+    let m = cluster.master_addrs();
+    let m = &m[..];
+    // The restarted masters ask the chunkservers for full reports at their first heartbeat.
+    until("the snapshot's chunks are located again", || {
+        sh_as(None, m, &["fsck", "/data/.snapshot/s1"], b"").code == 0
+    })
+    .await;
+    check(m);
+
+    // Restore: a and the old b come back; the new b and new go to the trash.
+    let o = ok(m, &["snapshot", "restore", "/data", "s1"]);
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        said.contains("2 files copied") && said.contains("2 moved to the trash"),
+        "{said}"
+    );
+    assert!(ok(m, &["cat", "/data/a"]).stdout == a);
+    assert!(ok(m, &["cat", "/data/sub/b"]).stdout == b_old);
+    assert_ne!(sh_as(None, m, &["test", "-e", "/data/new"], b"").code, 0);
+    let trash = json(&ok(m, &["trash", "ls", "--json"]));
+    assert!(trash
+        .as_array()
+        .is_some_and(|t| t.iter().any(|i| i["original"] == "/data/new")));
+    // Into a new directory too.
+    ok(m, &["snapshot", "restore", "/data", "s1", "--to", "/copy"]);
+    assert!(ok(m, &["cat", "/copy/sub/b"]).stdout == b_old);
+
+    let l = json(&ok(m, &["snapshot", "ls", "--json", "/data"]));
+    assert_eq!(l[0]["name"], "s1");
+    ok(m, &["snapshot", "delete", "/data", "s1"]);
+    assert_ne!(
+        sh_as(None, m, &["test", "-e", "/data/.snapshot/s1"], b"").code,
+        0
+    );
+    ok(m, &["rm", "-r", "--skip-trash", "/data"]);
+}

@@ -184,8 +184,12 @@ pub async fn run(
                 Ok(r) => {
                     link.known = now.clone();
                     link.beats += 1;
-                    link.needs_full = false;
                     let r = r.into_inner();
+                    // A master restarted since our last full report knows nothing we hold.
+                    link.needs_full = r.full_report_needed;
+                    if r.full_report_needed {
+                        server.report_now.notify_one();
+                    }
                     server.keys.update(&r.token_keys);
                     deletes.extend(r.delete);
                 }

@@ -802,11 +802,13 @@ impl MasterService for Svc {
             &removed,
         );
         soft.sealed(&sealed);
+        let full_report_needed = !soft.fully_reported(node);
         drop(soft);
         self.0.reports.notify_waiters();
         Ok(Response::new(HeartbeatReply {
             delete,
             token_keys: self.0.token_keys(),
+            full_report_needed,
         }))
     }
 
@@ -913,6 +915,18 @@ impl MasterService for Svc {
 
     async fn list_trash(&self, req: Request<ListTrashRequest>) -> R<TrashList> {
         self.list_trash_as(req).await
+    }
+
+    async fn create_snapshot(&self, req: Request<SnapshotRequest>) -> R<SnapshotInfo> {
+        self.create_snapshot_as(req).await
+    }
+
+    async fn delete_snapshot(&self, req: Request<SnapshotRequest>) -> R<Empty> {
+        self.delete_snapshot_as(req).await
+    }
+
+    async fn list_snapshots(&self, req: Request<PathRequest>) -> R<SnapshotList> {
+        self.list_snapshots_as(req).await
     }
 
     async fn remove_chunkserver(&self, req: Request<RemoveChunkserverRequest>) -> R<StatusReply> {

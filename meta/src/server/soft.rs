@@ -64,6 +64,8 @@ pub struct Soft {
     /// Replicas proven bad (bytes not matching the writer's digest): never listed again,
     /// deleted through heartbeat replies. At most [`BAD_MAX`].
     bad: HashMap<(NodeId, ChunkId), ChunkVersion>,
+    /// Servers that sent this master a full report since it started.
+    reported: HashSet<NodeId>,
 }
 
 /// Bad replicas remembered, at most.
@@ -82,6 +84,7 @@ impl Soft {
     ) {
         self.servers.insert(node, live);
         if full {
+            self.reported.insert(node);
             let old = self.held.remove(&node).unwrap_or_default();
             for c in old {
                 self.drop_replica(c, node);
@@ -231,6 +234,12 @@ impl Soft {
     }
 
     /// Chunks a server reported, with versions.
+    /// Whether `node` sent a full report to this master since it started (until then, what it
+    /// holds is unknown here).
+    pub fn fully_reported(&self, node: NodeId) -> bool {
+        self.reported.contains(&node)
+    }
+
     /// How many chunks `node` holds (O(1), for status pages).
     pub fn held_count(&self, node: NodeId) -> usize {
         self.held.get(&node).map_or(0, |h| h.len())

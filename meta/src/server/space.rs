@@ -1,5 +1,6 @@
-//! Quotas and the trash over gRPC (`SetQuota`, `GetQuota`, `ListQuotas`, `Trash`,
-//! `ListTrash`), and the leader's trash expiry. The rules live in `sm::quota` and `sm::trash`.
+//! Quotas, the trash and snapshots over gRPC (`SetQuota`, `GetQuota`, `ListQuotas`, `Trash`,
+//! `ListTrash`, `CreateSnapshot`, `DeleteSnapshot`, `ListSnapshots`), and the leader's trash
+//! expiry. The rules live in `sm::quota`, `sm::trash` and `sm::snaps`.
 use super::perms::who;
 use super::service::{file_stat, Svc};
 use super::{status_of, Master};
@@ -152,5 +153,73 @@ pub(super) async fn expire_trash(master: Arc<Master>) {
                 Err(e) => tracing::debug!(error = %e, "trash expiry round failed"),
             }
         }
+    }
+}
+
+fn snapshot_info(v: crate::sm::snaps::SnapView) -> SnapshotInfo {
+    SnapshotInfo {
+        stat: Some(file_stat(&v.name, &v.stat)),
+        name: v.name,
+        created_ms: v.created_ms,
+    }
+}
+
+impl Svc {
+    pub(super) async fn create_snapshot_as(
+        &self,
+        req: Request<SnapshotRequest>,
+    ) -> R<SnapshotInfo> {
+        let who = who(&req)?;
+        let r = req.into_inner();
+        let cmd = Command::CreateSnapshot {
+            path: r.path.clone(),
+            name: r.name.clone(),
+        };
+        self.write(&who, r.request_id, cmd).await?;
+        let views = self
+            .0
+            .sm
+            .read()
+            .state
+            .snapshots_of(&r.path, &who)
+            .map_err(|e| status_of(&e))?;
+        // A concurrent delete may have removed it again: the creation still happened.
+        Ok(Response::new(
+            views
+                .into_iter()
+                .find(|v| v.name == r.name)
+                .map(snapshot_info)
+                .unwrap_or(SnapshotInfo {
+                    name: r.name,
+                    ..SnapshotInfo::default()
+                }),
+        ))
+    }
+
+    pub(super) async fn delete_snapshot_as(&self, req: Request<SnapshotRequest>) -> R<Empty> {
+        let who = who(&req)?;
+        let r = req.into_inner();
+        let cmd = Command::DeleteSnapshot {
+            path: r.path,
+            name: r.name,
+        };
+        self.write(&who, r.request_id, cmd).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    pub(super) async fn list_snapshots_as(&self, req: Request<PathRequest>) -> R<SnapshotList> {
+        let who = who(&req)?;
+        let r = req.into_inner();
+        self.0.read_ready(r.follower_read).await?;
+        let views = self
+            .0
+            .sm
+            .read()
+            .state
+            .snapshots_of(&r.path, &who)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(SnapshotList {
+            snapshots: views.into_iter().map(snapshot_info).collect(),
+        }))
     }
 }

@@ -17,6 +17,7 @@ mod listing;
 pub mod output;
 mod paths;
 mod perms;
+mod snapshot;
 mod space;
 mod transfer;
 
@@ -263,6 +264,9 @@ pub enum FileCmd {
     /// Directory quotas: limits on bytes and on files and directories below a directory.
     #[command(subcommand)]
     Quota(space::QuotaCmd),
+    /// Directory snapshots: instant, read-only copies of a tree at DIR/.snapshot/NAME.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Set the replication of files (of every file under a directory, and the directory's
     /// default for new files below it); healing adds or trims copies. With -w, wait until
     /// every chunk has that many.
@@ -621,6 +625,7 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
         } => space::rm(c, &patterns, recursive, force, skip_trash).await?,
         FileCmd::Trash(t) => space::trash(c, t).await?,
         FileCmd::Quota(q) => space::quota(c, q).await?,
+        FileCmd::Snapshot(s) => snapshot::run(c, s).await?,
         FileCmd::Setrep {
             replication,
             paths,

@@ -161,7 +161,10 @@ impl MasterProc {
         ])
         .arg(data)
         .args(&extra)
-        .env("RUST_LOG", "warn");
+        .env(
+            "RUST_LOG",
+            std::env::var("SHALE_TEST_MASTER_LOG").unwrap_or("warn".into()),
+        );
         let (child, addr) = spawn_server(cmd);
         MasterProc {
             id,
