@@ -43,6 +43,9 @@ pub struct Args {
     /// Chunks in the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
     chunks: u64,
+    /// Files in the namespace the snapshot and quota costs are measured at (in-process).
+    #[arg(long, default_value_t = 1_000_000)]
+    snapshot_files: u64,
     /// Where to put the masters' data (default: a temp dir under the current directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -283,6 +286,115 @@ async fn wait_leader(client: &Client) -> Result<(), BoxError> {
 }
 
 /// Heap bytes per file and per chunk of the master state.
+/// What snapshots and quotas cost in the state machine with `files` files in 1,000
+/// directories (in-process, the work every master does per entry).
+struct SpaceCosts {
+    snapshot_create_us: f64,
+    first_change_after_snapshot_us: f64,
+    change_us: f64,
+    snapshot_delete_ms: f64,
+    quota_set_ms: f64,
+    create_with_quota_us: f64,
+}
+
+fn space_costs(files: u64) -> Result<SpaceCosts, BoxError> {
+    const DIRS: u64 = 1000;
+    let mut s = MetaState::new(1 << 20, 3).map_err(|e| e.to_string())?;
+    for d in 0..DIRS {
+        s.apply(
+            &Command::Mkdir {
+                path: format!("/d{d}"),
+                parents: false,
+            },
+            1,
+        );
+    }
+    let touch = |s: &mut MetaState, path: String| -> Result<(), BoxError> {
+        let r = s.apply(
+            &Command::Create {
+                path,
+                overwrite: false,
+                replication: None,
+                chunk_size_bytes: None,
+                holder: 1,
+                lease_ms: 60_000,
+            },
+            2,
+        );
+        let Reply::Created { file, .. } = r else {
+            return Err(format!("create: {r:?}").into());
+        };
+        s.apply(
+            &Command::Complete {
+                file,
+                holder: 1,
+                length: 0,
+            },
+            2,
+        );
+        Ok(())
+    };
+    for i in 0..files {
+        touch(&mut s, format!("/d{}/f-{i:08}", i % DIRS))?;
+    }
+    let timed = |s: &mut MetaState, cmd: Command| -> Result<f64, BoxError> {
+        let t = Instant::now();
+        let r = s.apply(&cmd, 3);
+        if let Reply::Err(e) = r {
+            return Err(format!("{cmd:?}: {e}").into());
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6)
+    };
+    let mkdir = |p: &str| Command::Mkdir {
+        path: p.into(),
+        parents: false,
+    };
+    let change_us = timed(&mut s, mkdir("/d0/plain"))?;
+    let snapshot_create_us = timed(
+        &mut s,
+        Command::CreateSnapshot {
+            path: "/".into(),
+            name: "s1".into(),
+        },
+    )?;
+    // The first change of a directory after a snapshot copies its entries (once).
+    let first_change_after_snapshot_us = timed(&mut s, mkdir("/d1/after"))?;
+    // Change every directory (each copied once), then delete the snapshot: its copies go.
+    for d in 2..DIRS {
+        s.apply(&mkdir(&format!("/d{d}/after")), 3);
+    }
+    let snapshot_delete_ms = timed(
+        &mut s,
+        Command::DeleteSnapshot {
+            path: "/".into(),
+            name: "s1".into(),
+        },
+    )? / 1000.0;
+    // A quota on the root walks the whole tree once; creates below it pay the walk up.
+    let quota_set_ms = timed(
+        &mut s,
+        Command::SetQuota {
+            path: "/".into(),
+            max_bytes: None,
+            max_names: Some(u64::MAX / 2),
+        },
+    )? / 1000.0;
+    let n = 10_000u64;
+    let t = Instant::now();
+    for i in 0..n {
+        touch(&mut s, format!("/d{}/q-{i:08}", i % DIRS))?;
+    }
+    let create_with_quota_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    Ok(SpaceCosts {
+        snapshot_create_us,
+        first_change_after_snapshot_us,
+        change_us,
+        snapshot_delete_ms,
+        quota_set_ms,
+        create_with_quota_us,
+    })
+}
+
 fn memory(chunks: u64) -> Result<(f64, f64, u64), BoxError> {
     const FILES: u64 = 200_000;
     let cs: u64 = 1 << 20;
@@ -400,6 +512,19 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");
+    let space = space_costs(a.snapshot_files)?;
+    println!(
+        "at {} files: snapshot create {:.1} µs, first change of a directory after it {:.0} µs \
+         (a plain change {:.0} µs), snapshot delete after every directory changed {:.1} ms, \
+         quota set on / {:.1} ms, create+complete under a quota {:.1} µs",
+        a.snapshot_files,
+        space.snapshot_create_us,
+        space.first_change_after_snapshot_us,
+        space.change_us,
+        space.snapshot_delete_ms,
+        space.quota_set_ms,
+        space.create_with_quota_us
+    );
 
     let mut procs = Vec::new();
     for id in 1..=3u64 {
@@ -503,6 +628,21 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         a.clients
     );
 
+    // A snapshot over RPC (through Raft) of the directory all those files are in.
+    let t = Instant::now();
+    client
+        .call(|mut c| async move {
+            c.create_snapshot(SnapshotRequest {
+                path: "/b".into(),
+                name: "bench".into(),
+                request_id: None,
+            })
+            .await
+        })
+        .await?;
+    let snapshot_rpc_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!("snapshot of /b over RPC: {snapshot_rpc_ms:.1} ms");
+
     // Failover under load.
     let mut failovers = Vec::new();
     for trial in 0..a.failovers {
@@ -563,6 +703,23 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("bytes_per_chunk", json!(r1(bytes_per_chunk))),
         ("bytes_per_file", json!(r1(bytes_per_file))),
         ("chunks_in_state", json!(n_chunks)),
+        ("space_files", json!(a.snapshot_files)),
+        (
+            "snapshot_create_ms",
+            json!(space.snapshot_create_us / 1000.0),
+        ),
+        ("snapshot_rpc_ms", json!(r1(snapshot_rpc_ms))),
+        (
+            "first_change_after_snapshot_us",
+            json!(r1(space.first_change_after_snapshot_us)),
+        ),
+        ("change_us", json!(r1(space.change_us))),
+        ("snapshot_delete_ms", json!(r1(space.snapshot_delete_ms))),
+        ("quota_set_ms", json!(r1(space.quota_set_ms))),
+        (
+            "create_with_quota_us",
+            json!(r1(space.create_with_quota_us)),
+        ),
     ]);
     Ok(())
 }
