@@ -1,5 +1,7 @@
 //! `shale fsck [path]`: files with missing or under-replicated chunks, and totals. Exits
-//! non-zero when any data is at risk.
+//! non-zero when any data is at risk. While the leader still waits for some chunkservers' full
+//! reports (it just started), a chunk with no known replica is "not known yet", not missing,
+//! and fsck says so and exits non-zero (retry in a few seconds), as HDFS does in safe mode.
 use crate::cli::output::say;
 use shale_client::{Client, FileStat};
 
@@ -8,6 +10,8 @@ pub struct Report {
     pub chunks: u64,
     pub under: u64,
     pub missing: u64,
+    /// Chunks with no known replica while chunkservers have not reported yet.
+    pub unknown: u64,
 }
 
 async fn check_file(
@@ -15,6 +19,7 @@ async fn check_file(
     path: &str,
     st: &FileStat,
     r: &mut Report,
+    unreported: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     r.files += 1;
     let locs = c.chunk_locations(path).await?;
@@ -22,7 +27,10 @@ async fn check_file(
         r.chunks += 1;
         // Only replicas on servers heard from recently count: a stale server may be gone.
         let have = ch.replicas.iter().filter(|r| r.alive).count() as u32;
-        if have == 0 {
+        if have == 0 && unreported > 0 {
+            r.unknown += 1;
+            say!("{path}: chunk {} has no replica known yet", ch.index);
+        } else if have == 0 {
             r.missing += 1;
             say!("{path}: chunk {} has no live replica (MISSING)", ch.index);
         } else if have < st.replication {
@@ -43,7 +51,11 @@ pub async fn run(c: &Client, path: &str) -> Result<bool, Box<dyn std::error::Err
         chunks: 0,
         under: 0,
         missing: 0,
+        unknown: 0,
     };
+    let unreported = crate::cli::admin::leader_status(c)
+        .await
+        .map_or(0, |s| s.unreported);
     let root = c.stat(path).await?;
     let mut stack = vec![(path.to_string(), root)];
     while let Some((p, st)) = stack.pop() {
@@ -57,17 +69,35 @@ pub async fn run(c: &Client, path: &str) -> Result<bool, Box<dyn std::error::Err
                 stack.push((child, e));
             }
         } else {
-            check_file(c, &p, &st, &mut r).await?;
+            check_file(c, &p, &st, &mut r, unreported).await?;
         }
     }
-    let healthy = r.under == 0 && r.missing == 0;
+    let healthy = r.under == 0 && r.missing == 0 && r.unknown == 0;
+    let verdict = if r.unknown > 0 && r.missing == 0 {
+        "NOT KNOWN YET"
+    } else if healthy {
+        "HEALTHY"
+    } else {
+        "AT RISK"
+    };
     say!(
-        "{} files, {} chunks: {} under-replicated, {} missing — {}",
+        "{} files, {} chunks: {} under-replicated, {} missing{} — {verdict}",
         r.files,
         r.chunks,
         r.under,
         r.missing,
-        if healthy { "HEALTHY" } else { "AT RISK" }
+        if r.unknown > 0 {
+            format!(", {} not known yet", r.unknown)
+        } else {
+            String::new()
+        },
     );
+    if r.unknown > 0 {
+        return Err(format!(
+            "{unreported} chunkservers have not reported to the leader since it started: \
+             replica locations are not known yet; retry in a few seconds"
+        )
+        .into());
+    }
     Ok(healthy)
 }

@@ -91,6 +91,8 @@ struct Round {
     garbage_gone: Vec<(ChunkId, ChunkVersion)>,
     /// Replicas proven bad and not yet deleted: no copy goes to those servers meanwhile.
     bad: HashSet<(NodeId, ChunkId)>,
+    /// Chunkservers whose full report this master still waits for (locations incomplete).
+    unreported: usize,
 }
 
 fn observe(master: &Master, since: Instant, now: Instant) -> Round {
@@ -154,12 +156,18 @@ fn observe(master: &Master, since: Instant, now: Instant) -> Round {
         .map(|(c, v)| (*c, *v))
         .take(10_000)
         .collect();
+    let unreported = g
+        .state
+        .servers()
+        .filter(|(id, _)| master.unreported(&soft, **id, now))
+        .count();
     Round {
         views,
         servers,
         addrs,
         garbage_gone,
         bad: soft.bad_replicas(),
+        unreported,
     }
 }
 
@@ -180,8 +188,20 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         .iter()
         .filter(|v| v.live.is_empty() && v.draining.is_empty())
         .count();
-    if lost > 0 {
+    if lost > 0 && r.unreported == 0 {
         tracing::warn!(lost, "chunks with no live replica: data at risk");
+    } else if lost > 0 {
+        // Just started or elected: the chunkservers' full reports are on their way.
+        tracing::debug!(
+            lost,
+            unreported = r.unreported,
+            "chunk locations not known yet"
+        );
+    }
+    if r.unreported > 0 {
+        // Copies made now could duplicate replicas a report is about to show (HDFS replicates
+        // nothing in safe mode either).
+        return;
     }
     let mut started = 0;
     for v in under {

@@ -126,6 +126,8 @@ pub struct Master {
     pub reports: tokio::sync::Notify,
     /// Bounds the bad-replica reports being checked at once.
     pub integrity_checks: tokio::sync::Semaphore,
+    /// When this master process started (see [`Master::unreported`]).
+    pub started: std::time::Instant,
     /// Channels to chunkservers the healer keeps (by address).
     pub chunk_channels: Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
 }
@@ -155,6 +157,20 @@ pub fn status_of(e: &MetaError) -> Status {
 }
 
 impl Master {
+    /// Whether this master does not know yet what chunkserver `node` holds: no full report
+    /// from it since this master started, while it may still send one (it was heard from, or
+    /// this master is younger than the dead timeout). HDFS's safe mode waits for the same.
+    pub fn unreported(
+        &self,
+        soft: &soft::Soft,
+        node: shale_proto::NodeId,
+        now: std::time::Instant,
+    ) -> bool {
+        !soft.fully_reported(node)
+            && (soft.servers.contains_key(&node)
+                || now.saturating_duration_since(self.started) < self.config.timeouts.dead_after)
+    }
+
     /// The current leader, if known: (id, address).
     pub fn leader(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();
@@ -412,6 +428,7 @@ pub async fn serve(
         raft: raft.clone(),
         sm,
         soft: Mutex::new(soft::Soft::default()),
+        started: std::time::Instant::now(),
         reads: reads::ReadBarrier::default(),
         proposer: propose::Proposer::start(raft.clone()),
         config: config.clone(),

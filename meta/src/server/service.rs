@@ -156,17 +156,26 @@ impl Svc {
         let now = Instant::now();
         let g = m.sm.read();
         let soft = m.soft.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unreported = 0;
         let chunkservers = g
             .state
             .servers()
             .map(|(id, s)| {
                 let live = soft.servers.get(id);
+                let unknown = m.unreported(&soft, *id, now);
+                unreported += u64::from(unknown);
+                let state = match soft.liveness(*id, now, m.config.timeouts) {
+                    // Not heard from since this master started, which is recent.
+                    Liveness::Dead if unknown => "unknown",
+                    l => l.as_str(),
+                };
                 ChunkserverInfo {
                     node_id: id.get(),
                     address: s.address.clone(),
                     host: s.host.clone(),
                     rack: s.rack.clone().unwrap_or_default(),
-                    state: soft.liveness(*id, now, m.config.timeouts).as_str().into(),
+                    reported: soft.fully_reported(*id),
+                    state: state.into(),
                     free_bytes: live.map_or(0, |l| l.free_bytes),
                     capacity_bytes: s.capacity_bytes,
                     chunks: soft.held_count(*id) as u64,
@@ -192,6 +201,7 @@ impl Svc {
                 .load(std::sync::atomic::Ordering::Relaxed),
             copying: m.copying.load(std::sync::atomic::Ordering::Relaxed),
             safe_mode: !m.safe.load(std::sync::atomic::Ordering::Relaxed),
+            unreported,
         }
     }
 }

@@ -44,7 +44,7 @@ fn status_json(s: &StatusReply) -> Value {
         "chunkservers": s.chunkservers.iter().map(|cs| json!({
             "node": cs.node_id, "address": cs.address, "host": cs.host, "rack": cs.rack,
             "state": cs.state, "free_bytes": cs.free_bytes, "capacity_bytes": cs.capacity_bytes,
-            "chunks": cs.chunks, "draining": cs.draining,
+            "chunks": cs.chunks, "draining": cs.draining, "reported": cs.reported,
         })).collect::<Vec<_>>(),
         "files": s.files,
         "directories": s.dirs,
@@ -52,12 +52,13 @@ fn status_json(s: &StatusReply) -> Value {
         "under_replicated": s.under_replicated,
         "copying": s.copying,
         "safe_mode": s.safe_mode,
+        "unreported": s.unreported,
     })
 }
 
 /// The status as the leader gives it (healing figures are the leader's): the master the client
 /// reached answers with its own view, which for a follower lacks them.
-async fn leader_status(c: &Client) -> Result<StatusReply, shale_client::ClientError> {
+pub(crate) async fn leader_status(c: &Client) -> Result<StatusReply, shale_client::ClientError> {
     let s = c.status().await?;
     if s.role == "leader" || s.leader_address.is_empty() {
         return Ok(s);
@@ -91,6 +92,14 @@ pub async fn status(c: &Client, as_json: bool) -> Res {
             human::size(cs.capacity_bytes),
             cs.chunks,
             if cs.draining { " (draining)" } else { "" }
+        );
+    }
+    if s.unreported > 0 {
+        say!(
+            "  ({} chunkservers have not reported to master {} since it started: the replicas \
+             they hold are not known there yet)",
+            s.unreported,
+            s.id
         );
     }
     say!(

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-mod admin;
+pub(crate) mod admin;
 mod listing;
 pub mod output;
 mod paths;
