@@ -39,11 +39,108 @@ pub type Page = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + S
 pub type Ready =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
-/// Installs the global Prometheus recorder (once per process).
+/// Bucket bounds of every `*_seconds` histogram (100 µs to 10 s), every `*_bytes` one (1 KiB to
+/// 64 MiB) and every other one (counts, 1 to 512): all rendered as Prometheus histograms
+/// (aggregatable across servers), none as summaries.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+const BYTES_BUCKETS: [f64; 9] = [
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
+];
+const COUNT_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Installs the global Prometheus recorder (once per process), with the build-info and
+/// process families every server exports.
 pub fn recorder() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
+    use metrics_exporter_prometheus::Matcher;
+    let bad = |e: metrics_exporter_prometheus::BuildError| format!("metrics recorder: {e}");
+    let h = PrometheusBuilder::new()
+        .set_buckets(&COUNT_BUCKETS)
+        .map_err(bad)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .map_err(bad)?
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &BYTES_BUCKETS)
+        .map_err(bad)?
         .install_recorder()
-        .map_err(|e| format!("metrics recorder: {e}"))
+        .map_err(|e| format!("metrics recorder: {e}"))?;
+    metrics::describe_gauge!(
+        "shale_build_info",
+        "1, labelled with the version of this server"
+    );
+    metrics::gauge!("shale_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    process::describe();
+    process::refresh();
+    Ok(h)
+}
+
+/// Process metrics from `/proc/self` (the names Prometheus client libraries use), refreshed
+/// at every scrape.
+mod process {
+    use metrics::{describe_counter, describe_gauge, Unit};
+
+    pub fn describe() {
+        describe_counter!(
+            "process_cpu_seconds_total",
+            Unit::Seconds,
+            "user and system CPU time of this process"
+        );
+        describe_gauge!(
+            "process_resident_memory_bytes",
+            Unit::Bytes,
+            "resident set size"
+        );
+        describe_gauge!(
+            "process_virtual_memory_bytes",
+            Unit::Bytes,
+            "virtual memory size"
+        );
+        describe_gauge!("process_open_fds", "open file descriptors");
+        describe_gauge!("process_threads", "threads of this process");
+        describe_gauge!(
+            "process_start_time_seconds",
+            Unit::Seconds,
+            "start time of the process since the Unix epoch"
+        );
+    }
+
+    /// Reads `/proc/self/stat` (fields after the command name) and counts `/proc/self/fd`.
+    pub fn refresh() {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return;
+        };
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            return;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let (tick, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+                libc::sysconf(libc::_SC_PAGESIZE).max(1) as f64,
+            )
+        };
+        // Fields (0-based after the name): 11 utime, 12 stime, 17 threads, 19 starttime,
+        // 20 vsize, 21 rss (pages).
+        let cpu = (num(11) + num(12)) as f64 / tick;
+        metrics::counter!("process_cpu_seconds_total").absolute(cpu as u64);
+        metrics::gauge!("process_threads").set(num(17) as f64);
+        metrics::gauge!("process_virtual_memory_bytes").set(num(20) as f64);
+        metrics::gauge!("process_resident_memory_bytes").set(num(21) as f64 * page);
+        if let Some(boot) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("btime ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        }) {
+            metrics::gauge!("process_start_time_seconds").set(boot as f64 + num(19) as f64 / tick);
+        }
+        if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+            metrics::gauge!("process_open_fds").set(d.count() as f64);
+        }
+    }
 }
 
 pub fn escape(s: &str) -> String {
@@ -78,11 +175,14 @@ async fn route(
                 format!("not ready: {why}\n"),
             ),
         },
-        (&Method::GET, "/metrics") => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics.render(),
-        ),
+        (&Method::GET, "/metrics") => {
+            process::refresh();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics.render(),
+            )
+        }
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", page().await),
         (&Method::GET, _) => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         _ => reply(

@@ -346,4 +346,69 @@ fn health_and_readiness_endpoints() {
     });
     wait_for(&http, "/readyz", 200);
     wait_for(&cs_http, "/readyz", 200);
+
+    // Metrics: the master's group, namespace, chunkservers and RPCs (latency histograms, not
+    // summaries), build info and process metrics on both; every family has HELP.
+    let deadline = Instant::now() + WAIT;
+    let m = loop {
+        let m = body(&http, "/metrics");
+        if m.contains("shale_master_is_leader 1")
+            && m.contains("shale_master_chunkservers{state=\"alive\"} 1")
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master gauges never showed the group: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "shale_master_term 1",
+        "shale_master_directories 1",
+        "shale_master_missing_chunks 0",
+        "shale_master_rpcs_total{method=\"Bootstrap\",outcome=\"ok\"} 1",
+        "shale_master_rpcs_total{method=\"Mkdir\",outcome=\"error\"} 0",
+        "shale_master_rpc_seconds_bucket{method=\"Heartbeat\",le=\"0.001\"}",
+        "shale_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "shale_raftlog_fsync_seconds_bucket",
+    ] {
+        assert!(m.contains(want), "master metrics lack {want}: {m}");
+    }
+    assert!(!m.contains("quantile="), "histograms, not summaries: {m}");
+    let c = body(&cs_http, "/metrics");
+    for want in ["shale_build_info{version=", "process_cpu_seconds_total "] {
+        assert!(c.contains(want), "chunkserver metrics lack {want}: {c}");
+    }
+    for text in [&m, &c] {
+        let helped: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        for family in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            assert!(helped.contains(family), "{family} has no HELP");
+        }
+    }
+}
+
+/// The body of one GET (empty if none came).
+fn body(addr: &str, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }

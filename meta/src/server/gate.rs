@@ -5,7 +5,8 @@
 //! NOT_FOUND at once unless that node is registered. The handler then checks that the body's
 //! `node_id` is the same node. With TLS, only the chunkserver whose certificate registered that
 //! node id may send its heartbeats (a forged empty full report would erase its replicas'
-//! locations). Everything else passes through untouched.
+//! locations). Everything else passes through untouched, counted and timed per method
+//! (`metrics`).
 use super::Master;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,13 +45,27 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let method = super::metrics::method(req.uri().path());
+        let started = std::time::Instant::now();
         if req.uri().path() == HEARTBEAT_PATH {
             if let Err(s) = self.admit(&req) {
+                super::metrics::rpc(method, started.elapsed(), false);
                 return Box::pin(async move { Ok(s.into_http()) });
             }
         }
         let fut = self.inner.call(req);
-        Box::pin(fut)
+        Box::pin(async move {
+            let r = fut.await;
+            if let Ok(resp) = &r {
+                // An error is a trailers-only response: its status is in the head.
+                let ok = resp
+                    .headers()
+                    .get("grpc-status")
+                    .is_none_or(|v| v.as_bytes() == b"0");
+                super::metrics::rpc(method, started.elapsed(), ok);
+            }
+            r
+        })
     }
 }
 

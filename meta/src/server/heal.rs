@@ -188,6 +188,10 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         .iter()
         .filter(|v| v.live.is_empty() && v.draining.is_empty())
         .count();
+    master.missing.store(
+        if r.unreported == 0 { lost as u64 } else { 0 },
+        Ordering::Relaxed,
+    );
     if lost > 0 && r.unreported == 0 {
         tracing::warn!(lost, "chunks with no live replica: data at risk");
     } else if lost > 0 {

@@ -20,6 +20,7 @@ use tonic::Status;
 
 mod gate;
 pub mod heal;
+pub mod metrics;
 mod perms;
 pub use gate::NODE_ID_METADATA;
 pub mod integrity;
@@ -120,6 +121,8 @@ pub struct Master {
     pub under_replicated: std::sync::atomic::AtomicU64,
     /// Copies in progress.
     pub copying: std::sync::atomic::AtomicU64,
+    /// Chunks with no live replica (last healing round; 0 while reports are pending).
+    pub missing: std::sync::atomic::AtomicU64,
     /// Bounds the heartbeats being processed at once.
     pub heartbeat_slots: tokio::sync::Semaphore,
     /// Woken after every heartbeat (a `Complete` waits for its chunks' replica reports).
@@ -435,6 +438,7 @@ pub async fn serve(
         safe: Default::default(),
         under_replicated: Default::default(),
         copying: Default::default(),
+        missing: Default::default(),
         heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
         integrity_checks: tokio::sync::Semaphore::new(integrity::CHECKS_AT_ONCE),
         chunk_channels: Mutex::new(std::collections::HashMap::new()),
@@ -451,6 +455,8 @@ pub async fn serve(
     let healer = tokio::spawn(heal::run(master.clone()));
     let rotator = tokio::spawn(tokens::rotate(master.clone()));
     let emptier = tokio::spawn(space::expire_trash(master.clone()));
+    metrics::describe();
+    let gauges = tokio::spawn(metrics::publish(master.clone()));
     let result = shale_security::limits::server()
         .add_service(InterceptedService::new(
             RaftServiceServer::new(RaftServer { raft: raft.clone() })
@@ -483,6 +489,7 @@ pub async fn serve(
     healer.abort();
     rotator.abort();
     emptier.abort();
+    gauges.abort();
     if let Some(m) = mover {
         m.abort();
     }
