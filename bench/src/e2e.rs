@@ -146,6 +146,7 @@ pub async fn start_cluster(
                 id: i as u64 + 1,
                 address: m.clone(),
                 voter: true,
+                ..Default::default()
             })
             .collect(),
     })

@@ -543,6 +543,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
                 id: p.id,
                 address: p.addr.clone(),
                 voter: true,
+                ..Default::default()
             })
             .collect(),
     })

@@ -160,8 +160,17 @@ fn page(grpc: String, transport: &shale_security::Transport) -> crate::http::Pag
                 Some(s) => {
                     out += &format!("<p>master {} is <b>{}</b>, term {}, applied index {}; leader: master {} at {}</p><h2>masters</h2><ul>", s.id, s.role, s.term, s.applied_index, s.leader, escape(&s.leader_address));
                     for m in &s.masters {
+                        // The leader hears from every member at each heartbeat.
+                        let heard = match (s.role == "leader" && m.id != s.id, m.heard_ms_ago) {
+                            (false, _) => String::new(),
+                            (true, Some(ms)) if ms < 2_000 => format!(": answered {ms} ms ago"),
+                            (true, Some(ms)) => {
+                                format!(": <b>not answering</b> for {} s", ms / 1000)
+                            }
+                            (true, None) => ": <b>not answering</b>".into(),
+                        };
                         out += &format!(
-                            "<li>master {} at {}{}</li>",
+                            "<li>master {} at {}{}{heard}</li>",
                             m.id,
                             escape(&m.address),
                             if m.voter { "" } else { " (learner)" }

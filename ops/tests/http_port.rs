@@ -339,6 +339,7 @@ fn health_and_readiness_endpoints() {
                 id: 1,
                 address: grpc.clone(),
                 voter: true,
+                ..Default::default()
             }],
         })
         .await

@@ -120,6 +120,28 @@ async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
             .expect("touch with a follower stopped");
         acked.push(p);
     }
+    // The leader shows the stopped member as not answering (not as a healthy follower), and
+    // the others as answering.
+    let stopped = ms[fi].id;
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st = status(&leader(&addrs).await).await;
+        let silent = |m: &MasterInfo| m.heard_ms_ago.is_none_or(|ms| ms > 2_000);
+        let me = st.id;
+        let others_fine = st
+            .masters
+            .iter()
+            .filter(|m| m.id != stopped && m.id != me)
+            .all(|m| !silent(m));
+        if st.masters.iter().any(|m| m.id == stopped && silent(m)) && others_fine {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped master passes for healthy: {st:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     ms[fi].signal(libc::SIGCONT);
     let target = status(&leader(&addrs).await).await.applied_index;
     caught_up(&ms[fi].addr, target).await;

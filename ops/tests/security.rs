@@ -339,6 +339,7 @@ async fn attacks_on_a_secured_cluster_are_refused() {
                 id: 1,
                 address: "127.0.0.1:1".into(),
                 voter: true,
+                ..Default::default()
             }],
         })
         .await,

@@ -26,9 +26,36 @@ pub const RAFT_MESSAGE_MAX_BYTES: usize = 64 << 20;
 /// killed every master for good), so no message above this reaches it.
 pub const TERM_MAX: u64 = 1 << 48;
 
+/// When this master last had an answer from each other master (any Raft reply: a leader hears
+/// from every follower at each heartbeat). Shown by `Status`, so a paused or cut-off follower
+/// does not pass for a healthy one.
+#[derive(Clone, Default)]
+pub struct PeerClock(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, std::time::Instant>>>,
+);
+
+impl PeerClock {
+    fn heard(&self, peer: NodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, std::time::Instant::now());
+    }
+
+    /// How long ago `peer` last answered (None: never, since this master started).
+    pub fn since(&self, peer: NodeId) -> Option<std::time::Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map(std::time::Instant::elapsed)
+    }
+}
+
 /// Connects to the other masters with this master's transport (mutual TLS as itself).
 pub struct Network {
     pub transport: shale_security::Transport,
+    pub clock: PeerClock,
 }
 
 pub struct Conn {
@@ -36,6 +63,7 @@ pub struct Conn {
     addr: String,
     transport: shale_security::Transport,
     client: Option<RaftServiceClient<Channel>>,
+    clock: PeerClock,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -47,6 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             client: None,
+            clock: self.clock.clone(),
         }
     }
 }
@@ -94,7 +123,10 @@ impl Conn {
         });
         request.set_timeout(option.hard_ttl());
         let reply = match client.raft(request).await {
-            Ok(r) => r.into_inner(),
+            Ok(r) => {
+                self.clock.heard(self.target);
+                r.into_inner()
+            }
             Err(s) if s.code() == tonic::Code::Unavailable => {
                 self.client = None;
                 return Err(RPCError::Unreachable(Unreachable::new(&WireErr(

@@ -129,6 +129,8 @@ pub struct Master {
     pub reports: tokio::sync::Notify,
     /// Bounds the bad-replica reports being checked at once.
     pub integrity_checks: tokio::sync::Semaphore,
+    /// When each other master last answered this one's Raft messages.
+    pub peers: crate::raft::network::PeerClock,
     /// When this master process started (see [`Master::unreported`]).
     pub started: std::time::Instant,
     /// Channels to chunkservers the healer keeps (by address).
@@ -413,11 +415,13 @@ pub async fn serve(
         // so it starts as a follower.
         demote_vote(&mut log_store.clone()).await?;
     }
+    let peers = crate::raft::network::PeerClock::default();
     let raft = MasterRaft::new(
         config.id,
         Arc::new(raft_config),
         Network {
             transport: config.transport.clone(),
+            clock: peers.clone(),
         },
         log_store,
         sm.clone(),
@@ -432,6 +436,7 @@ pub async fn serve(
         sm,
         soft: Mutex::new(soft::Soft::default()),
         started: std::time::Instant::now(),
+        peers,
         reads: reads::ReadBarrier::default(),
         proposer: propose::Proposer::start(raft.clone()),
         config: config.clone(),

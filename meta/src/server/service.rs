@@ -144,12 +144,18 @@ impl Svc {
         }
         let membership = metrics.membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
+        let matched = metrics.replication.clone().unwrap_or_default();
         let masters = membership
             .nodes()
             .map(|(id, n)| MasterInfo {
                 id: *id,
                 address: n.addr.clone(),
                 voter: voters.contains(id),
+                heard_ms_ago: (*id != m.id)
+                    .then(|| m.peers.since(*id))
+                    .flatten()
+                    .map(|d| d.as_millis() as u64),
+                matched_index: matched.get(id).map(|l| l.map_or(0, |l| l.index)),
             })
             .collect();
         let (leader, leader_address) = m.leader().unwrap_or((0, String::new()));

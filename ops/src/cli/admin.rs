@@ -26,9 +26,41 @@ pub fn print_masters(s: &StatusReply) {
         } else {
             "learner"
         };
-        say!("  master {:<3} {:<22} {role}", m.id, m.address);
+        say!(
+            "  master {:<3} {:<22} {role}{}",
+            m.id,
+            m.address,
+            liveness(s, m)
+        );
     }
 }
+
+/// A member as the leader sees it: its log, and whether it answers (a paused or cut-off
+/// follower is not a healthy one). Empty when not asked of the leader.
+fn liveness(s: &StatusReply, m: &shale_proto::metapb::MasterInfo) -> String {
+    if s.role != "leader" || m.id == s.id {
+        return String::new();
+    }
+    let log = m
+        .matched_index
+        .map(|i| format!("log at {i}, "))
+        .unwrap_or_default();
+    match m.heard_ms_ago {
+        Some(ms) if ms < MEMBER_SILENT_MS => format!("  ({log}answered {ms} ms ago)"),
+        Some(ms) => format!(
+            "  NOT ANSWERING ({log}last answered {:.1} s ago)",
+            ms as f64 / 1000.0
+        ),
+        None => format!(
+            "  NOT ANSWERING ({log}no answer since master {} started)",
+            s.id
+        ),
+    }
+}
+
+/// A member silent longer than this (the leader hears from each at every heartbeat, tens of
+/// ms apart) is shown as not answering.
+const MEMBER_SILENT_MS: u64 = 2_000;
 
 fn status_json(s: &StatusReply) -> Value {
     json!({
@@ -40,6 +72,7 @@ fn status_json(s: &StatusReply) -> Value {
         "applied_index": s.applied_index,
         "masters": s.masters.iter().map(|m| json!({
             "id": m.id, "address": m.address, "voter": m.voter, "leader": m.id == s.leader,
+            "heard_ms_ago": m.heard_ms_ago, "matched_index": m.matched_index,
         })).collect::<Vec<_>>(),
         "chunkservers": s.chunkservers.iter().map(|cs| json!({
             "node": cs.node_id, "address": cs.address, "host": cs.host, "rack": cs.rack,

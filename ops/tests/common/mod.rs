@@ -124,6 +124,7 @@ pub async fn bootstrap(masters: &[MasterProc]) {
                 id: m.id,
                 address: m.addr.clone(),
                 voter: true,
+                ..Default::default()
             })
             .collect(),
     };
