@@ -6,6 +6,10 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// A TOML file with any of these flags as keys (`data = "/srv/shale"`; see `shale config
+    /// example chunkserver`); flags and SHALE_CHUNKSERVER_* variables override it.
+    #[arg(long, value_name = "FILE", env = "SHALE_CHUNKSERVER_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,

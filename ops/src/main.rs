@@ -1,11 +1,12 @@
 //! `shale`: the one binary — servers (`master`, `chunkserver`), a local cluster (`up`), the file
 //! commands, and inspection tools (`debug`).
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod chunkserver;
 mod cli;
+mod config;
 mod debug;
 mod docs;
 mod fsck;
@@ -49,6 +50,19 @@ enum Cmd {
     /// Inspect on-disk state.
     #[command(subcommand)]
     Debug(DebugCmd),
+    /// Configuration files (see `shale master --config`).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print a commented configuration file for a master, a chunkserver or the CLI (every
+    /// key, with its help, default and environment variable).
+    Example {
+        #[arg(value_parser = ["master", "chunkserver", "client"])]
+        what: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,8 +102,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Cmd::Mount(a) => mount::run(a, &masters, &cli.tls).await?,
         Cmd::S3(a) => s3::run(a, &masters, &cli.tls).await?,
         Cmd::Completions { shell } => {
-            use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "shale", &mut std::io::stdout());
+        }
+        Cmd::Config(ConfigCmd::Example { what }) => {
+            print!("{}", config::example_file(Cli::command(), &what)?);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -104,7 +120,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // Configuration files and environment variables become the flags' defaults (flag >
+    // environment > file > default).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = match config::prepare(Cli::command(), &argv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = match Cli::from_arg_matches(&command.get_matches_from(argv)) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

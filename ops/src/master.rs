@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// A TOML file with any of these flags as keys (`chunk_size_mib = 64`; see `shale config
+    /// example master`); flags and SHALE_MASTER_* variables override it.
+    #[arg(long, value_name = "FILE", env = "SHALE_MASTER_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// This master's id in the group (≥ 1).
     #[arg(long)]
     pub id: u64,
