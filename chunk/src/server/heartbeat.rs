@@ -140,65 +140,81 @@ pub async fn run(
         let started = Instant::now();
         let mut deletes: Vec<ReportedChunk> = Vec::new();
         let mut unregistered = 0;
-        for link in links.iter_mut() {
-            let full = link.needs_full || link.beats % FULL_REPORT_EVERY == 0;
-            let report = |c: &ChunkId, v: &ChunkVersion| ReportedChunk {
-                chunk_id: c.get(),
-                version: v.get(),
-                length: lengths.get(c).copied().unwrap_or(0),
-            };
-            let (chunks, removed): (Vec<ReportedChunk>, Vec<u64>) = if full {
-                (now.iter().map(|(c, v)| report(c, v)).collect(), Vec::new())
-            } else {
-                (
-                    now.iter()
-                        .filter(|(c, v)| link.known.get(c) != Some(v))
-                        .map(|(c, v)| report(c, v))
-                        .collect(),
-                    link.known
-                        .keys()
-                        .filter(|c| !now.contains_key(c))
-                        .map(|c| c.get())
-                        .collect(),
-                )
-            };
-            let req = HeartbeatRequest {
-                node_id: node,
-                free_bytes: usage.free_bytes,
-                used_bytes: usage.used_bytes,
-                inflight_writes: server.inflight.load(Ordering::Relaxed),
-                inflight_reads: server.reading.load(Ordering::Relaxed),
-                full_report: full,
-                chunks,
-                removed,
-                corrupt: corrupt.clone(),
-            };
-            let Some(c) = link.client.as_mut() else {
-                continue;
-            };
-            let mut req = tonic::Request::new(req);
-            if let Ok(v) = node.to_string().parse() {
-                req.metadata_mut().insert("shale-node-id", v);
-            }
-            match c.heartbeat(req).await {
-                Ok(r) => {
-                    link.known = now.clone();
-                    link.beats += 1;
-                    let r = r.into_inner();
-                    // A master restarted since our last full report knows nothing we hold.
-                    link.needs_full = r.full_report_needed;
-                    if r.full_report_needed {
-                        server.report_now.notify_one();
+        // Every master at once, each bounded: a master that hangs (shutting down, paused)
+        // must not delay the others' heartbeats (they would mark this server stale).
+        let timeout = (interval * 2).max(Duration::from_secs(1));
+        let rounds = links.iter_mut().map(|link| {
+            let (now, lengths, corrupt, server) = (&now, &lengths, &corrupt, &server);
+            async move {
+                let full = link.needs_full || link.beats % FULL_REPORT_EVERY == 0;
+                let report = |c: &ChunkId, v: &ChunkVersion| ReportedChunk {
+                    chunk_id: c.get(),
+                    version: v.get(),
+                    length: lengths.get(c).copied().unwrap_or(0),
+                };
+                let (chunks, removed): (Vec<ReportedChunk>, Vec<u64>) = if full {
+                    (now.iter().map(|(c, v)| report(c, v)).collect(), Vec::new())
+                } else {
+                    (
+                        now.iter()
+                            .filter(|(c, v)| link.known.get(c) != Some(v))
+                            .map(|(c, v)| report(c, v))
+                            .collect(),
+                        link.known
+                            .keys()
+                            .filter(|c| !now.contains_key(c))
+                            .map(|c| c.get())
+                            .collect(),
+                    )
+                };
+                let req = HeartbeatRequest {
+                    node_id: node,
+                    free_bytes: usage.free_bytes,
+                    used_bytes: usage.used_bytes,
+                    inflight_writes: server.inflight.load(Ordering::Relaxed),
+                    inflight_reads: server.reading.load(Ordering::Relaxed),
+                    full_report: full,
+                    chunks,
+                    removed,
+                    corrupt: corrupt.clone(),
+                };
+                let Some(c) = link.client.as_mut() else {
+                    return (Vec::new(), false);
+                };
+                let mut req = tonic::Request::new(req);
+                if let Ok(v) = node.to_string().parse() {
+                    req.metadata_mut().insert("shale-node-id", v);
+                }
+                req.set_timeout(timeout);
+                match tokio::time::timeout(timeout, c.heartbeat(req)).await {
+                    Ok(Ok(r)) => {
+                        link.known = now.clone();
+                        link.beats += 1;
+                        let r = r.into_inner();
+                        // A master restarted since our last full report knows nothing we hold.
+                        link.needs_full = r.full_report_needed;
+                        if r.full_report_needed {
+                            server.report_now.notify_one();
+                        }
+                        server.keys.update(&r.token_keys);
+                        (r.delete, false)
                     }
-                    server.keys.update(&r.token_keys);
-                    deletes.extend(r.delete);
-                }
-                Err(s) => {
-                    link.needs_full = true;
-                    unregistered += usize::from(s.code() == tonic::Code::NotFound);
-                    tracing::debug!(master = %link.addr, error = %s, "heartbeat failed");
+                    Ok(Err(s)) => {
+                        link.needs_full = true;
+                        tracing::debug!(master = %link.addr, error = %s, "heartbeat failed");
+                        (Vec::new(), s.code() == tonic::Code::NotFound)
+                    }
+                    Err(_) => {
+                        link.needs_full = true;
+                        tracing::debug!(master = %link.addr, "heartbeat timed out");
+                        (Vec::new(), false)
+                    }
                 }
             }
+        });
+        for (d, not_found) in futures_util::future::join_all(rounds).await {
+            deletes.extend(d);
+            unregistered += usize::from(not_found);
         }
         if unregistered > links.len() / 2 {
             tracing::warn!(
