@@ -140,3 +140,62 @@ fn the_cli_reads_its_client_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&other) && !err.contains(&dead), "{err}");
 }
+
+/// The deployment kit in `deploy/` uses only what the binary accepts: its configuration files
+/// parse with every key known, the systemd units start the servers from those files, and the
+/// Kubernetes manifests pass only real flags and probe the real health endpoints.
+#[test]
+fn the_deploy_kit_matches_the_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for (kind, file) in [
+        ("master", "config/master.toml"),
+        ("chunkserver", "config/chunkserver.toml"),
+    ] {
+        let o = shale()
+            .args([kind, "--config"])
+            .arg(root.join(file))
+            .arg("--help")
+            .output()
+            .expect("run");
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let unit = std::fs::read_to_string(root.join(format!("systemd/shale-{kind}.service")))
+            .expect("unit");
+        assert!(
+            unit.contains(&format!(
+                "ExecStart=/usr/local/bin/shale {kind} --config /etc/shale/{kind}.toml"
+            )),
+            "{unit}"
+        );
+    }
+    let client = std::fs::read_to_string(root.join("config/client.toml")).expect("client");
+    client.parse::<toml::Table>().expect("client.toml is TOML");
+    for (kind, file) in [
+        ("master", "k8s/masters.yaml"),
+        ("chunkserver", "k8s/chunkservers.yaml"),
+    ] {
+        let yaml = std::fs::read_to_string(root.join(file)).expect("manifest");
+        let help = shale().args([kind, "--help"]).output().expect("help");
+        let help = String::from_utf8_lossy(&help.stdout);
+        let start = yaml.find(&format!("exec shale {kind}")).expect("exec line");
+        let flags: Vec<&str> = yaml[start..]
+            .split_whitespace()
+            .take_while(|w| !w.ends_with(':'))
+            .filter(|w| w.starts_with("--"))
+            .collect();
+        assert!(flags.len() >= 5, "{file}: {flags:?}");
+        for f in flags {
+            assert!(
+                help.contains(&format!("{f} ")),
+                "{file}: `shale {kind}` has no {f}"
+            );
+        }
+        assert!(
+            yaml.contains("path: /readyz") && yaml.contains("path: /healthz"),
+            "{file}"
+        );
+    }
+}
