@@ -25,8 +25,10 @@ async fn check_file(
     let locs = c.chunk_locations(path).await?;
     for ch in &locs.chunks {
         r.chunks += 1;
-        // Only replicas on servers heard from recently count: a stale server may be gone.
-        let have = ch.replicas.iter().filter(|r| r.alive).count() as u32;
+        // Replicas on servers that are not dead count, as the leader's healing counts them
+        // (so fsck and `shale status` agree); those on stale servers are named.
+        let have = ch.replicas.len() as u32;
+        let stale = ch.replicas.iter().filter(|r| !r.alive).count();
         if have == 0 && unreported > 0 {
             r.unknown += 1;
             say!("{path}: chunk {} has no replica known yet", ch.index);
@@ -36,13 +38,27 @@ async fn check_file(
         } else if have < st.replication {
             r.under += 1;
             say!(
-                "{path}: chunk {} has {have} of {} replicas (under-replicated)",
+                "{path}: chunk {} has {have} of {} replicas (under-replicated){}",
                 ch.index,
-                st.replication
+                st.replication,
+                stale_note(stale)
+            );
+        } else if stale > 0 {
+            say!(
+                "{path}: chunk {} has {have} replicas{}",
+                ch.index,
+                stale_note(stale)
             );
         }
     }
     Ok(())
+}
+
+fn stale_note(stale: usize) -> String {
+    match stale {
+        0 => String::new(),
+        n => format!(", {n} on a server not heard from for a few seconds (stale)"),
+    }
 }
 
 pub async fn run(c: &Client, path: &str) -> Result<bool, Box<dyn std::error::Error>> {

@@ -111,15 +111,70 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Log lines of one server, each prefixed with its name (`master 1: …`): servers started by
+/// `shale up`, or by hand in one terminal, share a stderr. One write per line (the event is
+/// buffered, then written whole), so lines of concurrent events never mix.
+struct Prefixed(std::sync::Arc<str>);
+
+struct PrefixedLine {
+    prefix: std::sync::Arc<str>,
+    buf: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Prefixed {
+    type Writer = PrefixedLine;
+
+    fn make_writer(&'a self) -> PrefixedLine {
+        PrefixedLine {
+            prefix: self.0.clone(),
+            buf: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl std::io::Write for PrefixedLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PrefixedLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let mut line = Vec::with_capacity(self.prefix.len() + self.buf.len());
+        line.extend_from_slice(self.prefix.as_bytes());
+        line.extend_from_slice(&self.buf);
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &line);
+    }
+}
+
+/// What a server calls itself in its log lines (empty for the CLI).
+fn log_prefix(cmd: &Cmd) -> String {
+    match cmd {
+        Cmd::Master(a) => format!("master {}: ", a.id),
+        Cmd::Chunkserver(a) => format!(
+            "chunkserver {}: ",
+            a.host.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            })
+        ),
+        Cmd::Up(_) => "up: ".into(),
+        Cmd::S3(_) => "s3: ".into(),
+        Cmd::Mount(_) => "mount: ".into(),
+        _ => String::new(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     // Configuration files and environment variables become the flags' defaults (flag >
     // environment > file > default).
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -134,6 +189,14 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(Prefixed(log_prefix(&cli.cmd).into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
