@@ -199,3 +199,45 @@ fn the_deploy_kit_matches_the_binary() {
         );
     }
 }
+
+/// The Grafana dashboard (`deploy/grafana/shale.json`) is valid JSON and queries only metric
+/// families the servers define (a renamed metric would leave a panel silently empty).
+#[test]
+fn the_grafana_dashboard_queries_real_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("deploy/grafana/shale.json")).expect("dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let sources: String = [
+        "meta/src/server/metrics.rs",
+        "chunk/src/metrics.rs",
+        "chunk/src/server/scrub.rs",
+        "raftlog/src/metrics.rs",
+        "ops/src/http.rs",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(root.join(p)).expect("source"))
+    .collect();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("shale_") || word.starts_with("process_")) {
+                    continue;
+                }
+                let family = word
+                    .strip_suffix("_bucket")
+                    .or_else(|| word.strip_suffix("_count"))
+                    .or_else(|| word.strip_suffix("_sum"))
+                    .unwrap_or(word);
+                assert!(
+                    sources.contains(&format!("\"{family}\"")),
+                    "panel {:?} queries {family}, which no server defines",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20, "{checked}");
+}
