@@ -7,6 +7,7 @@ mod alloc;
 mod chunk_store;
 mod e2e;
 mod heal;
+mod html;
 mod meta;
 mod procs;
 mod raftlog;
@@ -45,6 +46,9 @@ enum Cmd {
     /// Faults: a cluster of hosts in network namespaces under a seeded nemesis, clients
     /// recording a history, then linearizability, healing and crash checks.
     Torture(torture::Args),
+    /// An HTML page of saved results (files of benchmark output): every figure as bars per
+    /// run with the median, series as lines, and a table.
+    Report(html::Args),
     /// (Internal: the body of a chunkserver process started by `e2e`.)
     #[command(hide = true)]
     InternalChunkserver(e2e::ChunkserverArgs),
@@ -75,6 +79,7 @@ fn main() {
         Cmd::Raftlog(a) => rt
             .block_on(raftlog::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::Report(a) => html::run(a),
         Cmd::Meta(a) => rt
             .block_on(meta::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),

@@ -689,6 +689,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         procs[li] = Proc::start(id, &addr, &data)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let trials: Vec<f64> = failovers.iter().map(|m| r1(*m)).collect();
     failovers.sort_by(f64::total_cmp);
     let p50 = failovers.get(failovers.len() / 2).copied().unwrap_or(0.0);
     let max = failovers.last().copied().unwrap_or(0.0);
@@ -701,6 +702,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("stats_per_s_64", json!(r1(stats_64))),
         ("failover_ms_p50", json!(r1(p50))),
         ("failover_ms_max", json!(r1(max))),
+        ("failover_ms_trials", json!(trials)),
         ("bytes_per_chunk", json!(r1(bytes_per_chunk))),
         ("bytes_per_file", json!(r1(bytes_per_file))),
         ("chunks_in_state", json!(n_chunks)),
