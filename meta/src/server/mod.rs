@@ -449,7 +449,9 @@ pub async fn serve(
         chunk_channels: Mutex::new(std::collections::HashMap::new()),
         reports: tokio::sync::Notify::new(),
     });
-    if !config.peers.is_empty() {
+    // A master whose log or snapshot records a membership was initialized already: asking
+    // openraft again only makes it log an ERROR ("Can not initialize") on every restart.
+    if !config.peers.is_empty() && recorded.is_empty() {
         master.bootstrap(&config.peers).await?;
     }
     if let Some(why) = address_mismatch(config.id, &config.advertise, &recorded, &config.peers) {
