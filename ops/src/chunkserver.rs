@@ -130,7 +130,7 @@ pub async fn run(
             }
         })
     });
-    let http = crate::http::start(&a.http, page, ready, &transport).await?;
+    let http = crate::http::start(&a.http, page, ready, None, &transport).await?;
     println!(
         "shale chunkserver listening on {bound} (advertised as {advertise}), http status on {http}"
     );

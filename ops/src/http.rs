@@ -1,5 +1,6 @@
 //! The HTTP status port of every server: `/metrics` (Prometheus text from the `metrics`
-//! recorder), a small status page at `/`, and health for probes: `/healthz` (200 while the
+//! recorder), a small status page at `/` (a master also answers `/api/status`: the JSON of
+//! `shale status --json`, as that master sees it), and health for probes: `/healthz` (200 while the
 //! process serves) and `/readyz` (200 when the server is ready for work, else 503 saying why:
 //! a master in a group with a leader and caught up, a chunkserver registered with its store
 //! open). Served by hyper's HTTP/1.1 server, over TLS (HTTPS) when the server runs TLS.
@@ -34,6 +35,9 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/pla
 
 /// Renders the status page body (HTML).
 pub type Page = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+/// The JSON of `/api/status` (None: unavailable now, answered 503).
+pub type Api = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
 
 /// Whether the server is ready for work: `Ok(what it is)` or `Err(why not)`.
 pub type Ready =
@@ -164,6 +168,7 @@ async fn route(
     metrics: PrometheusHandle,
     page: Page,
     ready: Ready,
+    api: Option<Api>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -184,6 +189,17 @@ async fn route(
             )
         }
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", page().await),
+        (&Method::GET, "/api/status") if api.is_some() => match api.map(|f| f()) {
+            Some(f) => match f.await {
+                Some(json) => reply(StatusCode::OK, "application/json", json + "\n"),
+                None => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    "{\"error\":\"status unavailable\"}\n".into(),
+                ),
+            },
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        },
         (&Method::GET, _) => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         _ => reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -199,6 +215,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     page: Page,
     ready: Ready,
+    api: Option<Api>,
     transport: shale_security::Transport,
 ) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -216,10 +233,11 @@ pub async fn serve(
             let _ = sock.try_write(BUSY);
             continue;
         };
-        let (metrics, page, ready, transport) = (
+        let (metrics, page, ready, api, transport) = (
             metrics.clone(),
             page.clone(),
             ready.clone(),
+            api.clone(),
             transport.clone(),
         );
         tokio::spawn(async move {
@@ -231,7 +249,13 @@ pub async fn serve(
                 return;
             };
             let svc = hyper::service::service_fn(move |req| {
-                route(req, metrics.clone(), page.clone(), ready.clone())
+                route(
+                    req,
+                    metrics.clone(),
+                    page.clone(),
+                    ready.clone(),
+                    api.clone(),
+                )
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -249,6 +273,7 @@ pub async fn start(
     addr: &str,
     page: Page,
     ready: Ready,
+    api: Option<Api>,
     transport: &shale_security::Transport,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let metrics = recorder()?;
@@ -256,6 +281,13 @@ pub async fn start(
         .await
         .map_err(|e| format!("http status port {addr}: {e}"))?;
     let bound = listener.local_addr()?.to_string();
-    tokio::spawn(serve(listener, metrics, page, ready, transport.clone()));
+    tokio::spawn(serve(
+        listener,
+        metrics,
+        page,
+        ready,
+        api,
+        transport.clone(),
+    ));
     Ok(bound)
 }

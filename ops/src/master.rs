@@ -137,6 +137,29 @@ fn ready(grpc: String, transport: &shale_security::Transport) -> crate::http::Re
     })
 }
 
+/// `/api/status`: this master's `Status`, as `shale status --json` prints it.
+fn api(grpc: String, transport: &shale_security::Transport) -> crate::http::Api {
+    let channel = transport
+        .channel(&grpc, |e| {
+            e.connect_timeout(std::time::Duration::from_secs(1))
+                .timeout(std::time::Duration::from_secs(2))
+        })
+        .ok();
+    std::sync::Arc::new(move || {
+        let channel = channel.clone();
+        Box::pin(async move {
+            let mut c =
+                shale_proto::metapb::master_service_client::MasterServiceClient::new(channel?);
+            let s = c
+                .status(shale_proto::metapb::Empty {})
+                .await
+                .ok()?
+                .into_inner();
+            Some(crate::cli::admin::status_json(&s).to_string())
+        })
+    })
+}
+
 fn page(grpc: String, transport: &shale_security::Transport) -> crate::http::Page {
     use crate::http::escape;
     // One lazily connected channel for every render (a page view never opens a connection).
@@ -274,6 +297,7 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
         &a.http,
         page(advertise.clone(), &transport),
         ready(advertise.clone(), &transport),
+        Some(api(advertise.clone(), &transport)),
         &transport,
     )
     .await?;

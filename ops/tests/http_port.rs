@@ -383,6 +383,13 @@ fn health_and_readiness_endpoints() {
     for want in ["shale_build_info{version=", "process_cpu_seconds_total "] {
         assert!(c.contains(want), "chunkserver metrics lack {want}: {c}");
     }
+    // The master's JSON API: what `shale status --json` prints, as this master sees it.
+    let api: serde_json::Value =
+        serde_json::from_str(&body(&http, "/api/status")).expect("/api/status is JSON");
+    assert_eq!(api["role"], "leader", "{api}");
+    assert_eq!(api["masters"].as_array().map(Vec::len), Some(1), "{api}");
+    assert_eq!(api["chunkservers"][0]["state"], "alive", "{api}");
+    assert_eq!(get(&cs_http, "/api/status", WAIT), Some(404));
     for text in [&m, &c] {
         let helped: std::collections::HashSet<&str> = text
             .lines()

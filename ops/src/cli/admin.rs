@@ -62,7 +62,7 @@ fn liveness(s: &StatusReply, m: &shale_proto::metapb::MasterInfo) -> String {
 /// ms apart) is shown as not answering.
 const MEMBER_SILENT_MS: u64 = 2_000;
 
-fn status_json(s: &StatusReply) -> Value {
+pub(crate) fn status_json(s: &StatusReply) -> Value {
     json!({
         "asked": s.id,
         "role": s.role,
