@@ -75,6 +75,7 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
     );
     metrics::gauge!("shale_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     process::describe();
+    process::start_time();
     process::refresh();
     Ok(h)
 }
@@ -109,6 +110,30 @@ mod process {
         );
     }
 
+    /// Sets `process_start_time_seconds`, once (it does not change): the boot time from
+    /// `/proc/stat` plus the start tick from `/proc/self/stat`.
+    pub fn start_time() {
+        let (Ok(stat), Ok(all)) = (
+            std::fs::read_to_string("/proc/self/stat"),
+            std::fs::read_to_string("/proc/stat"),
+        ) else {
+            return;
+        };
+        let start = stat
+            .rsplit_once(") ")
+            .and_then(|(_, r)| r.split_whitespace().nth(19))
+            .and_then(|v| v.parse::<u64>().ok());
+        let boot = all.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64 };
+        if let (Some(start), Some(boot)) = (start, boot) {
+            metrics::gauge!("process_start_time_seconds").set(boot as f64 + start as f64 / tick);
+        }
+    }
+
     /// Reads `/proc/self/stat` (fields after the command name) and counts `/proc/self/fd`.
     pub fn refresh() {
         let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -126,21 +151,13 @@ mod process {
                 libc::sysconf(libc::_SC_PAGESIZE).max(1) as f64,
             )
         };
-        // Fields (0-based after the name): 11 utime, 12 stime, 17 threads, 19 starttime,
-        // 20 vsize, 21 rss (pages).
+        // Fields (0-based after the name): 11 utime, 12 stime, 17 threads, 20 vsize, 21 rss
+        // (pages).
         let cpu = (num(11) + num(12)) as f64 / tick;
         metrics::counter!("process_cpu_seconds_total").absolute(cpu as u64);
         metrics::gauge!("process_threads").set(num(17) as f64);
         metrics::gauge!("process_virtual_memory_bytes").set(num(20) as f64);
         metrics::gauge!("process_resident_memory_bytes").set(num(21) as f64 * page);
-        if let Some(boot) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("btime ")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-        }) {
-            metrics::gauge!("process_start_time_seconds").set(boot as f64 + num(19) as f64 / tick);
-        }
         if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
             metrics::gauge!("process_open_fds").set(d.count() as f64);
         }

@@ -50,28 +50,25 @@ impl Svc {
         self.write(&who, r.request_id, cmd).await?;
         // What the quota is now (a concurrent change may have followed: it is still an answer
         // the caller could have seen).
+        Ok(Response::new(self.quota_now(&r.path, &who)?))
+    }
+
+    fn quota_now(&self, path: &str, who: &crate::sm::Who) -> Result<QuotaReply, Status> {
         let q = self
             .0
             .sm
             .read()
             .state
-            .quota_as(&r.path, &who)
+            .quota_as(path, who)
             .map_err(|e| status_of(&e))?;
-        Ok(Response::new(quota_reply(&r.path, q)))
+        Ok(quota_reply(path, q))
     }
 
     pub(super) async fn get_quota_as(&self, req: Request<PathRequest>) -> R<QuotaReply> {
         let who = who(&req)?;
         let r = req.into_inner();
         self.0.read_ready(r.follower_read).await?;
-        let q = self
-            .0
-            .sm
-            .read()
-            .state
-            .quota_as(&r.path, &who)
-            .map_err(|e| status_of(&e))?;
-        Ok(Response::new(quota_reply(&r.path, q)))
+        Ok(Response::new(self.quota_now(&r.path, &who)?))
     }
 
     pub(super) async fn list_quotas_as(&self, req: Request<Empty>) -> R<QuotaList> {

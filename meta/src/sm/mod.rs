@@ -377,6 +377,53 @@ impl MetaState {
         }
     }
 
+    /// `id` and its ancestors by parent links, `id` first, up to and including the root; ends
+    /// early after an inode that is gone (an unlinked tree's). Bounded by the number of inodes
+    /// (parent links have no cycles; the bound keeps a broken state from looping).
+    pub(crate) fn ancestors(&self, id: InodeId) -> impl Iterator<Item = InodeId> + '_ {
+        let mut next = Some(id);
+        let mut left = self.inodes.len() + 1;
+        std::iter::from_fn(move || {
+            let cur = next?;
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            next = if cur == ROOT {
+                None
+            } else {
+                self.inodes.get(&cur).map(|i| i.parent)
+            };
+            Some(cur)
+        })
+    }
+
+    /// What `Delete` and `Trash` check before removing `p` (its components, inode, directory
+    /// and name): not the root, exists, empty unless `recursive`, `who` may unlink it and
+    /// everything in it, no snapshots in it.
+    fn removable<'p>(
+        &self,
+        p: &'p str,
+        recursive: bool,
+        who: &Actor,
+    ) -> Res<(InodeId, InodeId, &'p str)> {
+        let comps = path::components(p)?;
+        if comps.is_empty() {
+            return Err(MetaError::Root);
+        }
+        let id = self.resolve(&comps, who)?;
+        if let Some(e) = self.entries(id) {
+            if !e.is_empty() && !recursive {
+                return Err(MetaError::NotEmpty(p.to_string()));
+            }
+        }
+        let (dir, name) = self.parent_dir(p, who)?;
+        self.require_unlink(dir, id, who, p)?;
+        self.require_tree(id, who, p)?;
+        self.check_no_snapshots(id, p)?;
+        Ok((id, dir, name))
+    }
+
     fn is_dir(&self, id: InodeId) -> bool {
         self.entries(id).is_some()
     }

@@ -196,20 +196,7 @@ impl MetaState {
         now_ms: u64,
         who: &Actor,
     ) -> Res<Reply> {
-        let comps = path::components(p)?;
-        if comps.is_empty() {
-            return Err(MetaError::Root);
-        }
-        let id = self.resolve(&comps, who)?;
-        if let Some(e) = self.entries(id) {
-            if !e.is_empty() && !recursive {
-                return Err(MetaError::NotEmpty(p.to_string()));
-            }
-        }
-        let (dir, name) = self.parent_dir(p, who)?;
-        self.require_unlink(dir, id, who, p)?;
-        self.require_tree(id, who, p)?;
-        self.check_no_snapshots(id, p)?;
+        let (id, dir, name) = self.removable(p, recursive, who)?;
         // Files being written inside the tree go with it.
         self.remove_tree(id);
         if let Some(e) = self.entries_mut(dir) {
@@ -238,20 +225,11 @@ impl MetaState {
     /// The replication a new file in `dir` gets: the nearest directory default up to the root,
     /// else the cluster's (walks parent links: as deep as the tree, no deeper).
     pub(super) fn inherited_replication(&self, dir: InodeId) -> u8 {
-        let mut cur = dir;
-        for _ in 0..=self.inodes.len() {
-            let Some(i) = self.inodes.get(&cur) else {
-                break;
-            };
-            if i.dir_replication != 0 {
-                return i.dir_replication;
-            }
-            if cur == ROOT {
-                break;
-            }
-            cur = i.parent;
-        }
-        self.replication
+        self.ancestors(dir)
+            .filter_map(|a| self.inodes.get(&a))
+            .map(|i| i.dir_replication)
+            .find(|r| *r != 0)
+            .unwrap_or(self.replication)
     }
 }
 

@@ -79,24 +79,12 @@ impl MetaState {
     /// The quota directories from `dir` up to the root, nearest first (empty, and no walk,
     /// when no quota is set). Bounded by the number of inodes (parent links have no cycles).
     pub(super) fn quota_chain(&self, dir: InodeId) -> Vec<InodeId> {
-        let mut out = Vec::new();
         if self.quotas.is_empty() {
-            return out;
+            return Vec::new();
         }
-        let mut cur = dir;
-        for _ in 0..=self.inodes.len() {
-            if self.quotas.contains_key(&cur) {
-                out.push(cur);
-            }
-            if cur == ROOT {
-                break;
-            }
-            match self.inodes.get(&cur) {
-                Some(i) => cur = i.parent,
-                None => break,
-            }
-        }
-        out
+        self.ancestors(dir)
+            .filter(|a| self.quotas.contains_key(a))
+            .collect()
     }
 
     /// Adds `add` to (or, with `remove`, takes it from) every quota directory from `dir` up.

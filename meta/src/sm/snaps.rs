@@ -110,22 +110,18 @@ impl MetaState {
         if s.roots.is_empty() && s.pins.is_empty() {
             return 0;
         }
-        let mut best = 0;
-        let mut cur = dir;
-        for _ in 0..=self.inodes.len() {
-            if let Some(r) = s.roots.get(&cur) {
-                best = best.max(r.values().map(|x| x.epoch).max().unwrap_or(0));
-            }
-            best = best.max(s.pins.get(&cur).copied().unwrap_or(0));
-            if cur == ROOT {
-                break;
-            }
-            match self.inodes.get(&cur) {
-                Some(i) => cur = i.parent,
-                None => break,
-            }
-        }
-        best
+        self.ancestors(dir)
+            .map(|a| {
+                let rooted = s
+                    .roots
+                    .get(&a)
+                    .and_then(|r| r.values().map(|x| x.epoch).max());
+                rooted
+                    .unwrap_or(0)
+                    .max(s.pins.get(&a).copied().unwrap_or(0))
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Copies `dir`'s entries into a shadow if a snapshot that may see it has not got them
@@ -256,6 +252,11 @@ impl MetaState {
     /// chain, or an inode on the chain is pinned at or after its epoch, or the chain is broken
     /// (an unlinked ancestor: kept, conservatively).
     fn gc_shadows(&mut self) {
+        if self.snaps.roots.is_empty() {
+            // Pins matter only to snapshots that exist: without any, changes stop walking up
+            // the tree to look for them (`visible_epoch` returns at once).
+            self.snaps.pins.clear();
+        }
         let root_of: BTreeMap<u64, InodeId> = self
             .snaps
             .roots
@@ -293,20 +294,15 @@ impl MetaState {
 
     /// Whether snapshot `epoch` of `root` may see `dir` (conservative; see `gc_shadows`).
     fn may_see(&self, dir: InodeId, epoch: u64, root: InodeId) -> bool {
-        let mut cur = dir;
-        for _ in 0..=self.inodes.len() {
-            if cur == root || self.snaps.pins.get(&cur).is_some_and(|p| *p >= epoch) {
+        let mut last = dir;
+        for a in self.ancestors(dir) {
+            if a == root || self.snaps.pins.get(&a).is_some_and(|p| *p >= epoch) {
                 return true;
             }
-            if cur == ROOT {
-                return false;
-            }
-            match self.inodes.get(&cur) {
-                Some(i) => cur = i.parent,
-                None => return true,
-            }
+            last = a;
         }
-        true
+        // Reached the root: not seen. Broken off at an unlinked inode: kept, conservatively.
+        last != ROOT
     }
 
     /// Where some snapshot root in the tree at `id` is, if any.

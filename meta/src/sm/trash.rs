@@ -121,20 +121,7 @@ struct Plan {
 impl MetaState {
     /// Whether `dir` is `root` or below it (walks parent links).
     pub(super) fn is_under(&self, dir: InodeId, root: InodeId) -> bool {
-        let mut cur = dir;
-        for _ in 0..=self.inodes.len() {
-            if cur == root {
-                return true;
-            }
-            if cur == ROOT {
-                return false;
-            }
-            match self.inodes.get(&cur) {
-                Some(i) => cur = i.parent,
-                None => return false,
-            }
-        }
-        false
+        self.ancestors(dir).any(|a| a == root)
     }
 
     /// The trash root and `who`'s trash directory, if they exist (checked: directories, the
@@ -247,16 +234,7 @@ impl MetaState {
                 "{p} is in the trash already: delete it for good (rm --skip-trash)"
             )));
         }
-        let id = self.resolve(&comps, who)?;
-        if let Some(e) = self.entries(id) {
-            if !e.is_empty() && !recursive {
-                return Err(MetaError::NotEmpty(p.to_string()));
-            }
-        }
-        let (dir, name) = self.parent_dir(p, who)?;
-        self.require_unlink(dir, id, who, p)?;
-        self.require_tree(id, who, p)?;
-        self.check_no_snapshots(id, p)?;
+        let (id, dir, name) = self.removable(p, recursive, who)?;
         self.check_new_attrs(who, 0o700)?;
         let plan = self.plan(&comps, who, now_ms)?;
         let (from, to) = (self.quota_chain(dir), self.quota_chain(plan.attach));
