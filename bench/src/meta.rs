@@ -385,6 +385,21 @@ fn space_costs(files: u64) -> Result<SpaceCosts, BoxError> {
         touch(&mut s, format!("/d{}/q-{i:08}", i % DIRS))?;
     }
     let create_with_quota_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    // What a snapshot of this state costs to write and to load (restart).
+    let t = Instant::now();
+    let bytes = shale_meta::snapshot::encode(&s).map_err(|e| e.to_string())?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let back = shale_meta::snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    back.validate().map_err(|e| e.to_string())?;
+    let validate_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "state snapshot at {files} files: {} MB, encode {encode_ms:.0} ms, decode {decode_ms:.0} ms \
+         (of which validate {validate_ms:.0} ms)",
+        bytes.len() >> 20
+    );
     Ok(SpaceCosts {
         snapshot_create_us,
         first_change_after_snapshot_us,

@@ -1,5 +1,6 @@
 //! openraft wiring for the master group: type config, the state machine store (with snapshot
 //! files), and the gRPC transport between masters.
+pub mod checkpoint;
 pub mod network;
 pub mod store;
 pub mod types;

@@ -5,6 +5,9 @@
 //! fsync dir) whenever a snapshot is built or installed. At start the snapshot is loaded and
 //! openraft re-applies the log after it.
 //!
+//! Snapshots are built by [`super::checkpoint`]: the state is frozen by `fork(2)` and a child
+//! process writes the file, so applies wait only for the fork.
+//!
 //! Snapshot file: magic `SHALESMF`, format version 1, crc32c of the rest, then the length and
 //! postcard bytes of openraft's `SnapshotMeta`, then the state (`crate::snapshot` format, with
 //! its own header and crc).
@@ -18,7 +21,9 @@ use openraft::{
 };
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 const FILE_MAGIC: &[u8; 8] = b"SHALESMF";
 const FILE_VERSION: u16 = 1;
@@ -28,7 +33,23 @@ pub struct Inner {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<NodeId, Node>,
     snapshot: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)>,
-    snapshots_built: u64,
+    /// When the last snapshot build ended and how long it took (for [`super::checkpoint::due`]).
+    last_build: Option<(Instant, Duration)>,
+}
+
+impl Inner {
+    /// The index of the latest snapshot (0: none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot
+            .as_ref()
+            .and_then(|(m, _)| m.last_log_id)
+            .map_or(0, |l| l.index)
+    }
+
+    /// How long ago the last snapshot build ended, and how long it took.
+    pub fn last_build(&self) -> Option<(Duration, Duration)> {
+        self.last_build.map(|(end, took)| (end.elapsed(), took))
+    }
 }
 
 /// Shared handle: the service reads `inner` for queries; openraft drives the rest.
@@ -43,13 +64,18 @@ pub struct SmStore {
     /// restarted master "did not catch up", its Raft "shutdown") — and an older snapshot could
     /// land after a newer one. Now writes are one at a time, and never go backwards.
     persisted: Arc<std::sync::Mutex<Option<LogId>>>,
+    /// Snapshots built by this process (for unique snapshot ids).
+    built: Arc<AtomicU64>,
 }
 
 fn io(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())).into()
 }
 
-fn encode_file(meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> Result<Vec<u8>, StorageError> {
+pub(super) fn encode_file(
+    meta: &SnapshotMeta<NodeId, Node>,
+    data: &[u8],
+) -> Result<Vec<u8>, StorageError> {
     let m = postcard::to_allocvec(meta).map_err(io)?;
     let mut body = Vec::with_capacity(8 + m.len() + data.len());
     body.extend_from_slice(&(m.len() as u64).to_le_bytes());
@@ -67,6 +93,13 @@ fn encode_file(meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> Result<Vec<u8>
 type Loaded = (SnapshotMeta<NodeId, Node>, Vec<u8>, MetaState);
 
 fn decode_file(b: &[u8]) -> Result<Loaded, String> {
+    let (meta, data) = split_file(b)?;
+    let state = snapshot::decode(data).map_err(|e| e.to_string())?;
+    Ok((meta, data.to_vec(), state))
+}
+
+/// Checks a snapshot file's header and checksum; its meta and the state bytes.
+pub(super) fn split_file(b: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, &[u8]), String> {
     if b.len() < 24 || &b[..8] != FILE_MAGIC {
         return Err("not a Shale snapshot file".into());
     }
@@ -87,15 +120,34 @@ fn decode_file(b: &[u8]) -> Result<Loaded, String> {
     }
     let meta: SnapshotMeta<NodeId, Node> =
         postcard::from_bytes(&body[8..8 + mlen]).map_err(|e| e.to_string())?;
-    let data = body[8 + mlen..].to_vec();
-    let state = snapshot::decode(&data).map_err(|e| e.to_string())?;
-    Ok((meta, data, state))
+    Ok((meta, &body[8 + mlen..]))
+}
+
+/// The temp file a snapshot build writes (one per process; a build is one at a time).
+fn build_tmp(dir: &Path) -> PathBuf {
+    dir.join(format!("snapshot.build-{}", std::process::id()))
+}
+
+/// Removes temp files of builds a crash interrupted.
+fn remove_stale_builds(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("snapshot.build-")
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 impl SmStore {
     /// Opens the state machine in `dir`, loading the latest snapshot if there is one.
     pub fn open(dir: &Path, chunk_size_bytes: u64, replication: u8) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        remove_stale_builds(dir);
         let path = dir.join("snapshot");
         let (state, last_applied, membership, snap) = match std::fs::read(&path) {
             Ok(b) => {
@@ -124,10 +176,11 @@ impl SmStore {
                 last_applied,
                 membership,
                 snapshot: snap,
-                snapshots_built: 0,
+                last_build: None,
             })),
             dir: dir.to_path_buf(),
             persisted: Arc::new(std::sync::Mutex::new(on_disk)),
+            built: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -156,41 +209,65 @@ impl SmStore {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for SmStore {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Encoding and writing the file run off the async runtime (whose few workers carry
-        // heartbeats and client calls), and encoding holds only a read lock: queries, reports
-        // and the healer go on meanwhile; only applies wait for it.
-        let store = self.clone();
-        let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let n = {
-                let mut g = store.write();
-                g.snapshots_built += 1;
-                g.snapshots_built
-            };
-            let (meta, data) = {
-                let g = store.read();
-                let data = snapshot::encode(&g.state).map_err(io)?;
-                let meta = SnapshotMeta {
-                    last_log_id: g.last_applied,
-                    last_membership: g.membership.clone(),
-                    snapshot_id: format!("{}-{n}", g.last_applied.map_or(0, |l| l.index)),
-                };
-                (meta, data)
-            };
-            store.persist(&meta, &data)?;
-            Ok((meta, data))
-        })
-        .await
-        .map_err(io)??;
+impl SmStore {
+    /// Builds a snapshot of the state as applied now and makes it the file on disk (unless a
+    /// newer one is there). Blocking: runs on a thread of its own.
+    fn build_now(&self) -> Result<(SnapshotMeta<NodeId, Node>, Vec<u8>), StorageError> {
+        let t = Instant::now();
+        let n = self.built.fetch_add(1, Ordering::Relaxed) + 1;
+        let tmp = build_tmp(&self.dir);
+        let g = self.read();
+        let meta = SnapshotMeta {
+            last_log_id: g.last_applied,
+            last_membership: g.membership.clone(),
+            snapshot_id: format!("{}-{n}", g.last_applied.map_or(0, |l| l.index)),
+        };
+        let built = super::checkpoint::build(g, meta, &tmp).map_err(io)?;
         {
-            // Never replace a newer snapshot (one installed meanwhile) with this one.
-            let mut g = self.write();
-            let current = g.snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
-            if g.snapshot.is_none() || meta.last_log_id >= current {
-                g.snapshot = Some((meta.clone(), data.clone()));
+            let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+            if on_disk.is_some() && built.meta.last_log_id < *on_disk {
+                let _ = std::fs::remove_file(&tmp);
+            } else {
+                std::fs::rename(&tmp, self.dir.join("snapshot")).map_err(io)?;
+                shale_proto::durable::fsync_dir(&self.dir).map_err(io)?;
+                *on_disk = built.meta.last_log_id;
             }
         }
+        let took = t.elapsed();
+        metrics::histogram!(super::checkpoint::BUILD_SECONDS).record(took.as_secs_f64());
+        metrics::histogram!(super::checkpoint::FROZEN_SECONDS).record(built.frozen.as_secs_f64());
+        tracing::info!(
+            index = built.meta.last_log_id.map_or(0, |l| l.index),
+            mb = built.data.len() >> 20,
+            took_ms = took.as_millis() as u64,
+            frozen_ms = built.frozen.as_millis() as u64,
+            forked = built.forked,
+            "built master snapshot"
+        );
+        let mut g = self.write();
+        g.last_build = Some((Instant::now(), took));
+        // Never replace a newer snapshot (one installed meanwhile) with this one.
+        let current = g.snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
+        if g.snapshot.is_none() || built.meta.last_log_id >= current {
+            g.snapshot = Some((built.meta.clone(), built.data.clone()));
+        }
+        Ok((built.meta, built.data))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SmStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // On a thread of its own: it waits for the child process that writes the file (see
+        // `checkpoint`); the async runtime's few workers carry heartbeats and client calls.
+        let store = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let _ = tx.send(store.build_now());
+            })
+            .map_err(io)?;
+        let (meta, data) = rx.await.map_err(io)??;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -267,5 +344,100 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::Request;
+    use crate::sm::Command;
+    use openraft::{CommittedLeaderId, Membership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload,
+        }
+    }
+
+    fn mkdir(path: String) -> EntryPayload<TypeConfig> {
+        EntryPayload::Normal(Request {
+            cmds: vec![Command::Mkdir {
+                path,
+                parents: true,
+            }],
+            time_ms: 5,
+        })
+    }
+
+    fn membership() -> EntryPayload<TypeConfig> {
+        let voters = BTreeSet::from([1u64, 2, 3]);
+        let nodes: BTreeMap<u64, Node> = voters
+            .iter()
+            .map(|i| (*i, Node::new(format!("127.0.0.1:{i}"))))
+            .collect();
+        EntryPayload::Membership(Membership::new(vec![voters], nodes))
+    }
+
+    /// A snapshot built by the forked writer holds exactly the state as applied, at the
+    /// applied log id with its membership; it replaces the file on disk, a reopened store
+    /// loads it, and applies after the build are not in it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn built_snapshot_is_the_applied_state() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut sm = SmStore::open(dir.path(), 1 << 20, 3).expect("open");
+        let mut entries = vec![entry(1, membership())];
+        for i in 2..200u64 {
+            entries.push(entry(i, mkdir(format!("/d{}/e{i}", i % 7))));
+        }
+        sm.apply(entries).await.expect("apply");
+        let live = sm.read().state.clone();
+        let mut builder = sm.get_snapshot_builder().await;
+        let snap = builder.build_snapshot().await.expect("build");
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(199));
+        assert_eq!(snap.meta.last_membership.log_id().map(|l| l.index), Some(1));
+        assert_eq!(
+            snapshot::decode(snap.snapshot.get_ref()).expect("decode"),
+            live
+        );
+        // Later applies change the live state, not the snapshot.
+        sm.apply(vec![entry(200, mkdir("/later".into()))])
+            .await
+            .expect("apply");
+        let current = sm.get_current_snapshot().await.expect("get").expect("some");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(199));
+        assert_eq!(sm.read().snapshot_index(), 199);
+        assert!(sm.read().last_build().is_some());
+        // Nothing is left of the build's temp file; a reopened store loads the snapshot.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["snapshot".to_string()]);
+        let reopened = SmStore::open(dir.path(), 1 << 20, 3).expect("reopen");
+        assert_eq!(reopened.read().state, live);
+        assert_eq!(reopened.read().last_applied.map(|l| l.index), Some(199));
+    }
+
+    /// A temp file left by a build that a crash interrupted is removed at open, and a build
+    /// older than the snapshot on disk does not replace it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_builds_are_cleaned_and_never_go_backwards() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("snapshot.build-1"), b"torn").expect("write");
+        let mut sm = SmStore::open(dir.path(), 1 << 20, 3).expect("open");
+        assert!(!dir.path().join("snapshot.build-1").exists());
+        sm.apply(vec![entry(1, membership()), entry(2, mkdir("/a".into()))])
+            .await
+            .expect("apply");
+        // Pretend a newer snapshot is on disk already (installed meanwhile).
+        *sm.persisted.lock().expect("lock") = Some(LogId::new(CommittedLeaderId::new(1, 1), 50));
+        let mut builder = sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("build");
+        assert!(!dir.path().join("snapshot").exists());
+        assert!(!build_tmp(dir.path()).exists());
     }
 }

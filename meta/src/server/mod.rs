@@ -383,7 +383,8 @@ pub async fn serve(
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        // Snapshots are asked for by `checkpoint::trigger` (staggered, duty-limited).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 1000.min(config.snapshot_every),
         ..Default::default()
     }
@@ -458,6 +459,12 @@ pub async fn serve(
         tracing::error!("{why}");
     }
     let mover = moved.then(|| tokio::spawn(elect_when_known(raft.clone(), config.clone())));
+    let snapshots = tokio::spawn(crate::raft::checkpoint::trigger(
+        raft.clone(),
+        master.sm.clone(),
+        config.id,
+        config.snapshot_every,
+    ));
     let ticker = tokio::spawn(expire_leases(master.clone()));
     let healer = tokio::spawn(heal::run(master.clone()));
     let rotator = tokio::spawn(tokens::rotate(master.clone()));
@@ -493,6 +500,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(config.transport.incoming(listener), shutdown)
         .await;
     ticker.abort();
+    snapshots.abort();
     healer.abort();
     rotator.abort();
     emptier.abort();

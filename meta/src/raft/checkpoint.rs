@@ -1,0 +1,217 @@
+//! Building a snapshot file without stopping the master: the state is frozen by `fork(2)` and
+//! the child process encodes and writes it, while the master goes on applying, answering and
+//! sending heartbeats. Only the `fork` itself (copying the page tables: a few ms per GiB of
+//! state) runs under the state's read lock; the encoding and the disk write run in the child,
+//! at a lower CPU priority, on the kernel's copy-on-write view of the state as it was at the
+//! snapshot's index. (Before this, encoding ran under the read lock and every apply waited for
+//! it: from about 1.3 M files the group stalled long enough for elections.)
+//!
+//! When to build is decided here too ([`due`]): after `every` entries, staggered by member
+//! (member `id` waits `every × (id mod 3) / 3` more, so the three members of a group do not
+//! build at the same index), and never more than a quarter of the time (a build that took
+//! `t` is followed by at least `3 t` without one), so on a large namespace the builder does
+//! not take a core from the Raft core.
+//!
+//! Invariants:
+//! * the child touches only the frozen state, the allocator (glibc's `fork` leaves it usable
+//!   in the child), and one temp file; it never returns into the parent's code: it leaves by
+//!   `_exit`, with a panic caught;
+//! * the child dies with the thread that forked it (`PR_SET_PDEATHSIG`), and that thread
+//!   waits for it: a killed master leaves no writer behind;
+//! * the temp file replaces `snapshot` only after the child exited 0 and the parent checked
+//!   the file's checksum and that it describes the log id it asked for;
+//! * where `fork` fails (no memory for the page tables), the state is encoded under the read
+//!   lock as before, with a warning.
+use super::store::{encode_file, split_file, Inner};
+use super::types::{Node, NodeId};
+use crate::snapshot;
+use openraft::SnapshotMeta;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Histogram of seconds a snapshot build took (from the decision to the file on disk).
+pub const BUILD_SECONDS: &str = "shale_master_snapshot_build_seconds";
+/// Histogram of seconds the state was frozen (read-locked) for a snapshot build.
+pub const FROZEN_SECONDS: &str = "shale_master_snapshot_frozen_seconds";
+
+/// Whether member `id` should build a snapshot now: `applied` entries applied, the last
+/// snapshot at `snapshot_index`, and the last build (if any) having ended `since_end` ago
+/// after taking `took`.
+pub fn due(
+    id: NodeId,
+    every: u64,
+    applied: u64,
+    snapshot_index: u64,
+    last: Option<(Duration, Duration)>,
+) -> bool {
+    let threshold = every.saturating_add(every * (id % 3) / 3);
+    if applied.saturating_sub(snapshot_index) < threshold.max(1) {
+        return false;
+    }
+    last.is_none_or(|(since_end, took)| since_end >= took * 3)
+}
+
+/// A snapshot built: its meta, the state bytes (`crate::snapshot` format), and timings.
+pub struct Built {
+    pub meta: SnapshotMeta<NodeId, Node>,
+    pub data: Vec<u8>,
+    /// The state was read-locked this long.
+    pub frozen: Duration,
+    /// Whether a child process wrote it (`false`: encoded under the lock, fork failed).
+    pub forked: bool,
+}
+
+/// Writes the snapshot of the state in `g` (read-locked by the caller, released by `release`
+/// right after the fork) to `tmp`, and returns it. Runs on a thread of its own: it waits for
+/// the child.
+pub fn build(
+    g: std::sync::RwLockReadGuard<'_, Inner>,
+    meta: SnapshotMeta<NodeId, Node>,
+    tmp: &Path,
+) -> Result<Built, String> {
+    let t = Instant::now();
+    let parent = std::process::id();
+    // SAFETY: the child runs only `child`, which reads the frozen state (consistent: we hold
+    // its read lock, so no writer is half-way), allocates (glibc's fork makes malloc usable in
+    // the child), writes one file and `_exit`s without returning or unwinding.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child(&g.state, &meta, tmp, parent);
+    }
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!("snapshot: fork failed ({err}); encoding under the state lock instead");
+        let data = snapshot::encode(&g.state).map_err(|e| e.to_string())?;
+        drop(g);
+        let frozen = t.elapsed();
+        let file = encode_file(&meta, &data).map_err(|e| e.to_string())?;
+        write_synced(tmp, &file).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        return Ok(Built {
+            meta,
+            data,
+            frozen,
+            forked: false,
+        });
+    }
+    drop(g);
+    let frozen = t.elapsed();
+    let status = wait(pid)?;
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(format!(
+            "snapshot writer process failed (wait status {status:#x})"
+        ));
+    }
+    let bytes = std::fs::read(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let (written, data) = split_file(&bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    if written.last_log_id != meta.last_log_id {
+        return Err(format!(
+            "{}: written for {:?}, asked for {:?}",
+            tmp.display(),
+            written.last_log_id,
+            meta.last_log_id
+        ));
+    }
+    Ok(Built {
+        meta,
+        data: data.to_vec(),
+        frozen,
+        forked: true,
+    })
+}
+
+fn wait(pid: libc::pid_t) -> Result<i32, String> {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain syscall on our own child, with a valid pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("waiting for the snapshot writer: {err}"));
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The child: encode, write, fsync, `_exit` (0 on success).
+fn child(
+    state: &crate::sm::MetaState,
+    meta: &SnapshotMeta<NodeId, Node>,
+    tmp: &Path,
+    parent: u32,
+) -> ! {
+    // SAFETY: plain syscalls; if the parent is gone already, stop at once.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() as u32 != parent {
+            libc::_exit(3);
+        }
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+    let run = std::panic::AssertUnwindSafe(|| -> Result<(), String> {
+        let data = snapshot::encode(state).map_err(|e| e.to_string())?;
+        let file = encode_file(meta, &data).map_err(|e| e.to_string())?;
+        write_synced(tmp, &file).map_err(|e| e.to_string())
+    });
+    let code = match std::panic::catch_unwind(run) {
+        Ok(Ok(())) => 0,
+        Ok(Err(_)) => 1,
+        Err(_) => 2,
+    };
+    // SAFETY: leaves the child without running any of the parent's destructors.
+    unsafe { libc::_exit(code) }
+}
+
+/// Asks openraft for a snapshot whenever [`due`] says so (openraft's own policy is `Never`).
+/// Looks every 200 ms, O(1); ends when the Raft core has stopped.
+pub async fn trigger(raft: super::MasterRaft, sm: super::store::SmStore, id: NodeId, every: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (applied, snapshot_index, last) = {
+            let g = sm.read();
+            let applied = g.last_applied.map_or(0, |l| l.index);
+            (applied, g.snapshot_index(), g.last_build())
+        };
+        if due(id, every, applied, snapshot_index, last) && raft.trigger().snapshot().await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+    use std::time::Duration;
+
+    #[test]
+    fn builds_after_enough_entries_staggered_by_member() {
+        assert!(!due(3, 300, 299, 0, None));
+        assert!(due(3, 300, 300, 0, None));
+        assert!(!due(1, 300, 399, 0, None));
+        assert!(due(1, 300, 400, 0, None));
+        assert!(!due(2, 300, 499, 0, None));
+        assert!(due(2, 300, 500, 0, None));
+        assert!(!due(3, 300, 1299, 1000, None));
+        assert!(due(3, 300, 1300, 1000, None));
+    }
+
+    #[test]
+    fn builds_at_most_a_quarter_of_the_time() {
+        let s = Duration::from_secs;
+        assert!(!due(3, 10, 100, 0, Some((s(5), s(2)))));
+        assert!(due(3, 10, 100, 0, Some((s(6), s(2)))));
+        assert!(due(3, 10, 100, 0, Some((s(0), s(0)))));
+    }
+}
