@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod batch;
 mod chunkserver;
 mod copy;
 pub mod error;
@@ -56,6 +57,7 @@ mod write;
 mod writer;
 
 pub use admin::AdminClient;
+pub use batch::{NamespaceOp, BATCH_ITEMS_MAX};
 pub use error::{ClientError, Result};
 pub use integrity::{ReplicaCheck, Verification};
 pub use reader::FileReader;

@@ -228,7 +228,12 @@ pub(crate) struct Construction {
 }
 
 impl Construction {
-    fn start(masters: std::sync::Arc<Masters>, file: u64, holder: u64, lease_ms: u64) -> Self {
+    pub(crate) fn start(
+        masters: std::sync::Arc<Masters>,
+        file: u64,
+        holder: u64,
+        lease_ms: u64,
+    ) -> Self {
         let m = masters.clone();
         let renewer = tokio::spawn(async move {
             loop {
@@ -257,6 +262,17 @@ impl Construction {
             renewer,
             finished: false,
         }
+    }
+
+    /// The file under construction.
+    pub(crate) fn file(&self) -> u64 {
+        self.file
+    }
+
+    /// The file was completed by other means (a `Batch`): stop renewing, do not abandon.
+    pub(crate) fn settled(mut self) {
+        self.renewer.abort();
+        self.finished = true;
     }
 
     /// Makes the file visible with `length` bytes, committing each chunk's digest (all or
@@ -442,7 +458,7 @@ impl Client {
         self.config.min_replicas.min(replication).max(1) as usize
     }
 
-    async fn write_chunks<R: AsyncRead + Unpin>(
+    pub(crate) async fn write_chunks<R: AsyncRead + Unpin>(
         &self,
         path: &str,
         file: u64,

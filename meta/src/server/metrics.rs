@@ -32,7 +32,7 @@ pub const FREE: &str = "shale_master_free_bytes";
 pub const USED: &str = "shale_master_used_bytes";
 
 /// Every MasterService method (a test checks this against `meta.proto`).
-pub const METHODS: [&str; 37] = [
+pub const METHODS: [&str; 38] = [
     "Mkdir",
     "Stat",
     "List",
@@ -70,6 +70,7 @@ pub const METHODS: [&str; 37] = [
     "CreateSnapshot",
     "DeleteSnapshot",
     "ListSnapshots",
+    "Batch",
 ];
 
 const STATES: [&str; 4] = ["alive", "stale", "dead", "unknown"];
@@ -82,6 +83,16 @@ pub fn describe() {
         RPC_SECONDS,
         Unit::Seconds,
         "MasterService call latency (to the response head), by method"
+    );
+    describe_histogram!(
+        crate::raft::checkpoint::BUILD_SECONDS,
+        Unit::Seconds,
+        "time to build a snapshot of the master state and make it durable"
+    );
+    describe_histogram!(
+        crate::raft::checkpoint::FROZEN_SECONDS,
+        Unit::Seconds,
+        "time the master state was locked for a snapshot build (the fork)"
     );
     describe_gauge!(IS_LEADER, "1 if this master leads the group (confirmed)");
     describe_gauge!(TERM, "the Raft term this master is in");

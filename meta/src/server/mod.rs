@@ -18,6 +18,7 @@ use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 
+mod batch;
 mod gate;
 pub mod heal;
 pub mod metrics;

@@ -89,11 +89,7 @@ impl Svc {
     pub(super) async fn trash_as(&self, req: Request<DeleteRequest>) -> R<TrashReply> {
         let who = who(&req)?;
         let r = req.into_inner();
-        let cmd = Command::Trash {
-            path: r.path,
-            recursive: r.recursive,
-        };
-        match self.write(&who, r.request_id, cmd).await? {
+        match self.write(&who, r.request_id, Self::trash_cmd(&r)).await? {
             Reply::Trashed(path) => Ok(Response::new(TrashReply { path })),
             other => Err(Status::internal(format!("unexpected reply {other:?}"))),
         }

@@ -4,7 +4,7 @@ use super::output::{self, escape_name, say};
 use super::paths;
 use clap::Subcommand;
 use serde_json::json;
-use shale_client::{Client, ClientError, QuotaReply};
+use shale_client::{Client, ClientError, NamespaceOp, QuotaReply};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -89,33 +89,51 @@ pub async fn rm(
     force: bool,
     skip_trash: bool,
 ) -> Res {
+    let mut targets = Vec::new();
     for p in patterns {
-        let matched = match paths::expand(c, p).await {
-            Ok(m) => m,
+        match paths::expand(c, p).await {
+            Ok(m) => targets.extend(m),
             Err(_) if force => continue,
             Err(e) => return Err(e),
-        };
-        for m in matched {
+        }
+    }
+    // Everything in one batch (one call, one Raft entry per 1,000 paths); each path gets its
+    // own answer, and one failing does not stop the others (as rm(1) goes on).
+    let ops: Vec<NamespaceOp> = targets
+        .iter()
+        .map(|m| {
             let in_trash = m == TRASH_ROOT || m.starts_with(&format!("{TRASH_ROOT}/"));
-            let r = if skip_trash || in_trash {
-                c.delete(&m, recursive).await.map(|()| None)
+            let path = m.clone();
+            if skip_trash || in_trash {
+                NamespaceOp::Delete { path, recursive }
             } else {
-                c.trash(&m, recursive).await.map(Some)
-            };
-            match r {
-                Ok(Some(at)) => eprintln!(
-                    "{} moved to the trash: {} (`shale trash restore {}` undoes it)",
-                    escape_name(&m),
-                    escape_name(&at),
-                    escape_name(&m)
-                ),
-                Ok(None) => {}
-                Err(ClientError::NotFound(_)) if force => {}
-                Err(e) => return Err(format!("{m}: {e}").into()),
+                NamespaceOp::Trash { path, recursive }
+            }
+        })
+        .collect();
+    let results = c.batch(&ops).await?;
+    let mut failed = 0;
+    for ((m, op), r) in targets.iter().zip(&ops).zip(results) {
+        match r {
+            Ok(done) if matches!(op, NamespaceOp::Trash { .. }) => eprintln!(
+                "{} moved to the trash: {} (`shale trash restore {}` undoes it)",
+                escape_name(m),
+                escape_name(&done.path),
+                escape_name(m)
+            ),
+            Ok(_) => {}
+            Err(ClientError::NotFound(_)) if force => {}
+            Err(e) if targets.len() == 1 => return Err(format!("{m}: {e}").into()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {m}: {e}");
             }
         }
     }
-    Ok(())
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} of {} paths not removed", targets.len()).into()),
+    }
 }
 
 pub async fn trash(c: &Client, cmd: TrashCmd) -> Res {

@@ -11,7 +11,7 @@ use super::output::{self, say};
 use super::paths;
 use crate::human;
 use indicatif::{ProgressBar, ProgressStyle};
-use shale_client::{Client, ClientError, CreateOptions};
+use shale_client::{Client, ClientError, CreateOptions, NamespaceOp};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -194,8 +194,18 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
             }
         }
     }
-    for d in &plan.dirs {
-        c.mkdir(d, true).await.map_err(|e| format!("{d}: {e}"))?;
+    // The tree's directories, many per call.
+    let mkdirs: Vec<NamespaceOp> = plan
+        .dirs
+        .iter()
+        .map(|d| NamespaceOp::Mkdir {
+            path: d.clone(),
+            parents: true,
+            mode: None,
+        })
+        .collect();
+    for (d, r) in plan.dirs.iter().zip(c.batch(&mkdirs).await?) {
+        r.map_err(|e| format!("{d}: {e}"))?;
     }
     let stdin = plan.files.iter().any(|f| f.0.is_none());
     let total: u64 = plan.files.iter().map(|f| f.2).sum();
@@ -208,6 +218,9 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
     };
     let (mut done, mut failed, mut written) = (0u64, 0usize, 0u64);
     let count = plan.files.len();
+    if count > 1 && !stdin {
+        return put_batched(c, &plan, &opts, pb, dest).await;
+    }
     for (local, remote, _) in &plan.files {
         let base = done;
         let progress = |n: u64| pb.set_position(base + n);
@@ -254,6 +267,59 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
     match failed {
         0 => Ok(()),
         n if count == 1 && n == 1 => Err("nothing written".into()),
+        n => Err(format!("{n} of {count} files not written").into()),
+    }
+}
+
+/// `put` of several local files: creates and completes many per call (`Client::put_many`).
+async fn put_batched(
+    c: &Client,
+    plan: &PutPlan,
+    opts: &CreateOptions,
+    pb: ProgressBar,
+    dest: &str,
+) -> Res {
+    let files: Vec<(String, PathBuf)> = plan
+        .files
+        .iter()
+        .filter_map(|(local, remote, _)| local.clone().map(|l| (remote.clone(), l)))
+        .collect();
+    let progress = |n: u64| pb.set_position(n);
+    let results = c.put_many(&files, opts, &progress).await?;
+    pb.finish_and_clear();
+    let (mut failed, mut written, mut first) = (0usize, 0u64, None);
+    for ((remote, _), r) in files.iter().zip(&results) {
+        match r {
+            Ok(n) => {
+                written += n;
+                if first.is_none() && *n > 0 {
+                    first = Some(remote);
+                }
+            }
+            Err(ClientError::AlreadyExists(_)) => {
+                failed += 1;
+                eprintln!("error: {remote}: exists (use -f to replace it)");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {remote}: {e}");
+            }
+        }
+    }
+    // Files written together went to the same servers: one file shows whether too few were up.
+    if let Some(remote) = first {
+        if let Some(w) = under_replicated(c, remote).await {
+            eprintln!("warning: {remote} and the files written with it: {w}");
+        }
+    }
+    let count = files.len();
+    say!(
+        "{} ({}) written to {dest}",
+        output::files(count - failed),
+        human::size(written)
+    );
+    match failed {
+        0 => Ok(()),
         n => Err(format!("{n} of {count} files not written").into()),
     }
 }
