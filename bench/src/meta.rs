@@ -9,6 +9,9 @@
 //!
 //! The master processes are this binary re-executed with the hidden `internal-master`
 //! subcommand (the same `shale_meta::server::serve` as `shale master`).
+#[path = "meta_scale.rs"]
+mod scale;
+
 use crate::report::{print_json, r1};
 use serde_json::json;
 use shale_meta::sm::{Command, MetaState, Reply};
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,6 +49,10 @@ pub struct Args {
     /// Files in the namespace the snapshot and quota costs are measured at (in-process).
     #[arg(long, default_value_t = 1_000_000)]
     snapshot_files: u64,
+    /// Files the namespace is grown to (through `Batch` calls) for the scale phase: create
+    /// latency and elections while it grows, creates/s at that size, restart time (0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    load_files: u64,
     /// Where to put the masters' data (default: a temp dir under the current directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -106,7 +113,7 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     shale_meta::server::serve(config, listener, std::future::pending()).await
 }
 
-struct Proc {
+pub(crate) struct Proc {
     id: u64,
     addr: String,
     data: PathBuf,
@@ -150,7 +157,7 @@ impl Proc {
     }
 }
 
-fn channel(addr: &str) -> Result<Channel, BoxError> {
+pub(crate) fn channel(addr: &str) -> Result<Channel, BoxError> {
     let t = TRANSPORT.get().cloned().unwrap_or_default();
     Ok(t.channel(addr, |e| {
         e.connect_timeout(Duration::from_millis(300))
@@ -161,7 +168,7 @@ fn channel(addr: &str) -> Result<Channel, BoxError> {
 
 /// A client that follows leader hints and retries (bounded) through elections.
 #[derive(Clone)]
-struct Client {
+pub(crate) struct Client {
     addrs: Arc<Vec<String>>,
     leader: Arc<std::sync::Mutex<String>>,
     channels: Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
@@ -259,7 +266,7 @@ impl Client {
     }
 }
 
-async fn parallel<F, Fut>(clients: u64, f: F) -> Result<Duration, BoxError>
+pub(crate) async fn parallel<F, Fut>(clients: u64, f: F) -> Result<Duration, BoxError>
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
@@ -704,11 +711,43 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         procs[li] = Proc::start(id, &addr, &data)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let big = if a.load_files > 0 {
+        Some(
+            scale::run(
+                a.load_files,
+                a.clients,
+                a.creates_per_client,
+                &client,
+                &pool,
+                &mut procs,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let trials: Vec<f64> = failovers.iter().map(|m| r1(*m)).collect();
     failovers.sort_by(f64::total_cmp);
     let p50 = failovers.get(failovers.len() / 2).copied().unwrap_or(0.0);
     let max = failovers.last().copied().unwrap_or(0.0);
-    print_json(vec![
+    let mut scale_fields = Vec::new();
+    if let Some(b) = &big {
+        scale_fields = vec![
+            ("load_files", json!(b.files)),
+            ("load_files_per_s", json!(r1(b.load_per_s))),
+            ("elections_during_load", json!(b.elections)),
+            ("create_ms_p99_during_load", json!(r1(b.create_ms_p99))),
+            ("create_ms_max_during_load", json!(r1(b.create_ms_max))),
+            ("creates_per_s_64_at_load", json!(r1(b.creates_per_s_64))),
+            ("snapshot_build_s_at_load", json!(b.snapshot_build_s)),
+            ("snapshot_frozen_ms_at_load", json!(b.snapshot_frozen_ms)),
+            (
+                "restart_to_serving_s_at_load",
+                json!(r1(b.restart_to_serving_s)),
+            ),
+        ];
+    }
+    let mut fields = vec![
         ("bench", json!("meta")),
         ("tls", json!(tls)),
         ("status_rtt_us_p50", json!(rtt_p50)),
@@ -738,6 +777,8 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             "create_with_quota_us",
             json!(r1(space.create_with_quota_us)),
         ),
-    ]);
+    ];
+    fields.extend(scale_fields);
+    print_json(fields);
     Ok(())
 }

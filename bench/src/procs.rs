@@ -23,13 +23,19 @@ impl Drop for Kid {
 }
 
 /// Re-executes this binary with `args`; the child's first stdout line must be
-/// `listening on ADDR`. Returns the child and ADDR; keeps draining the child's stdout.
+/// `listening on ADDR`. Returns the child and ADDR; keeps draining the child's stdout. Its
+/// stderr is dropped unless `SHALE_BENCH_STDERR` is set.
 pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<(Kid, String), BoxError> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // `SHALE_BENCH_STDERR=1` shows the servers' logs (for looking into a slow run).
+        .stderr(if std::env::var_os("SHALE_BENCH_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()?;
     let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
     let mut line = String::new();

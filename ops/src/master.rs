@@ -33,8 +33,9 @@ pub struct Args {
     /// Default replication of new files.
     #[arg(long, default_value_t = 3)]
     pub replication: u8,
-    /// Snapshot and compact the log every this many entries (member N waits N mod 3 thirds
-    /// of it more, and builds take at most a quarter of the time).
+    /// Snapshot the state and compact the log after this many changes (commands: a batched
+    /// entry counts each of its commands; member N waits N mod 3 thirds of it more, and
+    /// builds take at most a quarter of the time).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
     /// Raft election timeout (the lower bound; the upper is twice it), ms.

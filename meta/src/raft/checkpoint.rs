@@ -6,7 +6,8 @@
 //! snapshot's index. (Before this, encoding ran under the read lock and every apply waited for
 //! it: from about 1.3 M files the group stalled long enough for elections.)
 //!
-//! When to build is decided here too ([`due`]): after `every` entries, staggered by member
+//! When to build is decided here too ([`due`]): after `every` changes (commands: an entry may
+//! carry hundreds, a `Batch` a thousand, so entries would be a poor count), staggered by member
 //! (member `id` waits `every × (id mod 3) / 3` more, so the three members of a group do not
 //! build at the same index), and never more than a quarter of the time (a build that took
 //! `t` is followed by at least `3 t` without one), so on a large namespace the builder does
@@ -34,18 +35,12 @@ pub const BUILD_SECONDS: &str = "shale_master_snapshot_build_seconds";
 /// Histogram of seconds the state was frozen (read-locked) for a snapshot build.
 pub const FROZEN_SECONDS: &str = "shale_master_snapshot_frozen_seconds";
 
-/// Whether member `id` should build a snapshot now: `applied` entries applied, the last
-/// snapshot at `snapshot_index`, and the last build (if any) having ended `since_end` ago
-/// after taking `took`.
-pub fn due(
-    id: NodeId,
-    every: u64,
-    applied: u64,
-    snapshot_index: u64,
-    last: Option<(Duration, Duration)>,
-) -> bool {
+/// Whether member `id` should build a snapshot now: `changes` commands applied since the
+/// latest snapshot, and the last build (if any) having ended `since_end` ago after taking
+/// `took`.
+pub fn due(id: NodeId, every: u64, changes: u64, last: Option<(Duration, Duration)>) -> bool {
     let threshold = every.saturating_add(every * (id % 3) / 3);
-    if applied.saturating_sub(snapshot_index) < threshold.max(1) {
+    if changes < threshold.max(1) {
         return false;
     }
     last.is_none_or(|(since_end, took)| since_end >= took * 3)
@@ -178,13 +173,11 @@ pub async fn trigger(raft: super::MasterRaft, sm: super::store::SmStore, id: Nod
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (applied, snapshot_index, last) = {
+        let (changes, last) = {
             let g = sm.read();
-            let applied = g.last_applied.map_or(0, |l| l.index);
-            (applied, g.snapshot_index(), g.last_build())
+            (g.changes_since_snapshot(), g.last_build())
         };
-        if due(id, every, applied, snapshot_index, last) && raft.trigger().snapshot().await.is_err()
-        {
+        if due(id, every, changes, last) && raft.trigger().snapshot().await.is_err() {
             return;
         }
     }
@@ -197,21 +190,19 @@ mod tests {
 
     #[test]
     fn builds_after_enough_entries_staggered_by_member() {
-        assert!(!due(3, 300, 299, 0, None));
-        assert!(due(3, 300, 300, 0, None));
-        assert!(!due(1, 300, 399, 0, None));
-        assert!(due(1, 300, 400, 0, None));
-        assert!(!due(2, 300, 499, 0, None));
-        assert!(due(2, 300, 500, 0, None));
-        assert!(!due(3, 300, 1299, 1000, None));
-        assert!(due(3, 300, 1300, 1000, None));
+        assert!(!due(3, 300, 299, None));
+        assert!(due(3, 300, 300, None));
+        assert!(!due(1, 300, 399, None));
+        assert!(due(1, 300, 400, None));
+        assert!(!due(2, 300, 499, None));
+        assert!(due(2, 300, 500, None));
     }
 
     #[test]
     fn builds_at_most_a_quarter_of_the_time() {
         let s = Duration::from_secs;
-        assert!(!due(3, 10, 100, 0, Some((s(5), s(2)))));
-        assert!(due(3, 10, 100, 0, Some((s(6), s(2)))));
-        assert!(due(3, 10, 100, 0, Some((s(0), s(0)))));
+        assert!(!due(3, 10, 100, Some((s(5), s(2)))));
+        assert!(due(3, 10, 100, Some((s(6), s(2)))));
+        assert!(due(3, 10, 100, Some((s(0), s(0)))));
     }
 }

@@ -21,6 +21,37 @@ use tonic::transport::Channel;
 /// Largest Raft message accepted (snapshot chunks are 3 MiB; entries batches are bounded).
 pub const RAFT_MESSAGE_MAX_BYTES: usize = 64 << 20;
 
+/// Bytes of log entries one AppendEntries carries at most (at least one entry, whatever its
+/// size). openraft 0.9 bounds a payload only by count (300 entries) and times each
+/// AppendEntries out after the heartbeat interval: entries carrying `Batch`es of 1,000
+/// commands made 300-entry payloads of tens of MB that never arrived in time, so a restarted
+/// group stayed unable to commit for a minute (`shale-bench meta`, scale phase). A payload is
+/// cut to this size and openraft told so (`PartialSuccess`): the next one carries the rest.
+pub const APPEND_BYTES_MAX: usize = 1 << 20;
+
+/// Cuts `rpc`'s entries to the longest prefix within `max` encoded bytes (at least one
+/// entry); the last log id sent if it cut.
+pub fn limit_append(
+    rpc: &mut AppendEntriesRequest<TypeConfig>,
+    max: usize,
+) -> Option<super::types::LogId> {
+    let mut size = 0usize;
+    let mut keep = 0usize;
+    for e in &rpc.entries {
+        size =
+            size.saturating_add(postcard::experimental::serialized_size(e).unwrap_or(usize::MAX));
+        if keep > 0 && size > max {
+            break;
+        }
+        keep += 1;
+    }
+    if keep >= rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    rpc.entries.last().map(|e| e.log_id)
+}
+
 /// Highest Raft term accepted from a peer. Terms grow by one per election: 2⁴⁸ is millions
 /// of years of elections. openraft panics on a term it cannot increment (a forged 2⁶⁴−1
 /// killed every master for good), so no message above this reaches it.
@@ -148,10 +179,20 @@ impl Conn {
 impl RaftNetwork<TypeConfig> for Conn {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RaftKind::AppendEntries, &rpc, &option).await
+        // A follower commits only up to the entries it has from this leader (openraft caps
+        // the leader's commit index at them), so sending a prefix is safe.
+        let cut = limit_append(&mut rpc, APPEND_BYTES_MAX);
+        let reply: AppendEntriesResponse<NodeId> =
+            self.call(RaftKind::AppendEntries, &rpc, &option).await?;
+        Ok(match (reply, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (reply, _) => reply,
+        })
     }
 
     async fn install_snapshot(
@@ -290,5 +331,52 @@ impl RaftService for RaftServer {
                 req.kind
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::{LogId, Request};
+    use crate::sm::Command;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
+
+    fn req(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(Request {
+                    cmds: vec![Command::Mkdir {
+                        path: "x".repeat(*n),
+                        parents: false,
+                    }],
+                    time_ms: 1,
+                }),
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        }
+    }
+
+    #[test]
+    fn payloads_are_cut_by_bytes_but_carry_at_least_one_entry() {
+        let mut r = req(&[100, 100, 100]);
+        assert_eq!(limit_append(&mut r, 10_000), None);
+        assert_eq!(r.entries.len(), 3);
+        let mut r = req(&[400, 400, 400, 400]);
+        let last = limit_append(&mut r, 1000).map(|l| l.index);
+        assert_eq!(last, Some(2));
+        assert_eq!(r.entries.len(), 2);
+        let mut r = req(&[5000, 10]);
+        assert_eq!(limit_append(&mut r, 1000).map(|l| l.index), Some(1));
+        assert_eq!(r.entries.len(), 1);
+        let mut r = req(&[]);
+        assert_eq!(limit_append(&mut r, 1000), None);
     }
 }

@@ -33,8 +33,13 @@ pub struct Inner {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<NodeId, Node>,
     snapshot: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)>,
-    /// When the last snapshot build ended and how long it took (for [`super::checkpoint::due`]).
-    last_build: Option<(Instant, Duration)>,
+    /// When the last snapshot build ended, how long it took, and how long the state was
+    /// locked for it (for [`super::checkpoint::due`] and `Status`).
+    last_build: Option<(Instant, Duration, Duration)>,
+    /// Commands applied by this process (a `Batch` entry counts each of its commands), and
+    /// that count where the latest snapshot was taken: what [`super::checkpoint::due`] counts.
+    applied_cmds: u64,
+    snapshot_cmds: u64,
 }
 
 impl Inner {
@@ -46,9 +51,21 @@ impl Inner {
             .map_or(0, |l| l.index)
     }
 
+    /// Commands applied since the latest snapshot.
+    pub fn changes_since_snapshot(&self) -> u64 {
+        self.applied_cmds.saturating_sub(self.snapshot_cmds)
+    }
+
     /// How long ago the last snapshot build ended, and how long it took.
     pub fn last_build(&self) -> Option<(Duration, Duration)> {
-        self.last_build.map(|(end, took)| (end.elapsed(), took))
+        self.last_build.map(|(end, took, _)| (end.elapsed(), took))
+    }
+
+    /// The last build's time and frozen time, ms (0, 0: none since start).
+    pub fn last_build_ms(&self) -> (u64, u64) {
+        self.last_build.map_or((0, 0), |(_, took, frozen)| {
+            (took.as_millis() as u64, frozen.as_millis() as u64)
+        })
     }
 }
 
@@ -177,6 +194,8 @@ impl SmStore {
                 membership,
                 snapshot: snap,
                 last_build: None,
+                applied_cmds: 0,
+                snapshot_cmds: 0,
             })),
             dir: dir.to_path_buf(),
             persisted: Arc::new(std::sync::Mutex::new(on_disk)),
@@ -217,6 +236,7 @@ impl SmStore {
         let n = self.built.fetch_add(1, Ordering::Relaxed) + 1;
         let tmp = build_tmp(&self.dir);
         let g = self.read();
+        let cmds = g.applied_cmds;
         let meta = SnapshotMeta {
             last_log_id: g.last_applied,
             last_membership: g.membership.clone(),
@@ -245,11 +265,12 @@ impl SmStore {
             "built master snapshot"
         );
         let mut g = self.write();
-        g.last_build = Some((Instant::now(), took));
+        g.last_build = Some((Instant::now(), took, built.frozen));
         // Never replace a newer snapshot (one installed meanwhile) with this one.
         let current = g.snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
         if g.snapshot.is_none() || built.meta.last_log_id >= current {
             g.snapshot = Some((built.meta.clone(), built.data.clone()));
+            g.snapshot_cmds = cmds;
         }
         Ok((built.meta, built.data))
     }
@@ -294,6 +315,10 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let mut out = Vec::new();
         for e in entries {
             g.last_applied = Some(e.log_id);
+            g.applied_cmds += match &e.payload {
+                EntryPayload::Normal(req) => req.cmds.len().max(1) as u64,
+                _ => 1,
+            };
             match e.payload {
                 EntryPayload::Blank => out.push(Replies::default()),
                 EntryPayload::Normal(req) => {
@@ -335,6 +360,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         g.last_applied = meta.last_log_id;
         g.membership = meta.last_membership.clone();
         g.snapshot = Some((meta.clone(), data));
+        g.snapshot_cmds = g.applied_cmds;
         tracing::info!(last = ?meta.last_log_id, "installed master snapshot");
         Ok(())
     }
@@ -409,6 +435,7 @@ mod tests {
         let current = sm.get_current_snapshot().await.expect("get").expect("some");
         assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(199));
         assert_eq!(sm.read().snapshot_index(), 199);
+        assert_eq!(sm.read().changes_since_snapshot(), 1);
         assert!(sm.read().last_build().is_some());
         // Nothing is left of the build's temp file; a reopened store loads the snapshot.
         let names: Vec<String> = std::fs::read_dir(dir.path())

@@ -271,6 +271,7 @@ impl Svc {
             })
             .collect();
         let counts = g.state.counts();
+        let (snapshot_build_ms, snapshot_frozen_ms) = g.last_build_ms();
         StatusReply {
             id: m.id,
             role,
@@ -289,6 +290,9 @@ impl Svc {
             copying: m.copying.load(std::sync::atomic::Ordering::Relaxed),
             safe_mode: !m.safe.load(std::sync::atomic::Ordering::Relaxed),
             unreported,
+            snapshot_index: g.snapshot_index(),
+            snapshot_build_ms,
+            snapshot_frozen_ms,
         }
     }
 }

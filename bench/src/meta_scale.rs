@@ -1,0 +1,216 @@
+//! `shale-bench meta`, the scale phase: the namespace grown to `--load-files` empty files
+//! through `Batch` calls (8 loaders, 1,000 creates then 1,000 completes per pair of calls),
+//! while 8 clients create files one at a time beside them (their latencies are what a user
+//! feels while the namespace grows and snapshots are built) and the term is watched
+//! (elections); then the 64-client create rate at that size, each master's last snapshot
+//! build, and the time from `kill -9` of every master to a successful create after all three
+//! restart (snapshot load, log replay, election).
+use super::{parallel, BoxError, Client, Proc};
+use shale_proto::metapb::batch_item::Op;
+use shale_proto::metapb::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Scale {
+    pub files: u64,
+    pub load_per_s: f64,
+    pub elections: u64,
+    pub create_ms_p99: f64,
+    pub create_ms_max: f64,
+    pub creates_per_s_64: f64,
+    pub snapshot_build_s: f64,
+    pub snapshot_frozen_ms: f64,
+    pub restart_to_serving_s: f64,
+}
+
+const LOADERS: u64 = 8;
+const PER_CALL: u64 = 1000;
+
+async fn batch(c: &Client, items: Vec<BatchItem>) -> Result<BatchReply, BoxError> {
+    c.call(|mut s| {
+        let items = items.clone();
+        async move { s.batch(BatchRequest { items }).await }
+    })
+    .await
+}
+
+/// Creates and completes files `from..to` of loader `k` under `/big`.
+async fn load(c: Client, k: u64, from: u64, to: u64) -> Result<(), BoxError> {
+    let mut i = from;
+    while i < to {
+        let n = PER_CALL.min(to - i);
+        let creates = (i..i + n)
+            .map(|j| BatchItem {
+                op: Some(Op::Create(CreateRequest {
+                    path: format!("/big/d{}/l{k}-{j}", j % 1000),
+                    client_id: 1,
+                    lease_ms: 600_000,
+                    ..CreateRequest::default()
+                })),
+            })
+            .collect();
+        let created = batch(&c, creates).await?;
+        let completes = created
+            .results
+            .iter()
+            .filter(|r| r.code == 0)
+            .map(|r| BatchItem {
+                op: Some(Op::Complete(CompleteRequest {
+                    file: r.inode,
+                    client_id: 1,
+                    length: 0,
+                    ..CompleteRequest::default()
+                })),
+            })
+            .collect();
+        let done = batch(&c, completes).await?;
+        if let Some(bad) = created
+            .results
+            .iter()
+            .chain(&done.results)
+            .find(|r| r.code != 0)
+        {
+            return Err(format!("load: {}", bad.message).into());
+        }
+        i += n;
+    }
+    Ok(())
+}
+
+async fn status(addr: &str) -> Result<StatusReply, BoxError> {
+    let mut c = MasterServiceClient::new(super::channel(addr)?);
+    Ok(c.status(Empty {}).await?.into_inner())
+}
+
+use shale_proto::metapb::master_service_client::MasterServiceClient;
+
+pub async fn run(
+    files: u64,
+    clients: u64,
+    per_client: u64,
+    client: &Client,
+    pool: &[Client],
+    procs: &mut [Proc],
+) -> Result<Scale, BoxError> {
+    let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
+    let term_before = status(&addrs[0]).await?.term;
+    let mkdirs: Vec<BatchItem> = (0..1000)
+        .map(|d| BatchItem {
+            op: Some(Op::Mkdir(MkdirRequest {
+                path: format!("/big/d{d}"),
+                parents: true,
+                ..MkdirRequest::default()
+            })),
+        })
+        .collect();
+    batch(client, mkdirs).await?;
+    // One-at-a-time creates beside the load: what a user feels meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let lat = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let watchers: Vec<_> = (0..8u64)
+        .map(|k| {
+            let (c, stop, lat) = (
+                pool[k as usize % pool.len()].clone(),
+                stop.clone(),
+                lat.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if c.touch(format!("/big/w{k}-{i}")).await.is_ok() {
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        lat.lock().map(|mut l| l.push(ms)).ok();
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let per = files / LOADERS;
+    let loaded = Arc::new(AtomicU64::new(0));
+    let took = parallel(LOADERS, |k| {
+        let (c, loaded) = (pool[k as usize % pool.len()].clone(), loaded.clone());
+        async move {
+            load(c, k, k * per, (k + 1) * per).await?;
+            loaded.fetch_add(per, Ordering::Relaxed);
+            Ok(())
+        }
+    })
+    .await?;
+    let _ = t;
+    stop.store(true, Ordering::Relaxed);
+    for w in watchers {
+        let _ = w.await;
+    }
+    let loaded = loaded.load(Ordering::Relaxed);
+    let load_per_s = loaded as f64 / took.as_secs_f64();
+    let mut l = lat.lock().map_err(|_| "poisoned")?.clone();
+    l.sort_by(f64::total_cmp);
+    let create_ms_p99 = l.get(l.len() * 99 / 100).copied().unwrap_or(0.0);
+    let create_ms_max = l.last().copied().unwrap_or(0.0);
+    let mut term_after = term_before;
+    let (mut build_ms, mut frozen_ms) = (0u64, 0u64);
+    for a in &addrs {
+        let s = status(a).await?;
+        term_after = term_after.max(s.term);
+        build_ms = build_ms.max(s.snapshot_build_ms);
+        frozen_ms = frozen_ms.max(s.snapshot_frozen_ms);
+    }
+    println!(
+        "scale: {loaded} files loaded at {load_per_s:.0}/s; one-at-a-time creates meanwhile: \
+         p99 {create_ms_p99:.1} ms, max {create_ms_max:.1} ms ({} of them); elections: {}; \
+         last snapshot build {build_ms} ms (state locked {frozen_ms} ms)",
+        l.len(),
+        term_after - term_before
+    );
+    // The 64-client create rate at this size.
+    let took = parallel(clients, |k| {
+        let c = pool[(k % pool.len() as u64) as usize].clone();
+        async move {
+            for i in 0..per_client {
+                c.touch(format!("/big/c{k}-{i}")).await?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let creates_per_s_64 = (clients * per_client) as f64 / took.as_secs_f64();
+    println!("create+complete, {clients} clients, at {loaded} files: {creates_per_s_64:.0}/s");
+    // Every master killed and restarted: time to the first successful create.
+    for p in procs.iter_mut() {
+        p.kill9();
+    }
+    let killed = Instant::now();
+    for p in procs.iter_mut() {
+        let (id, addr, data) = (p.id, p.addr.clone(), p.data.clone());
+        *p = Proc::start(id, &addr, &data)?;
+    }
+    let fresh = Client::new(addrs.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if fresh.touch("/big/after-restart".into()).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("masters did not serve within 300 s of a restart".into());
+        }
+    }
+    let restart_to_serving_s = killed.elapsed().as_secs_f64();
+    println!(
+        "restart of every master at {loaded} files: serving after {restart_to_serving_s:.1} s"
+    );
+    Ok(Scale {
+        files: loaded,
+        load_per_s,
+        elections: term_after - term_before,
+        create_ms_p99,
+        create_ms_max,
+        creates_per_s_64,
+        snapshot_build_s: build_ms as f64 / 1000.0,
+        snapshot_frozen_ms: frozen_ms as f64,
+        restart_to_serving_s,
+    })
+}
