@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value_t = 600)]
     stats_per_client: u64,
     /// Failover trials.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 20)]
     failovers: u32,
     /// Chunks in the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]

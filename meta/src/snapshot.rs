@@ -67,7 +67,19 @@ pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
     Ok(out)
 }
 
+/// Decodes a snapshot and checks every invariant of the state (`MetaState::validate`, O(N)
+/// and about 60 % of the load time): for snapshots from elsewhere (a leader's
+/// `InstallSnapshot`) and for a master started with `--verify-state`.
 pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
+    let state = decode_trusted(b)?;
+    state.validate().map_err(SnapshotError::Body)?;
+    Ok(state)
+}
+
+/// Decodes a snapshot this master wrote itself (crc-checked, structure decoded, counts
+/// derived) without the full invariant check: what a restart loads. The state was valid when
+/// it was written (debug builds check after every apply; the model tests after every step).
+pub fn decode_trusted(b: &[u8]) -> Result<MetaState, SnapshotError> {
     if b.len() < HEADER_BYTES {
         return Err(SnapshotError::Short);
     }
@@ -127,6 +139,8 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
             rest.len()
         )));
     }
-    state.validate().map_err(SnapshotError::Body)?;
+    if !state.root_is_dir() {
+        return Err(SnapshotError::Body("the root is not a directory".into()));
+    }
     Ok(state)
 }

@@ -35,7 +35,7 @@ pub struct Args {
     pub replication: u8,
     /// Snapshot the state and compact the log after this many changes (commands: a batched
     /// entry counts each of its commands; member N waits N mod 3 thirds of it more, and
-    /// builds take at most a quarter of the time).
+    /// builds take at most a tenth of the time).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
     /// Raft election timeout (the lower bound; the upper is twice it), ms.
@@ -70,6 +70,10 @@ pub struct Args {
     /// (default one day).
     #[arg(long, default_value_t = 86_400_000)]
     pub trash_retention_ms: u64,
+    /// Check every invariant of the state snapshot loaded at start (O(files); by default only
+    /// its checksum and structure are checked, which is what makes restarts fast).
+    #[arg(long)]
+    pub verify_state: bool,
     /// TEST ONLY: serve reads without confirming leadership (a planted bug the torture harness
     /// must catch).
     #[arg(long, hide = true)]
@@ -288,6 +292,7 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     config.forget_after = std::time::Duration::from_millis(a.forget_silent_ms.max(1000));
     config.test_unsafe_reads = a.test_unsafe_reads;
     config.trash_retention = std::time::Duration::from_millis(a.trash_retention_ms);
+    config.verify_state = a.verify_state;
     config.transport = transport.clone();
     if let Some(ms) = a.test_token_lifetime_ms {
         config.token_lifetime = std::time::Duration::from_millis(ms).min(config.token_lifetime);

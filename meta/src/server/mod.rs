@@ -78,6 +78,9 @@ pub struct MasterConfig {
     pub token_lifetime: Duration,
     /// How long deleted trees stay in the trash (as leader, this master removes older ones).
     pub trash_retention: Duration,
+    /// Check every invariant of the state snapshot loaded at start (O(N); off: checksum and
+    /// structure only).
+    pub verify_state: bool,
 }
 
 impl MasterConfig {
@@ -103,6 +106,7 @@ impl MasterConfig {
             transport: shale_security::Transport::plaintext(),
             token_lifetime: tokens::TOKEN_LIFETIME,
             trash_retention: Duration::from_secs(86_400),
+            verify_state: false,
         }
     }
 }
@@ -403,6 +407,7 @@ pub async fn serve(
         &config.data_dir.join("state"),
         config.chunk_size_bytes,
         config.replication,
+        config.verify_state,
     )?;
     let recorded = membership_addresses(&mut log_store.clone(), &mut sm.clone()).await?;
     // A master that moved must not lead or campaign until the group knows its new address: it
@@ -424,6 +429,7 @@ pub async fn serve(
         Network {
             transport: config.transport.clone(),
             clock: peers.clone(),
+            channels: Default::default(),
         },
         log_store,
         sm.clone(),

@@ -220,17 +220,15 @@ impl MetaState {
     /// Every chunk of every complete file: (chunk, version, replication target). Chunks of files
     /// under construction are left to their writer.
     pub fn complete_chunks(&self) -> Vec<(ChunkId, ChunkVersion, u8)> {
+        // O(chunks), from the chunk map (each chunk names its file): files without chunks,
+        // and directories, cost nothing (this used to walk every inode, every second).
         let mut out = Vec::with_capacity(self.chunks.len());
-        for (id, inode) in &self.inodes {
-            if self.pending.contains_key(id) {
+        for (c, m) in &self.chunks {
+            if self.pending.contains_key(&m.file) {
                 continue;
             }
-            if let InodeKind::File(f) = &inode.kind {
-                for c in &f.chunks {
-                    if let Some(m) = self.chunks.get(c) {
-                        out.push((*c, m.version, f.replication));
-                    }
-                }
+            if let Some(InodeKind::File(f)) = self.inodes.get(&m.file).map(|i| &i.kind) {
+                out.push((*c, m.version, f.replication));
             }
         }
         out
@@ -280,6 +278,14 @@ impl MetaState {
 
     pub fn default_replication(&self) -> u8 {
         self.replication
+    }
+
+    /// Whether `/` exists and is a directory (the one structural fact every walk relies on).
+    pub fn root_is_dir(&self) -> bool {
+        matches!(
+            self.inodes.get(&super::ROOT).map(|i| &i.kind),
+            Some(InodeKind::Dir(_))
+        )
     }
 
     pub fn counts(&self) -> Counts {
