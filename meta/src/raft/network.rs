@@ -91,6 +91,14 @@ impl PeerClock {
 #[derive(Clone, Default)]
 pub struct Channels(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>);
 
+/// Whether a call failed below gRPC (connecting, TLS, a reset connection), not in the peer.
+fn is_transport(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unknown
+        && (s.message() == "transport error"
+            || std::error::Error::source(s)
+                .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()))
+}
+
 /// Addresses kept at most (beyond that, the cache starts over).
 const CHANNELS_MAX: usize = 64;
 
@@ -184,8 +192,18 @@ impl Conn {
                 self.clock.heard(self.target);
                 r.into_inner()
             }
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            Err(s) if s.code() == tonic::Code::Unavailable || is_transport(&s) => {
+                // The connection is broken (the peer restarted, or was not up yet): the next
+                // call opens a new one. A tonic channel whose connection failed kept failing
+                // with "transport error" for a minute after every master restarted (seen in
+                // `shale-bench meta`'s restart); a timeout keeps the connection (reconnecting
+                // a slow peer only adds handshakes).
                 self.client = None;
+                self.channels
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.addr);
                 return Err(RPCError::Unreachable(Unreachable::new(&WireErr(
                     s.to_string(),
                 ))));

@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Commands applied between two yields to the async runtime.
+const APPLY_YIELD_EVERY: u64 = 2000;
+
 const FILE_MAGIC: &[u8; 8] = b"SHALESMF";
 const FILE_VERSION: u16 = 1;
 
@@ -329,29 +332,43 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut g = self.write();
+        // One entry at a time under the write lock, yielding to the runtime every few
+        // thousand commands: a restarted master replaying hundreds of 1,000-command entries
+        // used to hold the lock for seconds, and every task that reads the state (on the same
+        // two runtime workers as the Raft RPCs) blocked behind it; AppendEntries timed out and
+        // the group went through a dozen elections before it served again.
         let mut out = Vec::new();
+        let mut since_yield = 0u64;
         for e in entries {
-            g.last_applied = Some(e.log_id);
-            g.applied_cmds += match &e.payload {
+            let n = match &e.payload {
                 EntryPayload::Normal(req) => req.cmds.len().max(1) as u64,
                 _ => 1,
             };
-            match e.payload {
-                EntryPayload::Blank => out.push(Replies::default()),
-                EntryPayload::Normal(req) => {
-                    let state = &mut g.state;
-                    let r: Vec<Reply> = req
-                        .cmds
-                        .iter()
-                        .map(|c| state.apply(c, req.time_ms))
-                        .collect();
-                    out.push(Replies(r));
+            {
+                let mut g = self.write();
+                g.last_applied = Some(e.log_id);
+                g.applied_cmds += n;
+                match e.payload {
+                    EntryPayload::Blank => out.push(Replies::default()),
+                    EntryPayload::Normal(req) => {
+                        let state = &mut g.state;
+                        let r: Vec<Reply> = req
+                            .cmds
+                            .iter()
+                            .map(|c| state.apply(c, req.time_ms))
+                            .collect();
+                        out.push(Replies(r));
+                    }
+                    EntryPayload::Membership(m) => {
+                        g.membership = StoredMembership::new(Some(e.log_id), m);
+                        out.push(Replies::default());
+                    }
                 }
-                EntryPayload::Membership(m) => {
-                    g.membership = StoredMembership::new(Some(e.log_id), m);
-                    out.push(Replies::default());
-                }
+            }
+            since_yield += n;
+            if since_yield >= APPLY_YIELD_EVERY {
+                since_yield = 0;
+                tokio::task::yield_now().await;
             }
         }
         Ok(out)

@@ -62,13 +62,19 @@ fn result_of(reply: Reply) -> BatchResult {
 impl Svc {
     /// An item's command (wrapped for its caller and request id), or why it is refused
     /// before it reaches the log.
-    async fn item_command(&self, who: &crate::sm::Who, op: Option<Op>) -> Result<Command, Status> {
+    async fn item_command(
+        &self,
+        who: &crate::sm::Who,
+        op: Option<Op>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Command, Status> {
         let (rid, cmd) = match op {
             None => return Err(Status::invalid_argument("batch item without an operation")),
             Some(Op::Mkdir(r)) => (r.request_id, Self::mkdir_cmd(&r)?),
             Some(Op::Create(r)) => (r.request_id, Self::create_cmd(&r)?),
             Some(Op::Complete(r)) => {
-                self.durable_length_now(InodeId(r.file), r.length).await?;
+                self.durable_length_by(InodeId(r.file), r.length, deadline)
+                    .await?;
                 (r.request_id, Self::complete_cmd(&r))
             }
             Some(Op::Abandon(r)) => (r.request_id, Self::abandon_cmd(&r)),
@@ -99,10 +105,12 @@ impl Svc {
             }
             self.0.read_ready(false).await?;
         }
+        // One wait for the replicas' reports, shared by every complete of the batch.
+        let deadline = tokio::time::Instant::now() + super::service::COMPLETE_REPORT_WAIT;
         let mut results = vec![BatchResult::default(); items.len()];
         let (mut cmds, mut slots) = (Vec::new(), Vec::new());
         for (i, item) in items.into_iter().enumerate() {
-            match self.item_command(&who, item.op).await {
+            match self.item_command(&who, item.op, deadline).await {
                 Ok(cmd) => {
                     cmds.push(cmd);
                     slots.push(i);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// How long `Complete` waits for the replicas' reports of the file's last chunks.
-const COMPLETE_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(super) const COMPLETE_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The bytes a file's chunks hold durably (from the replicas' reports), or why that is not
 /// known or not a valid file: a chunk sealed nowhere, or a chunk other than the last one
@@ -1053,17 +1053,18 @@ impl Svc {
         // judged a file by a stale chunk list (seen under the torture harness: "Complete says
         // 2156603 bytes but its chunks hold 1048576" right after a failover).
         self.0.read_ready(false).await?;
-        self.durable_length_now(file, length).await
+        let deadline = tokio::time::Instant::now() + COMPLETE_REPORT_WAIT;
+        self.durable_length_by(file, length, deadline).await
     }
 
-    /// [`Self::check_durable_length`] after the leader's read barrier: waits (bounded) for the
-    /// replicas' reports of the file's chunks.
-    pub(super) async fn durable_length_now(
+    /// [`Self::check_durable_length`] after the leader's read barrier: waits until `deadline`
+    /// at most for the replicas' reports of the file's chunks.
+    pub(super) async fn durable_length_by(
         &self,
         file: InodeId,
         length: u64,
+        deadline: tokio::time::Instant,
     ) -> Result<(), Status> {
-        let deadline = tokio::time::Instant::now() + COMPLETE_REPORT_WAIT;
         loop {
             let notified = self.0.reports.notified();
             let Some((chunk_size, chunks)) = self.0.sm.read().state.pending_chunks(file) else {

@@ -17,6 +17,7 @@ use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::{BTreeMap, HashMap};
 
 mod files;
+pub mod idmap;
 pub mod namespace;
 pub mod perms;
 mod queries;
@@ -37,6 +38,7 @@ pub use sessions::RequestId;
 use sessions::{Seen, Sessions};
 use trash::TrashItem;
 
+use idmap::IdMap;
 pub use types::*;
 
 pub const ROOT: InodeId = InodeId(1);
@@ -58,9 +60,9 @@ pub struct MetaState {
     pub(crate) next_server: u64,
     pub(crate) chunk_size_log2: u8,
     pub(crate) replication: u8,
-    pub(crate) inodes: HashMap<InodeId, Inode>,
-    pub(crate) chunks: HashMap<ChunkId, ChunkMeta>,
-    pub(crate) pending: HashMap<InodeId, Pending>,
+    pub(crate) inodes: IdMap<InodeId, Inode>,
+    pub(crate) chunks: IdMap<ChunkId, ChunkMeta>,
+    pub(crate) pending: IdMap<InodeId, Pending>,
     pub(crate) pending_names: HashMap<(InodeId, Box<str>), InodeId>,
     pub(crate) garbage: BTreeMap<ChunkId, ChunkVersion>,
     pub(crate) servers: BTreeMap<NodeId, ServerInfo>,
@@ -111,7 +113,7 @@ fn check_replication(r: u8) -> Res<u8> {
 impl MetaState {
     /// An empty namespace (just `/`) with cluster defaults.
     pub fn new(chunk_size_bytes: u64, replication: u8) -> Result<Self, MetaError> {
-        let mut inodes = HashMap::new();
+        let mut inodes = IdMap::default();
         inodes.insert(
             ROOT,
             Inode {
@@ -130,8 +132,8 @@ impl MetaState {
             chunk_size_log2: check_chunk_size(chunk_size_bytes)?,
             replication: check_replication(replication)?,
             inodes,
-            chunks: HashMap::new(),
-            pending: HashMap::new(),
+            chunks: IdMap::default(),
+            pending: IdMap::default(),
             pending_names: HashMap::new(),
             garbage: BTreeMap::new(),
             servers: BTreeMap::new(),

@@ -582,7 +582,7 @@ impl MetaState {
 
 /// Every inode's attributes, serialized as a sequence of (inode, attributes) without
 /// collecting them first.
-struct AllAttrs<'a>(&'a HashMap<InodeId, Inode>);
+struct AllAttrs<'a>(&'a super::idmap::IdMap<InodeId, Inode>);
 
 impl Serialize for AllAttrs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
