@@ -135,10 +135,21 @@ async fn deposed_leader_scenario(unsafe_reads: bool) -> shale_torture::linear::V
 async fn a_planted_stale_read_is_caught() {
     let _serial = SERIAL.lock().await;
     use shale_torture::linear::Verdict;
-    let planted = deposed_leader_scenario(true).await;
+    // B reads the deposed leader's stale bytes only if its call there is answered within the
+    // client's 300 ms patience; on a loaded machine it may ask the others who leads first and
+    // read from the new leader (correct, but then the bug was not exercised): up to 3 tries
+    // for the planted bug to show (seen once in CI after the long torture run).
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        let planted = deposed_leader_scenario(true).await;
+        if matches!(planted, Verdict::Violation { .. }) {
+            break;
+        }
+        missed.push(planted);
+    }
     assert!(
-        matches!(planted, Verdict::Violation { .. }),
-        "the checker missed reads served by a deposed leader: {planted:?}"
+        missed.len() < 3,
+        "the checker missed reads served by a deposed leader: {missed:?}"
     );
     let control = deposed_leader_scenario(false).await;
     assert_eq!(control, Verdict::Linearizable);
