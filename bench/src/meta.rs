@@ -162,6 +162,8 @@ pub(crate) fn channel(addr: &str) -> Result<Channel, BoxError> {
     Ok(t.channel(addr, |e| {
         e.connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
     })?)
 }
@@ -214,6 +216,13 @@ impl Client {
                                 | tonic::Code::DeadlineExceeded
                         ) =>
                 {
+                    if s.code() != tonic::Code::Unavailable {
+                        // Not an answer from a master: start over with a new connection.
+                        self.channels
+                            .lock()
+                            .map_err(|_| "poisoned")?
+                            .remove(&target);
+                    }
                     let hint = s
                         .metadata()
                         .get("shale-leader")

@@ -27,7 +27,7 @@ pub const RAFT_MESSAGE_MAX_BYTES: usize = 64 << 20;
 /// commands made 300-entry payloads of tens of MB that never arrived in time, so a restarted
 /// group stayed unable to commit for a minute (`shale-bench meta`, scale phase). A payload is
 /// cut to this size and openraft told so (`PartialSuccess`): the next one carries the rest.
-pub const APPEND_BYTES_MAX: usize = 1 << 20;
+pub const APPEND_BYTES_MAX: usize = 128 << 10;
 
 /// Cuts `rpc`'s entries to the longest prefix within `max` encoded bytes (at least one
 /// entry); the last log id sent if it cut.
@@ -149,7 +149,12 @@ impl Conn {
                 let c = self
                     .transport
                     .channel(&self.addr, |ep| {
+                        // Keepalives tear down a connection that stopped answering (a
+                        // peer paused, or accepted but not serving yet while it loads its
+                        // snapshot); the shared channel then reconnects.
                         ep.connect_timeout(std::time::Duration::from_millis(500))
+                            .http2_keep_alive_interval(std::time::Duration::from_secs(1))
+                            .keep_alive_timeout(std::time::Duration::from_secs(2))
                             .tcp_nodelay(true)
                     })
                     .map_err(|e| Unreachable::new(&WireErr(e)))?;
