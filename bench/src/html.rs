@@ -61,13 +61,18 @@ const W: f64 = 300.0;
 const H: f64 = 150.0;
 const PAD: f64 = 28.0;
 
-/// Bars, one per run, and the median as a dashed line.
-pub fn bars(title: &str, values: &[f64]) -> String {
-    let max = values
+/// The top of a chart's value axis: the largest value (never 0, so it can divide).
+fn axis_max(values: &[f64]) -> f64 {
+    values
         .iter()
         .copied()
         .fold(0.0f64, f64::max)
-        .max(f64::MIN_POSITIVE);
+        .max(f64::MIN_POSITIVE)
+}
+
+/// Bars, one per run, and the median as a dashed line.
+pub fn bars(title: &str, values: &[f64]) -> String {
+    let max = axis_max(values);
     let (w, h) = (W - 2.0 * PAD, H - 2.0 * PAD);
     let bw = w / values.len().max(1) as f64;
     let y = |v: f64| PAD + h - (v.max(0.0) / max) * h;
@@ -114,11 +119,7 @@ pub fn bars(title: &str, values: &[f64]) -> String {
 
 /// A line over the items of a series (e.g. failover trials).
 pub fn line(title: &str, values: &[f64]) -> String {
-    let max = values
-        .iter()
-        .copied()
-        .fold(0.0f64, f64::max)
-        .max(f64::MIN_POSITIVE);
+    let max = axis_max(values);
     let (w, h) = (W - 2.0 * PAD, H - 2.0 * PAD);
     let step = w / (values.len().max(2) - 1) as f64;
     let pts: Vec<String> = values

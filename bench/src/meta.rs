@@ -288,6 +288,28 @@ where
     Ok(t.elapsed())
 }
 
+/// Creates/s of `clients` tasks (over the `pool`'s connections) creating `per` files each
+/// in `dir`.
+pub(crate) async fn creates_parallel(
+    pool: &[Client],
+    clients: u64,
+    per: u64,
+    dir: &str,
+) -> Result<f64, BoxError> {
+    let took = parallel(clients, |k| {
+        let c = pool[(k % pool.len() as u64) as usize].clone();
+        let dir = dir.to_string();
+        async move {
+            for i in 0..per {
+                c.touch(format!("{dir}/c{k}-{i}")).await?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    Ok((clients * per) as f64 / took.as_secs_f64())
+}
+
 async fn wait_leader(client: &Client) -> Result<(), BoxError> {
     client
         .call(|mut c| async move {
@@ -616,18 +638,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
 
     // 64 clients, 8 connections.
     let pool: Vec<Client> = (0..8).map(|_| Client::new(addrs.clone())).collect();
-    let per = a.creates_per_client;
-    let took = parallel(a.clients, |k| {
-        let c = pool[(k % 8) as usize].clone();
-        async move {
-            for i in 0..per {
-                c.touch(format!("/b/c{k}-{i}")).await?;
-            }
-            Ok(())
-        }
-    })
-    .await?;
-    let creates_64 = (a.clients * per) as f64 / took.as_secs_f64();
+    let creates_64 = creates_parallel(&pool, a.clients, a.creates_per_client, "/b").await?;
     println!("create+complete, {} clients: {creates_64:.0}/s", a.clients);
 
     // Stats, linearizable.

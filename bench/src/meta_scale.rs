@@ -5,10 +5,11 @@
 //! (elections); then the 64-client create rate at that size, each master's last snapshot
 //! build, and the time from `kill -9` of every master to a successful create after all three
 //! restart (snapshot load, log replay, election).
-use super::{parallel, BoxError, Client, Proc};
+use super::{creates_parallel, parallel, BoxError, Client, Proc};
 use shale_proto::metapb::batch_item::Op;
+use shale_proto::metapb::master_service_client::MasterServiceClient;
 use shale_proto::metapb::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,8 +84,6 @@ async fn status(addr: &str) -> Result<StatusReply, BoxError> {
     Ok(c.status(Empty {}).await?.into_inner())
 }
 
-use shale_proto::metapb::master_service_client::MasterServiceClient;
-
 pub async fn run(
     files: u64,
     clients: u64,
@@ -128,24 +127,17 @@ pub async fn run(
             })
         })
         .collect();
-    let t = Instant::now();
     let per = files / LOADERS;
-    let loaded = Arc::new(AtomicU64::new(0));
     let took = parallel(LOADERS, |k| {
-        let (c, loaded) = (pool[k as usize % pool.len()].clone(), loaded.clone());
-        async move {
-            load(c, k, k * per, (k + 1) * per).await?;
-            loaded.fetch_add(per, Ordering::Relaxed);
-            Ok(())
-        }
+        let c = pool[k as usize % pool.len()].clone();
+        load(c, k, k * per, (k + 1) * per)
     })
     .await?;
-    let _ = t;
     stop.store(true, Ordering::Relaxed);
     for w in watchers {
         let _ = w.await;
     }
-    let loaded = loaded.load(Ordering::Relaxed);
+    let loaded = per * LOADERS;
     let load_per_s = loaded as f64 / took.as_secs_f64();
     let mut l = lat.lock().map_err(|_| "poisoned")?.clone();
     l.sort_by(f64::total_cmp);
@@ -167,17 +159,7 @@ pub async fn run(
         term_after - term_before
     );
     // The 64-client create rate at this size.
-    let took = parallel(clients, |k| {
-        let c = pool[(k % pool.len() as u64) as usize].clone();
-        async move {
-            for i in 0..per_client {
-                c.touch(format!("/big/c{k}-{i}")).await?;
-            }
-            Ok(())
-        }
-    })
-    .await?;
-    let creates_per_s_64 = (clients * per_client) as f64 / took.as_secs_f64();
+    let creates_per_s_64 = creates_parallel(pool, clients, per_client, "/big").await?;
     println!("create+complete, {clients} clients, at {loaded} files: {creates_per_s_64:.0}/s");
     // Every master killed and restarted: time to the first successful create.
     for p in procs.iter_mut() {

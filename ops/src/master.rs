@@ -87,6 +87,18 @@ pub struct Args {
 /// A follower at most this many entries behind the leader counts as caught up.
 pub const READY_LAG_MAX: u64 = 1000;
 
+/// A lazily connected channel to a master's gRPC port, for the status port's calls (short
+/// timeouts: a page or probe must not hang).
+fn status_channel(
+    transport: &shale_security::Transport,
+    addr: &str,
+) -> Result<tonic::transport::Channel, String> {
+    transport.channel(addr, |e| {
+        e.connect_timeout(std::time::Duration::from_secs(1))
+            .timeout(std::time::Duration::from_secs(2))
+    })
+}
+
 /// `/readyz` of a master: ready when it is in a group that has a leader (a confirmed one, if
 /// it is the leader) and, as a follower, has applied to within [`READY_LAG_MAX`] entries of
 /// the leader. Asked over its own gRPC port (and the leader's), like the status page.
@@ -94,14 +106,7 @@ fn ready(grpc: String, transport: &shale_security::Transport) -> crate::http::Re
     use shale_proto::metapb::{master_service_client::MasterServiceClient, Empty};
     let dial = {
         let transport = transport.clone();
-        move |addr: &str| {
-            transport
-                .channel(addr, |e| {
-                    e.connect_timeout(std::time::Duration::from_secs(1))
-                        .timeout(std::time::Duration::from_secs(2))
-                })
-                .map(MasterServiceClient::new)
-        }
+        move |addr: &str| status_channel(&transport, addr).map(MasterServiceClient::new)
     };
     let own = dial(&grpc).ok();
     std::sync::Arc::new(move || {
@@ -145,12 +150,7 @@ fn ready(grpc: String, transport: &shale_security::Transport) -> crate::http::Re
 
 /// `/api/status`: this master's `Status`, as `shale status --json` prints it.
 fn api(grpc: String, transport: &shale_security::Transport) -> crate::http::Api {
-    let channel = transport
-        .channel(&grpc, |e| {
-            e.connect_timeout(std::time::Duration::from_secs(1))
-                .timeout(std::time::Duration::from_secs(2))
-        })
-        .ok();
+    let channel = status_channel(transport, &grpc).ok();
     std::sync::Arc::new(move || {
         let channel = channel.clone();
         Box::pin(async move {
@@ -169,12 +169,7 @@ fn api(grpc: String, transport: &shale_security::Transport) -> crate::http::Api 
 fn page(grpc: String, transport: &shale_security::Transport) -> crate::http::Page {
     use crate::http::escape;
     // One lazily connected channel for every render (a page view never opens a connection).
-    let channel = transport
-        .channel(&grpc, |e| {
-            e.connect_timeout(std::time::Duration::from_secs(1))
-                .timeout(std::time::Duration::from_secs(2))
-        })
-        .ok();
+    let channel = status_channel(transport, &grpc).ok();
     std::sync::Arc::new(move || {
         let grpc = grpc.clone();
         let channel = channel.clone();

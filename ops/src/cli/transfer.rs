@@ -246,17 +246,26 @@ pub async fn put(c: &Client, sources: Vec<Source>, dest: &str, o: &PutOpts) -> R
                     say!("{remote}: {} written", human::size(n));
                 }
             }
-            Err(ClientError::AlreadyExists(_)) => {
-                failed += 1;
-                pb.suspend(|| eprintln!("error: {remote}: exists (use -f to replace it)"));
-            }
             Err(e) => {
                 failed += 1;
-                pb.suspend(|| eprintln!("error: {remote}: {e}"));
+                pb.suspend(|| eprintln!("{}", put_error(remote, &e)));
             }
         }
     }
     pb.finish_and_clear();
+    put_outcome(count, failed, written, dest)
+}
+
+/// What `put` says about a file it could not write.
+fn put_error(remote: &str, e: &ClientError) -> String {
+    match e {
+        ClientError::AlreadyExists(_) => format!("error: {remote}: exists (use -f to replace it)"),
+        e => format!("error: {remote}: {e}"),
+    }
+}
+
+/// `put`'s last words: what went in (for several files), and its exit status.
+fn put_outcome(count: usize, failed: usize, written: u64, dest: &str) -> Res {
     if count > 1 {
         say!(
             "{} ({}) written to {dest}",
@@ -296,13 +305,9 @@ async fn put_batched(
                     first = Some(remote);
                 }
             }
-            Err(ClientError::AlreadyExists(_)) => {
-                failed += 1;
-                eprintln!("error: {remote}: exists (use -f to replace it)");
-            }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {remote}: {e}");
+                eprintln!("{}", put_error(remote, e));
             }
         }
     }
@@ -312,16 +317,7 @@ async fn put_batched(
             eprintln!("warning: {remote} and the files written with it: {w}");
         }
     }
-    let count = files.len();
-    say!(
-        "{} ({}) written to {dest}",
-        output::files(count - failed),
-        human::size(written)
-    );
-    match failed {
-        0 => Ok(()),
-        n => Err(format!("{n} of {count} files not written").into()),
-    }
+    put_outcome(files.len(), failed, written, dest)
 }
 
 /// Where `get` writes a local path: through symlinks to the file they name; a regular file (or
