@@ -185,8 +185,9 @@ async fn plant_liar(
     index: usize,
 ) -> (ChunkLocation, Replica, String) {
     let masters = cluster.master_addrs();
-    let locs = c.chunk_locations("/precious").await.expect("locations");
-    let ch = locs.chunks[index].clone();
+    // Positions are only stable once every replica is alive and idle (a late heartbeat moves a
+    // stale replica to the end of the list, a busy one goes after idle ones).
+    let ch = wait_all_alive(c, index).await;
     let at = index % ch.replicas.len();
     let liar = ch.replicas[at].clone();
     let i = cluster
@@ -208,14 +209,42 @@ async fn plant_liar(
     let deadline = Instant::now() + WAIT;
     loop {
         let l = c.chunk_locations("/precious").await.expect("locations");
-        if l.chunks[index]
-            .replicas
-            .get(at)
-            .is_some_and(|r| r.address == addr && r.alive)
+        if all_alive(&l.chunks[index])
+            && l.chunks[index]
+                .replicas
+                .get(at)
+                .is_some_and(|r| r.address == addr)
         {
             return (l.chunks[index].clone(), liar, addr);
         }
-        assert!(Instant::now() < deadline, "the liar never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the liar ({addr}, was {liar:?}) never came back at {at}: {:?}",
+            l.chunks[index]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether all three replicas of a chunk are listed alive and idle (the master orders
+/// replicas by load, then node: only then are positions stable).
+fn all_alive(ch: &ChunkLocation) -> bool {
+    ch.replicas.len() >= 3 && ch.replicas.iter().all(|r| r.alive && r.load == 0)
+}
+
+/// Chunk `index` of /precious once all its replicas are listed alive and idle.
+async fn wait_all_alive(c: &Client, index: usize) -> ChunkLocation {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let l = c.chunk_locations("/precious").await.expect("locations");
+        if all_alive(&l.chunks[index]) {
+            return l.chunks[index].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chunk {index} never had all replicas alive: {:?}",
+            l.chunks[index]
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
