@@ -80,6 +80,8 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     );
     let deadline = killed + Duration::from_secs(600);
     let mut declared: Option<Instant> = None;
+    // (seconds since the kill, % of the victim's replicas re-created), sampled as it heals.
+    let mut progress: Vec<(f64, f64)> = Vec::new();
     loop {
         let s = client.status().await?;
         if declared.is_none()
@@ -91,14 +93,23 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         }
         if declared.is_some() {
             let l = client.chunk_locations("/heal").await?;
-            let healthy = l.chunks.iter().all(|ch| {
+            let whole = |ch: &shale_proto::metapb::ChunkLocation| {
                 ch.replicas
                     .iter()
                     .filter(|r| r.alive && r.address != victim)
                     .count()
                     >= 3
-            });
-            if healthy {
+            };
+            let healed = l.chunks.iter().filter(|ch| whole(ch)).count();
+            // Chunks the victim did not hold were whole all along.
+            let victims = n_chunks as usize;
+            let pct = 100.0 * healed.saturating_sub(l.chunks.len().saturating_sub(victims)) as f64
+                / victims.max(1) as f64;
+            let t = killed.elapsed().as_secs_f64();
+            if progress.last().is_none_or(|(_, p)| *p != pct) || healed == l.chunks.len() {
+                progress.push((r3(t), r1(pct)));
+            }
+            if healed == l.chunks.len() {
                 break;
             }
         }
@@ -121,6 +132,11 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("heal_MiBps", json!(r1(heal_mibps))),
         ("ref_write_MiBps", json!(r1(ref_write))),
         ("heal_ratio", json!(r3(heal_mibps / ref_write))),
+        // [seconds since the kill, % healed] pairs: the report draws them as a timeline.
+        (
+            "heal_progress_pct",
+            json!(progress.iter().map(|(t, p)| [*t, *p]).collect::<Vec<_>>()),
+        ),
     ]);
     Ok(())
 }

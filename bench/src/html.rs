@@ -2,10 +2,14 @@
 //! at, not read. Each file is a benchmark's saved stdout (or any text): every line that is a
 //! JSON object with a `bench` key is one run. Per benchmark, every number is drawn as a bar
 //! per run with the median marked, and every array of numbers (e.g. `meta`'s
-//! `failover_ms_trials`) as a line over its items; a table gives median, min and max.
+//! `failover_ms_trials`) as a line over its items and, from 5 items, as a percentile curve
+//! (latency percentiles); an array of `[x, y]` pairs (e.g. `heal`'s `heal_progress_pct`:
+//! seconds since the kill, % healed) as a timeline; figures measured at several client
+//! counts (`write_MiBps_1`, `write_MiBps_4`; `creates_per_s_1`, `creates_per_s_64`) as a
+//! throughput-vs-clients curve of their medians; a table gives median, min and max.
 //!
-//! The charts are small inline SVG written here (bars, a polyline, labels): no plotting crate
-//! is needed for that, and the page has no scripts and no external files.
+//! The charts are small inline SVG written here (bars, polylines, dots, labels): no plotting
+//! crate is needed for that, and the page has no scripts and no external files.
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -150,6 +154,115 @@ pub fn line(title: &str, values: &[f64]) -> String {
     )
 }
 
+/// A line through `(x, y)` points (sorted by x), with dots, both axes labelled with their
+/// range: a throughput-vs-clients curve, a percentile curve, a timeline.
+pub fn xy(title: &str, x_label: &str, points: &[(f64, f64)]) -> String {
+    let mut pts = points.to_vec();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let ys: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let ymax = axis_max(&ys);
+    let (x0, x1) = match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => (a.0, b.0),
+        _ => (0.0, 1.0),
+    };
+    let xspan = if x1 > x0 { x1 - x0 } else { 1.0 };
+    let (w, h) = (W - 2.0 * PAD, H - 2.0 * PAD);
+    let at = |(x, y): (f64, f64)| {
+        (
+            PAD + (x - x0) / xspan * w,
+            PAD + h - (y.max(0.0) / ymax) * h,
+        )
+    };
+    let line: Vec<String> = pts
+        .iter()
+        .map(|p| {
+            let (x, y) = at(*p);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>{t}</title>\
+         <text x=\"4\" y=\"14\" font-size=\"12\">{t}</text>\
+         <polyline fill=\"none\" stroke=\"#4a7fb5\" stroke-width=\"2\" points=\"{}\"/>",
+        line.join(" "),
+        t = esc(title)
+    );
+    if pts.len() <= 32 {
+        for p in &pts {
+            let (x, y) = at(*p);
+            let _ = write!(
+                svg,
+                "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"#4a7fb5\"><title>{}: {}</title></circle>",
+                fmt(p.0),
+                fmt(p.1)
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"2\" y=\"{:.1}\" font-size=\"10\">{}</text><text x=\"2\" y=\"{:.1}\" font-size=\"10\">0</text>\
+         <text x=\"{PAD}\" y=\"{:.1}\" font-size=\"10\">{}</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{} {}</text></svg>",
+        PAD + 4.0,
+        fmt(ymax),
+        PAD + h,
+        H - 6.0,
+        fmt(x0),
+        PAD + w,
+        H - 6.0,
+        fmt(x1),
+        esc(x_label)
+    );
+    svg
+}
+
+/// `name` split as `base_N` (N all digits: a client or thread count), e.g. `write_MiBps_4`.
+fn scaled(name: &str) -> Option<(&str, u32)> {
+    let (base, n) = name.rsplit_once('_')?;
+    if base.is_empty() || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, n.parse().ok()?))
+}
+
+/// For every figure measured at several client counts (`base_1`, `base_4`, ...): its median
+/// per count, as (base, [(clients, median)]).
+fn scaling(runs: &[&Map<String, Value>]) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut by: BTreeMap<String, BTreeMap<u32, Vec<f64>>> = BTreeMap::new();
+    for r in runs {
+        for (k, v) in r.iter() {
+            if let (Some((base, n)), Some(x)) = (scaled(k), v.as_f64()) {
+                by.entry(base.to_string())
+                    .or_default()
+                    .entry(n)
+                    .or_default()
+                    .push(x);
+            }
+        }
+    }
+    by.into_iter()
+        .filter(|(_, ns)| ns.len() >= 2)
+        .map(|(b, ns)| {
+            let pts = ns
+                .into_iter()
+                .map(|(n, v)| (n as f64, median(&v)))
+                .collect();
+            (b, pts)
+        })
+        .collect()
+}
+
+/// The percentile curve of a series of samples: (percentile, value) at every sample.
+fn percentiles(values: &[f64]) -> Vec<(f64, f64)> {
+    let mut s = values.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    s.into_iter()
+        .enumerate()
+        .map(|(i, v)| (100.0 * (i + 1) as f64 / n as f64, v))
+        .collect()
+}
+
 /// The page for `runs` (grouped by bench, in name order).
 pub fn page(all: &[Map<String, Value>]) -> String {
     let mut by_bench: BTreeMap<String, Vec<&Map<String, Value>>> = BTreeMap::new();
@@ -170,6 +283,9 @@ pub fn page(all: &[Map<String, Value>]) -> String {
             runs.len(),
             b = esc(bench)
         );
+        for (base, pts) in scaling(runs) {
+            out += &xy(&format!("{base} vs clients (median)"), "clients", &pts);
+        }
         let mut keys: Vec<&String> = runs.iter().flat_map(|r| r.keys()).collect();
         keys.sort();
         keys.dedup();
@@ -200,6 +316,24 @@ pub fn page(all: &[Map<String, Value>]) -> String {
                     let series: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
                     if series.len() >= 2 {
                         out += &line(&format!("{k} (run {})", i + 1), &series);
+                    }
+                    if series.len() >= 5 {
+                        out += &xy(
+                            &format!("{k} percentiles (run {})", i + 1),
+                            "percentile",
+                            &percentiles(&series),
+                        );
+                    }
+                    // [x, y] pairs: a timeline (e.g. heal progress over seconds).
+                    let pairs: Vec<(f64, f64)> = a
+                        .iter()
+                        .filter_map(|p| match p.as_array().map(Vec::as_slice) {
+                            Some([x, y]) => Some((x.as_f64()?, y.as_f64()?)),
+                            _ => None,
+                        })
+                        .collect();
+                    if pairs.len() >= 2 {
+                        out += &xy(&format!("{k} (run {})", i + 1), "s", &pairs);
                     }
                 }
             }
@@ -253,5 +387,36 @@ mod tests {
         assert!(p.contains("failover_ms_trials (run 1)"));
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert!(esc("<a&b>").contains("&lt;a&amp;b&gt;"));
+    }
+
+    #[test]
+    fn client_counts_become_scaling_curves_and_series_percentiles_and_timelines() {
+        let text =
+            "{\"bench\":\"e2e\",\"write_MiBps_1\":100,\"write_MiBps_4\":300,\"read_MiBps_1\":9}\n\
+                    {\"bench\":\"e2e\",\"write_MiBps_1\":120,\"write_MiBps_4\":260,\"x_y\":1}\n\
+                    {\"bench\":\"heal\",\"heal_progress_pct\":[[1.0,0],[2.5,40],[4.0,100]],\
+                    \"failover_ms_trials\":[500,600,550,700,520]}\n";
+        let r = runs(text);
+        let e2e: Vec<&Map<String, Value>> = r.iter().take(2).collect();
+        let s = scaling(&e2e);
+        // Only figures at two or more client counts; medians per count.
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s["write_MiBps"], vec![(1.0, 110.0), (4.0, 280.0)]);
+        assert_eq!(scaled("a_b"), None);
+        assert_eq!(scaled("creates_per_s_64"), Some(("creates_per_s", 64)));
+        let p = page(&r);
+        assert!(p.contains("write_MiBps vs clients (median)"), "{p}");
+        assert!(p.contains("failover_ms_trials percentiles (run 1)"), "{p}");
+        assert!(p.contains("heal_progress_pct (run 1)"), "{p}");
+        assert_eq!(
+            percentiles(&[3.0, 1.0, 2.0, 4.0]),
+            vec![(25.0, 1.0), (50.0, 2.0), (75.0, 3.0), (100.0, 4.0)]
+        );
+        let chart = xy("t", "s", &[(4.0, 100.0), (1.0, 0.0)]);
+        assert_eq!(chart.matches("<circle").count(), 2);
+        assert!(
+            chart.contains("points=\"28.0,122.0 272.0,28.0\""),
+            "{chart}"
+        );
     }
 }

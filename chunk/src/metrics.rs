@@ -1,5 +1,6 @@
 //! Metric names of the chunk store (the `metrics` crate; exported by the servers as Prometheus
 //! text). Labels: `backend` = uring | std | mem.
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub const BYTES_WRITTEN: &str = "shale_chunk_bytes_written_total";
@@ -41,7 +42,13 @@ pub fn describe() {
     );
 }
 
+/// Chunk bytes written since the process started (every backend), for heartbeats.
+pub static TOTAL_WRITTEN: AtomicU64 = AtomicU64::new(0);
+/// Verified chunk bytes returned by reads since the process started, for heartbeats.
+pub static TOTAL_READ: AtomicU64 = AtomicU64::new(0);
+
 pub(crate) fn wrote(backend: &'static str, bytes: u64, took: Duration) {
+    TOTAL_WRITTEN.fetch_add(bytes, Ordering::Relaxed);
     metrics::counter!(BYTES_WRITTEN, "backend" => backend).increment(bytes);
     metrics::counter!(WRITE_OPS, "backend" => backend).increment(1);
     metrics::histogram!(WRITE_SECONDS, "backend" => backend).record(took.as_secs_f64());
@@ -53,6 +60,7 @@ pub(crate) fn sealed(backend: &'static str, took: Duration) {
 }
 
 pub(crate) fn read(backend: &'static str, bytes: u64, took: Duration) {
+    TOTAL_READ.fetch_add(bytes, Ordering::Relaxed);
     metrics::counter!(BYTES_READ, "backend" => backend).increment(bytes);
     metrics::counter!(READ_OPS, "backend" => backend).increment(1);
     metrics::histogram!(READ_SECONDS, "backend" => backend).record(took.as_secs_f64());

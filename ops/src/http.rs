@@ -1,6 +1,7 @@
 //! The HTTP status port of every server: `/metrics` (Prometheus text from the `metrics`
-//! recorder), a small status page at `/` (a master also answers `/api/status`: the JSON of
-//! `shale status --json`, as that master sees it), and health for probes: `/healthz` (200 while the
+//! recorder), a status page at `/` (a master's is the operator's dashboard, and it also
+//! answers `/api/status`: the JSON of `shale status --json` as that master sees it, and
+//! `/api/dashboard`: the dashboard's JSON), and health for probes: `/healthz` (200 while the
 //! process serves) and `/readyz` (200 when the server is ready for work, else 503 saying why:
 //! a master in a group with a leader and caught up, a chunkserver registered with its store
 //! open). Served by hyper's HTTP/1.1 server, over TLS (HTTPS) when the server runs TLS.
@@ -36,8 +37,10 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/pla
 /// Renders the status page body (HTML).
 pub type Page = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
 
-/// The JSON of `/api/status` (None: unavailable now, answered 503).
-pub type Api = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
+/// The JSON API under `/api/`: given the rest of the path, None when there is no such
+/// endpoint (404), else the JSON (None: unavailable now, answered 503).
+pub type Api =
+    Arc<dyn Fn(&str) -> Option<Pin<Box<dyn Future<Output = Option<String>> + Send>>> + Send + Sync>;
 
 /// Whether the server is ready for work: `Ok(what it is)` or `Err(why not)`.
 pub type Ready =
@@ -206,7 +209,7 @@ async fn route(
             )
         }
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", page().await),
-        (&Method::GET, "/api/status") if api.is_some() => match api.map(|f| f()) {
+        (&Method::GET, p) if p.starts_with("/api/") => match api.and_then(|f| f(&p[5..])) {
             Some(f) => match f.await {
                 Some(json) => reply(StatusCode::OK, "application/json", json + "\n"),
                 None => reply(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod chunkserver;
 mod cli;
 mod config;
+mod dashboard;
 mod debug;
 mod docs;
 mod fsck;

@@ -83,13 +83,12 @@ pub struct Args {
     pub test_token_lifetime_ms: Option<u64>,
 }
 
-/// The master's status page: the group and chunkservers as this master sees them.
 /// A follower at most this many entries behind the leader counts as caught up.
 pub const READY_LAG_MAX: u64 = 1000;
 
 /// A lazily connected channel to a master's gRPC port, for the status port's calls (short
 /// timeouts: a page or probe must not hang).
-fn status_channel(
+pub(crate) fn status_channel(
     transport: &shale_security::Transport,
     addr: &str,
 ) -> Result<tonic::transport::Channel, String> {
@@ -148,83 +147,43 @@ fn ready(grpc: String, transport: &shale_security::Transport) -> crate::http::Re
     })
 }
 
-/// `/api/status`: this master's `Status`, as `shale status --json` prints it.
-fn api(grpc: String, transport: &shale_security::Transport) -> crate::http::Api {
+/// The JSON API: `/api/status` (this master's `Status`, as `shale status --json` prints it,
+/// asked now) and `/api/dashboard` (the dashboard's figures).
+fn api(
+    grpc: String,
+    transport: &shale_security::Transport,
+    dash: std::sync::Arc<crate::dashboard::Dashboard>,
+) -> crate::http::Api {
     let channel = status_channel(transport, &grpc).ok();
-    std::sync::Arc::new(move || {
+    std::sync::Arc::new(move |path: &str| {
         let channel = channel.clone();
-        Box::pin(async move {
-            let mut c =
-                shale_proto::metapb::master_service_client::MasterServiceClient::new(channel?);
-            let s = c
-                .status(shale_proto::metapb::Empty {})
-                .await
-                .ok()?
-                .into_inner();
-            Some(crate::cli::admin::status_json(&s).to_string())
-        })
+        let dash = dash.clone();
+        let f: std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> =
+            match path {
+                "status" => Box::pin(async move {
+                    let mut c =
+                        shale_proto::metapb::master_service_client::MasterServiceClient::new(
+                            channel?,
+                        );
+                    let s = c
+                        .status(shale_proto::metapb::Empty {})
+                        .await
+                        .ok()?
+                        .into_inner();
+                    Some(crate::cli::admin::status_json(&s).to_string())
+                }),
+                "dashboard" => Box::pin(async move { Some(dash.json().to_string()) }),
+                _ => return None,
+            };
+        Some(f)
     })
 }
 
-fn page(grpc: String, transport: &shale_security::Transport) -> crate::http::Page {
-    use crate::http::escape;
-    // One lazily connected channel for every render (a page view never opens a connection).
-    let channel = status_channel(transport, &grpc).ok();
+/// The status page: the operator's dashboard.
+fn page(dash: std::sync::Arc<crate::dashboard::Dashboard>) -> crate::http::Page {
     std::sync::Arc::new(move || {
-        let grpc = grpc.clone();
-        let channel = channel.clone();
-        Box::pin(async move {
-            let mut out = format!("<html><head><title>shale master {grpc}</title></head><body><h1>shale master</h1><p>gRPC {grpc} · <a href=\"/metrics\">metrics</a></p>");
-            let status = async {
-                let mut c =
-                    shale_proto::metapb::master_service_client::MasterServiceClient::new(channel?);
-                c.status(shale_proto::metapb::Empty {})
-                    .await
-                    .ok()
-                    .map(|r| r.into_inner())
-            }
-            .await;
-            match status {
-                Some(s) => {
-                    out += &format!("<p>master {} is <b>{}</b>, term {}, applied index {}; leader: master {} at {}</p><h2>masters</h2><ul>", s.id, s.role, s.term, s.applied_index, s.leader, escape(&s.leader_address));
-                    for m in &s.masters {
-                        // The leader hears from every member at each heartbeat.
-                        let heard = match (s.role == "leader" && m.id != s.id, m.heard_ms_ago) {
-                            (false, _) => String::new(),
-                            (true, Some(ms)) if ms < 2_000 => format!(": answered {ms} ms ago"),
-                            (true, Some(ms)) => {
-                                format!(": <b>not answering</b> for {} s", ms / 1000)
-                            }
-                            (true, None) => ": <b>not answering</b>".into(),
-                        };
-                        out += &format!(
-                            "<li>master {} at {}{}{heard}</li>",
-                            m.id,
-                            escape(&m.address),
-                            if m.voter { "" } else { " (learner)" }
-                        );
-                    }
-                    out += "</ul><h2>chunkservers</h2><ul>";
-                    for cs in &s.chunkservers {
-                        out += &format!(
-                            "<li>node {} at {} (host {}): {}, {} free, {} chunks</li>",
-                            cs.node_id,
-                            escape(&cs.address),
-                            escape(&cs.host),
-                            cs.state,
-                            crate::human::size(cs.free_bytes),
-                            cs.chunks
-                        );
-                    }
-                    out += &format!(
-                        "</ul><p>{} files, {} directories, {} chunks</p>",
-                        s.files, s.dirs, s.chunks
-                    );
-                }
-                None => out += "<p>status unavailable</p>",
-            }
-            out + "</body></html>"
-        })
+        let dash = dash.clone();
+        Box::pin(async move { dash.page() })
     })
 }
 
@@ -295,11 +254,12 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     if a.test_unsafe_reads {
         eprintln!("WARNING: --test-unsafe-reads: this master serves stale reads when deposed (a planted bug for the torture tests)");
     }
+    let dash = crate::dashboard::Dashboard::start(advertise.clone(), &transport);
     let http = crate::http::start(
         &a.http,
-        page(advertise.clone(), &transport),
+        page(dash.clone()),
         ready(advertise.clone(), &transport),
-        Some(api(advertise.clone(), &transport)),
+        Some(api(advertise.clone(), &transport, dash)),
         &transport,
     )
     .await?;

@@ -44,6 +44,15 @@ impl<C> LogStore<C> {
     }
 }
 
+impl<C: RaftTypeConfig> LogStore<C> {
+    /// The index of the last committed id openraft recorded here (None: none recorded, or
+    /// the record does not decode).
+    pub fn committed_index(&self) -> Option<u64> {
+        let b = self.log.committed()?;
+        dec::<Option<LogId<C::NodeId>>>(&b).ok()?.map(|l| l.index)
+    }
+}
+
 type StErr<C> = StorageError<<C as RaftTypeConfig>::NodeId>;
 
 fn enc<T: Serialize>(v: &T) -> Result<Bytes, postcard::Error> {

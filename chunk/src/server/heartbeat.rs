@@ -177,6 +177,8 @@ pub async fn run(
                     chunks,
                     removed,
                     corrupt: corrupt.clone(),
+                    bytes_written: crate::metrics::TOTAL_WRITTEN.load(Ordering::Relaxed),
+                    bytes_read: crate::metrics::TOTAL_READ.load(Ordering::Relaxed),
                 };
                 let Some(c) = link.client.as_mut() else {
                     return (Vec::new(), false);

@@ -47,6 +47,11 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let method = super::metrics::method(req.uri().path());
         let started = std::time::Instant::now();
+        if super::metrics::is_client_request(method) {
+            self.master
+                .client_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if req.uri().path() == HEARTBEAT_PATH {
             if let Err(s) = self.admit(&req) {
                 super::metrics::rpc(method, started.elapsed(), false);

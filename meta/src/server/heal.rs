@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub const COPIES_PER_SERVER_DEFAULT: usize = 2;
 /// Copies started per healing round.
 pub const COPIES_PER_ROUND_MAX: usize = 64;
+/// Endangered chunks remembered per round (for `Status`'s files at risk).
+pub const AT_RISK_MAX: usize = 20;
 
 #[derive(Default)]
 struct Progress {
@@ -192,6 +194,19 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         if r.unreported == 0 { lost as u64 } else { 0 },
         Ordering::Relaxed,
     );
+    // Lost chunks first, then the least replicated (only once every server has reported).
+    let at_risk: Vec<(ChunkId, u32, u32)> = if r.unreported == 0 {
+        r.views
+            .iter()
+            .filter(|v| v.live.is_empty() && v.draining.is_empty())
+            .chain(under.iter().copied())
+            .take(AT_RISK_MAX)
+            .map(|v| (v.id, v.live.len() as u32, v.target as u32))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    *master.at_risk.lock().unwrap_or_else(|p| p.into_inner()) = at_risk;
     if lost > 0 && r.unreported == 0 {
         tracing::warn!(lost, "chunks with no live replica: data at risk");
     } else if lost > 0 {

@@ -144,6 +144,14 @@ pub fn method(path: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Calls that are not a client's request: chunkservers' and probes'.
+const NOT_CLIENT: [&str; 4] = ["Heartbeat", "RegisterChunkserver", "Status", "Leader"];
+
+/// Whether `method` is a client's request (counted for the operations rate).
+pub fn is_client_request(method: &str) -> bool {
+    !NOT_CLIENT.contains(&method)
+}
+
 /// Counts and times one call.
 pub fn rpc(method: &'static str, took: Duration, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };

@@ -11,6 +11,7 @@ use crate::sm::{Command, MetaError, Reply};
 use openraft::error::RaftError;
 use shale_proto::metapb::master_service_server::MasterServiceServer;
 use shale_proto::metapb::raft_service_server::RaftServiceServer;
+use shale_proto::ChunkId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,13 @@ pub struct Master {
     pub copying: std::sync::atomic::AtomicU64,
     /// Chunks with no live replica (last healing round; 0 while reports are pending).
     pub missing: std::sync::atomic::AtomicU64,
+    /// The most endangered chunks of the last healing round, fewest live replicas first
+    /// (at most [`heal::AT_RISK_MAX`]): (chunk, live replicas, target).
+    pub at_risk: Mutex<Vec<(ChunkId, u32, u32)>>,
+    /// Client requests answered (see `gate`): the dashboard's operations rate.
+    pub client_requests: std::sync::atomic::AtomicU64,
+    /// The Raft log (for its committed index, shown by `Status`).
+    pub log: crate::raftlog::LogStore<crate::raft::types::TypeConfig>,
     /// Bounds the heartbeats being processed at once.
     pub heartbeat_slots: tokio::sync::Semaphore,
     /// Woken after every heartbeat (a `Complete` waits for its chunks' replica reports).
@@ -431,7 +439,7 @@ pub async fn serve(
             clock: peers.clone(),
             channels: Default::default(),
         },
-        log_store,
+        log_store.clone(),
         sm.clone(),
     )
     .await?;
@@ -452,6 +460,9 @@ pub async fn serve(
         under_replicated: Default::default(),
         copying: Default::default(),
         missing: Default::default(),
+        at_risk: Default::default(),
+        client_requests: Default::default(),
+        log: log_store,
         heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
         integrity_checks: tokio::sync::Semaphore::new(integrity::CHECKS_AT_ONCE),
         chunk_channels: Mutex::new(std::collections::HashMap::new()),

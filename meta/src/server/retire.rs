@@ -96,6 +96,8 @@ mod tests {
             used_bytes: 0,
             inflight: 0,
             reading: 0,
+            bytes_written: 0,
+            bytes_read: 0,
         }
     }
 

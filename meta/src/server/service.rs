@@ -267,9 +267,37 @@ impl Svc {
                     capacity_bytes: s.capacity_bytes,
                     chunks: soft.held_count(*id) as u64,
                     draining: s.draining,
+                    load: live.map_or(0, |l| l.inflight.saturating_add(l.reading)),
+                    heard_ms_ago: live
+                        .map(|l| now.saturating_duration_since(l.last_seen).as_millis() as u64),
+                    bytes_written: live.map_or(0, |l| l.bytes_written),
+                    bytes_read: live.map_or(0, |l| l.bytes_read),
                 }
             })
             .collect();
+        let bad_replicas = soft.bad_replicas().len() as u64;
+        drop(soft);
+        let leads = metrics.current_leader == Some(m.id);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let at_risk = if leads {
+            m.at_risk
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter_map(|(c, live, target)| {
+                    let (inode, index, path) = g.state.chunk_file_path(*c)?;
+                    Some(AtRisk {
+                        path: path.unwrap_or_default(),
+                        inode: inode.get(),
+                        chunk_index: index,
+                        live_replicas: *live,
+                        target: *target,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let counts = g.state.counts();
         let (snapshot_build_ms, snapshot_frozen_ms) = g.last_build_ms();
         StatusReply {
@@ -293,6 +321,12 @@ impl Svc {
             snapshot_index: g.snapshot_index(),
             snapshot_build_ms,
             snapshot_frozen_ms,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index: m.log.committed_index().unwrap_or(0),
+            missing: if leads { m.missing.load(relaxed) } else { 0 },
+            bad_replicas,
+            at_risk,
+            client_requests: m.client_requests.load(relaxed),
         }
     }
 }
@@ -839,6 +873,8 @@ impl MasterService for Svc {
                 used_bytes: r.used_bytes.min(capacity),
                 inflight: r.inflight_writes,
                 reading: r.inflight_reads,
+                bytes_written: r.bytes_written,
+                bytes_read: r.bytes_read,
             },
             r.full_report,
             &chunks,

@@ -33,6 +33,9 @@ pub struct Live {
     pub inflight: u32,
     /// Reads in flight.
     pub reading: u32,
+    /// Chunk bytes the server wrote and read since it started (as it reported).
+    pub bytes_written: u64,
+    pub bytes_read: u64,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -280,6 +283,8 @@ mod tests {
             used_bytes: 0,
             inflight: 0,
             reading: 0,
+            bytes_written: 0,
+            bytes_read: 0,
         };
         s.heartbeat(
             NodeId(1),

@@ -234,6 +234,38 @@ impl MetaState {
         out
     }
 
+    /// The file a live chunk belongs to, the chunk's index in it, and the file's path (None
+    /// when the file is not linked under the root: under construction, or a snapshot's
+    /// copy). Walks at most one level per two bytes of the longest path, scanning each
+    /// parent's entries for the child's name (O(directory size) per level): for a handful
+    /// of chunks (the dashboard's files at risk), not for bulk use.
+    pub fn chunk_file_path(&self, id: ChunkId) -> Option<(InodeId, u32, Option<String>)> {
+        let m = self.chunks.get(&id)?;
+        let mut names: Vec<&str> = Vec::new();
+        let mut at = m.file;
+        let mut linked = false;
+        for _ in 0..path::PATH_MAX_BYTES / 2 {
+            if at == super::ROOT {
+                linked = true;
+                break;
+            }
+            let Some(node) = self.inodes.get(&at) else {
+                break;
+            };
+            let Some(InodeKind::Dir(entries)) = self.inodes.get(&node.parent).map(|p| &p.kind)
+            else {
+                break;
+            };
+            let Some((name, _)) = entries.iter().find(|(_, child)| **child == at) else {
+                break;
+            };
+            names.push(name);
+            at = node.parent;
+        }
+        let path = linked.then(|| names.iter().rev().fold(String::new(), |p, n| p + "/" + n));
+        Some((m.file, m.index, path))
+    }
+
     /// Every live chunk (of complete files and files under construction) at its version.
     pub fn all_chunks(&self) -> impl Iterator<Item = (ChunkId, ChunkVersion)> + '_ {
         self.chunks.iter().map(|(c, m)| (*c, m.version))

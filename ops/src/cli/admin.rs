@@ -78,6 +78,8 @@ pub(crate) fn status_json(s: &StatusReply) -> Value {
             "node": cs.node_id, "address": cs.address, "host": cs.host, "rack": cs.rack,
             "state": cs.state, "free_bytes": cs.free_bytes, "capacity_bytes": cs.capacity_bytes,
             "chunks": cs.chunks, "draining": cs.draining, "reported": cs.reported,
+            "load": cs.load, "heard_ms_ago": cs.heard_ms_ago,
+            "bytes_written": cs.bytes_written, "bytes_read": cs.bytes_read,
         })).collect::<Vec<_>>(),
         "files": s.files,
         "directories": s.dirs,
@@ -86,6 +88,16 @@ pub(crate) fn status_json(s: &StatusReply) -> Value {
         "copying": s.copying,
         "safe_mode": s.safe_mode,
         "unreported": s.unreported,
+        "missing": s.missing,
+        "bad_replicas": s.bad_replicas,
+        "at_risk": s.at_risk.iter().map(|a| json!({
+            "path": a.path, "inode": a.inode, "chunk_index": a.chunk_index,
+            "live_replicas": a.live_replicas, "target": a.target,
+        })).collect::<Vec<_>>(),
+        "last_log_index": s.last_log_index,
+        "committed_index": s.committed_index,
+        "snapshot_index": s.snapshot_index,
+        "client_requests": s.client_requests,
     })
 }
 

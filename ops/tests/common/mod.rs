@@ -138,6 +138,8 @@ pub async fn bootstrap(masters: &[MasterProc]) {
 pub struct MasterProc {
     pub id: u64,
     pub addr: String,
+    /// Its HTTP(S) status port.
+    pub http: String,
     pub data: PathBuf,
     pub child: Option<Child>,
     extra: Vec<String>,
@@ -166,10 +168,11 @@ impl MasterProc {
             "RUST_LOG",
             std::env::var("SHALE_TEST_MASTER_LOG").unwrap_or("warn".into()),
         );
-        let (child, addr) = spawn_server(cmd);
+        let (child, addr, line) = spawn_server_line(cmd);
         MasterProc {
             id,
             addr,
+            http: http_addr(&line).unwrap_or_default(),
             data: data.to_path_buf(),
             child: Some(child),
             extra,
@@ -221,6 +224,7 @@ impl MasterProc {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let mut again = MasterProc::start(self.id, &self.addr.clone(), &self.data.clone(), &extra);
         self.child = again.child.take();
+        self.http = std::mem::take(&mut again.http);
     }
 }
 
