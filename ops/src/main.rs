@@ -13,6 +13,7 @@ mod docs;
 mod fsck;
 mod http;
 mod human;
+mod logs;
 mod master;
 mod mount;
 mod s3;
@@ -190,14 +191,27 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(Prefixed(log_prefix(&cli.cmd).into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "error".into());
+        let show_warn = filter
+            .max_level_hint()
+            .is_none_or(|l| l >= tracing::level_filters::LevelFilter::WARN);
+        let prefix: std::sync::Arc<str> = log_prefix(&cli.cmd).into();
+        let demote = logs::DemoteReplicationTimeouts {
+            show: show_warn,
+            prefix: prefix.clone(),
+        };
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(Prefixed(prefix))
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(demote)
+            .init();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -22,6 +22,8 @@ pub const DIRS: &str = "shale_master_directories";
 pub const CHUNKS: &str = "shale_master_chunks";
 pub const UNDER_CONSTRUCTION: &str = "shale_master_files_under_construction";
 pub const GARBAGE: &str = "shale_master_garbage_chunks";
+/// AppendEntries that outlived their timeout (openraft retries them; logged as WARN).
+pub const REPLICATION_TIMEOUTS: &str = "shale_master_raft_replication_timeouts_total";
 pub const UNDER_REPLICATED: &str = "shale_master_under_replicated_chunks";
 pub const MISSING: &str = "shale_master_missing_chunks";
 pub const BAD_REPLICAS: &str = "shale_master_bad_replicas";
@@ -122,6 +124,11 @@ pub fn describe() {
     describe_gauge!(CAPACITY, Unit::Bytes, "capacity of live chunkservers");
     describe_gauge!(FREE, Unit::Bytes, "free space of live chunkservers");
     describe_gauge!(USED, Unit::Bytes, "space used on live chunkservers");
+    describe_counter!(
+        REPLICATION_TIMEOUTS,
+        "Raft AppendEntries calls that outlived their timeout and were retried"
+    );
+    metrics::counter!(REPLICATION_TIMEOUTS).absolute(0);
     for m in METHODS {
         for outcome in ["ok", "error"] {
             metrics::counter!(RPCS, "method" => m, "outcome" => outcome).absolute(0);
