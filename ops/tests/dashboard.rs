@@ -14,27 +14,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// GET `path` over HTTPS (the masters run TLS) as the admin: (status code, body).
-async fn https_get(http: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port: u16 = http.rsplit(':').next()?.parse().ok()?;
-    let r = async {
-        let mut s = admin().dial("127.0.0.1", port, b"http/1.1").await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-            .await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(5), r)
-        .await
-        .ok()?
-        .ok()?;
-    let code = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_string();
-    Some((code, body))
-}
-
 async fn dashboard(http: &str) -> Option<Value> {
     match https_get(http, "/api/dashboard").await? {
         (200, body) => serde_json::from_str(&body).ok(),

@@ -115,6 +115,28 @@ pub fn http_addr(line: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// GET `path` from a TLS server's status port (`http`: its address) as the admin:
+/// (status code, body); None if it does not answer within 5 s.
+pub async fn https_get(http: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port: u16 = http.rsplit(':').next()?.parse().ok()?;
+    let r = async {
+        let mut s = admin().dial("127.0.0.1", port, b"http/1.1").await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), r)
+        .await
+        .ok()?
+        .ok()?;
+    let code = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
 /// Forms the group from `masters` through the first one.
 pub async fn bootstrap(masters: &[MasterProc]) {
     let boot = BootstrapRequest {
@@ -431,6 +453,8 @@ pub async fn follower_stat(addr: &str, path: &str) -> Result<FileStat, tonic::St
 /// A chunkserver child process.
 pub struct ChunkProc {
     pub addr: String,
+    /// Its HTTP(S) status port.
+    pub http: String,
     pub data: PathBuf,
     pub child: Option<Child>,
 }
@@ -460,9 +484,10 @@ impl ChunkProc {
             "RUST_LOG",
             std::env::var("SHALE_TEST_CS_LOG").unwrap_or("error".into()),
         );
-        let (child, addr) = spawn_server(cmd);
+        let (child, addr, line) = spawn_server_line(cmd);
         ChunkProc {
             addr,
+            http: http_addr(&line).unwrap_or_default(),
             data: data.to_path_buf(),
             child: Some(child),
         }
