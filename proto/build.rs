@@ -1,6 +1,6 @@
 //! Compiles `proto/*.proto` with protox (pure Rust: no system `protoc` needed).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/chunk.proto", "proto/meta.proto"];
+    let protos = ["proto/chunk.proto", "proto/meta.proto", "proto/data.proto"];
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".")

@@ -36,6 +36,9 @@ pub struct Args {
     /// Chunkservers write through the page cache instead of with O_DIRECT.
     #[arg(long)]
     buffered_io: bool,
+    /// Chunkservers serve no data port: reads go over gRPC (for comparison).
+    #[arg(long)]
+    no_data_port: bool,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +55,9 @@ pub struct ChunkserverArgs {
     /// Write through the page cache instead of with O_DIRECT.
     #[arg(long)]
     buffered_io: bool,
+    /// Serve no data port.
+    #[arg(long)]
+    no_data_port: bool,
 }
 
 /// The body of a chunkserver child process.
@@ -80,6 +86,7 @@ pub async fn internal_chunkserver(a: ChunkserverArgs) -> Result<(), BoxError> {
         transport,
         direct_io: !a.buffered_io,
         node: Default::default(),
+        data_port: (!a.no_data_port).then_some(0),
     };
     println!("listening on {addr}");
     std::io::stdout().flush()?;
@@ -492,11 +499,14 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
 
     let chunk_mib = a.chunk_mib.to_string();
     let tls = !a.plaintext;
-    let cs_args: &[&str] = if a.buffered_io {
-        &["--buffered-io"]
-    } else {
-        &[]
-    };
+    let mut cs_args: Vec<&str> = Vec::new();
+    if a.buffered_io {
+        cs_args.push("--buffered-io");
+    }
+    if a.no_data_port {
+        cs_args.push("--no-data-port");
+    }
+    let cs_args = &cs_args[..];
     let cluster = start_cluster(
         &tmp.path().join("tls-cluster"),
         3,
@@ -583,6 +593,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("bench", json!("e2e")),
         ("tls", json!(tls)),
         ("direct_io", json!(!a.buffered_io)),
+        ("data_port", json!(!a.no_data_port)),
         ("write_MiBps_1", json!(r1(w1))),
         ("read_MiBps_1", json!(r1(r1_))),
         ("read_cold_MiBps_1", json!(r1(one.read_cold))),

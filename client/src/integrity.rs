@@ -80,15 +80,7 @@ impl Client {
                     replicas: vec![r.clone()],
                     ..c.clone()
                 };
-                let problem = match crate::read::read_replica(
-                    &self.config.transport,
-                    &r.address,
-                    &one,
-                    0,
-                    c.length,
-                )
-                .await
-                {
+                let problem = match self.read_replica(r, &one, 0, c.length).await {
                     Ok(frames) if matches(c, &frames) => None,
                     Ok(_) => {
                         self.report_bad(c, r.node_id);

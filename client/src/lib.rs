@@ -44,6 +44,7 @@ mod admin;
 mod batch;
 mod chunkserver;
 mod copy;
+mod dataport;
 pub mod error;
 pub mod integrity;
 mod master;
@@ -109,6 +110,9 @@ pub struct ClientConfig {
     /// ([`Transport::tls`]), or plaintext for a development cluster ([`Transport::plaintext`],
     /// the default).
     pub transport: Transport,
+    /// Read chunk bytes over the chunkservers' data ports where they have one (a small framed
+    /// protocol, docs/data-port.md) instead of gRPC `ReadChunk`. Same checks, same bytes.
+    pub data_port: bool,
 }
 
 impl Default for ClientConfig {
@@ -124,6 +128,7 @@ impl Default for ClientConfig {
             connect_within: Duration::from_millis(1500),
             host: String::new(),
             transport: Transport::plaintext(),
+            data_port: true,
         }
     }
 }
@@ -207,6 +212,8 @@ pub struct Client {
     id: u64,
     /// Checked block digests of recently read chunks (for partial reads).
     cvs: Arc<partial::CvCache>,
+    /// Idle connections to chunkservers' data ports.
+    data: Arc<dataport::DataConns>,
 }
 
 impl std::fmt::Debug for Client {
@@ -263,6 +270,7 @@ impl Client {
         )?;
         let c = Client {
             cvs: partial::cache(),
+            data: Default::default(),
             id: masters.client_id,
             masters: Arc::new(masters),
             config: Arc::new(config),

@@ -4,7 +4,7 @@
 //! checks each block against its value. A replica whose values or bytes do not match is
 //! reported and the next one is tried, as for whole chunks. Values that matched are kept
 //! (bounded) and reused for any replica: they are the writer's, whoever sent them.
-use crate::read::{read_replica, Frames};
+use crate::read::Frames;
 use crate::Client;
 use bytes::{Bytes, BytesMut};
 use shale_proto::metapb::{ChunkLocation, Replica};
@@ -144,10 +144,10 @@ impl Client {
             replicas: vec![r.clone()],
             ..c.clone()
         };
-        let t = &self.config.transport;
         if c.length <= BLOCK_BYTES {
             // One block: read it whole and check it whole.
-            let frames = read_replica(t, &r.address, &one, 0, c.length)
+            let frames = self
+                .read_replica(r, &one, 0, c.length)
                 .await
                 .map_err(PartError::Failed)?;
             if !crate::integrity::matches(c, &frames) {
@@ -163,7 +163,8 @@ impl Client {
         let a = first * BLOCK_BYTES;
         let b = (offset + len).div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
         let b = b.min(c.length);
-        let frames = read_replica(t, &r.address, &one, a, b - a)
+        let frames = self
+            .read_replica(r, &one, a, b - a)
             .await
             .map_err(PartError::Failed)?;
         check_blocks(&frames, first, &cvs).map_err(|i| {

@@ -52,7 +52,8 @@ fn intact(frame: &shale_proto::pb::ReadChunkResponse) -> std::result::Result<(),
     }
 }
 
-pub(crate) async fn read_replica(
+/// Bytes `[offset, offset + len)` of `c` from the chunkserver at `addr` over gRPC.
+pub(crate) async fn read_replica_grpc(
     transport: &shale_security::Transport,
     addr: &str,
     c: &ChunkLocation,
@@ -99,6 +100,22 @@ pub(crate) async fn read_replica(
 }
 
 impl Client {
+    /// Bytes `[offset, offset + len)` of `c` from replica `r`: over its data port when it has
+    /// one (and [`ClientConfig::data_port`](crate::ClientConfig) allows), else over gRPC.
+    pub(crate) async fn read_replica(
+        &self,
+        r: &Replica,
+        c: &ChunkLocation,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<Frames, String> {
+        let t = &self.config.transport;
+        if self.config.data_port && !r.data_address.is_empty() {
+            return crate::dataport::read(t, &self.data, &r.data_address, c, offset, len).await;
+        }
+        read_replica_grpc(t, &r.address, c, offset, len).await
+    }
+
     /// Chunk locations; if some chunk has no known replica yet (a new leader before the
     /// chunkservers' first reports), asks again for a short while.
     pub(crate) async fn locations(
@@ -181,7 +198,7 @@ impl Client {
                     }
                 }
             } else {
-                read_replica(&self.config.transport, &r.address, c, offset, len).await
+                self.read_replica(r, c, offset, len).await
             };
             match got {
                 Ok(b) if digest && whole && !crate::integrity::matches(c, &b) => {
@@ -303,6 +320,7 @@ mod tests {
             alive,
             host: host.into(),
             load,
+            data_address: String::new(),
         };
         let chunk = |index: u32, replicas: Vec<Replica>| ChunkLocation {
             index,

@@ -58,6 +58,13 @@ pub struct Args {
     /// file system allows it). Either way a chunk is fdatasynced before it is acknowledged.
     #[arg(long)]
     pub buffered_io: bool,
+    /// The data port (chunk reads without gRPC, docs/data-port.md), on the listen address;
+    /// 0 picks a free port (advertised to the masters, which hand it to readers).
+    #[arg(long, default_value_t = 0)]
+    pub data_port: u16,
+    /// Serve no data port (readers use the gRPC port only).
+    #[arg(long)]
+    pub no_data_port: bool,
 }
 
 fn hostname() -> String {
@@ -102,6 +109,7 @@ pub async fn run(
         transport: transport.clone(),
         direct_io: !a.buffered_io,
         node: Default::default(),
+        data_port: (!a.no_data_port).then_some(a.data_port),
     };
     let (addr, masters_list, data) = (
         advertise.clone(),

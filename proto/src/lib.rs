@@ -11,6 +11,7 @@
 pub mod channels;
 pub mod codec;
 pub mod convert;
+pub mod dataport;
 pub mod dirlock;
 pub mod durable;
 pub mod fifo;
@@ -24,6 +25,8 @@ pub mod generated {
 
 /// The chunk service protocol, version 1.
 pub use generated::shale::chunk::v1 as pb;
+/// The data port's headers (see `docs/data-port.md`).
+pub use generated::shale::data::v1 as datapb;
 /// The master and Raft protocols, version 1.
 pub use generated::shale::meta::v1 as metapb;
 

@@ -111,7 +111,12 @@ pub const ANONYMOUS_NAME: &str = "(anonymous)";
 /// [`caller`] for services where each call carries its own proof: a TLS client without a
 /// certificate is [`anonymous`] instead of refused.
 pub fn caller_or_anonymous<T>(req: &Request<T>) -> Result<Caller<'_>, Status> {
-    let peer = req.extensions().get::<Peer>();
+    peer_or_anonymous(req.extensions().get::<Peer>())
+}
+
+/// [`caller_or_anonymous`] for a connection served outside gRPC (the chunkservers' data
+/// port), from its [`Peer`].
+pub fn peer_or_anonymous(peer: Option<&Peer>) -> Result<Caller<'_>, Status> {
     match peer.map(|p| &p.identity) {
         Some(Identity::Anonymous) => Ok(Caller::Is(anonymous())),
         _ => from_peer(peer),

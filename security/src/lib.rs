@@ -17,7 +17,8 @@ pub mod token;
 pub mod transport;
 
 pub use identity::{
-    authenticate, authenticate_or_anonymous, caller, caller_or_anonymous, Caller, Identity, Peer,
+    authenticate, authenticate_or_anonymous, caller, caller_or_anonymous, peer_or_anonymous,
+    Caller, Identity, Peer,
 };
 pub use principal::{Principal, Role};
 pub use tls::{Tls, TlsFiles};

@@ -22,6 +22,8 @@ pub const FULL_REPORT_EVERY: u64 = 30;
 pub struct Identity {
     pub uuid: String,
     pub address: String,
+    /// Its data port (empty: none).
+    pub data_address: String,
     pub host: String,
     pub rack: Option<String>,
 }
@@ -145,6 +147,7 @@ pub async fn run(
         let timeout = (interval * 2).max(Duration::from_secs(1));
         let rounds = links.iter_mut().map(|link| {
             let (now, lengths, corrupt, server) = (&now, &lengths, &corrupt, &server);
+            let data_address = &identity.data_address;
             async move {
                 let full = link.needs_full || link.beats % FULL_REPORT_EVERY == 0;
                 let report = |c: &ChunkId, v: &ChunkVersion| ReportedChunk {
@@ -179,6 +182,7 @@ pub async fn run(
                     corrupt: corrupt.clone(),
                     bytes_written: crate::metrics::TOTAL_WRITTEN.load(Ordering::Relaxed),
                     bytes_read: crate::metrics::TOTAL_READ.load(Ordering::Relaxed),
+                    data_address: data_address.clone(),
                 };
                 let Some(c) = link.client.as_mut() else {
                     return (Vec::new(), false);

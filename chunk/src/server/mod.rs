@@ -1,6 +1,7 @@
 //! The chunkserver process: ChunkService over gRPC on the chunk store, plus registration and
 //! heartbeats to every master.
 pub mod access;
+pub mod dataport;
 mod digests;
 pub mod heartbeat;
 pub mod scrub;
@@ -40,6 +41,9 @@ pub struct ChunkserverConfig {
     /// The node id the masters assigned (0 until registered): shared with the caller, e.g.
     /// for a readiness probe.
     pub node: Arc<std::sync::atomic::AtomicU64>,
+    /// The data port (`dataport`): `Some(0)` any free port on the gRPC listener's address,
+    /// `Some(p)` that port, `None` none (readers use gRPC only).
+    pub data_port: Option<u16>,
 }
 
 /// The chunkserver's stable identity: a random id kept in `<data>/uuid`.
@@ -87,9 +91,32 @@ pub async fn serve(
     server.stream_idle = config.stream_idle;
     server.transport = config.transport.clone();
     let server = Arc::new(server);
+    // The data port listens where the gRPC port does; advertised on the advertised host.
+    let data = match config.data_port {
+        Some(port) => {
+            let mut at = listener.local_addr()?;
+            at.set_port(port);
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("data port {at}: {e}"))?;
+            let bound = l.local_addr()?.port();
+            let host = config
+                .advertise
+                .rsplit_once(':')
+                .map_or(config.advertise.as_str(), |(h, _)| h);
+            Some((l, format!("{host}:{bound}")))
+        }
+        None => None,
+    };
+    let data_address = data.as_ref().map(|(_, a)| a.clone()).unwrap_or_default();
+    if !data_address.is_empty() {
+        tracing::info!("data port on {data_address}");
+    }
+    let data_port = data.map(|(l, _)| tokio::spawn(dataport::serve(l, server.clone())));
     let identity = heartbeat::Identity {
         uuid,
         address: config.advertise.clone(),
+        data_address,
         host: config.host.clone(),
         rack: config.rack.clone(),
     };
@@ -119,5 +146,8 @@ pub async fn serve(
         .await;
     background.abort();
     scrubber.abort();
+    if let Some(d) = data_port {
+        d.abort();
+    }
     result.map_err(Into::into)
 }

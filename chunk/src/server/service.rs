@@ -251,7 +251,7 @@ impl<T> Drop for AbortHandleOnDrop<T> {
 }
 
 /// Takes one off a counter of work in flight when dropped.
-struct Inflight<T: std::ops::Deref<Target = AtomicU32>>(T);
+pub(crate) struct Inflight<T: std::ops::Deref<Target = AtomicU32>>(pub(crate) T);
 impl<T: std::ops::Deref<Target = AtomicU32>> Drop for Inflight<T> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -294,6 +294,32 @@ impl ChunkServer {
             keys: Default::default(),
             cvs: super::digests::CvCache::new(super::digests::CACHED_CHUNKS_MAX),
         }
+    }
+
+    /// The checks of every read (gRPC `ReadChunk` and the data port alike): a well-formed
+    /// request, `caller` may read the chunk (its role, or the token), the chunk is sealed at
+    /// that version here, the range is inside it. The chunk and the range `[offset, end)`.
+    pub(crate) async fn check_read(
+        &self,
+        caller: &shale_security::Caller<'_>,
+        wire: &shale_proto::pb::ReadChunkRequest,
+    ) -> Result<(DomainRef, u64, u64), Status> {
+        let r = ReadRange::try_from(wire)?;
+        let c = r.chunk;
+        self.may_read(caller, wire.token.as_ref(), (c.id.get(), c.version.get()))
+            .await?;
+        let info = self.sealed(c)?;
+        let end = match r.length {
+            Some(l) => r.offset + l,
+            None => info.length_bytes,
+        };
+        if end > info.length_bytes || r.offset > end {
+            return Err(Status::out_of_range(format!(
+                "{}: range {}..{end} is past the end ({} bytes)",
+                c.id, r.offset, info.length_bytes
+            )));
+        }
+        Ok((c, r.offset, end))
     }
 
     /// What the store holds of `c`, if it is sealed at exactly that version (NOT_FOUND,
@@ -607,25 +633,9 @@ impl ChunkService for ChunkServer {
         req: Request<ReadChunkRequest>,
     ) -> Result<Response<ReadStream>, Status> {
         let caller = shale_security::caller_or_anonymous(&req)?;
-        let wire = req.get_ref();
-        let r = ReadRange::try_from(wire)?;
-        let c = r.chunk;
-        self.may_read(&caller, wire.token.as_ref(), (c.id.get(), c.version.get()))
-            .await?;
-        let info = self.sealed(c)?;
-        let end = match r.length {
-            Some(l) => r.offset + l,
-            None => info.length_bytes,
-        };
-        if end > info.length_bytes || r.offset > end {
-            return Err(Status::out_of_range(format!(
-                "{}: range {}..{end} is past the end ({} bytes)",
-                c.id, r.offset, info.length_bytes
-            )));
-        }
+        let (c, offset, end) = self.check_read(&caller, req.get_ref()).await?;
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
-        let offset = r.offset;
         let reading = self.reading.clone();
         reading.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {

@@ -98,6 +98,7 @@ mod tests {
             reading: 0,
             bytes_written: 0,
             bytes_read: 0,
+            data_address: String::new(),
         }
     }
 

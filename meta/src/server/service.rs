@@ -213,6 +213,7 @@ impl Svc {
             alive: true,
             host,
             load: 0,
+            data_address: String::new(),
         }
     }
 
@@ -597,9 +598,11 @@ impl MasterService for Svc {
         let now = Instant::now();
         let t = self.0.config.timeouts;
         // Each chunk's replicas, nearest to the reader first, then least loaded.
+        let mut data_addrs: BTreeMap<NodeId, String> = BTreeMap::new();
         let located: Vec<(usize, ChunkId, ChunkVersion, Vec<ReadReplica>)> = {
             let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
-            fc.chunks
+            let located = fc
+                .chunks
                 .iter()
                 .enumerate()
                 .skip(first as usize)
@@ -609,7 +612,11 @@ impl MasterService for Svc {
                         .locations(*c, *v, now, t)
                         .into_iter()
                         .map(|n| {
-                            let load = soft.servers.get(&n).map_or(0, |l| l.inflight + l.reading);
+                            let live = soft.servers.get(&n);
+                            let load = live.map_or(0, |l| l.inflight + l.reading);
+                            if let Some(l) = live.filter(|l| !l.data_address.is_empty()) {
+                                data_addrs.insert(n, l.data_address.clone());
+                            }
                             ReadReplica {
                                 node: n,
                                 alive: soft.liveness(n, now, t) == Liveness::Alive,
@@ -621,7 +628,8 @@ impl MasterService for Svc {
                         .collect();
                     (i, *c, *v, nodes)
                 })
-                .collect()
+                .collect();
+            located
         };
         let client_host = (!r.client_host.is_empty()).then_some(r.client_host.as_str());
         let (located, addrs, digests) = {
@@ -671,6 +679,7 @@ impl MasterService for Svc {
                             alive: n.alive,
                             host: n.host,
                             load: n.load,
+                            data_address: data_addrs.get(&n.node).cloned().unwrap_or_default(),
                         })
                         .collect();
                     let targets = replicas
@@ -875,6 +884,12 @@ impl MasterService for Svc {
                 reading: r.inflight_reads,
                 bytes_written: r.bytes_written,
                 bytes_read: r.bytes_read,
+                // An address no one can dial is dropped, not handed to readers.
+                data_address: if crate::sm::registry::check_address(&r.data_address).is_ok() {
+                    r.data_address.clone()
+                } else {
+                    String::new()
+                },
             },
             r.full_report,
             &chunks,

@@ -36,6 +36,8 @@ pub struct Live {
     /// Chunk bytes the server wrote and read since it started (as it reported).
     pub bytes_written: u64,
     pub bytes_read: u64,
+    /// Its data port (host:port, checked like registered addresses; empty: none).
+    pub data_address: String,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -285,6 +287,7 @@ mod tests {
             reading: 0,
             bytes_written: 0,
             bytes_read: 0,
+            data_address: String::new(),
         };
         s.heartbeat(
             NodeId(1),

@@ -1,0 +1,147 @@
+//! The data port: chunk bytes without gRPC's framing and message encoding (as HDFS's
+//! DataTransferProtocol beside its RPC). A client sends a [`DataRequest`] and gets a
+//! [`DataReply`] head, then the bytes in frames of at most 1 MiB, each behind an 8-byte head
+//! (length, crc32c); a connection carries any number of requests in turn. Wire format:
+//! `shale_proto::dataport`, spec: `docs/data-port.md`.
+//!
+//! Reads are checked by the very code `ChunkService.ReadChunk` uses
+//! (`ChunkServer::check_read`: request shape, caller's role or chunk token, sealed version,
+//! range) and served from the store's verified, memory-mapped pages: a frame's payload goes
+//! from the mapping to the socket in one vectored write, with no copy in user space (over
+//! TLS, rustls encrypts from the mapping).
+//!
+//! Invariants: at most [`CONNECTIONS_MAX`] connections are served at once (more are closed
+//! at once); a connection's TLS handshake must finish in [`HANDSHAKE_TIMEOUT`] and a request
+//! head arrive within [`IDLE_TIMEOUT`] of the last answer; a request that is not understood
+//! gets an error answer and the connection is closed (its stream position is unknown); an
+//! error while streaming is sent as an error frame, after which the connection is closed.
+use super::service::{ChunkServer, Inflight, READ_FRAME_BYTES};
+use super::status::status_of;
+use shale_proto::datapb::{data_request::Op, DataReply, DataRequest};
+use shale_proto::dataport::{self, FRAME_ERROR};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tonic::Status;
+
+pub const CONNECTIONS_MAX: usize = 1024;
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one frame may take to leave (a reader that stops reading is cut off).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves the data port on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, server: Arc<ChunkServer>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!("data port: accept: {e}; backing off");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let server = server.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let hs = server.transport.accept_alpn(tcp, dataport::ALPN);
+            let Ok(Ok(mut stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await else {
+                return;
+            };
+            let peer = stream.peer().clone();
+            if let Err(e) = connection(&server, &peer, &mut stream).await {
+                tracing::debug!(remote = ?peer.remote, "data port connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Serves one connection's requests in turn.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &ChunkServer,
+    peer: &shale_security::Peer,
+    s: &mut S,
+) -> std::io::Result<()> {
+    loop {
+        let head = tokio::time::timeout(IDLE_TIMEOUT, dataport::read_head::<_, DataRequest>(s));
+        let req = match head.await {
+            Err(_) | Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(r))) => r,
+            Ok(Err(e)) => {
+                let _ = reply_error(s, &Status::invalid_argument(e.to_string())).await;
+                return Err(e);
+            }
+        };
+        match req.op {
+            Some(Op::Read(r)) => read(server, peer, s, &r).await?,
+            None => {
+                let st = Status::invalid_argument("a data request names no operation");
+                reply_error(s, &st).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn reply_error<S: AsyncWrite + Unpin>(s: &mut S, st: &Status) -> std::io::Result<()> {
+    let reply = DataReply {
+        code: st.code() as u32,
+        message: st.message().to_string(),
+        length: 0,
+    };
+    dataport::write_head(s, &reply).await?;
+    s.flush().await
+}
+
+/// One read: checked as `ReadChunk` is, then streamed from the store's verified mapping.
+async fn read<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &ChunkServer,
+    peer: &shale_security::Peer,
+    s: &mut S,
+    wire: &shale_proto::pb::ReadChunkRequest,
+) -> std::io::Result<()> {
+    let checked = match shale_security::peer_or_anonymous(Some(peer)) {
+        Ok(caller) => server.check_read(&caller, wire).await,
+        Err(st) => Err(st),
+    };
+    let (c, offset, end) = match checked {
+        Ok(x) => x,
+        // A refused request is an answer; the connection stays usable.
+        Err(st) => return reply_error(s, &st).await,
+    };
+    server.reading.fetch_add(1, Ordering::Relaxed);
+    let _reading = Inflight(server.reading.clone());
+    let head = DataReply {
+        code: 0,
+        message: String::new(),
+        length: end - offset,
+    };
+    dataport::write_head(s, &head).await?;
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(READ_FRAME_BYTES);
+        match server.store.read(c, at, n).await {
+            Ok(data) => {
+                let crc = crc32c::crc32c(&data);
+                tokio::time::timeout(SEND_TIMEOUT, dataport::write_frame(s, crc, &data))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            }
+            Err(e) => {
+                // The reader learns why (e.g. DATA_LOSS: a block failed its checksum) and
+                // tries another replica; the stream position is lost, so the connection ends.
+                s.write_all(&dataport::frame_head(FRAME_ERROR, 0)).await?;
+                reply_error(s, &status_of(&e)).await?;
+                return Err(std::io::Error::other(format!("read failed: {e}")));
+            }
+        }
+        at += n;
+    }
+    s.flush().await
+}
