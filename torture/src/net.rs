@@ -82,7 +82,18 @@ impl Net {
     /// `n` hosts in namespaces, or on loopback if namespaces cannot be made.
     pub fn new(n: usize, seed: u64) -> Net {
         let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(std::process::id()));
-        let tag = format!("{:04x}", rng.u16(..));
+        // A tag no interface or namespace uses yet: one left behind by a killed run (process
+        // ids repeat, and so would the tag) must not make this run fail with "File exists".
+        let mut tag = format!("{:04x}", rng.u16(..));
+        for _ in 0..64 {
+            let taken = std::path::Path::new(&format!("/sys/class/net/st{tag}br")).exists()
+                || std::path::Path::new(&format!("/sys/class/net/st{tag}v0")).exists()
+                || std::path::Path::new(&format!("/run/netns/st{tag}-h0")).exists();
+            if !taken {
+                break;
+            }
+            tag = format!("{:04x}", rng.u16(..));
+        }
         let (a, b) = (rng.u8(200..250), rng.u8(1..255));
         match Net::namespaces(n, &tag, a, b) {
             Ok(net) => net,
