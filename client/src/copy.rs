@@ -38,6 +38,8 @@ async fn copy_to(
             }),
             token: to.token.clone(),
             from_token: from.token.clone(),
+            // Servers pull a client's copy over gRPC (only masters name data ports).
+            source_data_address: String::new(),
         })
         .await
         .map_err(|s| format!("{target}: {:?} {}", s.code(), s.message()))?;

@@ -1,24 +1,22 @@
 //! Reads over the chunkservers' data ports (spec: `docs/data-port.md`): a request head, a
 //! reply head, then the bytes in frames with a crc32c each — no HTTP/2 framing, no protobuf
 //! message per frame. Connections are kept per chunkserver and reused (at most
-//! [`IDLE_PER_SERVER`] idle each); frames are received into one growing buffer per read and
-//! handed out as slices of it (no zero-filling, no copy).
+//! [`IDLE_PER_SERVER`] idle each); frames are received by `shale_proto::dataport::Reader`
+//! into a buffer reused across frames and handed out as slices of it (no zero-filling, no
+//! copy).
 //!
 //! Invariants: a connection goes back to the pool only after a complete answer (its stream
 //! position is known); every wait is bounded by [`IO_TIMEOUT`]; a frame's bytes are checked
 //! against its crc32c before they are used, and the frames must add up to exactly the length
 //! asked for.
 use crate::read::Frames;
-use bytes::BytesMut;
-use shale_proto::datapb::{data_request::Op, DataReply, DataRequest};
-use shale_proto::dataport::{self, FRAME_ERROR};
+use shale_proto::dataport::{self, Reader};
 use shale_proto::metapb::ChunkLocation;
 use shale_proto::pb::{ChunkRef, ReadChunkRequest};
 use shale_security::transport::Stream;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Idle connections kept per chunkserver.
 pub const IDLE_PER_SERVER: usize = 4;
@@ -89,96 +87,51 @@ pub(crate) async fn read(
     offset: u64,
     len: u64,
 ) -> Result<Frames, String> {
-    let mut s = match conns.take(addr) {
-        Some(s) => s,
-        None => dial(transport, addr)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?,
-    };
-    let req = DataRequest {
-        op: Some(Op::Read(ReadChunkRequest {
-            chunk: Some(ChunkRef {
-                chunk_id: c.chunk_id,
-                version: c.version,
-            }),
-            offset,
-            length: len,
-            to_end: false,
-            token: c.token.clone(),
-        })),
-    };
     let e = |e: String| format!("{addr}: {e}");
-    within("send", async {
-        dataport::write_head(&mut s, &req).await?;
-        s.flush().await
-    })
-    .await
-    .map_err(e)?;
-    let reply: DataReply = within("answer", dataport::read_head(&mut s))
-        .await
-        .map_err(e)?
-        .ok_or_else(|| e("closed the connection".into()))?;
-    if reply.code != 0 {
-        // A refusal is a complete answer: the connection stays usable.
-        conns.put(addr, s);
-        return Err(e(format!(
-            "{:?} {}",
-            tonic::Code::from(reply.code as i32),
-            reply.message
-        )));
-    }
-    if reply.length != len {
-        return Err(e(format!("announced {} bytes, not {len}", reply.length)));
+    let s = match conns.take(addr) {
+        Some(s) => s,
+        None => dial(transport, addr).await.map_err(e)?,
+    };
+    let req = ReadChunkRequest {
+        chunk: Some(ChunkRef {
+            chunk_id: c.chunk_id,
+            version: c.version,
+        }),
+        offset,
+        length: len,
+        to_end: false,
+        token: c.token.clone(),
+    };
+    let mut r = match tokio::time::timeout(IO_TIMEOUT, Reader::start(s, req)).await {
+        Err(_) => return Err(e(format!("no answer in {} s", IO_TIMEOUT.as_secs()))),
+        Ok(Err((back, why))) => {
+            // A refusal is a complete answer: the connection stays usable.
+            if let Some(s) = back {
+                conns.put(addr, s);
+            }
+            return Err(e(why.to_string()));
+        }
+        Ok(Ok(r)) => r,
+    };
+    if r.left() != len {
+        return Err(e(format!("announced {} bytes, not {len}", r.left())));
     }
     let mut frames = Vec::new();
-    let mut buf = BytesMut::with_capacity(len.min(dataport::FRAME_MAX_BYTES as u64 * 4) as usize);
-    let mut got = 0u64;
-    while got < len {
-        let (n, crc) = within("frame", dataport::read_frame_head(&mut s))
-            .await
-            .map_err(e)?;
-        if n == FRAME_ERROR {
-            let why: Option<DataReply> = within("error", dataport::read_head(&mut s))
-                .await
-                .map_err(e)?;
-            let why = why.unwrap_or_default();
-            return Err(e(format!(
-                "{:?} {} (at byte {} of chunk {})",
-                tonic::Code::from(why.code as i32),
-                why.message,
-                offset + got,
-                c.chunk_id
-            )));
-        }
-        if n == 0 || got + u64::from(n) > len {
-            return Err(e(format!("a frame of {n} bytes at {got} of {len}")));
-        }
-        let n = n as usize;
-        buf.reserve(n);
-        let start = buf.len();
-        within("payload", async {
-            let mut part = (&mut s).take(n as u64);
-            while buf.len() - start < n {
-                if part.read_buf(&mut buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
+    loop {
+        match tokio::time::timeout(IO_TIMEOUT, r.next()).await {
+            Err(_) => return Err(e(format!("no frame in {} s", IO_TIMEOUT.as_secs()))),
+            Ok(Err(why)) => {
+                return Err(e(format!(
+                    "{why} (chunk {}, reading from byte {offset})",
+                    c.chunk_id
+                )))
             }
-            Ok(())
-        })
-        .await
-        .map_err(e)?;
-        let data = buf.split().freeze();
-        let actual = crc32c::crc32c(&data);
-        if actual != crc {
-            return Err(e(format!(
-                "frame at byte {} of chunk {} arrived damaged (crc32c {actual:08x}, the server sent {crc:08x})",
-                offset + got,
-                c.chunk_id
-            )));
+            Ok(Ok(Some(f))) => frames.push(f),
+            Ok(Ok(None)) => break,
         }
-        got += n as u64;
-        frames.push(data);
     }
-    conns.put(addr, s);
+    if let Some(s) = r.finish() {
+        conns.put(addr, s);
+    }
     Ok(frames)
 }

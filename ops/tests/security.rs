@@ -511,6 +511,7 @@ async fn attacks_on_a_secured_cluster_are_refused() {
         }),
         token: None,
         from_token: first.token.clone(),
+        source_data_address: String::new(),
     };
     token_refused(
         chunk_at(&adm, &replica).replicate_chunk(copy).await,

@@ -98,6 +98,137 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A refusal or failure the server answered with: (gRPC status code, message).
+pub type Refusal = (u32, String);
+
+/// The client side of one read: [`Reader::start`] sends the request and reads the answer's
+/// head; [`Reader::next`] yields the payload frame by frame, each checked against its crc32c
+/// and received into a buffer that is reused while its earlier frames are gone.
+pub struct Reader<S> {
+    s: S,
+    left: u64,
+    at: u64,
+    buf: prost::bytes::BytesMut,
+}
+
+/// What reading failed on: the transport (the connection is unusable) or the server's answer.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    Refused(Refusal),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Refused((code, msg)) => {
+                write!(f, "{:?} {msg}", tonic::Code::from(*code as i32))
+            }
+        }
+    }
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
+    /// Sends `req` on `s` and reads the answer's head. A refusal comes back with the stream
+    /// (still usable: nothing follows a refusal).
+    pub async fn start(
+        mut s: S,
+        req: crate::pb::ReadChunkRequest,
+    ) -> Result<Reader<S>, (Option<S>, ReadError)> {
+        let head = crate::datapb::DataRequest {
+            op: Some(crate::datapb::data_request::Op::Read(req)),
+        };
+        let sent = async {
+            write_head(&mut s, &head).await?;
+            s.flush().await
+        };
+        if let Err(e) = sent.await {
+            return Err((None, e.into()));
+        }
+        let reply: crate::datapb::DataReply = match read_head(&mut s).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                );
+                return Err((None, e.into()));
+            }
+            Err(e) => return Err((None, e.into())),
+        };
+        if reply.code != 0 {
+            return Err((Some(s), ReadError::Refused((reply.code, reply.message))));
+        }
+        Ok(Reader {
+            s,
+            left: reply.length,
+            at: 0,
+            buf: prost::bytes::BytesMut::new(),
+        })
+    }
+
+    /// The bytes announced and not yet received.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    /// The next frame's bytes (checked against its crc32c), or None after the last one.
+    pub async fn next(&mut self) -> Result<Option<prost::bytes::Bytes>, ReadError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let (n, crc) = read_frame_head(&mut self.s).await?;
+        if n == FRAME_ERROR {
+            let why: crate::datapb::DataReply = read_head(&mut self.s).await?.unwrap_or_default();
+            return Err(ReadError::Refused((why.code, why.message)));
+        }
+        if n == 0 || u64::from(n) > self.left {
+            return Err(invalid(format!(
+                "a frame of {n} bytes with {} left to come",
+                self.left
+            ))
+            .into());
+        }
+        let n = n as usize;
+        // Frames handed out earlier keep their memory; once they are all dropped, `reserve`
+        // reuses it.
+        self.buf
+            .reserve(n.max(4 * FRAME_MAX_BYTES).min(self.left as usize));
+        {
+            let mut part = (&mut self.s).take(n as u64);
+            while self.buf.len() < n {
+                if part.read_buf(&mut self.buf).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+            }
+        }
+        let data = self.buf.split_to(n).freeze();
+        let actual = crc32c::crc32c(&data);
+        if actual != crc {
+            return Err(invalid(format!(
+                "the frame at byte {} arrived damaged (crc32c {actual:08x}, sent {crc:08x})",
+                self.at
+            ))
+            .into());
+        }
+        self.left -= n as u64;
+        self.at += n as u64;
+        Ok(Some(data))
+    }
+
+    /// The connection, once every announced byte was read (ready for the next request).
+    pub fn finish(self) -> Option<S> {
+        (self.left == 0).then_some(self.s)
+    }
+}
+
 fn invalid(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
@@ -150,5 +281,86 @@ mod tests {
             .await
             .expect("eof")
             .is_none());
+    }
+
+    /// A server's side of one read, by hand: the request, then `reply`, then `frames`.
+    async fn serve_one(
+        mut s: tokio::io::DuplexStream,
+        reply: DataReply,
+        frames: Vec<(Vec<u8>, u32)>,
+    ) -> tokio::io::DuplexStream {
+        let req: crate::datapb::DataRequest =
+            read_head(&mut s).await.expect("req").expect("a head");
+        assert!(req.op.is_some());
+        write_head(&mut s, &reply).await.expect("reply");
+        for (p, crc) in frames {
+            write_frame(&mut s, crc, &p).await.expect("frame");
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn the_reader_checks_every_frame_and_the_total() {
+        let ok = |len| DataReply {
+            code: 0,
+            message: String::new(),
+            length: len,
+        };
+        let req = crate::pb::ReadChunkRequest::default();
+        // Two good frames, then the connection is ready for the next request.
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(serve_one(
+            b,
+            ok(8),
+            vec![
+                (b"abc".to_vec(), crc32c::crc32c(b"abc")),
+                (b"defgh".to_vec(), crc32c::crc32c(b"defgh")),
+            ],
+        ));
+        let mut r = Reader::start(a, req.clone())
+            .await
+            .map_err(|e| e.1)
+            .expect("start");
+        assert_eq!(r.left(), 8);
+        assert_eq!(&r.next().await.expect("1").expect("a frame")[..], b"abc");
+        assert_eq!(&r.next().await.expect("2").expect("a frame")[..], b"defgh");
+        assert!(r.next().await.expect("end").is_none());
+        assert!(r.finish().is_some(), "reusable after a complete answer");
+        server.await.expect("server");
+        // A damaged frame is an error, as is a frame longer than what is left.
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(serve_one(b, ok(3), vec![(b"abc".to_vec(), 1)]));
+        let mut r = Reader::start(a, req.clone())
+            .await
+            .map_err(|e| e.1)
+            .expect("start");
+        assert!(matches!(r.next().await, Err(ReadError::Io(_))));
+        drop(server.await);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(serve_one(
+            b,
+            ok(2),
+            vec![(b"abc".to_vec(), crc32c::crc32c(b"abc"))],
+        ));
+        let mut r = Reader::start(a, req.clone())
+            .await
+            .map_err(|e| e.1)
+            .expect("start");
+        assert!(r.next().await.is_err());
+        drop(server.await);
+        // A refusal comes back with the connection.
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let refused = DataReply {
+            code: 7,
+            message: "no".into(),
+            length: 0,
+        };
+        let server = tokio::spawn(serve_one(b, refused, vec![]));
+        match Reader::start(a, req).await {
+            Err((Some(_), ReadError::Refused((7, m)))) => assert_eq!(m, "no"),
+            Err((_, e)) => panic!("unexpected {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+        drop(server.await);
     }
 }

@@ -145,3 +145,81 @@ async fn read<S: AsyncRead + AsyncWrite + Unpin>(
     }
     s.flush().await
 }
+
+/// Where a copy's bytes come from (`ReplicateChunk`): the source's gRPC `ReadChunk` stream or
+/// its data port. Either way every frame is checked against its crc32c before it is used.
+pub enum Pull {
+    Grpc(tonic::Streaming<shale_proto::pb::ReadChunkResponse>),
+    Port(dataport::Reader<shale_security::transport::Stream>, String),
+}
+
+impl Pull {
+    /// Starts reading `req` from the data port at `addr`.
+    pub async fn port(
+        transport: &shale_security::Transport,
+        addr: &str,
+        req: shale_proto::pb::ReadChunkRequest,
+    ) -> Result<Pull, Status> {
+        let unavailable = |e: String| Status::unavailable(format!("data port {addr}: {e}"));
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_start_matches('[').trim_end_matches(']'),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("data port {addr:?}: not host:port"))
+            })?;
+        let dial = transport.dial(host, port, dataport::ALPN);
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial)
+            .await
+            .map_err(|_| unavailable("no connection in 10 s".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let start = tokio::time::timeout(IDLE_TIMEOUT, dataport::Reader::start(s, req));
+        match start.await {
+            Err(_) => Err(unavailable("no answer".into())),
+            Ok(Err((_, dataport::ReadError::Refused((code, msg))))) => {
+                Err(Status::new(tonic::Code::from(code as i32), msg))
+            }
+            Ok(Err((_, dataport::ReadError::Io(e)))) => Err(unavailable(e.to_string())),
+            Ok(Ok(r)) => Ok(Pull::Port(r, addr.to_string())),
+        }
+    }
+
+    /// The next frame's bytes, checked; None at the end. Silence for `idle` is an error.
+    pub async fn next(&mut self, idle: Duration) -> Result<Option<bytes::Bytes>, Status> {
+        match self {
+            Pull::Grpc(s) => {
+                let Some(frame) = super::service::next_message(s, idle).await? else {
+                    return Ok(None);
+                };
+                if crc32c::crc32c(&frame.data) != frame.crc32c {
+                    return Err(Status::data_loss(
+                        "a frame from the source arrived damaged (crc32c mismatch)",
+                    ));
+                }
+                Ok(Some(frame.data))
+            }
+            Pull::Port(r, addr) => match tokio::time::timeout(idle, r.next()).await {
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "data port {addr}: silent for {} s",
+                    idle.as_secs()
+                ))),
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(dataport::ReadError::Refused((code, msg)))) => {
+                    Err(Status::new(tonic::Code::from(code as i32), msg))
+                }
+                Ok(Err(dataport::ReadError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    Err(Status::data_loss(format!("data port {addr}: {e}")))
+                }
+                Ok(Err(dataport::ReadError::Io(e))) => {
+                    Err(Status::unavailable(format!("data port {addr}: {e}")))
+                }
+            },
+        }
+    }
+}

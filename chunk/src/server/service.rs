@@ -132,7 +132,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// The next message of a client stream, or an error if none comes within `idle`.
-async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, Status> {
+pub(crate) async fn next_message<T>(
+    stream: &mut Streaming<T>,
+    idle: Duration,
+) -> Result<Option<T>, Status> {
     match tokio::time::timeout(idle, stream.message()).await {
         Ok(r) => r,
         Err(_) => Err(Status::deadline_exceeded(format!(
@@ -702,33 +705,34 @@ impl ChunkService for ChunkServer {
             Some(f) => (DomainRef::try_from(Some(f))?, false),
             None => (c, true),
         };
-        let mut client = self.peer(&src.address)?;
-        let mut stream = client
-            .read_chunk(ReadChunkRequest {
-                chunk: Some(from.into()),
-                offset: 0,
-                length: 0,
-                to_end: true,
-                // The source serves this server on its own identity; a client's token rides
-                // along for servers that want it.
-                token: r.from_token.clone(),
-            })
-            .await?
-            .into_inner();
+        let read = ReadChunkRequest {
+            chunk: Some(from.into()),
+            offset: 0,
+            length: 0,
+            to_end: true,
+            // The source serves this server on its own identity; a client's token rides
+            // along for servers that want it.
+            token: r.from_token.clone(),
+        };
+        // The source's data port, when a master names one (a client's copy request could name
+        // any address: its token vouches only for the gRPC address).
+        let from_master = match &caller {
+            shale_security::Caller::Trusted => true,
+            shale_security::Caller::Is(p) => p.role == shale_security::Role::Master,
+        };
+        let mut stream = if from_master && !r.source_data_address.is_empty() {
+            super::dataport::Pull::port(&self.transport, &r.source_data_address, read).await?
+        } else {
+            let mut client = self.peer(&src.address)?;
+            super::dataport::Pull::Grpc(client.read_chunk(read).await?.into_inner())
+        };
         let _slot = self.write_slot()?;
         let guard = AbortOnDrop::create(&self.store, c)
             .await
             .map_err(|e| e.status())?;
         let copied: Result<u64, Status> = async {
             let mut off = 0u64;
-            while let Some(frame) = next_message(&mut stream, self.stream_idle).await? {
-                let data: Bytes = frame.data;
-                if crc32c::crc32c(&data) != frame.crc32c {
-                    return Err(Status::data_loss(format!(
-                        "{}: a frame from {} arrived damaged (crc32c mismatch at byte {off})",
-                        c.id, src.address
-                    )));
-                }
+            while let Some(data) = stream.next(self.stream_idle).await? {
                 let n = data.len() as u64;
                 if capped {
                     self.throttle(n).await;

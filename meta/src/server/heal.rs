@@ -90,6 +90,8 @@ struct Round {
     views: Vec<View>,
     servers: HashMap<NodeId, Server>,
     addrs: HashMap<NodeId, String>,
+    /// Data ports (from heartbeats; absent: none known).
+    data_addrs: HashMap<NodeId, String>,
     garbage_gone: Vec<(ChunkId, ChunkVersion)>,
     /// Replicas proven bad and not yet deleted: no copy goes to those servers meanwhile.
     bad: HashSet<(NodeId, ChunkId)>,
@@ -167,6 +169,12 @@ fn observe(master: &Master, since: Instant, now: Instant) -> Round {
         views,
         servers,
         addrs,
+        data_addrs: soft
+            .servers
+            .iter()
+            .filter(|(_, l)| !l.data_address.is_empty())
+            .map(|(n, l)| (*n, l.data_address.clone()))
+            .collect(),
         garbage_gone,
         bad: soft.bad_replicas(),
         unreported,
@@ -291,6 +299,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
             src_addr.clone(),
             dst_addr.clone(),
         );
+        let src_data = r.data_addrs.get(&source).cloned().unwrap_or_default();
         let (id, version) = (v.id, v.version);
         tokio::spawn(async move {
             let ok = match chunk_client(&m, &dst_addr) {
@@ -308,6 +317,7 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                         // A master's own request: its identity is its authority.
                         token: None,
                         from_token: None,
+                        source_data_address: src_data,
                     })
                     .await
                     .map_err(|e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"))
