@@ -52,7 +52,6 @@ pub(crate) fn list(root: &Path) -> io::Result<Vec<(String, u64)>> {
 /// read raises SIGBUS and kills the server (seen under the torture harness's disk faults); a
 /// read returns a short count instead, which the caller treats as damage.
 fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
     let file = fs::File::open(path)?;
     let file_len = file.metadata()?.len();
     if offset.checked_add(len).is_none_or(|end| end > file_len) {
@@ -62,8 +61,41 @@ fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
         ));
     }
     let len_usize = usize::try_from(len).map_err(io::Error::other)?;
-    let mut buf = bytes::BytesMut::zeroed(len_usize);
-    file.read_exact_at(&mut buf, offset)?;
+    // Into uninitialized capacity: zeroing a buffer that pread is about to fill cost ≈ 5 % of
+    // a chunkserver's CPU while serving reads.
+    let mut buf = bytes::BytesMut::with_capacity(len_usize);
+    while buf.len() < len_usize {
+        let (have, at) = (buf.len(), offset + buf.len() as u64);
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(len_usize - have);
+        let at = libc::off_t::try_from(at).map_err(io::Error::other)?;
+        // SAFETY: `spare` is valid for writes of `want` bytes (its length or less); pread
+        // writes at most that many and reports how many it wrote.
+        let n = unsafe {
+            libc::pread(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                spare.as_mut_ptr().cast(),
+                want,
+                at,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ended at {at} reading {offset}+{len}"),
+            ));
+        }
+        let filled = buf.len() + n as usize;
+        // SAFETY: pread initialized the `n` bytes after the current length.
+        unsafe { buf.set_len(filled) };
+    }
     Ok(buf.freeze())
 }
 
