@@ -77,6 +77,14 @@ async fn dial(transport: &shale_security::Transport, addr: &str) -> Result<Strea
     Ok(s)
 }
 
+/// Why a data-port read failed.
+pub(crate) enum PortError {
+    /// No connection could be made (a firewall, an old server): gRPC may still work.
+    Unreachable(String),
+    /// The server answered (a refusal, damaged bytes, a broken stream).
+    Failed(String),
+}
+
 /// Bytes `[offset, offset + len)` of chunk `c` from the data port at `addr`: the frames, each
 /// checked against its crc32c. Errors say what went wrong, naming `addr`.
 pub(crate) async fn read(
@@ -86,11 +94,13 @@ pub(crate) async fn read(
     c: &ChunkLocation,
     offset: u64,
     len: u64,
-) -> Result<Frames, String> {
-    let e = |e: String| format!("{addr}: {e}");
+) -> Result<Frames, PortError> {
+    let e = |e: String| PortError::Failed(format!("{addr}: {e}"));
     let s = match conns.take(addr) {
         Some(s) => s,
-        None => dial(transport, addr).await.map_err(e)?,
+        None => dial(transport, addr)
+            .await
+            .map_err(|why| PortError::Unreachable(format!("data port {addr}: {why}")))?,
     };
     let req = ReadChunkRequest {
         chunk: Some(ChunkRef {

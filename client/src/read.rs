@@ -111,7 +111,16 @@ impl Client {
     ) -> std::result::Result<Frames, String> {
         let t = &self.config.transport;
         if self.config.data_port && !r.data_address.is_empty() {
-            return crate::dataport::read(t, &self.data, &r.data_address, c, offset, len).await;
+            use crate::dataport::PortError;
+            match crate::dataport::read(t, &self.data, &r.data_address, c, offset, len).await {
+                Ok(frames) => return Ok(frames),
+                Err(PortError::Failed(e)) => return Err(e),
+                // Not reachable (e.g. a firewall lets only the gRPC port through): the same
+                // read over gRPC.
+                Err(PortError::Unreachable(e)) => {
+                    tracing::debug!(error = %e, "data port unreachable; reading over gRPC")
+                }
+            }
         }
         read_replica_grpc(t, &r.address, c, offset, len).await
     }

@@ -251,4 +251,64 @@ async fn the_data_port_serves_the_same_bytes_with_the_same_checks() {
     let mut back = Vec::new();
     c.get("/f", &mut back, &|_| {}).await.expect("get");
     assert!(back == data);
+
+    // Data ports that cannot be reached (a firewall lets only gRPC through): a new client
+    // reads over gRPC instead.
+    let ports: Vec<u16> = locs.chunks[0]
+        .replicas
+        .iter()
+        .filter_map(|r| r.data_address.rsplit_once(':')?.1.parse().ok())
+        .collect();
+    let _wall = Firewall::reject(&ports);
+    let (h, p) = port.rsplit_once(':').expect("host:port");
+    assert!(
+        anon.dial(h, p.parse().expect("port"), dataport::ALPN)
+            .await
+            .is_err(),
+        "the data port is still reachable"
+    );
+    let fresh = Client::connect(&masters, client_config())
+        .await
+        .expect("connect");
+    let mut back = Vec::new();
+    fresh
+        .get("/f", &mut back, &|_| {})
+        .await
+        .expect("get over gRPC");
+    assert!(back == data);
+}
+
+/// An nftables table rejecting TCP connections to some local ports, removed when dropped.
+struct Firewall(String);
+
+impl Firewall {
+    fn reject(ports: &[u16]) -> Firewall {
+        let name = format!("shale_dp_{}", std::process::id());
+        let set = ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rules = format!(
+            "table inet {name} {{\n chain out {{\n  type filter hook output priority 0;\n  \
+             tcp dport {{ {set} }} reject with tcp reset\n }}\n}}\n"
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft (nftables) is needed");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), rules.as_bytes())
+            .expect("rules");
+        assert!(child.wait().expect("nft").success(), "nft refused {rules}");
+        Firewall(name)
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
 }
