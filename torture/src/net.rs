@@ -81,15 +81,26 @@ fn nft(ns: &str, script: &str) -> Result<(), String> {
 impl Net {
     /// `n` hosts in namespaces, or on loopback if namespaces cannot be made.
     pub fn new(n: usize, seed: u64) -> Net {
-        let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(std::process::id()));
+        // Each network of this process gets its own draw (the kernel removes a deleted
+        // namespace's interfaces asynchronously: the previous network's may still be there).
+        static NETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nth = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut rng = fastrand::Rng::with_seed(
+            seed ^ u64::from(std::process::id()) ^ nth.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         // A tag no interface or namespace uses yet: one left behind by a killed run (process
         // ids repeat, and so would the tag) must not make this run fail with "File exists".
+        let taken = |tag: &str| {
+            let exists = |p: String| std::path::Path::new(&p).exists();
+            exists(format!("/sys/class/net/st{tag}br"))
+                || (0..n).any(|i| {
+                    exists(format!("/sys/class/net/st{tag}v{i}"))
+                        || exists(format!("/run/netns/st{tag}-h{i}"))
+                })
+        };
         let mut tag = format!("{:04x}", rng.u16(..));
         for _ in 0..64 {
-            let taken = std::path::Path::new(&format!("/sys/class/net/st{tag}br")).exists()
-                || std::path::Path::new(&format!("/sys/class/net/st{tag}v0")).exists()
-                || std::path::Path::new(&format!("/run/netns/st{tag}-h0")).exists();
-            if !taken {
+            if !taken(&tag) {
                 break;
             }
             tag = format!("{:04x}", rng.u16(..));
