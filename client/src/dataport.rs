@@ -12,7 +12,6 @@
 use crate::read::Frames;
 use shale_proto::dataport::{self, Reader};
 use shale_proto::metapb::ChunkLocation;
-use shale_proto::pb::{ChunkRef, ReadChunkRequest};
 use shale_security::transport::Stream;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -102,16 +101,7 @@ pub(crate) async fn read(
             .await
             .map_err(|why| PortError::Unreachable(format!("data port {addr}: {why}")))?,
     };
-    let req = ReadChunkRequest {
-        chunk: Some(ChunkRef {
-            chunk_id: c.chunk_id,
-            version: c.version,
-        }),
-        offset,
-        length: len,
-        to_end: false,
-        token: c.token.clone(),
-    };
+    let req = crate::read::read_request(c, offset, len);
     let mut r = match tokio::time::timeout(IO_TIMEOUT, Reader::start(s, req)).await {
         Err(_) => return Err(e(format!("no answer in {} s", IO_TIMEOUT.as_secs()))),
         Ok(Err((back, why))) => {

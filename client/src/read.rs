@@ -52,6 +52,21 @@ fn intact(frame: &shale_proto::pb::ReadChunkResponse) -> std::result::Result<(),
     }
 }
 
+/// The request for bytes `[offset, offset + len)` of `c` (gRPC `ReadChunk` and the data port
+/// take the same one).
+pub(crate) fn read_request(c: &ChunkLocation, offset: u64, len: u64) -> ReadChunkRequest {
+    ReadChunkRequest {
+        chunk: Some(ChunkRef {
+            chunk_id: c.chunk_id,
+            version: c.version,
+        }),
+        offset,
+        length: len,
+        to_end: false,
+        token: c.token.clone(),
+    }
+}
+
 /// Bytes `[offset, offset + len)` of `c` from the chunkserver at `addr` over gRPC.
 pub(crate) async fn read_replica_grpc(
     transport: &shale_security::Transport,
@@ -62,16 +77,7 @@ pub(crate) async fn read_replica_grpc(
 ) -> std::result::Result<Frames, String> {
     let mut client = crate::chunkserver::connect(transport, addr, Duration::from_secs(60))?;
     let mut stream = client
-        .read_chunk(ReadChunkRequest {
-            chunk: Some(ChunkRef {
-                chunk_id: c.chunk_id,
-                version: c.version,
-            }),
-            offset,
-            length: len,
-            to_end: false,
-            token: c.token.clone(),
-        })
+        .read_chunk(read_request(c, offset, len))
         .await
         .map_err(|s| format!("{addr}: {:?} {}", s.code(), s.message()))?
         .into_inner();
