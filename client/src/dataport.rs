@@ -51,31 +51,6 @@ impl DataConns {
     }
 }
 
-async fn within<T>(
-    what: &str,
-    f: impl std::future::Future<Output = std::io::Result<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(IO_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no progress in {} s", IO_TIMEOUT.as_secs())),
-    }
-}
-
-async fn dial(transport: &shale_security::Transport, addr: &str) -> Result<Stream, String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse().ok()?,
-            ))
-        })
-        .ok_or_else(|| format!("data port {addr:?} is not host:port"))?;
-    let s = within("connect", transport.dial(host, port, dataport::ALPN)).await?;
-    Ok(s)
-}
-
 /// Why a data-port read failed.
 pub(crate) enum PortError {
     /// No connection could be made (a firewall, an old server): gRPC may still work.
@@ -97,9 +72,9 @@ pub(crate) async fn read(
     let e = |e: String| PortError::Failed(format!("{addr}: {e}"));
     let s = match conns.take(addr) {
         Some(s) => s,
-        None => dial(transport, addr)
+        None => dataport::dial(transport, addr, IO_TIMEOUT)
             .await
-            .map_err(|why| PortError::Unreachable(format!("data port {addr}: {why}")))?,
+            .map_err(|why| PortError::Unreachable(format!("data port {addr}: connect: {why}")))?,
     };
     let req = crate::read::read_request(c, offset, len);
     let mut r = match tokio::time::timeout(IO_TIMEOUT, Reader::start(s, req)).await {

@@ -98,6 +98,32 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Connects to the data port at `addr` (`host:port`, `[v6]:port`) as `transport` says (TLS
+/// with this protocol's ALPN, or plaintext), within `within`.
+pub async fn dial(
+    transport: &shale_security::Transport,
+    addr: &str,
+    within: std::time::Duration,
+) -> std::io::Result<shale_security::transport::Stream> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .ok_or_else(|| invalid(format!("data port {addr:?} is not host:port")))?;
+    tokio::time::timeout(within, transport.dial(host, port, ALPN))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection in {} s", within.as_secs()),
+            )
+        })?
+}
+
 /// A refusal or failure the server answered with: (gRPC status code, message).
 pub type Refusal = (u32, String);
 

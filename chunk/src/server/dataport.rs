@@ -6,9 +6,9 @@
 //!
 //! Reads are checked by the very code `ChunkService.ReadChunk` uses
 //! (`ChunkServer::check_read`: request shape, caller's role or chunk token, sealed version,
-//! range) and served from the store's verified, memory-mapped pages: a frame's payload goes
-//! from the mapping to the socket in one vectored write, with no copy in user space (over
-//! TLS, rustls encrypts from the mapping).
+//! range) and served as the store reads and verifies them (one `pread` into a buffer of their
+//! own): a frame's head and payload leave in one vectored write, with no further copy in user
+//! space (over TLS, rustls encrypts from that buffer).
 //!
 //! Invariants: at most [`CONNECTIONS_MAX`] connections are served at once (more are closed
 //! at once); a connection's TLS handshake must finish in [`HANDSHAKE_TIMEOUT`] and a request
@@ -99,7 +99,7 @@ async fn reply_error<S: AsyncWrite + Unpin>(s: &mut S, st: &Status) -> std::io::
     s.flush().await
 }
 
-/// One read: checked as `ReadChunk` is, then streamed from the store's verified mapping.
+/// One read: checked as `ReadChunk` is, then streamed as the store reads and verifies it.
 async fn read<S: AsyncRead + AsyncWrite + Unpin>(
     server: &ChunkServer,
     peer: &shale_security::Peer,
@@ -160,30 +160,13 @@ impl Pull {
         addr: &str,
         req: shale_proto::pb::ReadChunkRequest,
     ) -> Result<Pull, Status> {
-        let unavailable = |e: String| Status::unavailable(format!("data port {addr}: {e}"));
-        let (host, port) = addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_start_matches('[').trim_end_matches(']'),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("data port {addr:?}: not host:port"))
-            })?;
-        let dial = transport.dial(host, port, dataport::ALPN);
-        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial)
+        let s = dataport::dial(transport, addr, HANDSHAKE_TIMEOUT)
             .await
-            .map_err(|_| unavailable("no connection in 10 s".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| Status::unavailable(format!("data port {addr}: {e}")))?;
         let start = tokio::time::timeout(IDLE_TIMEOUT, dataport::Reader::start(s, req));
         match start.await {
-            Err(_) => Err(unavailable("no answer".into())),
-            Ok(Err((_, dataport::ReadError::Refused((code, msg))))) => {
-                Err(Status::new(tonic::Code::from(code as i32), msg))
-            }
-            Ok(Err((_, dataport::ReadError::Io(e)))) => Err(unavailable(e.to_string())),
+            Err(_) => Err(Status::unavailable(format!("data port {addr}: no answer"))),
+            Ok(Err((_, e))) => Err(status(e, addr)),
             Ok(Ok(r)) => Ok(Pull::Port(r, addr.to_string())),
         }
     }
@@ -208,18 +191,22 @@ impl Pull {
                     idle.as_secs()
                 ))),
                 Ok(Ok(b)) => Ok(b),
-                Ok(Err(dataport::ReadError::Refused((code, msg)))) => {
-                    Err(Status::new(tonic::Code::from(code as i32), msg))
-                }
-                Ok(Err(dataport::ReadError::Io(e)))
-                    if e.kind() == std::io::ErrorKind::InvalidData =>
-                {
-                    Err(Status::data_loss(format!("data port {addr}: {e}")))
-                }
-                Ok(Err(dataport::ReadError::Io(e))) => {
-                    Err(Status::unavailable(format!("data port {addr}: {e}")))
-                }
+                Ok(Err(e)) => Err(status(e, addr)),
             },
         }
+    }
+}
+
+/// A failed data-port read as a status: the source's own answer, DATA_LOSS for bytes that
+/// arrived damaged (or frames that do not add up), UNAVAILABLE for a broken connection.
+fn status(e: dataport::ReadError, addr: &str) -> Status {
+    match e {
+        dataport::ReadError::Refused((code, msg)) => {
+            Status::new(tonic::Code::from(code as i32), msg)
+        }
+        dataport::ReadError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Status::data_loss(format!("data port {addr}: {e}"))
+        }
+        dataport::ReadError::Io(e) => Status::unavailable(format!("data port {addr}: {e}")),
     }
 }

@@ -193,20 +193,26 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
     master
         .under_replicated
         .store(under.len() as u64, Ordering::Relaxed);
-    let lost = r
+    // Chunks with no replica left: counted, the first ones kept for `Status`'s files at risk.
+    let (mut lost, mut first_lost) = (0usize, Vec::new());
+    for v in r
         .views
         .iter()
         .filter(|v| v.live.is_empty() && v.draining.is_empty())
-        .count();
+    {
+        lost += 1;
+        if first_lost.len() < AT_RISK_MAX {
+            first_lost.push(v);
+        }
+    }
     master.missing.store(
         if r.unreported == 0 { lost as u64 } else { 0 },
         Ordering::Relaxed,
     );
     // Lost chunks first, then the least replicated (only once every server has reported).
     let at_risk: Vec<(ChunkId, u32, u32)> = if r.unreported == 0 {
-        r.views
-            .iter()
-            .filter(|v| v.live.is_empty() && v.draining.is_empty())
+        first_lost
+            .into_iter()
             .chain(under.iter().copied())
             .take(AT_RISK_MAX)
             .map(|v| (v.id, v.live.len() as u32, v.target as u32))

@@ -62,6 +62,36 @@ fn liveness(s: &StatusReply, m: &shale_proto::metapb::MasterInfo) -> String {
 /// ms apart) is shown as not answering.
 const MEMBER_SILENT_MS: u64 = 2_000;
 
+/// The chunkservers of a status, as `status --json` and the dashboard give them.
+pub(crate) fn chunkservers_json(s: &StatusReply) -> Value {
+    s.chunkservers
+        .iter()
+        .map(|cs| {
+            json!({
+                "node": cs.node_id, "address": cs.address, "host": cs.host, "rack": cs.rack,
+                "state": cs.state, "free_bytes": cs.free_bytes,
+                "capacity_bytes": cs.capacity_bytes, "chunks": cs.chunks,
+                "draining": cs.draining, "reported": cs.reported, "load": cs.load,
+                "heard_ms_ago": cs.heard_ms_ago, "bytes_written": cs.bytes_written,
+                "bytes_read": cs.bytes_read,
+            })
+        })
+        .collect()
+}
+
+/// The files at risk of a (leader's) status.
+pub(crate) fn at_risk_json(s: &StatusReply) -> Value {
+    s.at_risk
+        .iter()
+        .map(|a| {
+            json!({
+                "path": a.path, "inode": a.inode, "chunk_index": a.chunk_index,
+                "live_replicas": a.live_replicas, "target": a.target,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn status_json(s: &StatusReply) -> Value {
     json!({
         "asked": s.id,
@@ -74,13 +104,7 @@ pub(crate) fn status_json(s: &StatusReply) -> Value {
             "id": m.id, "address": m.address, "voter": m.voter, "leader": m.id == s.leader,
             "heard_ms_ago": m.heard_ms_ago, "matched_index": m.matched_index,
         })).collect::<Vec<_>>(),
-        "chunkservers": s.chunkservers.iter().map(|cs| json!({
-            "node": cs.node_id, "address": cs.address, "host": cs.host, "rack": cs.rack,
-            "state": cs.state, "free_bytes": cs.free_bytes, "capacity_bytes": cs.capacity_bytes,
-            "chunks": cs.chunks, "draining": cs.draining, "reported": cs.reported,
-            "load": cs.load, "heard_ms_ago": cs.heard_ms_ago,
-            "bytes_written": cs.bytes_written, "bytes_read": cs.bytes_read,
-        })).collect::<Vec<_>>(),
+        "chunkservers": chunkservers_json(s),
         "files": s.files,
         "directories": s.dirs,
         "chunks": s.chunks,
@@ -90,10 +114,7 @@ pub(crate) fn status_json(s: &StatusReply) -> Value {
         "unreported": s.unreported,
         "missing": s.missing,
         "bad_replicas": s.bad_replicas,
-        "at_risk": s.at_risk.iter().map(|a| json!({
-            "path": a.path, "inode": a.inode, "chunk_index": a.chunk_index,
-            "live_replicas": a.live_replicas, "target": a.target,
-        })).collect::<Vec<_>>(),
+        "at_risk": at_risk_json(s),
         "last_log_index": s.last_log_index,
         "committed_index": s.committed_index,
         "snapshot_index": s.snapshot_index,

@@ -205,7 +205,7 @@ impl Dashboard {
             "term": leader.map(|l| l.term),
             "masters": masters,
             "chunkservers": view.map_or(Value::Null, |s| {
-                crate::cli::admin::status_json(s)["chunkservers"].clone()
+                crate::cli::admin::chunkservers_json(s)
             }),
             "files": view.map(|s| s.files),
             "chunks": view.map(|s| s.chunks),
@@ -226,7 +226,7 @@ impl Dashboard {
                 },
             })),
             "at_risk": leader.map_or(Value::Null, |l| {
-                crate::cli::admin::status_json(l)["at_risk"].clone()
+                crate::cli::admin::at_risk_json(l)
             }),
             "history": latest.history.samples().iter().map(|s| json!({
                 "at_ms": s.at_ms,
