@@ -219,6 +219,23 @@ impl CrcAccumulator {
         }
     }
 
+    /// Continues the crcs of `length` bytes whose blocks have `crcs` (the last possibly short).
+    pub fn resume(block_size: u32, crcs: &[u32], length: u64) -> Self {
+        let full = (length / u64::from(block_size)) as usize;
+        let cur_len = (length % u64::from(block_size)) as u32;
+        let cur = if cur_len > 0 {
+            crcs.get(full).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        CrcAccumulator {
+            block_size,
+            crcs: crcs[..full.min(crcs.len())].to_vec(),
+            cur,
+            cur_len,
+        }
+    }
+
     /// The crcs of all blocks, the last one possibly short.
     pub fn finish(mut self) -> Vec<u32> {
         if self.cur_len > 0 {

@@ -498,6 +498,113 @@ pub async fn many_chunks_in_parallel<H: Harness>(h: &H) {
     assert_eq!(s.usage().open_chunks, 0);
 }
 
+/// Record append: durable appends to a sealed chunk, created on the first; wrong offsets,
+/// versions and sizes refused; reads see whole appends; reopen serves every appended byte.
+pub async fn appends_grow_a_sealed_chunk<H: Harness>(h: &H) {
+    let (s, _) = h.open(cfg()).await;
+    let c = cref(7, 1);
+    assert!(matches!(
+        s.append(c, 0, Bytes::from_static(b"x"), false).await,
+        Err(ChunkError::NotFound(_))
+    ));
+    let mut want = Vec::new();
+    // Records of odd sizes across block boundaries (64 KiB blocks).
+    for (i, len) in [5usize, 70_000, 1, 65_531, 200_000, 3]
+        .into_iter()
+        .enumerate()
+    {
+        let rec = content(7, i as u64 + 1, len);
+        let end = s
+            .append(c, want.len() as u64, Bytes::from(rec.clone()), i == 0)
+            .await
+            .expect("append");
+        want.extend_from_slice(&rec);
+        assert_eq!(end, want.len() as u64);
+        assert_eq!(s.stat(ChunkId(7)).map(|i| i.length_bytes), Some(end));
+        assert_eq!(read_all(&s, 7, 1, want.len()).await, want);
+    }
+    // A stale offset (a lost reply's retry) and a gap are refused and change nothing.
+    for off in [0, want.len() as u64 - 3, want.len() as u64 + 1] {
+        let e = s
+            .append(c, off, Bytes::from_static(b"dup"), true)
+            .await
+            .expect_err("offset");
+        assert!(matches!(e, ChunkError::BadOffset { .. }), "{e}");
+    }
+    let e = s
+        .append(
+            cref(7, 2),
+            want.len() as u64,
+            Bytes::from_static(b"v"),
+            false,
+        )
+        .await
+        .expect_err("version");
+    assert!(matches!(e, ChunkError::WrongVersion { .. }), "{e}");
+    let e = s
+        .append(c, want.len() as u64, Bytes::from(vec![0u8; 4 << 20]), false)
+        .await
+        .expect_err("too large");
+    assert!(matches!(e, ChunkError::TooLarge { .. }), "{e}");
+    let mid = s.read(c, 69_990, 20).await.expect("mid");
+    assert_eq!(&mid[..], &want[69_990..70_010]);
+    // Bytes past the sidecar's length (an append that crashed before its commit) are ignored.
+    let mut longer = h.read_raw("0000000000000007.chunk").expect("data");
+    longer.extend_from_slice(b"uncommitted");
+    h.put("0000000000000007.chunk", &longer);
+    drop(s);
+    let (s, report) = h.open(cfg()).await;
+    assert!(report.quarantined.is_empty(), "{report}");
+    assert_eq!(read_all(&s, 7, 1, want.len()).await, want);
+    let end = s
+        .append(c, want.len() as u64, Bytes::from_static(b"after"), false)
+        .await
+        .expect("append after reopen");
+    want.extend_from_slice(b"after");
+    assert_eq!(end, want.len() as u64);
+    drop(s);
+    let (s, _) = h
+        .open(StoreConfig {
+            verify_at_open: VerifyAtOpen::Full,
+            ..cfg()
+        })
+        .await;
+    assert_eq!(read_all(&s, 7, 1, want.len()).await, want);
+    // Deleting works as for any sealed chunk.
+    assert!(s.delete(ChunkId(7), ChunkVersion(1)).await.expect("delete"));
+    assert!(s.list().is_empty());
+}
+
+/// Concurrent appenders at racing offsets: exactly one wins each offset, none is torn.
+pub async fn concurrent_appends_are_serialized<H: Harness>(h: &H) {
+    let (s, _) = h.open(cfg()).await;
+    let s = std::sync::Arc::new(s);
+    let c = cref(8, 1);
+    s.append(c, 0, Bytes::new(), true).await.expect("create");
+    let mut tasks = Vec::new();
+    for t in 0..4u8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0;
+            while mine < 10 {
+                let at = s.stat(ChunkId(8)).map_or(0, |i| i.length_bytes);
+                match s.append(c, at, Bytes::from(vec![t; 1000]), false).await {
+                    Ok(_) => mine += 1,
+                    Err(ChunkError::BadOffset { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let all = read_all(&*s, 8, 1, 40_000).await;
+    for rec in all.chunks(1000) {
+        assert!(rec.iter().all(|b| *b == rec[0]), "torn record");
+    }
+}
+
 macro_rules! suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -545,6 +652,14 @@ macro_rules! suite {
             #[tokio::test]
             async fn direct_and_buffered_writes_agree() {
                 super::direct_and_buffered_writes_agree(&$make).await
+            }
+            #[tokio::test]
+            async fn appends_grow_a_sealed_chunk() {
+                super::appends_grow_a_sealed_chunk(&$make).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_appends_are_serialized() {
+                super::concurrent_appends_are_serialized(&$make).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn many_chunks_in_parallel() {

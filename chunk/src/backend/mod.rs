@@ -47,6 +47,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn open_direct(&self, _name: &str) -> io::Result<Option<FileHandle>> {
         Ok(None)
     }
+    /// Opens an existing file for writing without truncating it (appends to a sealed chunk).
+    async fn open_existing(&self, name: &str) -> io::Result<FileHandle>;
     /// Writes all of `bufs`, one after another, starting at `offset` (one vectored write where
     /// the backend can).
     async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()>;

@@ -61,6 +61,17 @@ posix::disk_backend_impl!(StdBackend, {
         Ok(FileHandle(id))
     }
 
+    async fn open_existing(&self, name: &str) -> io::Result<FileHandle> {
+        let path = self.dir.path(name)?;
+        let file = blocking(move || OpenOptions::new().read(true).write(true).open(path)).await?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .map_err(|_| io::Error::other("file table poisoned"))?
+            .insert(id, Arc::new(file));
+        Ok(FileHandle(id))
+    }
+
     async fn open_direct(&self, name: &str) -> io::Result<Option<FileHandle>> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.dir.path(name)?;

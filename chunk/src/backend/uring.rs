@@ -30,8 +30,7 @@ enum Op {
     Create {
         path: PathBuf,
         id: u64,
-        /// Open the existing file for O_DIRECT writes instead of creating it.
-        direct: bool,
+        how: Open,
         reply: Reply<()>,
     },
     WriteAt {
@@ -48,6 +47,17 @@ enum Op {
         id: u64,
         reply: Reply<()>,
     },
+}
+
+/// How [`Op::Create`] opens its file.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Open {
+    /// Create (or truncate) it.
+    New,
+    /// The existing file, for O_DIRECT writes.
+    Direct,
+    /// The existing file, as it is.
+    Existing,
 }
 
 pub struct UringBackend {
@@ -134,15 +144,15 @@ async fn run(op: Op, files: Files) {
         Op::Create {
             path,
             id,
-            direct,
+            how,
             reply,
         } => {
             let mut o = tokio_uring::fs::OpenOptions::new();
-            if direct {
-                o.write(true).custom_flags(libc::O_DIRECT);
-            } else {
-                o.read(true).write(true).create(true).truncate(true);
-            }
+            match how {
+                Open::Direct => o.write(true).custom_flags(libc::O_DIRECT),
+                Open::Existing => o.read(true).write(true),
+                Open::New => o.read(true).write(true).create(true).truncate(true),
+            };
             let r = o.open(&path).await.map(|f| {
                 files.borrow_mut().insert(id, Rc::new(f));
             });
@@ -198,7 +208,20 @@ posix::disk_backend_impl!(UringBackend, {
         self.call(id, |reply| Op::Create {
             path,
             id,
-            direct: false,
+            how: Open::New,
+            reply,
+        })
+        .await?;
+        Ok(FileHandle(id))
+    }
+
+    async fn open_existing(&self, name: &str) -> io::Result<FileHandle> {
+        let path = self.dir.path(name)?;
+        let id = self.new_id();
+        self.call(id, |reply| Op::Create {
+            path,
+            id,
+            how: Open::Existing,
             reply,
         })
         .await?;
@@ -212,7 +235,7 @@ posix::disk_backend_impl!(UringBackend, {
             .call(id, |reply| Op::Create {
                 path,
                 id,
-                direct: true,
+                how: Open::Direct,
                 reply,
             })
             .await

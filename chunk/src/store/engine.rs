@@ -58,6 +58,8 @@ pub(super) struct State {
     pub(super) sealed_bytes: u64,
     open_bytes: u64,
     pub(super) reports: Vec<QuarantineRecord>,
+    /// Serializes record appends (and deletes) per chunk (see `append.rs`).
+    pub(super) append_locks: HashMap<ChunkId, Arc<AsyncMutex<()>>>,
 }
 
 pub struct Store<B: Backend> {
@@ -76,7 +78,7 @@ const DIRECT_BUFFER_BYTES: usize = 1 << 20;
 /// Idle O_DIRECT buffers kept.
 const DIRECT_BUFFERS_KEPT: usize = 64;
 
-fn sidecar_bytes(length: u64) -> u64 {
+pub(super) fn sidecar_bytes(length: u64) -> u64 {
     48 + 4 * crate::format::block_count(length, BLOCK_SIZE_BYTES)
 }
 
@@ -127,6 +129,12 @@ impl<B: Backend> Store<B> {
                 _ => Err(ChunkError::NotFound(c.id)),
             },
         }
+    }
+
+    /// Bytes this store may still take.
+    pub(super) fn free_space(&self) -> u64 {
+        let st = self.lock();
+        self.free_bytes(&st)
     }
 
     fn free_bytes(&self, st: &State) -> u64 {
@@ -527,6 +535,10 @@ impl<B: Backend> ChunkStore for Store<B> {
         Ok(info)
     }
 
+    async fn append(&self, c: ChunkRef, offset: u64, data: Bytes, create: bool) -> Result<u64> {
+        self.append_sealed(c, offset, data, create).await
+    }
+
     async fn abort(&self, c: ChunkRef) -> Result<()> {
         let slot = self.open_slot(c)?;
         let mut oc = slot.lock().await;
@@ -616,6 +628,12 @@ impl<B: Backend> ChunkStore for Store<B> {
     }
 
     async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool> {
+        // Not in the middle of a record append to it.
+        let appending = self.lock().append_locks.remove(&id);
+        let _append = match &appending {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
         let open = self.lock().open.get(&id).cloned();
         if let Some((v, slot)) = open {
             if v > version {

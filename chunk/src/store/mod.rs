@@ -17,6 +17,7 @@ use bytes::Bytes;
 use shale_proto::{ChunkId, ChunkRef, ChunkVersion};
 use std::fmt;
 
+mod append;
 mod engine;
 mod recovery;
 
@@ -147,6 +148,12 @@ pub trait ChunkStore: Send + Sync {
     async fn write(&self, chunk: ChunkRef, offset: u64, data: Bytes) -> Result<()>;
     /// Makes the chunk durable and immutable, replacing any older sealed version.
     async fn seal(&self, chunk: ChunkRef) -> Result<ChunkInfo>;
+    /// Record append: adds `data` to sealed `chunk` at `offset`, which must equal its length,
+    /// durably (data fdatasync, then a new sidecar committed by rename: the commit point)
+    /// before returning the new length. With `create`, a chunk the store does not hold is first
+    /// created empty and sealed. Appends to one chunk are serialized; reads meanwhile see the
+    /// old length or the new one.
+    async fn append(&self, chunk: ChunkRef, offset: u64, data: Bytes, create: bool) -> Result<u64>;
     /// Discards a chunk being written.
     async fn abort(&self, chunk: ChunkRef) -> Result<()>;
     /// Verified bytes `[offset, offset + length)` of a sealed chunk.
