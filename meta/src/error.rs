@@ -50,4 +50,10 @@ pub enum MetaError {
     Denied(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A record's chunk takes no more records (fenced, or its replicas changed): append it
+    /// again on the file's tail.
+    #[error("{0}")]
+    StaleChunk(String),
+    #[error("{0} is sealed: it takes no more records")]
+    Sealed(String),
 }

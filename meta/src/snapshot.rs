@@ -5,7 +5,7 @@
 //! | offset | size | field                       |
 //! |--------|------|-----------------------------|
 //! | 0      | 8    | magic `SHALESNP`            |
-//! | 8      | 2    | format version (1..=7)      |
+//! | 8      | 2    | format version (1..=8)      |
 //! | 10     | 2    | reserved, 0                 |
 //! | 12     | 4    | crc32c of the body          |
 //! | 16     | 8    | body length                 |
@@ -15,14 +15,15 @@
 //! (chunkserver principals, token keys, chunk digests), then the permissions (owner and group
 //! names, memberships, and every inode's owner, group and mode: `sm::perms`), then the
 //! directories' replication defaults (`sm::namespace`), then the quotas (`sm::quota`) and the
-//! trash items (`sm::trash`), then the directory snapshots (`sm::snaps`). Format 6 (no
+//! trash items (`sm::trash`), then the directory snapshots (`sm::snaps`), then the append
+//! files' logs (`sm::appends`, format 8). Format 7 (no append files), 6 (no
 //! directory snapshots), 5 (no quotas or trash items either), 4 (no directory defaults),
 //! 3 (no permissions either: everything root's), 2 (no security state either) and 1 (no
 //! sessions either) still decode, with those parts empty.
 use crate::sm::MetaState;
 
 pub const MAGIC: &[u8; 8] = b"SHALESNP";
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 const HEADER_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,8 @@ pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
     body = crate::sm::trash::encode_section(state, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
     body = crate::sm::snaps::encode_section(state, body)
+        .map_err(|e| SnapshotError::Body(e.to_string()))?;
+    body = crate::sm::appends::encode_section(state, body)
         .map_err(|e| SnapshotError::Body(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
@@ -131,6 +134,9 @@ pub fn decode_trusted(b: &[u8]) -> Result<MetaState, SnapshotError> {
     }
     if version >= 7 {
         rest = crate::sm::snaps::decode_section(&mut state, rest).map_err(bad)?;
+    }
+    if version >= 8 {
+        rest = crate::sm::appends::decode_section(&mut state, rest).map_err(bad)?;
     }
     state.recount();
     if !rest.is_empty() {

@@ -497,6 +497,9 @@ fn attributes_survive_snapshots_and_old_snapshots_are_roots() {
             .len()
         - shale_meta::sm::snaps::encode_section(&plain, Vec::new())
             .unwrap()
+            .len()
+        - shale_meta::sm::appends::encode_section(&plain, Vec::new())
+            .unwrap()
             .len();
     let mut v3 = v4[..cut].to_vec();
     let body_len = (cut - 24) as u64;

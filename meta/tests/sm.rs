@@ -779,6 +779,9 @@ fn directory_replication_defaults_are_inherited() {
             .len()
         + shale_meta::sm::snaps::encode_section(&s, Vec::new())
             .unwrap()
+            .len()
+        + shale_meta::sm::appends::encode_section(&s, Vec::new())
+            .unwrap()
             .len();
     let mut v4 = v5[..v5.len() - section].to_vec();
     v4[8..10].copy_from_slice(&4u16.to_le_bytes());

@@ -1,6 +1,7 @@
 //! The chunkserver process: ChunkService over gRPC on the chunk store, plus registration and
 //! heartbeats to every master.
 pub mod access;
+mod append;
 pub mod dataport;
 mod digests;
 pub mod heartbeat;

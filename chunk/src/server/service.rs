@@ -169,6 +169,8 @@ pub struct ChunkServer {
     pub transport: shale_security::Transport,
     /// The keys chunk access tokens are checked with.
     pub keys: super::access::TokenKeys,
+    /// Serializes record appends per chunk at their primary (see `append.rs`).
+    pub(crate) append_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// Block chaining values of recently asked-for chunks.
     pub(crate) cvs: super::digests::CvCache,
 }
@@ -295,6 +297,7 @@ impl ChunkServer {
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
             transport: shale_security::Transport::plaintext(),
             keys: Default::default(),
+            append_locks: Default::default(),
             cvs: super::digests::CvCache::new(super::digests::CACHED_CHUNKS_MAX),
         }
     }
@@ -399,7 +402,7 @@ impl ChunkServer {
             .map_err(|e| status_of(&e))
     }
 
-    fn peer(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
+    pub(super) fn peer(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
@@ -754,6 +757,13 @@ impl ChunkService for ChunkServer {
             chunk: Some(c.into()),
             length: info.length_bytes,
         }))
+    }
+
+    async fn append_chunk(
+        &self,
+        req: Request<AppendChunkRequest>,
+    ) -> Result<Response<AppendChunkResponse>, Status> {
+        self.append_chunk_rpc(req).await
     }
 
     async fn delete_chunks(

@@ -72,6 +72,9 @@ struct View {
     live: Vec<NodeId>,
     /// Replicas on draining servers (not dead): sources for copies, removed once redundant.
     draining: Vec<NodeId>,
+    /// A chunk of an append file: its committed end, and whether it still takes records (it
+    /// is fenced before it is copied, so that a copy holding the end holds every record).
+    append: Option<(u64, bool)>,
 }
 
 /// A chunkserver as the healer sees it.
@@ -131,7 +134,13 @@ fn observe(master: &Master, since: Instant, now: Instant) -> Round {
         .state
         .complete_chunks()
         .into_iter()
-        .map(|(id, version, target)| {
+        .filter_map(|(id, version, target)| {
+            let append = g.state.append_chunk_state(id);
+            if append.is_some_and(|(end, _)| end == 0) {
+                // An append chunk holding no committed record: nothing to keep (its replicas
+                // may not even exist yet).
+                return None;
+            }
             let (mut live, mut draining) = (Vec::new(), Vec::new());
             for (n, v) in soft.replicas(id) {
                 let Some(s) = servers.get(n) else { continue };
@@ -144,13 +153,14 @@ fn observe(master: &Master, since: Instant, now: Instant) -> Round {
                     live.push(*n);
                 }
             }
-            View {
+            Some(View {
                 id,
                 version,
                 target: usize::from(target),
                 live,
                 draining,
-            }
+                append,
+            })
         })
         .collect();
     let garbage_gone = g
@@ -245,6 +255,16 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         if p.copying.contains(&v.id) {
             continue;
         }
+        if v.append.is_some_and(|(_, open)| open) {
+            // Fence it first (no record lands in it from then on); copy it next round.
+            let (m, id) = (master.clone(), v.id);
+            tokio::spawn(async move {
+                if let Err(e) = m.write(Command::FenceChunk { chunk: id }).await {
+                    tracing::warn!(chunk = %id, error = %e, "fencing an append chunk failed");
+                }
+            });
+            continue;
+        }
         let busy = |p: &Progress, n: &NodeId| p.busy.get(n).copied().unwrap_or(0);
         let Some(source) = v
             .live
@@ -307,9 +327,10 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
         );
         let src_data = r.data_addrs.get(&source).cloned().unwrap_or_default();
         let (id, version) = (v.id, v.version);
+        let need = v.append.map_or(0, |(end, _)| end);
         tokio::spawn(async move {
             let ok = match chunk_client(&m, &dst_addr) {
-                Some(mut c) => c
+                Some(mut c) => match c
                     .replicate_chunk(ReplicateChunkRequest {
                         chunk: Some(ChunkRef {
                             chunk_id: id.get(),
@@ -326,8 +347,27 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
                         source_data_address: src_data,
                     })
                     .await
-                    .map_err(|e| tracing::warn!(chunk = %id, error = %e, "re-replication failed"))
-                    .is_ok(),
+                {
+                    Ok(r) if r.get_ref().length < need => {
+                        // An append chunk's source missed committed records (it cannot,
+                        // if every commit named every replica; never count such a copy).
+                        tracing::error!(chunk = %id, got = r.get_ref().length, need, "copy of an append chunk is short; deleting it");
+                        let _ = c
+                            .delete_chunks(shale_proto::pb::DeleteChunksRequest {
+                                chunks: vec![ChunkRef {
+                                    chunk_id: id.get(),
+                                    version: version.get(),
+                                }],
+                            })
+                            .await;
+                        false
+                    }
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(chunk = %id, error = %e, "re-replication failed");
+                        false
+                    }
+                },
                 None => false,
             };
             if ok {

@@ -34,7 +34,7 @@ pub const FREE: &str = "shale_master_free_bytes";
 pub const USED: &str = "shale_master_used_bytes";
 
 /// Every MasterService method (a test checks this against `meta.proto`).
-pub const METHODS: [&str; 38] = [
+pub const METHODS: [&str; 41] = [
     "Mkdir",
     "Stat",
     "List",
@@ -73,6 +73,9 @@ pub const METHODS: [&str; 38] = [
     "DeleteSnapshot",
     "ListSnapshots",
     "Batch",
+    "AppendTail",
+    "CommitRecord",
+    "SealAppend",
 ];
 
 const STATES: [&str; 4] = ["alive", "stale", "dead", "unknown"];

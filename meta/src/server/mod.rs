@@ -25,6 +25,7 @@ pub mod heal;
 pub mod metrics;
 mod perms;
 pub use gate::NODE_ID_METADATA;
+mod appends;
 pub mod integrity;
 mod propose;
 pub mod reads;
@@ -170,7 +171,10 @@ pub fn status_of(e: &MetaError) -> Status {
         | MetaError::IntoOwnSubtree { .. }
         | MetaError::Root
         | MetaError::Lease { .. }
+        | MetaError::Sealed(_)
         | MetaError::StaleRequest { .. } => Status::failed_precondition(msg),
+        // The client appends the record again on a fresh tail.
+        MetaError::StaleChunk(_) => Status::aborted(msg),
     }
 }
 

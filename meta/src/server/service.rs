@@ -63,7 +63,7 @@ pub(super) fn file_stat(name: &str, s: &Stat) -> FileStat {
     }
 }
 
-fn unexpected(r: Reply) -> Status {
+pub(super) fn unexpected(r: Reply) -> Status {
     Status::internal(format!("unexpected reply {r:?}"))
 }
 
@@ -199,7 +199,7 @@ impl Svc {
         Ok(st)
     }
 
-    fn replica(&self, node: NodeId) -> Replica {
+    pub(super) fn replica(&self, node: NodeId) -> Replica {
         let g = self.0.sm.read();
         let (address, host) = g
             .state
@@ -331,6 +331,9 @@ impl Svc {
         }
     }
 }
+
+/// Most extents of an append file one `GetChunkLocations` returns.
+const EXTENTS_PER_REPLY: usize = 4096;
 
 #[tonic::async_trait]
 impl MasterService for Svc {
@@ -594,19 +597,34 @@ impl MasterService for Svc {
         } else {
             r.offset.saturating_add(r.length).min(fc.length)
         };
-        let (first, last) = (r.offset / cs, end.div_ceil(cs));
+        // An append file's extents in the range (a bounded page of them), and the chunks they
+        // name; a regular file's chunks in the range.
+        let extents = fc.append.then(|| {
+            let g = self.0.sm.read();
+            g.state.append_log(fc.file).map_or_else(Vec::new, |a| {
+                a.extents_in(fc.length, r.offset, end.saturating_sub(r.offset))
+                    .take(EXTENTS_PER_REPLY)
+                    .collect::<Vec<_>>()
+            })
+        });
+        let wanted: Vec<usize> = match &extents {
+            Some(ex) => {
+                let mut w: Vec<usize> = ex.iter().map(|e| e.index as usize).collect();
+                w.sort_unstable();
+                w.dedup();
+                w
+            }
+            None => ((r.offset / cs) as usize..end.div_ceil(cs) as usize).collect(),
+        };
         let now = Instant::now();
         let t = self.0.config.timeouts;
         // Each chunk's replicas, nearest to the reader first, then least loaded.
         let mut data_addrs: BTreeMap<NodeId, String> = BTreeMap::new();
         let located: Vec<(usize, ChunkId, ChunkVersion, Vec<ReadReplica>)> = {
             let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
-            let located = fc
-                .chunks
+            let located = wanted
                 .iter()
-                .enumerate()
-                .skip(first as usize)
-                .take(last.saturating_sub(first) as usize)
+                .filter_map(|i| fc.chunks.get(*i).map(|c| (*i, c)))
                 .map(|(i, (c, v))| {
                     let nodes = soft
                         .locations(*c, *v, now, t)
@@ -694,16 +712,51 @@ impl MasterService for Svc {
                         length: fc.length.saturating_sub(i as u64 * cs).min(cs),
                         token: self.0.token_or_wait(c.get(), v.get(), READ, targets)?,
                         replicas,
+                        file_offset: i as u64 * cs,
+                        chunk_offset: 0,
                     })
                 },
             )
             .collect::<Result<Vec<_>, Status>>()?;
+        let append = extents.is_some();
+        let chunks = match extents {
+            None => chunks,
+            Some(ex) => {
+                let by_index: BTreeMap<u32, &ChunkLocation> =
+                    chunks.iter().map(|c| (c.index, c)).collect();
+                ex.iter()
+                    .filter_map(|e| {
+                        by_index.get(&e.index).map(|c| ChunkLocation {
+                            // Records, not the whole chunk a digest would cover.
+                            digest: Default::default(),
+                            length: e.len,
+                            file_offset: e.at,
+                            chunk_offset: e.chunk_off,
+                            ..(*c).clone()
+                        })
+                    })
+                    .collect()
+            }
+        };
         Ok(Response::new(LocationsReply {
             file: fc.file.get(),
             length: fc.length,
             chunk_size: cs,
             chunks,
+            append,
         }))
+    }
+
+    async fn append_tail(&self, req: Request<AppendTailRequest>) -> R<AppendTailReply> {
+        self.append_tail_as(req).await
+    }
+
+    async fn commit_record(&self, req: Request<CommitRecordRequest>) -> R<CommitRecordReply> {
+        self.commit_record_as(req).await
+    }
+
+    async fn seal_append(&self, req: Request<SealAppendRequest>) -> R<Empty> {
+        self.seal_append_as(req).await
     }
 
     async fn report_bad_replica(&self, req: Request<BadReplicaRequest>) -> R<BadReplicaReply> {
@@ -1147,7 +1200,7 @@ impl Svc {
     /// Placement candidates: registered chunkservers that are alive, with their labels, free
     /// space and load.
     /// Registered chunkservers (not draining) this master has no heartbeat from since it started.
-    fn unheard_servers(&self) -> usize {
+    pub(super) fn unheard_servers(&self) -> usize {
         let g = self.0.sm.read();
         let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
         g.state
@@ -1156,7 +1209,7 @@ impl Svc {
             .count()
     }
 
-    fn candidates(&self) -> Vec<Candidate> {
+    pub(super) fn candidates(&self) -> Vec<Candidate> {
         let now = Instant::now();
         let t = self.0.config.timeouts;
         let g = self.0.sm.read();

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::{BTreeMap, HashMap};
 
+pub mod appends;
 mod files;
 pub mod idmap;
 pub mod namespace;
@@ -90,6 +91,9 @@ pub struct MetaState {
     /// Directory snapshots (snapshot format 7; see `snaps`).
     #[serde(skip)]
     pub(crate) snaps: snaps::SnapState,
+    /// Append files' extents and tail chunks (snapshot format 8; see `appends`).
+    #[serde(skip)]
+    pub(crate) appends: BTreeMap<InodeId, appends::AppendLog>,
 }
 
 fn check_chunk_size(bytes: u64) -> Res<u8> {
@@ -144,6 +148,7 @@ impl MetaState {
             quotas: BTreeMap::new(),
             trash: BTreeMap::new(),
             snaps: Default::default(),
+            appends: BTreeMap::new(),
         })
     }
 
@@ -198,7 +203,12 @@ impl MetaState {
             Ok(Seen::Again(r)) => r,
             Ok(Seen::New) => {
                 let r = self.apply_cmd(cmd, now_ms, who);
-                self.sessions.record(id, &r, now_ms);
+                // A record refused because of where its bytes are is appended again elsewhere
+                // and committed under the same id (its record id): not remembered, so that the
+                // next try applies (the refusal changed nothing).
+                if !matches!(r, Reply::Err(MetaError::StaleChunk(_))) {
+                    self.sessions.record(id, &r, now_ms);
+                }
                 r
             }
         }
@@ -336,6 +346,28 @@ impl MetaState {
             Command::ExpireTrash { retention_ms } => Ok(self.expire_trash(*retention_ms, now_ms)),
             Command::CreateSnapshot { path, name } => self.create_snapshot(path, name, now_ms, who),
             Command::DeleteSnapshot { path, name } => self.delete_snapshot(path, name, who),
+            Command::CreateAppend {
+                path,
+                replication,
+                chunk_size_bytes,
+                mode,
+            } => self.create_append(path, (*replication, *chunk_size_bytes), *mode, now_ms, who),
+            Command::AppendTail {
+                path,
+                after,
+                fence,
+                pipeline,
+            } => self.append_tail(path, *after, *fence, pipeline, who),
+            Command::CommitRecord {
+                path,
+                file,
+                chunk,
+                chunk_off,
+                len,
+                on,
+            } => self.commit_record(path, *file, *chunk, (*chunk_off, *len), on, now_ms, who),
+            Command::FenceChunk { chunk } => self.fence_chunk(*chunk),
+            Command::SealAppend { path } => self.seal_append(path, now_ms, who),
             Command::ForgetGarbage { chunks } => {
                 for (id, v) in chunks {
                     if self.garbage.get(id) == Some(v) {

@@ -16,6 +16,8 @@ pub struct FileChunks {
     pub chunk_size_bytes: u64,
     pub replication: u8,
     pub chunks: Vec<(ChunkId, ChunkVersion)>,
+    /// An append file (its bytes are its extents: see `appends`).
+    pub append: bool,
 }
 
 /// Counts for status pages and memory measurements.
@@ -153,8 +155,8 @@ impl MetaState {
     }
 
     fn file_chunks_actor(&self, p: &str, who: &Actor) -> Result<FileChunks, MetaError> {
-        let id = match self.resolve_target(&path::components(p)?, who)? {
-            Target::At(id, _) => id,
+        let (id, view) = match self.resolve_target(&path::components(p)?, who)? {
+            Target::At(id, view) => (id, view),
             Target::Snapshots(_) => return Err(MetaError::IsADirectory(p.to_string())),
         };
         if matches!(
@@ -166,7 +168,11 @@ impl MetaState {
         match self.inodes.get(&id).map(|i| &i.kind) {
             Some(InodeKind::File(f)) => Ok(FileChunks {
                 file: id,
-                length: f.length,
+                length: self
+                    .appends
+                    .get(&id)
+                    .and_then(|a| a.view_len(view))
+                    .unwrap_or(f.length),
                 chunk_size_bytes: f.chunk_size_bytes(),
                 replication: f.replication,
                 chunks: f
@@ -179,6 +185,7 @@ impl MetaState {
                         )
                     })
                     .collect(),
+                append: self.appends.contains_key(&id),
             }),
             _ => Err(MetaError::IsADirectory(p.to_string())),
         }

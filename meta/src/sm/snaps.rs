@@ -190,6 +190,7 @@ impl MetaState {
             };
             self.trash.remove(&id);
             self.snaps.pins.remove(&id);
+            self.appends.remove(&id);
             match inode.kind {
                 InodeKind::File(f) => {
                     for c in f.chunks {
@@ -471,6 +472,9 @@ impl MetaState {
     /// `stat_inode` with a directory's entry count as `view` saw it.
     pub(crate) fn stat_at(&self, id: InodeId, view: Option<u64>) -> Option<Stat> {
         let mut s = self.stat_inode(id)?;
+        if let Some(l) = self.appends.get(&id).and_then(|a| a.view_len(view)) {
+            s.length = l;
+        }
         if s.is_dir && view.is_some() {
             s.entries = self.entries_at(id, view).map_or(0, |e| e.len() as u64);
         }

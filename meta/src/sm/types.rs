@@ -193,6 +193,41 @@ pub enum Command {
         path: String,
         name: String,
     },
+    /// Creates append file `path` (linked at once, empty), or finds it (see `appends`).
+    CreateAppend {
+        path: String,
+        replication: Option<u8>,
+        chunk_size_bytes: Option<u64>,
+        mode: u16,
+    },
+    /// The tail chunk of append file `path` records go to: the current one, unless it is
+    /// fenced or is `after` (then a new one on `pipeline`, chosen by the leader; with `fence`
+    /// the old one takes no more records).
+    AppendTail {
+        path: String,
+        after: Option<ChunkId>,
+        fence: bool,
+        pipeline: Vec<NodeId>,
+    },
+    /// Commits the record stored at `[chunk_off, chunk_off + len)` of `chunk` on replicas `on`
+    /// to the end of append file `path` (still `file`). Sent as a session request: a retry is
+    /// answered with the original offset.
+    CommitRecord {
+        path: String,
+        file: InodeId,
+        chunk: ChunkId,
+        chunk_off: u64,
+        len: u64,
+        on: Vec<NodeId>,
+    },
+    /// Stops commits into an append chunk (the healer, before copying it).
+    FenceChunk {
+        chunk: ChunkId,
+    },
+    /// Seals an append file: no more records.
+    SealAppend {
+        path: String,
+    },
 }
 
 /// The result of applying a command.
@@ -223,6 +258,11 @@ pub enum Reply {
     Err(MetaError),
     /// Where `Trash` moved the path.
     Trashed(String),
+    /// A committed record: its offset in the file, and the file's length after it.
+    Record {
+        offset: u64,
+        length: u64,
+    },
 }
 
 /// A file or directory.

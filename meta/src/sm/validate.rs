@@ -87,6 +87,7 @@ impl MetaState {
         // Beyond the live tree: unlinked inodes snapshots keep. Nothing else.
         let live = seen;
         self.check_refs(&live)?;
+        self.check_appends()?;
         // Chunks: each live chunk belongs to exactly the file and index that list it.
         let mut listed = 0usize;
         for (id, inode) in &self.inodes {
@@ -112,7 +113,7 @@ impl MetaState {
                 }
             }
             listed += f.chunks.len();
-            if !self.pending.contains_key(id) {
+            if !self.pending.contains_key(id) && !self.appends.contains_key(id) {
                 let n = f.chunks.len() as u64;
                 let cs = f.chunk_size_bytes();
                 let ok = (n == 0 && f.length == 0)
