@@ -64,6 +64,20 @@ impl Client {
             )));
         }
         let locs = self.locations(src, 0, 0).await?;
+        if locs.append {
+            // An append file's chunks hold records in commit order plus bytes never committed:
+            // its bytes are read through its extents and written as a regular file.
+            let opts = CreateOptions {
+                replication: if opts.replication == 0 {
+                    st.replication
+                } else {
+                    opts.replication
+                },
+                ..opts.clone()
+            };
+            let r = self.open(src).await?;
+            return self.put_with(dst, r, &opts, &|_| {}).await;
+        }
         let opts = CreateOptions {
             replication: if opts.replication == 0 {
                 st.replication

@@ -37,6 +37,10 @@ pub enum ClientError {
     /// No space (or another limit) left in the cluster.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A concurrent change made the call moot (e.g. a record's chunk was fenced before its
+    /// commit): the operation as a whole may be tried again.
+    #[error("aborted: {0}")]
+    Aborted(String),
     /// No master (or no leader) answered in time, or the leader hears from no chunkserver that
     /// can take a replica: the cluster may be down, electing, or cut off.
     #[error("unavailable: {0}")]
@@ -112,6 +116,7 @@ impl From<Status> for ClientError {
             Code::PermissionDenied => ClientError::PermissionDenied(m),
             Code::Unauthenticated => ClientError::Unauthenticated(m),
             Code::ResourceExhausted => ClientError::ResourceExhausted(m),
+            Code::Aborted => ClientError::Aborted(m),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 ClientError::Unavailable(m)
             }

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod append;
 mod batch;
 mod chunkserver;
 mod copy;
@@ -58,6 +59,7 @@ mod write;
 mod writer;
 
 pub use admin::AdminClient;
+pub use append::{AppendOptions, Appended, RecordId, RECORD_MAX_BYTES};
 pub use batch::{NamespaceOp, BATCH_ITEMS_MAX};
 pub use error::{ClientError, Result};
 pub use integrity::{ReplicaCheck, Verification};
@@ -214,6 +216,8 @@ pub struct Client {
     cvs: Arc<partial::CvCache>,
     /// Idle connections to chunkservers' data ports.
     data: Arc<dataport::DataConns>,
+    /// Append files' tail chunks, by path (see `append`).
+    tails: Arc<std::sync::Mutex<std::collections::HashMap<String, append::Tail>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -271,6 +275,7 @@ impl Client {
         let c = Client {
             cvs: partial::cache(),
             data: Default::default(),
+            tails: Default::default(),
             id: masters.client_id,
             masters: Arc::new(masters),
             config: Arc::new(config),

@@ -41,6 +41,45 @@ pub(crate) fn read_order<'a>(c: &'a ChunkLocation, host: &str) -> Vec<&'a Replic
 /// The frames of one chunk range, as received (no copy into one buffer).
 pub(crate) type Frames = Vec<Bytes>;
 
+/// Where a run of a file's bytes is: file bytes `[start, start + len)` are bytes
+/// `[chunk_off, chunk_off + len)` of chunk `loc`. A regular file has one piece per chunk; an
+/// append file one per extent (records committed in a row into one chunk share one).
+#[derive(Clone, Debug)]
+pub(crate) struct Piece {
+    pub start: u64,
+    pub len: u64,
+    pub chunk_off: u64,
+    pub loc: ChunkLocation,
+}
+
+impl Piece {
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// The pieces of a locations reply in file order, cut at `length`.
+pub(crate) fn pieces(locs: &LocationsReply, length: u64) -> Vec<Piece> {
+    locs.chunks
+        .iter()
+        .filter_map(|c| {
+            let (start, chunk_off, len) = if locs.append {
+                (c.file_offset, c.chunk_offset, c.length)
+            } else {
+                let s = u64::from(c.index) * locs.chunk_size;
+                (s, 0, locs.chunk_size.min(length.saturating_sub(s)))
+            };
+            let len = len.min(length.saturating_sub(start));
+            (len > 0).then(|| Piece {
+                start,
+                len,
+                chunk_off,
+                loc: c.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Whether a frame's bytes match the crc32c the server computed for them (else the crc of what
 /// arrived).
 fn intact(frame: &shale_proto::pb::ReadChunkResponse) -> std::result::Result<(), u32> {
@@ -151,6 +190,54 @@ impl Client {
         self.locations_once(path, offset, length).await
     }
 
+    /// The file's length and the pieces covering `[offset, offset + len)` of it (0: to the end;
+    /// clipped to the length). An append file's extents come in pages: asked for until the
+    /// range is covered, each cut to the length the first answer gave.
+    pub(crate) async fn pieces_of(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(u64, Vec<Piece>)> {
+        let locs = self.locations(path, offset, len).await?;
+        let length = locs.length;
+        let end = if len == 0 {
+            length
+        } else {
+            offset.saturating_add(len).min(length)
+        };
+        let mut out = pieces(&locs, length);
+        if !locs.append {
+            return Ok((length, out));
+        }
+        let mut covered = out.last().map_or(offset, Piece::end);
+        while covered < end {
+            let more = self.locations(path, covered, end - covered).await?;
+            let before = covered;
+            for mut p in pieces(&more, length) {
+                // An extent that grew since the last page (records merged into it).
+                if p.start < covered {
+                    let d = covered - p.start;
+                    if d >= p.len {
+                        continue;
+                    }
+                    (p.start, p.chunk_off, p.len) = (covered, p.chunk_off + d, p.len - d);
+                }
+                if p.start != covered {
+                    break;
+                }
+                covered = p.end();
+                out.push(p);
+            }
+            if covered == before {
+                return Err(ClientError::Other(format!(
+                    "{path}: the masters listed no extent at byte {covered} of {length}"
+                )));
+            }
+        }
+        Ok((length, out))
+    }
+
     /// Where each chunk of the file at `path` is (for fsck and tools).
     ///
     /// ```no_run
@@ -253,18 +340,12 @@ impl Client {
         dst: &mut W,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
-        let locs = self.locations(path, 0, 0).await?;
-        let cs = locs.chunk_size;
-        let length = locs.length;
+        let (length, pieces) = self.pieces_of(path, 0, 0).await?;
         // Futures built eagerly (not in a closure inside the stream), so the whole `get` future
         // stays `Send` for callers that spawn it.
-        let fetches: Vec<_> = locs
-            .chunks
+        let fetches: Vec<_> = pieces
             .iter()
-            .map(|c| {
-                let len = (length - u64::from(c.index) * cs).min(cs);
-                self.fetch(path, c, 0, len)
-            })
+            .map(|p| self.fetch(path, &p.loc, p.chunk_off, p.len))
             .collect();
         let mut chunks = stream::iter(fetches).buffered(self.config.read_parallelism.max(1));
         let mut done = 0u64;
@@ -293,17 +374,18 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Bytes> {
-        let locs = self.locations(path, offset, len.max(1)).await?;
-        let cs = locs.chunk_size;
-        let end = offset.saturating_add(len).min(locs.length);
+        let (length, pieces) = self.pieces_of(path, offset, len.max(1)).await?;
+        let end = offset.saturating_add(len).min(length);
         let mut out = BytesMut::new();
-        for c in &locs.chunks {
-            let start = u64::from(c.index) * cs;
-            let (a, b) = (offset.max(start), end.min(start + cs));
+        for p in &pieces {
+            let (a, b) = (offset.max(p.start), end.min(p.end()));
             if a >= b {
                 continue;
             }
-            for f in self.fetch(path, c, a - start, b - a).await? {
+            for f in self
+                .fetch(path, &p.loc, p.chunk_off + (a - p.start), b - a)
+                .await?
+            {
                 out.extend_from_slice(&f);
             }
         }

@@ -1,19 +1,19 @@
 //! [`FileReader`]: a stored file as an [`AsyncRead`] + [`AsyncSeek`], with read-ahead.
 //!
-//! Invariants: the file is read in windows of at most [`WINDOW`] bytes that never cross a chunk
-//! boundary; while reads go front to back, the window holding the position and up to
+//! Invariants: the file is read in windows of at most [`WINDOW`] bytes that never cross a piece
+//! boundary (a chunk of a regular file, an extent of an append file: see `read.rs`); while reads go front to back, the window holding the position and up to
 //! `read_parallelism` windows after it are fetched at once; after a seek away from what is
 //! read or being fetched, only the 64 KiB digest blocks a read needs are fetched (no
 //! read-ahead) until a read continues where the previous one ended, each on its own task (aborted when no longer wanted: after a seek elsewhere
 //! or when the reader is dropped). Every byte comes verified from a replica (see `read.rs`); a
 //! window whose replicas all fail is retried once with fresh locations (replicas move when the
 //! cluster heals). The length and chunk map are those of the file when it was opened: files are
-//! write-once, and a file replaced meanwhile keeps its old chunks readable until they are
+//! write-once (an append file only grows: the reader sees the records committed when it was
+//! opened), and a file replaced meanwhile keeps its old chunks readable until they are
 //! collected.
 use crate::error::{ClientError, Result};
-use crate::read::Frames;
+use crate::read::{Frames, Piece};
 use crate::Client;
-use shale_proto::metapb::ChunkLocation;
 use shale_security::digest::BLOCK_BYTES;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,12 +27,17 @@ use tokio::task::JoinHandle;
 /// The largest piece fetched at once.
 pub const WINDOW: u64 = 4 << 20;
 
-/// The window `[start, end)` holding `pos` (which must be below `length`).
-fn window_at(pos: u64, chunk_size: u64, length: u64) -> (u64, u64) {
-    let chunk_start = pos - pos % chunk_size;
-    let start = chunk_start + (pos - chunk_start) / WINDOW * WINDOW;
-    let end = (start + WINDOW).min(chunk_start + chunk_size).min(length);
+/// The window `[start, end)` holding `pos` in the piece `[piece_start, piece_end)` holding it.
+fn window_at(pos: u64, (piece_start, piece_end): (u64, u64)) -> (u64, u64) {
+    let start = piece_start + (pos - piece_start) / WINDOW * WINDOW;
+    let end = (start + WINDOW).min(piece_end);
     (start, end)
+}
+
+/// The index of the piece holding `pos`, if any.
+fn piece_at(pieces: &[Piece], pos: u64) -> Option<usize> {
+    let i = pieces.partition_point(|p| p.end() <= pos);
+    (i < pieces.len() && pieces[i].start <= pos).then_some(i)
 }
 
 /// A window being fetched; aborted when dropped.
@@ -94,8 +99,8 @@ pub struct FileReader {
     client: Client,
     path: Arc<str>,
     length: u64,
-    chunk_size: u64,
-    chunks: Arc<Vec<ChunkLocation>>,
+    /// Where the bytes are, in file order, covering `[0, length)`.
+    pieces: Arc<Vec<Piece>>,
     pos: u64,
     current: Option<Window>,
     ahead: VecDeque<Fetch>,
@@ -128,18 +133,26 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn open(&self, path: &str) -> Result<FileReader> {
-        let locs = self.locations(path, 0, 0).await?;
-        if locs.chunk_size == 0 && locs.length > 0 {
+        let (length, pieces) = self.pieces_of(path, 0, 0).await?;
+        let mut at = 0;
+        for p in &pieces {
+            if p.start != at {
+                return Err(ClientError::Other(format!(
+                    "{path}: the masters listed no chunk for byte {at}"
+                )));
+            }
+            at = p.end();
+        }
+        if at != length {
             return Err(ClientError::Other(format!(
-                "{path}: the master reported chunk size 0"
+                "{path}: the masters listed chunks for {at} of {length} bytes"
             )));
         }
         Ok(FileReader {
             client: self.clone(),
             path: Arc::from(path),
-            length: locs.length,
-            chunk_size: locs.chunk_size.max(1),
-            chunks: Arc::new(locs.chunks),
+            length,
+            pieces: Arc::new(pieces),
             pos: 0,
             current: None,
             ahead: VecDeque::new(),
@@ -170,35 +183,37 @@ impl FileReader {
         self.pos
     }
 
-    /// Starts fetching window `[start, end)`.
+    /// The bounds of the piece holding `pos` (below the length).
+    fn piece_bounds(&self, pos: u64) -> (u64, u64) {
+        piece_at(&self.pieces, pos).map_or((pos, self.length), |i| {
+            (self.pieces[i].start, self.pieces[i].end())
+        })
+    }
+
+    /// Starts fetching window `[start, end)` (inside one piece).
     fn fetch(&self, start: u64, end: u64) -> Fetch {
-        let (client, path, chunks) = (self.client.clone(), self.path.clone(), self.chunks.clone());
-        let cs = self.chunk_size;
+        let (client, path, pieces) = (self.client.clone(), self.path.clone(), self.pieces.clone());
         let task = tokio::spawn(async move {
-            let index = start / cs;
-            let chunk_start = index * cs;
-            let loc = chunks
-                .iter()
-                .find(|c| u64::from(c.index) == index)
-                .cloned()
+            let p = piece_at(&pieces, start)
+                .map(|i| &pieces[i])
                 .ok_or_else(|| {
-                    ClientError::Other(format!("{path}: the master listed no chunk {index}"))
+                    ClientError::Other(format!(
+                        "{path}: the masters listed no chunk for byte {start}"
+                    ))
                 })?;
-            let (off, len) = (start - chunk_start, end - start);
-            match client.fetch(&path, &loc, off, len).await {
+            let (off, len) = (p.chunk_off + (start - p.start), end - start);
+            match client.fetch(&path, &p.loc, off, len).await {
                 Ok(f) => Ok(f),
                 Err(first) => {
                     // Replicas may have moved since the file was opened: ask once more.
-                    let fresh = client.locations(&path, chunk_start, 1).await?;
+                    let fresh = client.locations(&path, start, 1).await?;
                     match fresh
                         .chunks
                         .into_iter()
-                        .find(|c| u64::from(c.index) == index)
+                        .find(|c| c.chunk_id == p.loc.chunk_id)
                     {
-                        Some(c) if c.chunk_id == loc.chunk_id => {
-                            client.fetch(&path, &c, off, len).await
-                        }
-                        _ => Err(first),
+                        Some(c) => client.fetch(&path, &c, off, len).await,
+                        None => Err(first),
                     }
                 }
             }
@@ -219,8 +234,7 @@ impl FileReader {
         }
         self.ahead.clear();
         let block = BLOCK_BYTES;
-        let chunk_start = pos - pos % self.chunk_size;
-        let chunk_end = chunk_start.saturating_add(self.chunk_size);
+        let (chunk_start, chunk_end) = self.piece_bounds(pos);
         let start = (pos - pos % block).max(chunk_start);
         let end = pos
             .saturating_add(want.max(1) as u64)
@@ -233,7 +247,7 @@ impl FileReader {
 
     /// Keeps the windows from the one holding the position onwards being fetched.
     fn plan(&mut self) {
-        let (start, _) = window_at(self.pos, self.chunk_size, self.length);
+        let (start, _) = window_at(self.pos, self.piece_bounds(self.pos));
         // Windows wholly before the position are not wanted any more (a short seek forward).
         while self.ahead.front().is_some_and(|f| f.end <= start) {
             self.ahead.pop_front();
@@ -243,7 +257,7 @@ impl FileReader {
         }
         let mut next = self.ahead.back().map_or(start, |f| f.end);
         while self.ahead.len() < self.depth && next < self.length {
-            let (s, e) = window_at(next, self.chunk_size, self.length);
+            let (s, e) = window_at(next, self.piece_bounds(next));
             self.ahead.push_back(self.fetch(s, e));
             next = e;
         }
@@ -342,13 +356,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_never_cross_chunks_or_the_end() {
-        let cs = 10 << 20; // 10 MiB chunks: windows 0-4, 4-8, 8-10 MiB
+    fn windows_never_cross_pieces_or_the_end() {
         let m = 1 << 20;
-        assert_eq!(window_at(0, cs, 25 * m), (0, 4 * m));
-        assert_eq!(window_at(9 * m, cs, 25 * m), (8 * m, 10 * m));
-        assert_eq!(window_at(10 * m, cs, 25 * m), (10 * m, 14 * m));
-        assert_eq!(window_at(24 * m, cs, 25 * m), (24 * m, 25 * m));
-        assert_eq!(window_at(5, 3, 7), (3, 6));
+        // 10 MiB chunks of a 25 MiB file: windows 0-4, 4-8, 8-10 MiB, ...
+        let piece = |start: u64, len: u64| Piece {
+            start,
+            len,
+            chunk_off: 0,
+            loc: Default::default(),
+        };
+        let ps = vec![
+            piece(0, 10 * m),
+            piece(10 * m, 10 * m),
+            piece(20 * m, 5 * m),
+        ];
+        let w = |pos: u64| {
+            let i = piece_at(&ps, pos).expect("piece");
+            window_at(pos, (ps[i].start, ps[i].end()))
+        };
+        assert_eq!(w(0), (0, 4 * m));
+        assert_eq!(w(9 * m), (8 * m, 10 * m));
+        assert_eq!(w(10 * m), (10 * m, 14 * m));
+        assert_eq!(w(24 * m), (24 * m, 25 * m));
+        assert_eq!(piece_at(&ps, 25 * m), None);
+        // Extents of an append file: small pieces, windows inside each.
+        let ex = vec![piece(0, 3), piece(3, 4), piece(7, 1)];
+        assert_eq!(piece_at(&ex, 3), Some(1));
+        assert_eq!(window_at(5, (3, 7)), (3, 7));
+        assert_eq!(piece_at(&ex, 7), Some(2));
     }
 }

@@ -23,7 +23,9 @@ async fn check_file(
 ) -> Result<(), Box<dyn std::error::Error>> {
     r.files += 1;
     let locs = c.chunk_locations(path).await?;
-    for ch in &locs.chunks {
+    // An append file lists its extents: several may name one chunk.
+    let mut seen = std::collections::HashSet::new();
+    for ch in locs.chunks.iter().filter(|ch| seen.insert(ch.chunk_id)) {
         r.chunks += 1;
         // Replicas on servers that are not dead count, as the leader's healing counts them
         // (so fsck and `shale status` agree); those on stale servers are named.

@@ -59,10 +59,11 @@ impl Svc {
             .map_err(|e| super::status_of(&e))?;
         let client_host = (!r.client_host.is_empty()).then_some(r.client_host.as_str());
         let candidates = self.candidates();
+        let exclude: Vec<NodeId> = r.exclude.iter().map(|n| NodeId(*n)).collect();
         let pipeline = placement::place(
             &candidates,
             usize::from(st.replication),
-            &[],
+            &exclude,
             st.chunk_size_bytes,
             client_host,
         )

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub(crate) mod admin;
+mod append;
 mod listing;
 pub mod output;
 mod paths;
@@ -258,6 +259,33 @@ pub enum FileCmd {
         #[arg(long)]
         skip_trash: bool,
     },
+    /// Append records to an append file, exactly once each (created on the first append;
+    /// many clients may append at once). Records are the input's lines, or with --whole the
+    /// whole input (at most 1 MiB each). Readers see whole records only, in commit order.
+    Append {
+        path: String,
+        /// The records (`-`: standard input).
+        #[arg(default_value = "-", value_name = "FILE")]
+        source: String,
+        /// The whole input is one record.
+        #[arg(long)]
+        whole: bool,
+        /// Print each record's offset and length.
+        #[arg(long)]
+        offsets: bool,
+        /// Name the records CLIENT:SEQ, CLIENT:SEQ+1, ...: the same command run again with
+        /// the same id appends nothing twice (and prints the original offsets).
+        #[arg(long, value_parser = append::parse_id, value_name = "CLIENT:SEQ")]
+        id: Option<shale_client::RecordId>,
+        /// Replicas per chunk of a new file (default: the cluster's).
+        #[arg(long, default_value_t = 0)]
+        replication: u32,
+        /// Mode bits of a new file, octal (default 644).
+        #[arg(short = 'm', long, value_parser = perms::parse_mode)]
+        mode: Option<u32>,
+    },
+    /// Seal an append file: it takes no more records.
+    Seal { path: String },
     /// Deleted files waiting in your trash: list, restore, empty.
     #[command(subcommand)]
     Trash(space::TrashCmd),
@@ -425,6 +453,7 @@ pub(crate) async fn connect(masters: &[String], tls: &crate::tls::TlsArgs) -> Re
 /// What can be checked without the cluster.
 enum Checked {
     Put(Vec<transfer::Source>),
+    Append(Box<dyn tokio::io::AsyncRead + Unpin + Send>),
     Nothing,
 }
 
@@ -433,6 +462,7 @@ fn check(cmd: &FileCmd) -> Res<Checked> {
         FileCmd::Put {
             sources, recursive, ..
         } => Checked::Put(transfer::check_put(sources, *recursive)?),
+        FileCmd::Append { source, .. } => Checked::Append(append::open_source(source)?),
         FileCmd::Get {
             sources,
             dest,
@@ -623,6 +653,39 @@ async fn execute(c: &Client, cmd: FileCmd, checked: Checked) -> Res<ExitCode> {
             force,
             skip_trash,
         } => space::rm(c, &patterns, recursive, force, skip_trash).await?,
+        FileCmd::Append {
+            path,
+            source,
+            whole,
+            offsets,
+            id,
+            replication,
+            mode,
+        } => {
+            let Checked::Append(src) = checked else {
+                return Err("append: no source".into());
+            };
+            let opts = shale_client::AppendOptions {
+                replication,
+                mode: mode.unwrap_or(0),
+                ..Default::default()
+            };
+            let args = append::Args {
+                path,
+                source,
+                whole,
+                offsets,
+                id,
+                opts,
+            };
+            append::run(c, args, src).await?
+        }
+        FileCmd::Seal { path } => {
+            c.seal_append(&path)
+                .await
+                .map_err(|e| format!("{path}: {e}"))?;
+            eprintln!("{path} sealed");
+        }
         FileCmd::Trash(t) => space::trash(c, t).await?,
         FileCmd::Quota(q) => space::quota(c, q).await?,
         FileCmd::Snapshot(s) => snapshot::run(c, s).await?,
