@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod access;
 mod alloc;
+mod append;
 mod chunk_store;
 mod e2e;
 mod heal;
@@ -40,6 +41,9 @@ enum Cmd {
     /// End to end: 3 masters + 3 chunkservers; write/read MiB/s with 1 and 4 clients vs 3× disk
     /// writes and loopback TCP.
     E2e(e2e::Args),
+    /// Record append: records/s and latency with 1 and 16 clients appending to one file, vs
+    /// write+fdatasync rounds on the same disk.
+    Append(append::Args),
     /// Healing: kill one of 4 chunkservers holding ≥ 1 GiB; time to full replication vs a
     /// single-client write.
     Heal(heal::Args),
@@ -82,6 +86,9 @@ fn main() {
         Cmd::Report(a) => html::run(a),
         Cmd::Meta(a) => rt
             .block_on(meta::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::Append(a) => rt
+            .block_on(append::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Heal(a) => rt
             .block_on(heal::run(a))
