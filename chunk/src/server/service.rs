@@ -169,8 +169,8 @@ pub struct ChunkServer {
     pub transport: shale_security::Transport,
     /// The keys chunk access tokens are checked with.
     pub keys: super::access::TokenKeys,
-    /// Serializes record appends per chunk at their primary (see `append.rs`).
-    pub(crate) append_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Record appends queued per chunk at their primary (see `append.rs`).
+    pub(crate) append_queues: Mutex<HashMap<u64, super::append::Queue>>,
     /// Block chaining values of recently asked-for chunks.
     pub(crate) cvs: super::digests::CvCache,
 }
@@ -297,7 +297,7 @@ impl ChunkServer {
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
             transport: shale_security::Transport::plaintext(),
             keys: Default::default(),
-            append_locks: Default::default(),
+            append_queues: Default::default(),
             cvs: super::digests::CvCache::new(super::digests::CACHED_CHUNKS_MAX),
         }
     }
