@@ -56,6 +56,10 @@ pub struct AppendOptions {
     pub mode: u32,
 }
 
+/// A connection to a chunkserver.
+pub(crate) type Conn =
+    shale_proto::pb::chunk_service_client::ChunkServiceClient<tonic::transport::Channel>;
+
 /// A file's tail chunk, as the masters named it.
 #[derive(Clone, Debug)]
 pub(crate) struct Tail {
@@ -270,6 +274,21 @@ impl Client {
         Ok(t)
     }
 
+    /// A kept connection to the primary at `addr` (one append is a small call: a connection,
+    /// TLS handshake included, per record would cost more than the record).
+    fn append_conn(&self, addr: &str) -> std::result::Result<Conn, String> {
+        let mut conns = self.append_conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = conns.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = crate::chunkserver::connect(&self.config.transport, addr, APPEND_TIMEOUT)?;
+        if conns.len() >= 256 {
+            conns.clear();
+        }
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
     /// Appends `data` to the tail through its primary: (offset in the chunk, replicas).
     async fn append_to(
         &self,
@@ -277,9 +296,9 @@ impl Client {
         data: Bytes,
     ) -> std::result::Result<(u64, Vec<u64>), ChunkFail> {
         let primary = &t.pipeline[0];
-        let mut c =
-            crate::chunkserver::connect(&self.config.transport, &primary.address, APPEND_TIMEOUT)
-                .map_err(|e| ChunkFail::Failed(e, Some(primary.node_id)))?;
+        let mut c = self
+            .append_conn(&primary.address)
+            .map_err(|e| ChunkFail::Failed(e, Some(primary.node_id)))?;
         let req = AppendChunkRequest {
             chunk: Some(shale_proto::pb::ChunkRef {
                 chunk_id: t.chunk,

@@ -218,6 +218,8 @@ pub struct Client {
     data: Arc<dataport::DataConns>,
     /// Append files' tail chunks, by path (see `append`).
     tails: Arc<std::sync::Mutex<std::collections::HashMap<String, append::Tail>>>,
+    /// Connections to the primaries of append files' tails, by address.
+    append_conns: Arc<std::sync::Mutex<std::collections::HashMap<String, append::Conn>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -276,6 +278,7 @@ impl Client {
             cvs: partial::cache(),
             data: Default::default(),
             tails: Default::default(),
+            append_conns: Default::default(),
             id: masters.client_id,
             masters: Arc::new(masters),
             config: Arc::new(config),

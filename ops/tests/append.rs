@@ -280,3 +280,83 @@ async fn retries_return_the_first_offset_and_the_cli_appends_lines() {
     assert!(!missing.status.success());
     assert_eq!(shale(&m, &["get", "/cli", "-"], b"").stdout, input);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_appends_are_refused_and_change_nothing() {
+    use shale_proto::pb::{AppendChunkRequest, ChunkRef};
+    let cluster = Cluster::start(3, 1).await;
+    let c = client(&cluster).await;
+    let first = c.append_record("/h", b"first\n").await.expect("append");
+    let locs = c.chunk_locations("/h").await.expect("locations");
+    let loc = &locs.chunks[0];
+    let primary = &loc.replicas[0];
+    let cs = cluster
+        .chunkservers
+        .iter()
+        .find(|p| p.addr == primary.address)
+        .expect("primary");
+    let mut raw = common::chunk_client(&cs.addr);
+    let good = AppendChunkRequest {
+        chunk: Some(ChunkRef {
+            chunk_id: loc.chunk_id,
+            version: loc.version,
+        }),
+        data: b"forged\n".to_vec().into(),
+        offset: None,
+        downstream: vec![],
+        node_id: primary.node_id,
+        token: None,
+        chunk_size: 1 << 20,
+    };
+    let bad = [
+        // No token: an authenticated user still needs the masters' write token.
+        good.clone(),
+        AppendChunkRequest {
+            chunk: None,
+            ..good.clone()
+        },
+        AppendChunkRequest {
+            node_id: primary.node_id + 100,
+            ..good.clone()
+        },
+        AppendChunkRequest {
+            data: Default::default(),
+            ..good.clone()
+        },
+        AppendChunkRequest {
+            data: vec![0u8; (1 << 20) + 1].into(),
+            ..good.clone()
+        },
+        AppendChunkRequest {
+            chunk_size: 0,
+            ..good.clone()
+        },
+        AppendChunkRequest {
+            offset: Some(1 << 40),
+            ..good.clone()
+        },
+    ];
+    for req in bad {
+        let e = raw.append_chunk(req).await.expect_err("refused");
+        assert_ne!(e.code(), tonic::Code::Ok);
+    }
+    // Nothing changed: the file still holds its one record; the servers still serve.
+    assert_eq!(
+        &c.read_range("/h", 0, 100).await.expect("read")[..],
+        b"first\n"
+    );
+    let second = c.append_record("/h", b"second\n").await.expect("append");
+    assert_eq!(second.offset, first.length);
+    // A commit naming a chunk that is not the file's, or bytes on too few replicas, is refused.
+    let e = c
+        .append_record_as(
+            "/h",
+            RecordId { client: 5, seq: 1 },
+            &[],
+            &AppendOptions::default(),
+        )
+        .await
+        .expect_err("empty");
+    assert!(matches!(e, ClientError::InvalidArgument(_)), "{e}");
+    assert_eq!(c.stat("/h").await.expect("stat").length, 13);
+}

@@ -286,7 +286,11 @@ impl ChunkServer {
         // A downstream failure explains more than our own (it is further down).
         f?;
         l?;
-        self.report_now.notify_one();
+        if offset == 0 {
+            // A new chunk here: reported at once (the masters learn of later appends' bytes
+            // through commits, not reports).
+            self.report_now.notify_one();
+        }
         Ok(())
     }
 }
