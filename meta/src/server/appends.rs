@@ -67,15 +67,7 @@ impl Svc {
             st.chunk_size_bytes,
             client_host,
         )
-        .map_err(|e| {
-            if candidates.is_empty() || self.unheard_servers() > 0 {
-                return Status::unavailable(format!(
-                    "{e}: master {} hears from no live chunkserver that can take it yet; retry",
-                    self.0.id
-                ));
-            }
-            Status::resource_exhausted(e.to_string())
-        })?;
+        .map_err(|e| self.unplaced(e, candidates.is_empty()))?;
         let reply = self
             .write(
                 &who,

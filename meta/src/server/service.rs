@@ -479,22 +479,7 @@ impl MasterService for Svc {
             chunk_size,
             client_host,
         )
-        .map_err(|e| {
-            // No live chunkserver at all (as this master sees it: just started, just elected,
-            // or cut off from them), or one it has not heard from yet: an availability
-            // problem, transient, retried (seen under the torture harness: puts failed right
-            // after a restarted or isolated master was elected). Live servers that are all
-            // full are a capacity problem instead.
-            if candidates.is_empty() || self.unheard_servers() > 0 {
-                return Status::unavailable(format!(
-                    "{e}: master {} hears from no live chunkserver that can take it yet; retry",
-                    self.0.id
-                ));
-            }
-            // Otherwise not a transient failure of this master: retrying elsewhere does not
-            // help, and the client must see why (RESOURCE_EXHAUSTED, not UNAVAILABLE).
-            Status::resource_exhausted(e.to_string())
-        })?;
+        .map_err(|e| self.unplaced(e, candidates.is_empty()))?;
         match self
             .write(
                 &who,
@@ -1200,7 +1185,25 @@ impl Svc {
     /// Placement candidates: registered chunkservers that are alive, with their labels, free
     /// space and load.
     /// Registered chunkservers (not draining) this master has no heartbeat from since it started.
-    pub(super) fn unheard_servers(&self) -> usize {
+    /// Why placement found no pipeline, as a status.
+    pub(super) fn unplaced(&self, e: impl std::fmt::Display, no_candidates: bool) -> Status {
+        // No live chunkserver at all (as this master sees it: just started, just elected, or
+        // cut off from them), or one it has not heard from yet: an availability problem,
+        // transient, retried (seen under the torture harness: puts failed right after a
+        // restarted or isolated master was elected). Live servers that are all full are a
+        // capacity problem instead.
+        if no_candidates || self.unheard_servers() > 0 {
+            return Status::unavailable(format!(
+                "{e}: master {} hears from no live chunkserver that can take it yet; retry",
+                self.0.id
+            ));
+        }
+        // Otherwise not a transient failure of this master: retrying elsewhere does not help,
+        // and the client must see why (RESOURCE_EXHAUSTED, not UNAVAILABLE).
+        Status::resource_exhausted(e.to_string())
+    }
+
+    fn unheard_servers(&self) -> usize {
         let g = self.0.sm.read();
         let soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
         g.state

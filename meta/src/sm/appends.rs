@@ -170,23 +170,7 @@ impl MetaState {
             });
         }
         self.check_room(dir, Usage::new(1, 0), Usage::default(), &[])?;
-        let id = self.alloc_inode();
-        let attrs = self.new_attrs(who, dir, mode);
-        self.inodes.insert(
-            id,
-            Inode {
-                parent: dir,
-                mtime_ms: now_ms,
-                attrs,
-                dir_replication: 0,
-                kind: InodeKind::File(FileMeta {
-                    length: 0,
-                    replication,
-                    chunk_size_log2,
-                    chunks: Vec::new(),
-                }),
-            },
-        );
+        let id = self.new_file_inode(dir, who, mode, (replication, chunk_size_log2), now_ms);
         let epoch = self.snaps.epoch;
         self.appends.insert(
             id,

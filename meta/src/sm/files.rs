@@ -80,23 +80,7 @@ impl MetaState {
         if let Some(other) = stale {
             self.drop_pending(other);
         }
-        let id = self.alloc_inode();
-        let attrs = self.new_attrs(who, dir, mode);
-        self.inodes.insert(
-            id,
-            Inode {
-                parent: dir,
-                mtime_ms: now_ms,
-                attrs,
-                dir_replication: 0,
-                kind: InodeKind::File(FileMeta {
-                    length: 0,
-                    replication,
-                    chunk_size_log2,
-                    chunks: Vec::new(),
-                }),
-            },
-        );
+        let id = self.new_file_inode(dir, who, mode, (replication, chunk_size_log2), now_ms);
         let expires_ms = now_ms.saturating_add(lease_ms);
         self.pending.insert(
             id,
@@ -116,6 +100,36 @@ impl MetaState {
             chunk_size_bytes: 1 << chunk_size_log2,
             replication,
         })
+    }
+
+    /// A new empty file inode in `dir` (linked nowhere yet), made by `who` with `mode`;
+    /// `layout` is (replication, log2 of the chunk size).
+    pub(super) fn new_file_inode(
+        &mut self,
+        dir: InodeId,
+        who: &Actor,
+        mode: u16,
+        (replication, chunk_size_log2): (u8, u8),
+        now_ms: u64,
+    ) -> InodeId {
+        let id = self.alloc_inode();
+        let attrs = self.new_attrs(who, dir, mode);
+        self.inodes.insert(
+            id,
+            Inode {
+                parent: dir,
+                mtime_ms: now_ms,
+                attrs,
+                dir_replication: 0,
+                kind: InodeKind::File(FileMeta {
+                    length: 0,
+                    replication,
+                    chunk_size_log2,
+                    chunks: Vec::new(),
+                }),
+            },
+        );
+        id
     }
 
     /// Checks that `file` is under construction by `holder` (live lease or not), and that
@@ -196,22 +210,7 @@ impl MetaState {
         who: &Actor,
     ) -> Res<Reply> {
         let parent = self.writer(file, holder, now_ms, who)?.parent;
-        let mut seen = pipeline.to_vec();
-        seen.sort_unstable();
-        seen.dedup();
-        if pipeline.is_empty()
-            || pipeline.len() > REPLICATION_MAX as usize
-            || seen.len() != pipeline.len()
-        {
-            return Err(MetaError::BadArgument(format!(
-                "pipeline {pipeline:?} must name 1..=16 distinct chunkservers"
-            )));
-        }
-        if let Some(unknown) = pipeline.iter().find(|n| !self.servers.contains_key(n)) {
-            return Err(MetaError::BadArgument(format!(
-                "unknown chunkserver {unknown}"
-            )));
-        }
+        self.check_pipeline(pipeline)?;
         let n = self.file_mut(file)?.chunks.len();
         let (id, version) = if index as usize == n {
             let cs = Usage::new(0, self.file_mut(file)?.chunk_size_bytes());
