@@ -44,6 +44,11 @@ async fn a_short_seeded_torture_run_finds_nothing() {
         dir.keep().display()
     );
     assert!(r.ok_ops > 50, "too little got done: {}", r.json(seed, 1));
+    assert!(
+        r.appended > 20,
+        "too few records appended: {}",
+        r.json(seed, 1)
+    );
 }
 
 /// The checker catches a planted bug: masters that serve reads without confirming they still

@@ -9,6 +9,7 @@
 //! * [`workload`]: the clients and the recorded history;
 //! * [`nemesis`]: the fault schedule;
 //! * [`run`]: one run end to end, and its report.
+pub mod appends;
 pub mod cluster;
 pub mod linear;
 pub mod model;

@@ -3,6 +3,7 @@
 //! file reads back, (c) within a bound after the faults every chunk of every file has its full
 //! replica count and every replica holds exactly the written bytes, (d) no server crashed on its
 //! own or logged a panic.
+use crate::appends;
 use crate::cluster::Cluster;
 use crate::linear::{self, Verdict};
 use crate::model::{Input, Output};
@@ -49,6 +50,8 @@ pub struct Report {
     pub bytes_lost: u64,
     pub checker: String,
     pub heal_s: f64,
+    /// Records acknowledged to the appenders (see `appends`).
+    pub appended: u64,
 }
 
 impl Report {
@@ -67,6 +70,7 @@ impl Report {
             "bytes_lost": self.bytes_lost,
             "checker": self.checker,
             "heal_s": (self.heal_s * 10.0).round() / 10.0,
+            "appended": self.appended,
             "seed": seed,
         })
     }
@@ -210,10 +214,9 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    admin
-        .mkdir(workload::DIR, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    for d in [workload::DIR, appends::DIR] {
+        admin.mkdir(d, true).await.map_err(|e| e.to_string())?;
+    }
 
     // Who leads, as seen from the harness (the nemesis aims at it half the time).
     let leader: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
@@ -244,6 +247,18 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
             c, h, i, keys, seed, nv, stop,
         )));
     }
+    // Two record appenders on one append file beside them.
+    let acks: appends::Acks = Default::default();
+    let mut appenders = Vec::new();
+    for a in 0..2u64 {
+        let c = connect(&transport, &masters, Duration::from_secs(30)).await?;
+        appenders.push(tokio::spawn(appends::appender(
+            c,
+            a,
+            stop.clone(),
+            acks.clone(),
+        )));
+    }
     let mut log = nemesis::Log::default();
     let until = Instant::now() + cfg.duration;
     let l2 = leader.clone();
@@ -259,7 +274,7 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
     // A little more load on the healed cluster, then the clients stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
-    for c in clients {
+    for c in clients.into_iter().chain(appenders) {
         let _ = c.await;
     }
     let _ = watcher.await;
@@ -293,6 +308,30 @@ pub async fn run(cfg: &Config) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     r.heal_s = healed_at.elapsed().as_secs_f64();
+    // The append file: exactly once (read with retries while the cluster settles).
+    let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    r.appended = acks.len() as u64;
+    let mut read = Err(String::new());
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        read = final_reader
+            .get(appends::LOG, &mut buf, &|_| {})
+            .await
+            .map(|_| buf)
+            .map_err(|e| e.to_string());
+        if read.is_ok() || acks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    match read {
+        Ok(bytes) => r.anomalies.extend(appends::check(&bytes, &acks)),
+        Err(e) if !acks.is_empty() => r.anomalies.push(format!(
+            "{}: unreadable after the faults: {e}",
+            appends::LOG
+        )),
+        Err(_) => {}
+    }
     for p in &problems {
         r.anomalies.push(format!(
             "not healed {:.0?} after the faults: {p}",
