@@ -167,9 +167,31 @@ pub struct MasterProc {
     extra: Vec<String>,
 }
 
+/// A free local port below the kernel's ephemeral range (32768 and up here), for a master that
+/// may be restarted: it keeps its address (the group knows it by it), and a port the kernel
+/// handed out for `:0` could meanwhile go to another listener or to an outgoing connection's
+/// local end (seen: a restarted master exiting at once, its port taken).
+fn stable_port() -> u16 {
+    for _ in 0..1000 {
+        let p = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
 impl MasterProc {
-    /// Starts a master; `listen` may be `127.0.0.1:0` (the bound address is read back).
+    /// Starts a master; `listen` may be `127.0.0.1:0` (then a free port below the ephemeral
+    /// range is chosen, so that a restart finds it free).
     pub fn start(id: u64, listen: &str, data: &Path, extra: &[&str]) -> MasterProc {
+        let chosen;
+        let listen = if listen == "127.0.0.1:0" {
+            chosen = format!("127.0.0.1:{}", stable_port());
+            chosen.as_str()
+        } else {
+            listen
+        };
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
         if !extra.iter().any(|e| e == "--insecure") {
