@@ -139,7 +139,10 @@ impl Client {
         loop {
             let fence = match self.append_to(&tail, data.clone()).await {
                 Ok((chunk_off, on)) => {
-                    match self.commit(path, &tail, id, chunk_off, &data, on).await {
+                    match self
+                        .commit(path, &tail, id, (chunk_off, data.len() as u64), on)
+                        .await
+                    {
                         Ok(a) => return Ok(a),
                         Err(ClientError::Aborted(e)) => {
                             why.push(e);
@@ -355,14 +358,13 @@ impl Client {
         }
     }
 
-    /// Commits the record at `chunk_off` of the tail under `id`.
+    /// Commits the record stored at `(chunk_off, len)` of the tail under `id`.
     async fn commit(
         &self,
         path: &str,
         t: &Tail,
         id: RecordId,
-        chunk_off: u64,
-        data: &Bytes,
+        (chunk_off, len): (u64, u64),
         on: Vec<u64>,
     ) -> Result<Appended> {
         let p = path.to_string();
@@ -370,7 +372,6 @@ impl Client {
             client_id: id.client,
             seq: id.seq,
         });
-        let len = data.len() as u64;
         let r = self
             .masters
             .call(|mut m| {

@@ -7,7 +7,6 @@ mod common;
 use common::Cluster;
 use shale_client::{AppendOptions, Client, ClientError, RecordId};
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -169,19 +168,9 @@ async fn every_acknowledged_record_is_there_exactly_once_through_crashes() {
 }
 
 fn shale(masters: &[String], args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = common::shale_cmd()
-        .args(["--masters", &masters.join(",")])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shale");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input).expect("input");
-    drop(stdin);
-    child.wait_with_output().expect("wait")
+    let mut cmd = common::shale_cmd();
+    cmd.args(["--masters", &masters.join(",")]).args(args);
+    common::output_with_input(cmd, input)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

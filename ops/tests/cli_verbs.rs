@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -30,21 +29,9 @@ impl Out {
 
 /// Runs `shale --masters M ARGS` with `stdin` as its standard input.
 fn sh_in(masters: &[String], args: &[&str], stdin: &[u8]) -> Out {
-    let mut child = common::shale_cmd()
-        .args(["--masters", &masters.join(",")])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shale");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    let _ = feeder.join();
+    let mut cmd = common::shale_cmd();
+    cmd.args(["--masters", &masters.join(",")]).args(args);
+    let out = common::output_with_input(cmd, stdin);
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: out.stdout,

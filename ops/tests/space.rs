@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 struct Out {
@@ -17,27 +16,13 @@ struct Out {
 
 /// Runs `shale --masters M ARGS` as `user` (None: the admin), with `stdin`.
 fn sh_as(user: Option<&str>, m: &[String], args: &[&str], stdin: &[u8]) -> Out {
-    use std::io::Write;
     let mut cmd = shale_cmd();
     if let Some(u) = user {
         ensure_cert(shale_security::Role::User, u);
         cmd.env("SHALE_USER", u);
     }
-    let mut child = cmd
-        .args(["--masters", &m.join(",")])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shale");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    let _ = feeder.join();
+    cmd.args(["--masters", &m.join(",")]).args(args);
+    let out = output_with_input(cmd, stdin);
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: out.stdout,

@@ -27,6 +27,16 @@ impl StdBackend {
         })
     }
 
+    /// Keeps an opened file in the table; its handle.
+    fn keep(&self, file: File) -> io::Result<FileHandle> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .map_err(|_| io::Error::other("file table poisoned"))?
+            .insert(id, Arc::new(file));
+        Ok(FileHandle(id))
+    }
+
     fn file(&self, fh: FileHandle) -> io::Result<Arc<File>> {
         self.files
             .lock()
@@ -53,23 +63,13 @@ posix::disk_backend_impl!(StdBackend, {
                 .open(path)
         })
         .await?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .map_err(|_| io::Error::other("file table poisoned"))?
-            .insert(id, Arc::new(file));
-        Ok(FileHandle(id))
+        self.keep(file)
     }
 
     async fn open_existing(&self, name: &str) -> io::Result<FileHandle> {
         let path = self.dir.path(name)?;
         let file = blocking(move || OpenOptions::new().read(true).write(true).open(path)).await?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .map_err(|_| io::Error::other("file table poisoned"))?
-            .insert(id, Arc::new(file));
-        Ok(FileHandle(id))
+        self.keep(file)
     }
 
     async fn open_direct(&self, name: &str) -> io::Result<Option<FileHandle>> {
@@ -87,12 +87,7 @@ posix::disk_backend_impl!(StdBackend, {
             Err(e) if posix::direct_refused(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .map_err(|_| io::Error::other("file table poisoned"))?
-            .insert(id, Arc::new(file));
-        Ok(Some(FileHandle(id)))
+        self.keep(file).map(Some)
     }
 
     async fn write_at(&self, fh: FileHandle, offset: u64, bufs: Vec<Bytes>) -> io::Result<()> {

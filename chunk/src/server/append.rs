@@ -11,7 +11,7 @@
 //! diverged (one missed an append, or kept one the others lost) fail every later append
 //! instead of storing records at different offsets, and the client starts a new tail. Only an
 //! append at offset 0 creates the chunk (so a replica that lost it is never re-created short).
-use super::service::ChunkServer;
+use super::service::{ChunkServer, Inflight};
 use super::status::{blame, status_of};
 use bytes::{Bytes, BytesMut};
 use shale_proto::pb::{AppendChunkRequest, AppendChunkResponse, ChunkToken, PipelineTarget};
@@ -86,7 +86,7 @@ impl ChunkServer {
         )
         .await?;
         self.inflight.fetch_add(1, Ordering::Relaxed);
-        let _inflight = scopeguard(&self.inflight);
+        let _inflight = Inflight(&self.inflight);
         let route = Route {
             chunk,
             downstream: std::mem::take(&mut r.downstream),
@@ -332,18 +332,5 @@ impl Drop for Leading<'_> {
                 .unwrap_or_else(|p| p.into_inner());
             qs.remove(&self.1);
         }
-    }
-}
-
-/// Decrements an in-flight counter when dropped.
-struct Dec<'a>(&'a std::sync::atomic::AtomicU32);
-
-fn scopeguard(c: &std::sync::atomic::AtomicU32) -> Dec<'_> {
-    Dec(c)
-}
-
-impl Drop for Dec<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

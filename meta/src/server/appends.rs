@@ -7,7 +7,6 @@ use crate::placement;
 use crate::sm::{Command, Reply};
 use shale_proto::metapb::*;
 use shale_proto::{ChunkId, InodeId, NodeId};
-use shale_security::token::WRITE;
 use tonic::{Request, Response, Status};
 
 type R<T> = Result<Response<T>, Status>;
@@ -88,19 +87,7 @@ impl Svc {
         else {
             return Err(unexpected(reply));
         };
-        self.0
-            .soft
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .placed(id, version, &pipeline);
-        let pipeline: Vec<Replica> = pipeline.into_iter().map(|n| self.replica(n)).collect();
-        let targets = pipeline
-            .iter()
-            .map(|r| (r.node_id, r.address.clone()))
-            .collect();
-        let token = self
-            .0
-            .token_or_wait(id.get(), version.get(), WRITE, targets)?;
+        let (pipeline, token) = self.grant(id, version, pipeline)?;
         Ok(Response::new(AppendTailReply {
             file: st.inode.get(),
             chunk_size: st.chunk_size_bytes,

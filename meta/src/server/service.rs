@@ -498,20 +498,7 @@ impl MasterService for Svc {
                 version,
                 pipeline,
             } => {
-                self.0
-                    .soft
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .placed(id, version, &pipeline);
-                let pipeline: Vec<Replica> =
-                    pipeline.into_iter().map(|n| self.replica(n)).collect();
-                let targets = pipeline
-                    .iter()
-                    .map(|r| (r.node_id, r.address.clone()))
-                    .collect();
-                let token = self
-                    .0
-                    .token_or_wait(id.get(), version.get(), WRITE, targets)?;
+                let (pipeline, token) = self.grant(id, version, pipeline)?;
                 Ok(Response::new(AllocateChunkReply {
                     chunk_id: id.get(),
                     version: version.get(),
@@ -1185,6 +1172,30 @@ impl Svc {
     /// Placement candidates: registered chunkservers that are alive, with their labels, free
     /// space and load.
     /// Registered chunkservers (not draining) this master has no heartbeat from since it started.
+    /// A chunk just placed on `pipeline`: remembered as where its replicas will be, and the
+    /// pipeline's replicas with a write token for all of them.
+    pub(super) fn grant(
+        &self,
+        id: ChunkId,
+        version: ChunkVersion,
+        pipeline: Vec<NodeId>,
+    ) -> Result<(Vec<Replica>, Option<shale_proto::pb::ChunkToken>), Status> {
+        self.0
+            .soft
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .placed(id, version, &pipeline);
+        let pipeline: Vec<Replica> = pipeline.into_iter().map(|n| self.replica(n)).collect();
+        let targets = pipeline
+            .iter()
+            .map(|r| (r.node_id, r.address.clone()))
+            .collect();
+        let token = self
+            .0
+            .token_or_wait(id.get(), version.get(), WRITE, targets)?;
+        Ok((pipeline, token))
+    }
+
     /// Why placement found no pipeline, as a status.
     pub(super) fn unplaced(&self, e: impl std::fmt::Display, no_candidates: bool) -> Status {
         // No live chunkserver at all (as this master sees it: just started, just elected, or

@@ -63,6 +63,27 @@ pub fn shale_cmd() -> Command {
     c
 }
 
+/// Runs `cmd` with `input` on its standard input (fed from a thread, so a child that writes
+/// much before it reads cannot block on a full pipe) and collects its output.
+pub fn output_with_input(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shale");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = feeder.join();
+    out
+}
+
 /// A chunkserver client as the admin.
 pub fn chunk_client(
     addr: &str,
