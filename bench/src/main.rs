@@ -13,6 +13,7 @@ mod meta;
 mod procs;
 mod raftlog;
 mod report;
+mod sim_cluster;
 mod tls;
 mod torture;
 
@@ -44,6 +45,9 @@ enum Cmd {
     /// Record append: records/s and latency with 1 and 16 clients appending to one file, vs
     /// write+fdatasync rounds on the same disk.
     Append(append::Args),
+    /// Cluster scale by simulation: the real master group with 1,000 simulated chunkservers
+    /// holding 30 M replicas; heartbeat CPU, full reports, failover, elections.
+    SimCluster(sim_cluster::Args),
     /// Healing: kill one of 4 chunkservers holding ≥ 1 GiB; time to full replication vs a
     /// single-client write.
     Heal(heal::Args),
@@ -89,6 +93,9 @@ fn main() {
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Append(a) => rt
             .block_on(append::run(a))
+            .map_err(|e| e as Box<dyn std::error::Error>),
+        Cmd::SimCluster(a) => rt
+            .block_on(sim_cluster::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Heal(a) => rt
             .block_on(heal::run(a))

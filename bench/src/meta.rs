@@ -86,6 +86,12 @@ pub struct MasterArgs {
     /// Default chunk size of new files, MiB.
     #[arg(long, default_value_t = 64)]
     chunk_size_mib: u64,
+    /// The healer's round, ms.
+    #[arg(long, default_value_t = 200)]
+    heal_interval_ms: u64,
+    /// Safe mode after an election, ms.
+    #[arg(long, default_value_t = 500)]
+    safe_mode_ms: u64,
 }
 
 /// The body of a master child process.
@@ -105,8 +111,8 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
         &a.id.to_string(),
     )?;
     config.chunk_size_bytes = a.chunk_size_mib << 20;
-    config.heal_interval = Duration::from_millis(200);
-    config.safe_mode = Duration::from_millis(500);
+    config.heal_interval = Duration::from_millis(a.heal_interval_ms);
+    config.safe_mode = Duration::from_millis(a.safe_mode_ms);
     println!("listening on {addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -114,14 +120,31 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
 }
 
 pub(crate) struct Proc {
-    id: u64,
+    pub id: u64,
     addr: String,
     data: PathBuf,
     kid: crate::procs::Kid,
 }
 
+/// Sets the run's TLS folder (`None`: plaintext) and client transport, once.
+pub(crate) fn set_tls(dir: Option<PathBuf>) -> Result<(), BoxError> {
+    let _ = TRANSPORT.set(crate::tls::client(dir.as_deref())?);
+    let _ = TLS_DIR.set(dir);
+    Ok(())
+}
+
 impl Proc {
     fn start(id: u64, listen: &str, data: &Path) -> Result<Proc, BoxError> {
+        Self::start_with(id, listen, data, &[])
+    }
+
+    /// A master process with `extra` arguments of `internal-master`.
+    pub(crate) fn start_with(
+        id: u64,
+        listen: &str,
+        data: &Path,
+        extra: &[&str],
+    ) -> Result<Proc, BoxError> {
         let (kid, addr) = crate::procs::spawn(
             &[
                 std::ffi::OsStr::new("internal-master"),
@@ -142,6 +165,7 @@ impl Proc {
                     .into_iter()
                     .flat_map(|d| ["--tls-dir".into(), d.into_os_string()]),
             )
+            .chain(extra.iter().map(std::ffi::OsString::from))
             .collect::<Vec<_>>(),
         )?;
         Ok(Proc {
@@ -152,8 +176,13 @@ impl Proc {
         })
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.kid.kill9();
+    }
+
+    /// The process id (0 once killed).
+    pub(crate) fn pid(&self) -> u32 {
+        self.kid.0.as_ref().map_or(0, |c| c.id())
     }
 }
 
@@ -177,7 +206,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    fn new(addrs: Vec<String>) -> Client {
+    pub(crate) fn new(addrs: Vec<String>) -> Client {
         Client {
             leader: Arc::new(std::sync::Mutex::new(addrs[0].clone())),
             addrs: Arc::new(addrs),
@@ -241,7 +270,7 @@ impl Client {
         }
     }
 
-    async fn touch(&self, path: String) -> Result<(), BoxError> {
+    pub(crate) async fn touch(&self, path: String) -> Result<(), BoxError> {
         let c = self
             .call(|mut c| {
                 let p = path.clone();
@@ -560,8 +589,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     } else {
         None
     };
-    let _ = TRANSPORT.set(crate::tls::client(tls_dir.as_deref())?);
-    let _ = TLS_DIR.set(tls_dir);
+    set_tls(tls_dir)?;
     println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");

@@ -87,7 +87,7 @@ impl<S> HeartbeatGate<S> {
                 ))
             })?;
         let g = self.master.sm.read();
-        if !g.state.servers().any(|(n, _)| n.get() == node) {
+        if g.state.server(shale_proto::NodeId(node)).is_none() {
             return Err(Status::not_found(format!(
                 "chunkserver {node} is not registered; register first"
             )));

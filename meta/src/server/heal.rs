@@ -1,11 +1,14 @@
 //! Self-healing on the leader: re-replication of under-replicated chunks (fewest live replicas
 //! first, throttled per server), trimming of over-replicated ones, and forgetting garbage whose
-//! replicas are all gone.
+//! replicas are all gone. Each round looks only at the chunks [`watch`](super::watch) picks
+//! (what changed, what was in trouble, and a bounded slice of a background scan), in batches
+//! with the locks released between them.
 //!
 //! Safe mode (as in HDFS): a new leader deletes nothing — no trimming, no deletions in heartbeat
 //! replies — until it has led for `safe_mode` *and* heard from every registered chunkserver
 //! since, so it never acts on locations it has not learned yet.
 use super::soft::Liveness;
+use super::watch::{Seen, Trouble, Watch};
 use super::{retire, Master};
 use crate::placement::{self, Candidate};
 use crate::sm::Command;
@@ -23,6 +26,12 @@ pub const COPIES_PER_SERVER_DEFAULT: usize = 2;
 pub const COPIES_PER_ROUND_MAX: usize = 64;
 /// Endangered chunks remembered per round (for `Status`'s files at risk).
 pub const AT_RISK_MAX: usize = 20;
+/// Chunks looked at under one taking of the locks.
+const LOOK_BATCH: usize = 4096;
+/// Garbage chunks checked for remaining replicas per round.
+const GARBAGE_PER_ROUND: usize = 65_536;
+/// Garbage chunks forgotten per round, at most.
+const FORGET_PER_ROUND: usize = 10_000;
 
 #[derive(Default)]
 struct Progress {
@@ -75,6 +84,22 @@ struct View {
     /// A chunk of an append file: its committed end, and whether it still takes records (it
     /// is fenced before it is copied, so that a copy holding the end holds every record).
     append: Option<(u64, bool)>,
+    /// Replicas of older versions (to be deleted: a write moved on without them).
+    stale: Vec<(NodeId, ChunkVersion)>,
+}
+
+impl View {
+    fn trouble(&self) -> Option<Trouble> {
+        if self.live.is_empty() && self.draining.is_empty() {
+            Some(Trouble::Lost)
+        } else if self.live.len() < self.target {
+            Some(Trouble::Under)
+        } else if self.live.len() > self.target || !self.draining.is_empty() {
+            Some(Trouble::Extra)
+        } else {
+            None
+        }
+    }
 }
 
 /// A chunkserver as the healer sees it.
@@ -102,97 +127,195 @@ struct Round {
     unreported: usize,
 }
 
-fn observe(master: &Master, since: Instant, now: Instant) -> Round {
+/// How chunk `id` stands (None: not a complete file's chunk, or an append chunk holding no
+/// record yet).
+fn view_of(
+    state: &crate::sm::MetaState,
+    soft: &super::soft::Soft,
+    servers: &HashMap<NodeId, Server>,
+    id: ChunkId,
+) -> Option<View> {
+    let (version, target) = state.complete_chunk(id)?;
+    let append = state.append_chunk_state(id);
+    if append.is_some_and(|(end, _)| end == 0) {
+        // An append chunk holding no committed record: nothing to keep (its replicas may not
+        // even exist yet).
+        return None;
+    }
+    let (mut live, mut draining, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, v) in soft.replicas(id) {
+        if *v < version {
+            stale.push((*n, *v));
+        }
+        let Some(s) = servers.get(n) else { continue };
+        if *v != version || s.liveness == Liveness::Dead {
+            continue;
+        }
+        if s.draining {
+            draining.push(*n);
+        } else {
+            live.push(*n);
+        }
+    }
+    Some(View {
+        id,
+        version,
+        target: usize::from(target),
+        live,
+        draining,
+        append,
+        stale,
+    })
+}
+
+/// Reads a round: the servers, then the chunks `watch` picks, looked at in batches of
+/// [`LOOK_BATCH`] with the locks released (and the runtime yielded to) between them. Only
+/// chunks in trouble are kept in the round; every look is recorded in `watch`.
+async fn observe(master: &Master, since: Instant, now: Instant, watch: &mut Watch) -> Round {
     let t = master.config.timeouts;
-    let g = master.sm.read();
-    let soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
-    let servers: HashMap<NodeId, Server> = g
-        .state
-        .servers()
-        .map(|(id, s)| {
-            let (free, heard) = soft
-                .servers
-                .get(id)
-                .map_or((0, false), |x| (x.free_bytes, x.last_seen >= since));
-            let server = Server {
-                liveness: soft.liveness(*id, now, t),
-                host: s.host.clone(),
-                rack: s.rack.clone(),
-                free,
-                heard,
-                draining: s.draining,
-            };
-            (*id, server)
-        })
-        .collect();
-    let addrs = g
-        .state
-        .servers()
-        .map(|(id, s)| (*id, s.address.clone()))
-        .collect();
-    let views = g
-        .state
-        .complete_chunks()
-        .into_iter()
-        .filter_map(|(id, version, target)| {
-            let append = g.state.append_chunk_state(id);
-            if append.is_some_and(|(end, _)| end == 0) {
-                // An append chunk holding no committed record: nothing to keep (its replicas
-                // may not even exist yet).
-                return None;
-            }
-            let (mut live, mut draining) = (Vec::new(), Vec::new());
-            for (n, v) in soft.replicas(id) {
-                let Some(s) = servers.get(n) else { continue };
-                if *v != version || s.liveness == Liveness::Dead {
-                    continue;
-                }
-                if s.draining {
-                    draining.push(*n);
-                } else {
-                    live.push(*n);
-                }
-            }
-            Some(View {
-                id,
-                version,
-                target: usize::from(target),
-                live,
-                draining,
-                append,
+    let (servers, addrs, data_addrs, bad, unreported, extra, id_end, garbage_gone) = {
+        let g = master.sm.read();
+        let mut soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
+        let servers: HashMap<NodeId, Server> = g
+            .state
+            .servers()
+            .map(|(id, s)| {
+                let (free, heard) = soft
+                    .servers
+                    .get(id)
+                    .map_or((0, false), |x| (x.free_bytes, x.last_seen >= since));
+                let server = Server {
+                    liveness: soft.liveness(*id, now, t),
+                    host: s.host.clone(),
+                    rack: s.rack.clone(),
+                    free,
+                    heard,
+                    draining: s.draining,
+                };
+                (*id, server)
             })
-        })
-        .collect();
-    let garbage_gone = g
-        .state
-        .garbage()
-        .filter(|(c, _)| soft.replicas(**c).is_empty())
-        .map(|(c, v)| (*c, *v))
-        .take(10_000)
-        .collect();
-    let unreported = g
-        .state
-        .servers()
-        .filter(|(id, _)| master.unreported(&soft, **id, now))
-        .count();
-    Round {
-        views,
-        servers,
-        addrs,
-        data_addrs: soft
+            .collect();
+        let addrs: HashMap<NodeId, String> = g
+            .state
+            .servers()
+            .map(|(id, s)| (*id, s.address.clone()))
+            .collect();
+        let changed = watch.changed_servers(
+            servers
+                .iter()
+                .map(|(n, s)| (*n, Seen::of(s.liveness, s.draining)))
+                .collect(),
+        );
+        let mut extra = soft.take_touched();
+        for n in changed {
+            extra.extend(soft.held_ids(n));
+        }
+        // Garbage whose replicas are all gone, from a cursor (a bounded slice per round).
+        let mut checked = 0usize;
+        let mut gone = Vec::new();
+        for (c, v) in g.state.garbage_from(watch.garbage_cursor) {
+            if checked == GARBAGE_PER_ROUND || gone.len() == FORGET_PER_ROUND {
+                break;
+            }
+            checked += 1;
+            watch.garbage_cursor = ChunkId(c.get() + 1);
+            let replicas: Vec<(NodeId, ChunkVersion)> = soft.replicas(*c).to_vec();
+            if replicas.is_empty() {
+                gone.push((*c, *v));
+            }
+            // Order their deletion (in the holders' next heartbeat replies).
+            for (n, rv) in replicas {
+                soft.doom(n, *c, rv);
+            }
+        }
+        if checked < GARBAGE_PER_ROUND && gone.len() < FORGET_PER_ROUND {
+            watch.garbage_cursor = ChunkId(0);
+        }
+        let unreported = g
+            .state
+            .servers()
+            .filter(|(id, _)| master.unreported(&soft, **id, now))
+            .count();
+        let data_addrs: HashMap<NodeId, String> = soft
             .servers
             .iter()
             .filter(|(_, l)| !l.data_address.is_empty())
             .map(|(n, l)| (*n, l.data_address.clone()))
-            .collect(),
+            .collect();
+        (
+            servers,
+            addrs,
+            data_addrs,
+            soft.bad_replicas(),
+            unreported,
+            extra,
+            g.state.chunk_id_end(),
+            gone,
+        )
+    };
+    if unreported > 0 {
+        // Locations are incomplete (this master started, or servers have yet to report):
+        // every chunk would look lost. Look at nothing and start afresh once every report is
+        // in, as a new leader does (servers dead or draining then are looked at first).
+        // Nor is garbage with no known replica known to have none.
+        *watch = Watch::default();
+        drop(garbage_gone);
+        return Round {
+            views: Vec::new(),
+            servers,
+            addrs,
+            data_addrs,
+            garbage_gone: Vec::new(),
+            bad,
+            unreported,
+        };
+    }
+    let n_extra = extra.len();
+    let ids = watch.pick(extra, id_end);
+    tracing::debug!(
+        looked = ids.len(),
+        touched_or_changed = n_extra,
+        lost = watch.lost(),
+        under = watch.under(),
+        "healing round"
+    );
+    let mut views = Vec::new();
+    for batch in ids.chunks(LOOK_BATCH) {
+        {
+            let g = master.sm.read();
+            let mut soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
+            for id in batch {
+                let view = view_of(&g.state, &soft, &servers, *id);
+                for (n, v) in view.iter().flat_map(|v| v.stale.iter()) {
+                    soft.doom(*n, *id, *v);
+                }
+                let trouble = view.as_ref().and_then(View::trouble);
+                watch.settle(*id, trouble);
+                if let (Some(v), Some(_)) = (view, trouble) {
+                    views.push(v);
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    Round {
+        views,
+        servers,
+        addrs,
+        data_addrs,
         garbage_gone,
-        bad: soft.bad_replicas(),
+        bad,
         unreported,
     }
 }
 
 /// Starts copies for under-replicated chunks, most endangered first.
-fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex<Progress>>) {
+fn start_copies(
+    master: &Arc<Master>,
+    r: &Round,
+    watch: &Watch,
+    progress: &Arc<std::sync::Mutex<Progress>>,
+) {
     let per_server = master.config.copies_per_server.max(1);
     let mut under: Vec<&View> = r
         .views
@@ -202,19 +325,15 @@ fn start_copies(master: &Arc<Master>, r: &Round, progress: &Arc<std::sync::Mutex
     under.sort_by_key(|v| v.live.len() * 100 / v.target.max(1));
     master
         .under_replicated
-        .store(under.len() as u64, Ordering::Relaxed);
+        .store(watch.under() as u64, Ordering::Relaxed);
     // Chunks with no replica left: counted, the first ones kept for `Status`'s files at risk.
-    let (mut lost, mut first_lost) = (0usize, Vec::new());
-    for v in r
+    let lost = watch.lost();
+    let first_lost: Vec<&View> = r
         .views
         .iter()
         .filter(|v| v.live.is_empty() && v.draining.is_empty())
-    {
-        lost += 1;
-        if first_lost.len() < AT_RISK_MAX {
-            first_lost.push(v);
-        }
-    }
+        .take(AT_RISK_MAX)
+        .collect();
     master.missing.store(
         if r.unreported == 0 { lost as u64 } else { 0 },
         Ordering::Relaxed,
@@ -476,6 +595,7 @@ pub async fn run(master: Arc<Master>) {
     let mut leader_since: Option<Instant> = None;
     let mut expiry_checked: Option<Instant> = None;
     let expiry_every = master.config.forget_after.min(Duration::from_secs(60));
+    let mut watch = Watch::default();
     let mut tick = tokio::time::interval(master.config.heal_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -483,19 +603,28 @@ pub async fn run(master: Arc<Master>) {
         if !master.is_leader() {
             leader_since = None;
             expiry_checked = None;
+            watch = Watch::default();
             master.safe.store(false, Ordering::Relaxed);
+            // What changed while following is covered by a new leader's first look.
+            drop(
+                master
+                    .soft
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take_touched(),
+            );
             continue;
         }
         let since = *leader_since.get_or_insert_with(Instant::now);
         let now = Instant::now();
-        let round = observe(&master, since, now);
+        let round = observe(&master, since, now, &mut watch).await;
         let safe = now.duration_since(since) >= master.config.safe_mode
             && round
                 .servers
                 .values()
                 .all(|s| s.heard || s.liveness == Liveness::Dead);
         master.safe.store(safe, Ordering::Relaxed);
-        start_copies(&master, &round, &progress);
+        start_copies(&master, &round, &watch, &progress);
         if !safe {
             continue;
         }

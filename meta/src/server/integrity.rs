@@ -38,9 +38,8 @@ pub async fn check_report(
         })?;
         let addr = g
             .state
-            .servers()
-            .find(|(n, _)| **n == node)
-            .map(|(_, s)| s.address.clone())
+            .server(node)
+            .map(|s| s.address.clone())
             .ok_or_else(|| Status::not_found(format!("chunkserver {node} is not registered")))?;
         (digest, addr)
     };

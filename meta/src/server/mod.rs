@@ -19,6 +19,7 @@ use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 
+pub mod background;
 mod batch;
 mod gate;
 pub mod heal;
@@ -29,11 +30,13 @@ mod appends;
 pub mod integrity;
 mod propose;
 pub mod reads;
+pub mod reports;
 pub mod retire;
 mod service;
 pub mod soft;
 mod space;
 pub mod tokens;
+pub mod watch;
 
 /// Largest MasterService message (a heartbeat's full chunk report can be large).
 pub const MESSAGE_MAX_BYTES: usize = 64 << 20;
@@ -139,6 +142,8 @@ pub struct Master {
     pub log: crate::raftlog::LogStore<crate::raft::types::TypeConfig>,
     /// Bounds the heartbeats being processed at once.
     pub heartbeat_slots: tokio::sync::Semaphore,
+    /// The low-priority thread large chunk reports are taken in on.
+    pub background: background::Background,
     /// Woken after every heartbeat (a `Complete` waits for its chunks' replica reports).
     pub reports: tokio::sync::Notify,
     /// Bounds the bad-replica reports being checked at once.
@@ -468,6 +473,7 @@ pub async fn serve(
         client_requests: Default::default(),
         log: log_store,
         heartbeat_slots: tokio::sync::Semaphore::new(HEARTBEATS_AT_ONCE_MAX),
+        background: background::Background::start(&format!("shale-master-{}-reports", config.id))?,
         integrity_checks: tokio::sync::Semaphore::new(integrity::CHECKS_AT_ONCE),
         chunk_channels: Mutex::new(std::collections::HashMap::new()),
         reports: tokio::sync::Notify::new(),

@@ -1,6 +1,6 @@
 //! MasterService over gRPC: converts wire messages to commands and queries, and replies back.
 use super::perms::who;
-use super::soft::{Live, Liveness};
+use super::soft::Liveness;
 use super::{status_of, Master};
 use crate::placement::{self, Candidate, ReadReplica};
 use crate::sm::{perms, Command, Reply, Stat, Who};
@@ -38,7 +38,7 @@ pub fn durable_length(
 }
 
 /// Reported chunks classified per hold of the state lock.
-const REPORT_BATCH: usize = 4096;
+use super::reports::REPORT_BATCH;
 use tonic::{Request, Response, Status};
 
 pub struct Svc(pub Arc<Master>);
@@ -203,9 +203,8 @@ impl Svc {
         let g = self.0.sm.read();
         let (address, host) = g
             .state
-            .servers()
-            .find(|(n, _)| **n == node)
-            .map(|(_, s)| (s.address.clone(), s.host.clone()))
+            .server(node)
+            .map(|s| (s.address.clone(), s.host.clone()))
             .unwrap_or_default();
         Replica {
             node_id: node.get(),
@@ -803,9 +802,8 @@ impl MasterService for Svc {
             .sm
             .read()
             .state
-            .servers()
-            .find(|(n, _)| **n == node)
-            .map(|(_, s)| s.capacity_bytes)
+            .server(node)
+            .map(|s| s.capacity_bytes)
         else {
             return Err(Status::not_found(format!(
                 "chunkserver {node} is not registered; register first"
@@ -825,110 +823,20 @@ impl MasterService for Svc {
             .await
             .map_err(|_| Status::unavailable("master shutting down"))?;
         let orders = self.0.is_leader() && self.0.safe.load(std::sync::atomic::Ordering::Relaxed);
-        let mut delete = Vec::new();
-        let mut unknown = Vec::new();
-        // Classify in bounded batches, releasing the state lock between them, so a large report
-        // never holds off `apply` (and with it the Raft core) for long.
-        for batch in r.chunks.chunks(REPORT_BATCH) {
-            {
-                let g = self.0.sm.read();
-                for c in batch {
-                    let id = ChunkId(c.chunk_id);
-                    if !g.state.knows_chunk(id) {
-                        unknown.push(*c);
-                    } else if orders
-                        && (g.state.is_garbage(id)
-                            || g.state
-                                .chunk_version(id)
-                                .is_some_and(|v| c.version < v.get()))
-                    {
-                        // Only the leader orders deletions: garbage and stale versions.
-                        delete.push(*c);
-                    }
-                }
-            }
-            tokio::task::yield_now().await;
-        }
-        if orders {
-            let mut soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
-            if r.full_report {
-                // Orphans this server no longer reports are gone: forget them (bounded memory).
-                let still: std::collections::HashSet<u64> =
-                    unknown.iter().map(|c| c.chunk_id).collect();
-                soft.orphans
-                    .retain(|(n, c), _| *n != node || still.contains(&c.get()));
-                // Bad replicas it no longer holds need no more deleting.
-                let held: std::collections::HashSet<ChunkId> =
-                    r.chunks.iter().map(|c| ChunkId(c.chunk_id)).collect();
-                soft.deleted_bad(node, &held);
-            }
-            for (c, v) in soft.bad_on(node) {
-                delete.push(ReportedChunk {
-                    chunk_id: c.get(),
-                    version: v.get(),
-                    length: 0,
-                });
-            }
-            for c in unknown {
-                let first = *soft
-                    .orphans
-                    .entry((node, ChunkId(c.chunk_id)))
-                    .or_insert(now);
-                if now.duration_since(first) >= self.0.config.orphan_grace {
-                    tracing::info!(chunk = c.chunk_id, %node, "deleting an orphan replica");
-                    soft.orphans.remove(&(node, ChunkId(c.chunk_id)));
-                    delete.push(c);
-                }
-            }
-        }
-        let chunks: Vec<(ChunkId, ChunkVersion)> = r
-            .chunks
-            .iter()
-            .map(|c| (ChunkId(c.chunk_id), ChunkVersion(c.version)))
-            .collect();
-        let mut removed: Vec<ChunkId> = r.removed.iter().map(|c| ChunkId(*c)).collect();
-        for c in &r.corrupt {
-            tracing::warn!(chunk = c.chunk_id, version = c.version, node = %node,
-                "replica reported corrupt (quarantined on its chunkserver)");
-            removed.push(ChunkId(c.chunk_id));
-        }
-        let sealed: Vec<(ChunkId, ChunkVersion, u64)> = r
-            .chunks
-            .iter()
-            .map(|c| (ChunkId(c.chunk_id), ChunkVersion(c.version), c.length))
-            .collect();
-        let mut soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
-        soft.heartbeat(
-            node,
-            Live {
-                last_seen: now,
-                // A server cannot have more free space than the capacity it registered.
-                free_bytes: r.free_bytes.min(capacity),
-                used_bytes: r.used_bytes.min(capacity),
-                inflight: r.inflight_writes,
-                reading: r.inflight_reads,
-                bytes_written: r.bytes_written,
-                bytes_read: r.bytes_read,
-                // An address no one can dial is dropped, not handed to readers.
-                data_address: if crate::sm::registry::check_address(&r.data_address).is_ok() {
-                    r.data_address.clone()
-                } else {
-                    String::new()
-                },
-            },
-            r.full_report,
-            &chunks,
-            &removed,
-        );
-        soft.sealed(&sealed);
-        let full_report_needed = !soft.fully_reported(node);
-        drop(soft);
+        let m = self.0.clone();
+        let take = move || super::reports::take(&m, node, r, capacity, orders, now);
+        let reply = if n_reported > REPORT_BATCH {
+            // A large report is taken in on the low-priority thread (see `background`).
+            self.0
+                .background
+                .run(take)
+                .await
+                .ok_or_else(|| Status::internal("the chunk report could not be taken in"))?
+        } else {
+            take()
+        };
         self.0.reports.notify_waiters();
-        Ok(Response::new(HeartbeatReply {
-            delete,
-            token_keys: self.0.token_keys(),
-            full_report_needed,
-        }))
+        Ok(Response::new(reply))
     }
 
     async fn status(&self, _req: Request<Empty>) -> R<StatusReply> {
@@ -1067,7 +975,7 @@ impl MasterService for Svc {
         }
         let why = {
             let g = self.0.sm.read();
-            if !g.state.servers().any(|(n, _)| *n == node) {
+            if g.state.server(node).is_none() {
                 return Err(Status::not_found(format!(
                     "chunkserver {node} is not registered"
                 )));

@@ -224,21 +224,23 @@ impl MetaState {
         }
     }
 
-    /// Every chunk of every complete file: (chunk, version, replication target). Chunks of files
-    /// under construction are left to their writer.
-    pub fn complete_chunks(&self) -> Vec<(ChunkId, ChunkVersion, u8)> {
-        // O(chunks), from the chunk map (each chunk names its file): files without chunks,
-        // and directories, cost nothing (this used to walk every inode, every second).
-        let mut out = Vec::with_capacity(self.chunks.len());
-        for (c, m) in &self.chunks {
-            if self.pending.contains_key(&m.file) {
-                continue;
-            }
-            if let Some(InodeKind::File(f)) = self.inodes.get(&m.file).map(|i| &i.kind) {
-                out.push((*c, m.version, f.replication));
-            }
+    /// The version and replication target of chunk `id` if it is live and its file complete
+    /// (chunks of files under construction are left to their writer). O(1): the healer looks
+    /// at a bounded number of chunks per round, by id.
+    pub fn complete_chunk(&self, id: ChunkId) -> Option<(ChunkVersion, u8)> {
+        let m = self.chunks.get(&id)?;
+        if self.pending.contains_key(&m.file) {
+            return None;
         }
-        out
+        match self.inodes.get(&m.file).map(|i| &i.kind) {
+            Some(InodeKind::File(f)) => Some((m.version, f.replication)),
+            _ => None,
+        }
+    }
+
+    /// One past the highest chunk id handed out (ids are assigned in order from 1).
+    pub fn chunk_id_end(&self) -> u64 {
+        self.next_chunk
     }
 
     /// The file a live chunk belongs to, the chunk's index in it, and the file's path (None
@@ -297,8 +299,18 @@ impl MetaState {
         self.servers.iter()
     }
 
+    /// One registered chunkserver (O(log servers)).
+    pub fn server(&self, node: NodeId) -> Option<&ServerInfo> {
+        self.servers.get(&node)
+    }
+
     pub fn garbage(&self) -> impl Iterator<Item = (&ChunkId, &ChunkVersion)> {
         self.garbage.iter()
+    }
+
+    /// Garbage chunks from id `from` on, in id order.
+    pub fn garbage_from(&self, from: ChunkId) -> impl Iterator<Item = (&ChunkId, &ChunkVersion)> {
+        self.garbage.range(from..)
     }
 
     /// The latest log time applied.
