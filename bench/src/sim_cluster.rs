@@ -14,7 +14,7 @@
 //!   full report of it (`unreported`), deltas (empty: nothing changes) otherwise. Chunk `c`'s
 //!   replicas are on servers `c`, `c + n/3` and `c + 2n/3` mod `n`.
 //! * Measured: the time until the leader has every server's full report (every chunkserver
-//!   starting at once), the leader's CPU per second under steady heartbeats (minus its idle
+//!   starting within `--start-spread-ms` of the others), the leader's CPU per second under steady heartbeats (minus its idle
 //!   CPU measured before the simulated servers start), elections during the run, create
 //!   latency through all of it (a probe client, running during the idle measurement too), the
 //!   time from `kill -9` of the leader until a
@@ -50,6 +50,11 @@ pub struct Args {
     /// Heartbeat interval of the simulated chunkservers, ms (the chunkserver's default).
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// The simulated servers start (register, then heartbeat) within this many ms of each
+    /// other, as a whole cluster restarted at once does (a chunkserver opens and checks its
+    /// store before it registers).
+    #[arg(long, default_value_t = 5000)]
+    start_spread_ms: u64,
     /// Where to put the masters' data (default: a temp dir under the current directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -193,6 +198,7 @@ struct Shared {
     chunks: u64,
     masters: Vec<String>,
     interval: Duration,
+    start_spread: Duration,
     beats: AtomicU64,
     failed: AtomicU64,
     full_reports: AtomicU64,
@@ -218,6 +224,7 @@ async fn sim_server(s: u64, transport: shale_client::Transport, sh: Arc<Shared>)
         .iter()
         .map(|a| (chan(a), false, false, 0u64))
         .collect();
+    tokio::time::sleep(sh.start_spread.mul_f64(fastrand::f64())).await;
     // Register (through whichever master leads).
     let node = 'reg: loop {
         for (c, _, _, _) in links.iter_mut() {
@@ -426,6 +433,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         chunks: a.chunks,
         masters: addrs.clone(),
         interval: Duration::from_millis(a.heartbeat_ms.max(50)),
+        start_spread: Duration::from_millis(a.start_spread_ms),
         beats: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         full_reports: AtomicU64::new(0),
