@@ -1,17 +1,16 @@
-//! A low-priority thread (nice [`NICE`]) for heavy work that must not compete with the Raft
-//! core: taking in large chunk reports. On the async runtime (two worker threads here), a
-//! thousand chunkservers' full reports — 30 M replicas — queued the Raft tasks behind them
-//! until followers called elections. On this thread the kernel runs the runtime's threads
-//! first; jobs run one at a time, in order, each free to take the state's and the soft state's
-//! locks briefly (never across an await: there is none).
+//! A thread of its own (`SCHED_BATCH`: a CPU-bound thread that does not preempt others when it
+//! wakes) for heavy work that must not queue up on the async runtime: taking in large chunk
+//! reports. On the runtime (two worker threads here), a thousand chunkservers' full reports —
+//! 30 M replicas — queued the Raft tasks behind them until followers called elections; here
+//! the kernel shares the cores between this thread and the runtime's. Jobs run one at a time,
+//! in order, each taking the state's and the soft state's locks briefly. Not niced: at nice 10
+//! it was preempted while holding those locks, and `apply` and heartbeat handlers waited for it
+//! (priority inversion; 3–5 elections per `sim-cluster` run).
 //!
 //! Invariant: a job that panics is caught and dropped (its caller gets `None`); the thread
 //! lives as long as its [`Background`] handle.
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
-
-/// The thread's nice value (the runtime's threads keep 0).
-pub const NICE: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -25,10 +24,11 @@ impl Background {
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                // On Linux the nice value is per thread, and `who == 0` is the calling thread.
-                // SAFETY: a plain system call on this thread; failure leaves the priority as is.
+                // On Linux the scheduling policy is per thread, and pid 0 is the calling thread.
+                // SAFETY: a plain system call on this thread; failure leaves the policy as is.
                 unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+                    let param = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
                 }
                 for job in rx {
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
@@ -64,10 +64,9 @@ mod tests {
         assert_eq!(b.run(|| 1 + 1).await, Some(2));
         let panicked: Option<()> = b.run(|| panic!("boom")).await;
         assert!(panicked.is_none());
-        let nice = b
-            .run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
-            .await;
-        assert_eq!(nice, Some(NICE));
+        // SAFETY: a plain system call on the thread.
+        let policy = b.run(|| unsafe { libc::sched_getscheduler(0) }).await;
+        assert_eq!(policy, Some(libc::SCHED_BATCH));
         assert_eq!(b.run(|| "still here").await, Some("still here"));
     }
 }

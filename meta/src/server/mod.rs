@@ -142,7 +142,7 @@ pub struct Master {
     pub log: crate::raftlog::LogStore<crate::raft::types::TypeConfig>,
     /// Bounds the heartbeats being processed at once.
     pub heartbeat_slots: tokio::sync::Semaphore,
-    /// The low-priority thread large chunk reports are taken in on.
+    /// The thread large chunk reports are taken in on (off the async runtime).
     pub background: background::Background,
     /// Woken after every heartbeat (a `Complete` waits for its chunks' replica reports).
     pub reports: tokio::sync::Notify,
@@ -452,7 +452,13 @@ pub async fn serve(
         sm.clone(),
     )
     .await?;
-    if moved {
+    // A master restarting into a group it belongs to stays quiet until it hears from the
+    // leader (or a few election timeouts pass: the whole group may be restarting). openraft 0.9
+    // has no pre-vote: a master that had spent seconds loading its snapshot timed out before
+    // the leader's first AppendEntries reached it, campaigned with a higher term and unseated
+    // a healthy leader (`shale-bench sim-cluster`: 2 elections per rejoin).
+    let rejoins = !moved && !recorded.is_empty();
+    if moved || rejoins {
         raft.runtime_config().elect(false);
     }
     let master = Arc::new(Master {
@@ -487,6 +493,10 @@ pub async fn serve(
         tracing::error!("{why}");
     }
     let mover = moved.then(|| tokio::spawn(elect_when_known(raft.clone(), config.clone())));
+    let rejoiner = rejoins.then(|| {
+        let grace = Duration::from_millis(3 * config.election_timeout_max_ms);
+        tokio::spawn(elect_after_rejoin(raft.clone(), config.id, grace))
+    });
     let snapshots = tokio::spawn(crate::raft::checkpoint::trigger(
         raft.clone(),
         master.sm.clone(),
@@ -533,8 +543,8 @@ pub async fn serve(
     rotator.abort();
     emptier.abort();
     gauges.abort();
-    if let Some(m) = mover {
-        m.abort();
+    for t in mover.into_iter().chain(rejoiner) {
+        t.abort();
     }
     let _ = raft.shutdown().await;
     result.map_err(Into::into)
@@ -571,6 +581,24 @@ async fn demote_vote(
         }
     }
     Ok(())
+}
+
+/// Re-enables elections on restarted master `me` once it hears from another master leading,
+/// or after `grace`. (Its own old committed vote makes it think it leads at first.)
+async fn elect_after_rejoin(raft: MasterRaft, me: u64, grace: Duration) {
+    let mut metrics = raft.metrics();
+    let heard = async {
+        loop {
+            if metrics.borrow().current_leader.is_some_and(|l| l != me) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(grace, heard).await;
+    raft.runtime_config().elect(true);
 }
 
 /// Re-enables elections on a master that moved, once the membership names its new address.

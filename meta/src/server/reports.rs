@@ -1,7 +1,7 @@
 //! Taking in a chunkserver's heartbeat: its liveness and load, and its chunk report (full or
 //! a delta) into the soft state, with the deletions only the leader orders (garbage, stale
 //! versions, bad replicas, orphans past their grace). Synchronous: the service runs a large
-//! report on the low-priority [`background`](super::background) thread and a small one inline.
+//! report on the [`background`](super::background) thread and a small one inline.
 //!
 //! Both locks are taken per batch of [`REPORT_BATCH`] reported chunks and released between
 //! batches, so a report of tens of thousands of replicas never holds off `apply` (the state's
@@ -13,7 +13,7 @@ use shale_proto::{ChunkId, ChunkVersion, NodeId};
 use std::time::Instant;
 
 /// Reported chunks handled under one taking of a lock.
-pub const REPORT_BATCH: usize = 4096;
+pub const REPORT_BATCH: usize = 1024;
 
 /// Takes in `node`'s heartbeat `r` (a registered server of `capacity` bytes); `orders`: this
 /// master leads and is out of safe mode, so it orders deletions.

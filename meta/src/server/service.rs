@@ -826,7 +826,7 @@ impl MasterService for Svc {
         let m = self.0.clone();
         let take = move || super::reports::take(&m, node, r, capacity, orders, now);
         let reply = if n_reported > REPORT_BATCH {
-            // A large report is taken in on the low-priority thread (see `background`).
+            // A large report is taken in off the async runtime (see `background`).
             self.0
                 .background
                 .run(take)
