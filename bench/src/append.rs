@@ -4,7 +4,7 @@
 //! record costs at least one such round per replica, and its commit one Raft round). After
 //! each phase the file's length is checked against the acknowledged records (exactly once).
 use crate::e2e::start_cluster;
-use crate::report::{print_json, print_machine, r1, r3};
+use crate::report::{pct, print_json, print_machine, r1, r3};
 use serde_json::json;
 use shale_client::Client;
 use std::io::Write;
@@ -43,13 +43,6 @@ fn fsync_per_s(dir: &std::path::Path, secs: f64) -> Result<f64, BoxError> {
         n += 1;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// `clients` clients append for `secs` to `path`: (records/s, latencies in ms, sorted).

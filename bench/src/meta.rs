@@ -10,7 +10,7 @@
 //! The master processes are this binary re-executed with the hidden `internal-master`
 //! subcommand (the same `shale_meta::server::serve` as `shale master`).
 #[path = "meta_scale.rs"]
-mod scale;
+pub(crate) mod scale;
 
 use crate::report::{print_json, r1};
 use serde_json::json;

@@ -79,7 +79,7 @@ async fn load(c: Client, k: u64, from: u64, to: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn status(addr: &str) -> Result<StatusReply, BoxError> {
+pub(crate) async fn status(addr: &str) -> Result<StatusReply, BoxError> {
     let mut c = MasterServiceClient::new(super::channel(addr)?);
     Ok(c.status(Empty {}).await?.into_inner())
 }

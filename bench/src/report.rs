@@ -13,6 +13,14 @@ pub fn print_machine(dir: &std::path::Path) {
 }
 
 /// Rounds to one decimal for readable JSON.
+/// The `p` quantile (0..=1) of `sorted` (0 if empty).
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 pub fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }

@@ -21,8 +21,8 @@
 //!   time from `kill -9` of the leader until a
 //!   new leader knows every location, and the time until the killed master, restarted, has
 //!   every full report again.
-use crate::meta::{channel, BoxError, Client, Proc};
-use crate::report::{print_json, r1};
+use crate::meta::{BoxError, Client, Proc};
+use crate::report::{pct, print_json, r1};
 use serde_json::json;
 use shale_meta::sm::{Command, MetaState, Reply};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
@@ -307,8 +307,7 @@ async fn sim_server(s: u64, transport: shale_client::Transport, sh: Arc<Shared>)
 }
 
 async fn status(addr: &str) -> Option<StatusReply> {
-    let mut c = MasterServiceClient::new(channel(addr).ok()?);
-    c.status(Empty {}).await.ok().map(|r| r.into_inner())
+    crate::meta::scale::status(addr).await.ok()
 }
 
 /// The index (into `addrs`) of the master that says it leads, with its status.
@@ -590,12 +589,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         .map(|(_, ms)| *ms)
         .collect();
     l.sort_by(f64::total_cmp);
-    let p = |q: f64| l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)));
-    let (p50, p99, max) = (
-        p(0.5).copied().unwrap_or(0.0),
-        p(0.99).copied().unwrap_or(0.0),
-        l.last().copied().unwrap_or(0.0),
-    );
+    let (p50, p99, max) = (pct(&l, 0.5), pct(&l, 0.99), pct(&l, 1.0));
     let elections = (term_before - term0) + elections_after;
     println!(
         "probe creates (outside the forced failover): {} ok, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; elections \

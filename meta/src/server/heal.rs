@@ -168,6 +168,36 @@ fn view_of(
     })
 }
 
+/// The next slice of garbage chunks from `watch`'s cursor: their replicas are queued for
+/// deletion (in their servers' next heartbeat replies); those with none left are returned, to
+/// be forgotten.
+fn garbage_slice(
+    state: &crate::sm::MetaState,
+    soft: &mut super::soft::Soft,
+    watch: &mut Watch,
+) -> Vec<(ChunkId, ChunkVersion)> {
+    let mut checked = 0usize;
+    let mut gone = Vec::new();
+    for (c, v) in state.garbage_from(watch.garbage_cursor) {
+        if checked == GARBAGE_PER_ROUND || gone.len() == FORGET_PER_ROUND {
+            break;
+        }
+        checked += 1;
+        watch.garbage_cursor = ChunkId(c.get() + 1);
+        let replicas: Vec<(NodeId, ChunkVersion)> = soft.replicas(*c).to_vec();
+        if replicas.is_empty() {
+            gone.push((*c, *v));
+        }
+        for (n, rv) in replicas {
+            soft.doom(n, *c, rv);
+        }
+    }
+    if checked < GARBAGE_PER_ROUND && gone.len() < FORGET_PER_ROUND {
+        watch.garbage_cursor = ChunkId(0);
+    }
+    gone
+}
+
 /// Reads a round: the servers, then the chunks `watch` picks, looked at in batches of
 /// [`LOOK_BATCH`] with the locks released (and the runtime yielded to) between them. Only
 /// chunks in trouble are kept in the round; every look is recorded in `watch`.
@@ -210,32 +240,17 @@ async fn observe(master: &Master, since: Instant, now: Instant, watch: &mut Watc
         for n in changed {
             extra.extend(soft.held_ids(n));
         }
-        // Garbage whose replicas are all gone, from a cursor (a bounded slice per round).
-        let mut checked = 0usize;
-        let mut gone = Vec::new();
-        for (c, v) in g.state.garbage_from(watch.garbage_cursor) {
-            if checked == GARBAGE_PER_ROUND || gone.len() == FORGET_PER_ROUND {
-                break;
-            }
-            checked += 1;
-            watch.garbage_cursor = ChunkId(c.get() + 1);
-            let replicas: Vec<(NodeId, ChunkVersion)> = soft.replicas(*c).to_vec();
-            if replicas.is_empty() {
-                gone.push((*c, *v));
-            }
-            // Order their deletion (in the holders' next heartbeat replies).
-            for (n, rv) in replicas {
-                soft.doom(n, *c, rv);
-            }
-        }
-        if checked < GARBAGE_PER_ROUND && gone.len() < FORGET_PER_ROUND {
-            watch.garbage_cursor = ChunkId(0);
-        }
         let unreported = g
             .state
             .servers()
             .filter(|(id, _)| master.unreported(&soft, **id, now))
             .count();
+        // Garbage with no known replica is known to have none only once every server reported.
+        let gone = if unreported == 0 {
+            garbage_slice(&g.state, &mut soft, watch)
+        } else {
+            Vec::new()
+        };
         let data_addrs: HashMap<NodeId, String> = soft
             .servers
             .iter()
@@ -257,15 +272,13 @@ async fn observe(master: &Master, since: Instant, now: Instant, watch: &mut Watc
         // Locations are incomplete (this master started, or servers have yet to report):
         // every chunk would look lost. Look at nothing and start afresh once every report is
         // in, as a new leader does (servers dead or draining then are looked at first).
-        // Nor is garbage with no known replica known to have none.
         *watch = Watch::default();
-        drop(garbage_gone);
         return Round {
             views: Vec::new(),
             servers,
             addrs,
             data_addrs,
-            garbage_gone: Vec::new(),
+            garbage_gone,
             bad,
             unreported,
         };
@@ -320,7 +333,7 @@ fn start_copies(
     let mut under: Vec<&View> = r
         .views
         .iter()
-        .filter(|v| v.live.len() + v.draining.len() > 0 && v.live.len() < v.target)
+        .filter(|v| v.trouble() == Some(Trouble::Under))
         .collect();
     under.sort_by_key(|v| v.live.len() * 100 / v.target.max(1));
     master
@@ -331,7 +344,7 @@ fn start_copies(
     let first_lost: Vec<&View> = r
         .views
         .iter()
-        .filter(|v| v.live.is_empty() && v.draining.is_empty())
+        .filter(|v| v.trouble() == Some(Trouble::Lost))
         .take(AT_RISK_MAX)
         .collect();
     master.missing.store(

@@ -10,6 +10,7 @@ use super::soft::Live;
 use super::Master;
 use shale_proto::metapb::{HeartbeatReply, HeartbeatRequest, ReportedChunk};
 use shale_proto::{ChunkId, ChunkVersion, NodeId};
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// Reported chunks handled under one taking of a lock.
@@ -27,6 +28,10 @@ pub fn take(
 ) -> HeartbeatReply {
     let mut delete = Vec::new();
     let mut unknown = Vec::new();
+    // A full report's chunks: what the server holds, exactly.
+    let reported: Option<HashSet<ChunkId>> = r
+        .full_report
+        .then(|| r.chunks.iter().map(|c| ChunkId(c.chunk_id)).collect());
     // Classify in bounded batches, releasing the state lock between them, so a large report
     // never holds off `apply` (and with it the Raft core) for long.
     for batch in r.chunks.chunks(REPORT_BATCH) {
@@ -47,16 +52,13 @@ pub fn take(
     }
     if orders {
         let mut soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
-        if r.full_report {
+        if let Some(held) = &reported {
             // Orphans this server no longer reports are gone: forget them (bounded memory).
-            let still: std::collections::HashSet<u64> =
-                unknown.iter().map(|c| c.chunk_id).collect();
+            let still: HashSet<u64> = unknown.iter().map(|c| c.chunk_id).collect();
             soft.orphans
                 .retain(|(n, c), _| *n != node || still.contains(&c.get()));
             // Bad replicas it no longer holds need no more deleting.
-            let held: std::collections::HashSet<ChunkId> =
-                r.chunks.iter().map(|c| ChunkId(c.chunk_id)).collect();
-            soft.deleted_bad(node, &held);
+            soft.deleted_bad(node, held);
         }
         for (c, v) in soft.take_doomed(node).into_iter().chain(soft.bad_on(node)) {
             delete.push(ReportedChunk {
@@ -121,10 +123,8 @@ pub fn take(
     }
     let (full_report_needed, unreported) = {
         let mut soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
-        if r.full_report {
-            let reported: std::collections::HashSet<ChunkId> =
-                r.chunks.iter().map(|c| ChunkId(c.chunk_id)).collect();
-            soft.full_done(node, &reported);
+        if let Some(held) = &reported {
+            soft.full_done(node, held);
         }
         (soft.ask_full_report(node, now), !soft.fully_reported(node))
     };

@@ -89,19 +89,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn live(at: Instant) -> Live {
-        Live {
-            last_seen: at,
-            free_bytes: 1,
-            used_bytes: 0,
-            inflight: 0,
-            reading: 0,
-            bytes_written: 0,
-            bytes_read: 0,
-            data_address: String::new(),
-        }
-    }
-
     #[test]
     fn refuses_alive_servers_and_sole_holders() {
         let t = Timeouts {
@@ -113,8 +100,8 @@ mod tests {
         let (c1, c2, v) = (ChunkId(1), ChunkId(2), ChunkVersion(1));
         let mut s = Soft::default();
         // Node 1 (dies) holds c1 alone; c2 is on nodes 1 and 2 (2 stays alive).
-        s.heartbeat(NodeId(1), live(t0), true, &[(c1, v), (c2, v)], &[]);
-        s.heartbeat(NodeId(2), live(later), true, &[(c2, v)], &[]);
+        s.heartbeat(NodeId(1), Live::idle(t0), true, &[(c1, v), (c2, v)], &[]);
+        s.heartbeat(NodeId(2), Live::idle(later), true, &[(c2, v)], &[]);
         let u = unprotected([(c1, v), (c2, v)].into_iter(), &s, later, t);
         assert_eq!(u, vec![(c1, vec![NodeId(1)])]);
         assert!(refusal(NodeId(2), &u, &s, later, t)
@@ -128,7 +115,7 @@ mod tests {
             .expect("unknown")
             .contains("not reported"));
         // Once c1 is found on node 2, both dead servers may go.
-        s.heartbeat(NodeId(2), live(later), true, &[(c1, v), (c2, v)], &[]);
+        s.heartbeat(NodeId(2), Live::idle(later), true, &[(c1, v), (c2, v)], &[]);
         let u = unprotected([(c1, v), (c2, v)].into_iter(), &s, later, t);
         assert!(u.is_empty());
         assert_eq!(refusal(NodeId(1), &u, &s, later, t), None);

@@ -40,6 +40,23 @@ pub struct Live {
     pub data_address: String,
 }
 
+#[cfg(test)]
+impl Live {
+    /// A server last heard from `at`, idle, with 1 byte free (for tests).
+    pub fn idle(at: Instant) -> Live {
+        Live {
+            last_seen: at,
+            free_bytes: 1,
+            used_bytes: 0,
+            inflight: 0,
+            reading: 0,
+            bytes_written: 0,
+            bytes_read: 0,
+            data_address: String::new(),
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug)]
 pub struct Timeouts {
     pub stale_after: Duration,
@@ -116,9 +133,10 @@ pub const TOUCHED_MAX: usize = 1 << 20;
 pub const BAD_MAX: usize = 100_000;
 
 impl Soft {
-    /// Records a whole heartbeat at once; with `full`, `chunks` replaces everything known of
-    /// that server. (The service feeds a large report in pieces: [`Soft::beat`],
+    /// Records a whole heartbeat at once (for tests); with `full`, `chunks` replaces everything
+    /// known of that server. (The service feeds a report in pieces: [`Soft::beat`],
     /// [`Soft::gone`], [`Soft::add`] per batch, then [`Soft::full_done`].)
+    #[cfg(test)]
     pub fn heartbeat(
         &mut self,
         node: NodeId,
@@ -422,16 +440,7 @@ mod tests {
             dead_after: Duration::from_secs(5),
         };
         let t0 = Instant::now();
-        let live = |at| Live {
-            last_seen: at,
-            free_bytes: 1,
-            used_bytes: 0,
-            inflight: 0,
-            reading: 0,
-            bytes_written: 0,
-            bytes_read: 0,
-            data_address: String::new(),
-        };
+        let live = Live::idle;
         s.heartbeat(
             NodeId(1),
             live(t0),
@@ -472,16 +481,7 @@ mod tests {
     #[test]
     fn reports_touch_only_what_changed() {
         let mut s = Soft::default();
-        let live = Live {
-            last_seen: Instant::now(),
-            free_bytes: 1,
-            used_bytes: 0,
-            inflight: 0,
-            reading: 0,
-            bytes_written: 0,
-            bytes_read: 0,
-            data_address: String::new(),
-        };
+        let live = Live::idle(Instant::now());
         let v1 = ChunkVersion(1);
         let report: Vec<(ChunkId, ChunkVersion)> = (1..=5).map(|c| (ChunkId(c), v1)).collect();
         // New replicas touch nothing (they can only help); repeating them neither.
