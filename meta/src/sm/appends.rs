@@ -209,7 +209,7 @@ impl MetaState {
                 let pipeline = log.chunks.last().map(|c| c.pipeline.clone());
                 return Ok(Reply::Chunk {
                     id: t,
-                    version: self.chunks.get(&t).map_or(ChunkVersion(1), |m| m.version),
+                    version: self.chunks.get(&t).map_or(ChunkVersion(1), |m| m.version()),
                     pipeline: pipeline.unwrap_or_default(),
                 });
             }
@@ -218,11 +218,7 @@ impl MetaState {
         let index = chunks.len() as u32;
         let id = ChunkId(self.next_chunk);
         self.next_chunk += 1;
-        let meta = ChunkMeta {
-            version: ChunkVersion(1),
-            file,
-            index,
-        };
+        let meta = ChunkMeta::new(file, index);
         self.chunks.insert(id, meta);
         self.file_mut(file)?.chunks.push(id);
         if let Some(log) = self.appends.get_mut(&file) {
@@ -237,7 +233,7 @@ impl MetaState {
         }
         Ok(Reply::Chunk {
             id,
-            version: meta.version,
+            version: meta.version(),
             pipeline: pipeline.to_vec(),
         })
     }

@@ -5,6 +5,7 @@
 //! time); `Complete` links it atomically, replacing an overwritten file; an expired or abandoned
 //! file's chunks all become garbage.
 use super::*;
+use thin_vec::ThinVec;
 
 impl MetaState {
     /// Starts file `p` as `who`: `layout` is (replication, chunk size), `lease` is (holder,
@@ -49,7 +50,7 @@ impl MetaState {
             })?,
         }
         let replacing = self.entries(dir).is_some_and(|e| e.contains_key(name));
-        let key: (InodeId, Box<str>) = (dir, name.into());
+        let key: (InodeId, Name) = (dir, name.into());
         let stale = self.pending_names.get(&key).copied();
         if let Some(other) = stale {
             let live = self
@@ -125,7 +126,7 @@ impl MetaState {
                     length: 0,
                     replication,
                     chunk_size_log2,
-                    chunks: Vec::new(),
+                    chunks: ThinVec::new(),
                 }),
             },
         );
@@ -219,21 +220,30 @@ impl MetaState {
             let id = ChunkId(self.next_chunk);
             self.next_chunk += 1;
             self.file_mut(file)?.chunks.push(id);
-            let meta = ChunkMeta {
-                version: ChunkVersion(1),
-                file,
-                index,
-            };
+            let meta = ChunkMeta::new(file, index);
             self.chunks.insert(id, meta);
-            (id, meta.version)
+            (id, meta.version())
         } else if index as usize + 1 == n {
             let id = self.file_mut(file)?.chunks[n - 1];
             let meta = self
                 .chunks
                 .get_mut(&id)
                 .ok_or(MetaError::UnknownFile(file))?;
-            meta.version = ChunkVersion(meta.version.get() + 1);
-            (id, meta.version)
+            if meta.bump() {
+                (id, meta.version())
+            } else {
+                // This id has used up its versions: the index gets a new id (version 1) and
+                // the old one, replicas and all, is garbage.
+                let old = meta.version();
+                self.chunks.remove(&id);
+                self.garbage.insert(id, old);
+                let fresh = ChunkId(self.next_chunk);
+                self.next_chunk += 1;
+                self.file_mut(file)?.chunks[n - 1] = fresh;
+                let meta = ChunkMeta::new(file, index);
+                self.chunks.insert(fresh, meta);
+                (fresh, meta.version())
+            }
         } else {
             return Err(MetaError::ChunkIndex {
                 file,
@@ -272,7 +282,7 @@ impl MetaState {
         }
         if let Some(id) = f.chunks.pop() {
             if let Some(meta) = self.chunks.remove(&id) {
-                self.garbage.insert(id, meta.version);
+                self.garbage.insert(id, meta.version());
                 self.security.digests.remove(&id);
             }
         }
@@ -324,6 +334,8 @@ impl MetaState {
         self.pending_names.remove(&(p.parent, p.name.clone()));
         if let Ok(f) = self.file_mut(file) {
             f.length = length;
+            // Its chunks are fixed now: no growth slack kept for them.
+            f.chunks.shrink_to_fit();
         }
         self.touch(file, now_ms);
         if let Some(e) = self.entries_mut(p.parent) {
@@ -359,5 +371,76 @@ impl MetaState {
             self.drop_pending(*f);
         }
         Reply::Expired(expired.len() as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(s: &mut MetaState, file: InodeId, index: u32) -> (ChunkId, ChunkVersion) {
+        let cmd = Command::AllocateChunk {
+            file,
+            holder: 1,
+            index,
+            pipeline: vec![NodeId(1)],
+        };
+        match s.apply(&cmd, 2) {
+            Reply::Chunk { id, version, .. } => (id, version),
+            other => panic!("allocate: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_out_of_versions_gets_a_new_id() {
+        let mut s = MetaState::new(1 << 20, 1).expect("state");
+        let cmd = Command::RegisterChunkserver {
+            uuid: "cs".into(),
+            address: "127.0.0.1:1".into(),
+            host: "h".into(),
+            rack: None,
+            capacity_bytes: 1 << 40,
+        };
+        assert_eq!(s.apply(&cmd, 1), Reply::Server(NodeId(1)));
+        let cmd = Command::Create {
+            path: "/f".into(),
+            overwrite: false,
+            replication: None,
+            chunk_size_bytes: None,
+            holder: 1,
+            lease_ms: 1000,
+        };
+        let Reply::Created { file, .. } = s.apply(&cmd, 1) else {
+            panic!("create");
+        };
+        let (a, _) = alloc(&mut s, file, 0);
+        let m = s.chunks.get_mut(&a).expect("chunk");
+        *m = m.with_version(u32::MAX - 1);
+        assert_eq!(
+            alloc(&mut s, file, 0),
+            (a, ChunkVersion(u64::from(u32::MAX)))
+        );
+        let (b, v) = alloc(&mut s, file, 0);
+        assert_ne!(a, b, "a new id");
+        assert_eq!(v, ChunkVersion(1));
+        assert_eq!(s.chunk_version(b), Some(ChunkVersion(1)));
+        assert_eq!(s.chunk_version(a), None);
+        let garbage: Vec<_> = s.garbage().map(|(c, v)| (*c, *v)).collect();
+        assert_eq!(garbage, vec![(a, ChunkVersion(u64::from(u32::MAX)))]);
+        let done = Command::Complete {
+            file,
+            holder: 1,
+            length: 5,
+        };
+        assert!(matches!(s.apply(&done, 3), Reply::Completed { .. }));
+        assert_eq!(
+            s.file_chunks("/f").expect("chunks").chunks,
+            vec![(b, ChunkVersion(1))]
+        );
+        s.validate().expect("a valid state");
+        // The snapshot holds the version as it always did, and reads it back.
+        let back =
+            crate::snapshot::decode(&crate::snapshot::encode(&s).expect("encode")).expect("decode");
+        assert_eq!(back, s);
     }
 }

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 pub mod appends;
 mod files;
 pub mod idmap;
+pub mod name;
 pub mod namespace;
 pub mod perms;
 mod queries;
@@ -40,6 +41,7 @@ use sessions::{Seen, Sessions};
 use trash::TrashItem;
 
 use idmap::IdMap;
+use name::Name;
 pub use types::*;
 
 pub const ROOT: InodeId = InodeId(1);
@@ -64,7 +66,7 @@ pub struct MetaState {
     pub(crate) inodes: IdMap<InodeId, Inode>,
     pub(crate) chunks: IdMap<ChunkId, ChunkMeta>,
     pub(crate) pending: IdMap<InodeId, Pending>,
-    pub(crate) pending_names: HashMap<(InodeId, Box<str>), InodeId>,
+    pub(crate) pending_names: HashMap<(InodeId, Name), InodeId>,
     pub(crate) garbage: BTreeMap<ChunkId, ChunkVersion>,
     pub(crate) servers: BTreeMap<NodeId, ServerInfo>,
     /// Recent replies per client, for retried requests. Serialized after the rest of the state
@@ -123,7 +125,7 @@ impl MetaState {
             Inode {
                 parent: ROOT,
                 mtime_ms: 0,
-                kind: InodeKind::Dir(BTreeMap::new()),
+                kind: InodeKind::Dir(Box::default()),
                 attrs: perms::Attrs::legacy(true),
                 dir_replication: 0,
             },
@@ -395,7 +397,7 @@ impl MetaState {
         id
     }
 
-    pub(crate) fn entries(&self, dir: InodeId) -> Option<&BTreeMap<Box<str>, InodeId>> {
+    pub(crate) fn entries(&self, dir: InodeId) -> Option<&Entries> {
         match &self.inodes.get(&dir)?.kind {
             InodeKind::Dir(e) => Some(e),
             InodeKind::File(_) => None,
@@ -403,7 +405,7 @@ impl MetaState {
     }
 
     /// A directory's live entries, to change them: snapshots that see it keep a copy first.
-    fn entries_mut(&mut self, dir: InodeId) -> Option<&mut BTreeMap<Box<str>, InodeId>> {
+    fn entries_mut(&mut self, dir: InodeId) -> Option<&mut Entries> {
         self.cow_dir(dir);
         match &mut self.inodes.get_mut(&dir)?.kind {
             InodeKind::Dir(e) => Some(e),

@@ -76,7 +76,7 @@ impl MetaState {
                 Inode {
                     parent: cur,
                     mtime_ms: now_ms,
-                    kind: InodeKind::Dir(BTreeMap::new()),
+                    kind: InodeKind::Dir(Box::default()),
                     attrs,
                     dir_replication: 0,
                 },

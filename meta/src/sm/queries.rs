@@ -181,7 +181,7 @@ impl MetaState {
                     .map(|c| {
                         (
                             *c,
-                            self.chunks.get(c).map_or(ChunkVersion(0), |m| m.version),
+                            self.chunks.get(c).map_or(ChunkVersion(0), |m| m.version()),
                         )
                     })
                     .collect(),
@@ -215,7 +215,7 @@ impl MetaState {
                     .map(|c| {
                         (
                             *c,
-                            self.chunks.get(c).map_or(ChunkVersion(0), |m| m.version),
+                            self.chunks.get(c).map_or(ChunkVersion(0), |m| m.version()),
                         )
                     })
                     .collect(),
@@ -233,7 +233,7 @@ impl MetaState {
             return None;
         }
         match self.inodes.get(&m.file).map(|i| &i.kind) {
-            Some(InodeKind::File(f)) => Some((m.version, f.replication)),
+            Some(InodeKind::File(f)) => Some((m.version(), f.replication)),
             _ => None,
         }
     }
@@ -277,7 +277,7 @@ impl MetaState {
 
     /// Every live chunk (of complete files and files under construction) at its version.
     pub fn all_chunks(&self) -> impl Iterator<Item = (ChunkId, ChunkVersion)> + '_ {
-        self.chunks.iter().map(|(c, m)| (*c, m.version))
+        self.chunks.iter().map(|(c, m)| (*c, m.version()))
     }
 
     /// Whether a chunk is garbage (its file is gone; replicas are to be deleted).
@@ -292,7 +292,7 @@ impl MetaState {
 
     /// The current version of a live chunk.
     pub fn chunk_version(&self, id: ChunkId) -> Option<ChunkVersion> {
-        self.chunks.get(&id).map(|m| m.version)
+        self.chunks.get(&id).map(|m| m.version())
     }
 
     pub fn servers(&self) -> impl Iterator<Item = (&NodeId, &ServerInfo)> {

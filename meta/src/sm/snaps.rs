@@ -34,8 +34,6 @@ pub const SNAPSHOTS_PER_DIR_MAX: usize = 1024;
 /// Most snapshots in all.
 pub const SNAPSHOTS_MAX: usize = 65_536;
 
-type Entries = BTreeMap<Box<str>, InodeId>;
-
 /// One snapshot.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snap {
@@ -195,7 +193,7 @@ impl MetaState {
                 InodeKind::File(f) => {
                     for c in f.chunks {
                         if let Some(meta) = self.chunks.remove(&c) {
-                            self.garbage.insert(c, meta.version);
+                            self.garbage.insert(c, meta.version());
                             self.security.digests.remove(&c);
                         }
                     }
@@ -241,7 +239,7 @@ impl MetaState {
                 .shadows
                 .entry(id)
                 .or_default()
-                .insert(epoch, live.clone());
+                .insert(epoch, (*live).clone());
             self.snaps.cow.insert(id, epoch);
         }
         stack.extend(live.into_values().map(|c| (c, true)));

@@ -111,10 +111,10 @@ pub fn parse_stamp(name: &str) -> Option<u64> {
 struct Plan {
     /// The deepest existing directory on the way, and the names to make below it.
     attach: InodeId,
-    make: Vec<Box<str>>,
+    make: Vec<Name>,
     /// Whether `make` starts with `/.Trash` itself (root's, 1777).
     make_root: bool,
-    name: Box<str>,
+    name: Name,
     path: String,
 }
 
@@ -151,7 +151,7 @@ impl MetaState {
     fn plan(&self, comps: &[&str], who: &Actor, now_ms: u64) -> Res<Plan> {
         let (root, mine) = self.user_trash(who)?;
         let base = stamp(now_ms);
-        let name: Box<str> = comps[comps.len() - 1].into();
+        let name: Name = comps[comps.len() - 1].into();
         let parents = &comps[..comps.len() - 1];
         for k in 0..SUFFIX_MAX {
             let ckpt = if k == 0 {
@@ -198,8 +198,8 @@ impl MetaState {
             if !usable {
                 continue;
             }
-            let taken =
-                k_exist == wanted.len() && self.entries(cur).is_some_and(|e| e.contains_key(&name));
+            let taken = k_exist == wanted.len()
+                && self.entries(cur).is_some_and(|e| e.contains_key(&*name));
             if taken {
                 continue;
             }
@@ -304,7 +304,7 @@ impl MetaState {
             Inode {
                 parent,
                 mtime_ms: now_ms,
-                kind: InodeKind::Dir(BTreeMap::new()),
+                kind: InodeKind::Dir(Box::default()),
                 attrs,
                 dir_replication: 0,
             },
@@ -319,7 +319,7 @@ impl MetaState {
 
     /// The checkpoints due for removal at `now_ms` with `retention_ms`: (user directory,
     /// name, inode), oldest first per user, at most `max`.
-    fn due(&self, now_ms: u64, retention_ms: u64, max: usize) -> Vec<(InodeId, Box<str>, InodeId)> {
+    fn due(&self, now_ms: u64, retention_ms: u64, max: usize) -> Vec<(InodeId, Name, InodeId)> {
         let mut out = Vec::new();
         let Some(root) = self.entries(ROOT).and_then(|e| e.get(TRASH_DIR)) else {
             return out;
@@ -358,7 +358,7 @@ impl MetaState {
         for (user, name, id) in &due {
             self.remove_tree(*id);
             if let Some(e) = self.entries_mut(*user) {
-                e.remove(name);
+                e.remove(&**name);
             }
             self.touch(*user, now_ms);
         }

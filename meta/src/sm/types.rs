@@ -1,10 +1,15 @@
 //! Commands, replies, errors and the records of the master state. Everything here is
 //! serialized into the Raft log or a snapshot: change only with a format version bump.
+use super::name::Name;
 use super::perms::{Attrs, Who};
 use crate::error::MetaError;
 use serde::{Deserialize, Serialize};
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::BTreeMap;
+use thin_vec::ThinVec;
+
+/// A directory's entries by name (ordered, for paged listing).
+pub type Entries = BTreeMap<Name, InodeId>;
 
 /// Who holds a writer lease: a client session id (random per client process).
 pub type Holder = u64;
@@ -283,7 +288,8 @@ pub struct Inode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InodeKind {
     /// Entries by name (ordered, for paged listing).
-    Dir(BTreeMap<Box<str>, InodeId>),
+    /// Boxed: a file's inode is the common one, and the box keeps the kind at 24 bytes.
+    Dir(Box<Entries>),
     File(FileMeta),
 }
 
@@ -292,7 +298,8 @@ pub struct FileMeta {
     pub length: u64,
     pub replication: u8,
     pub chunk_size_log2: u8,
-    pub chunks: Vec<ChunkId>,
+    /// One pointer (empty: no allocation); shrunk to fit when the file completes.
+    pub chunks: ThinVec<ChunkId>,
 }
 
 impl FileMeta {
@@ -305,17 +312,86 @@ impl FileMeta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub parent: InodeId,
-    pub name: Box<str>,
+    pub name: Name,
     pub holder: Holder,
     pub expires_ms: u64,
     pub overwrite: bool,
 }
 
+/// A chunk's record: 16 bytes (24 with its key in the chunk map). The version is held in 32
+/// bits (a chunk whose version would pass `u32::MAX` is given a new id instead: see
+/// `allocate_chunk`) and serialized as the `ChunkVersion` it always was (postcard varints:
+/// the snapshot bytes are unchanged).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ChunkMetaWire", try_from = "ChunkMetaWire")]
 pub struct ChunkMeta {
-    pub version: ChunkVersion,
     pub file: InodeId,
     pub index: u32,
+    ver: u32,
+}
+
+impl ChunkMeta {
+    /// Version 1 of chunk `index` of `file`.
+    pub fn new(file: InodeId, index: u32) -> Self {
+        ChunkMeta {
+            file,
+            index,
+            ver: 1,
+        }
+    }
+
+    pub fn version(&self) -> ChunkVersion {
+        ChunkVersion(u64::from(self.ver))
+    }
+
+    /// Moves to the next version; false (unchanged) when this id has used up its versions.
+    pub fn bump(&mut self) -> bool {
+        match self.ver.checked_add(1) {
+            Some(v) => {
+                self.ver = v;
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_version(mut self, ver: u32) -> Self {
+        self.ver = ver;
+        self
+    }
+}
+
+/// [`ChunkMeta`] as snapshots hold it (field order and types of the original record).
+#[derive(Serialize, Deserialize)]
+struct ChunkMetaWire {
+    version: ChunkVersion,
+    file: InodeId,
+    index: u32,
+}
+
+impl From<ChunkMeta> for ChunkMetaWire {
+    fn from(m: ChunkMeta) -> Self {
+        ChunkMetaWire {
+            version: m.version(),
+            file: m.file,
+            index: m.index,
+        }
+    }
+}
+
+impl TryFrom<ChunkMetaWire> for ChunkMeta {
+    type Error = String;
+
+    fn try_from(w: ChunkMetaWire) -> Result<Self, String> {
+        let ver = u32::try_from(w.version.get())
+            .map_err(|_| format!("chunk version {} past u32::MAX", w.version))?;
+        Ok(ChunkMeta {
+            file: w.file,
+            index: w.index,
+            ver,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

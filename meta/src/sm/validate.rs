@@ -45,7 +45,7 @@ impl MetaState {
             let Some(InodeKind::Dir(entries)) = self.inodes.get(&dir).map(|i| &i.kind) else {
                 continue;
             };
-            for (name, child) in entries {
+            for (name, child) in entries.iter() {
                 let c = self
                     .inodes
                     .get(child)
