@@ -461,11 +461,12 @@ pub async fn serve(
     if moved || rejoins {
         raft.runtime_config().elect(false);
     }
+    let known_chunks = sm.read().state.counts().chunks as usize;
     let master = Arc::new(Master {
         id: config.id,
         raft: raft.clone(),
         sm,
-        soft: Mutex::new(soft::Soft::default()),
+        soft: Mutex::new(soft::Soft::for_chunks(known_chunks)),
         started: std::time::Instant::now(),
         peers,
         reads: reads::ReadBarrier::default(),

@@ -5,6 +5,8 @@ use shale_proto::{ChunkId, ChunkVersion, NodeId};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::sm::idmap::Sharded;
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Liveness {
     Alive,
@@ -76,7 +78,6 @@ impl Default for Timeouts {
 /// random per process (SipHash was a tenth of a master's time taking in 30 M reported
 /// replicas; an unseeded multiply, as for the state's own maps, would let a chunkserver pick
 /// colliding ids).
-type ChunkMap<V> = HashMap<ChunkId, V, foldhash::fast::RandomState>;
 type ChunkSet = HashSet<ChunkId, foldhash::fast::RandomState>;
 
 /// What is known of one chunk's replicas.
@@ -95,7 +96,8 @@ pub struct Soft {
     /// Replicas of chunks the master does not know (neither live nor garbage): when each was
     /// first reported. Deleted only after a grace period (and never in safe mode).
     pub orphans: HashMap<(NodeId, ChunkId), Instant>,
-    replicas: ChunkMap<Known>,
+    /// Sharded: it grows to every chunk while full reports come in (see `sm::idmap`).
+    replicas: Sharded<ChunkId, Known, foldhash::fast::RandomState>,
     held: HashMap<NodeId, ChunkSet>,
     /// Replicas proven bad (bytes not matching the writer's digest): never listed again,
     /// deleted through heartbeat replies. At most [`BAD_MAX`].
@@ -133,6 +135,14 @@ pub const TOUCHED_MAX: usize = 1 << 20;
 pub const BAD_MAX: usize = 100_000;
 
 impl Soft {
+    /// Soft state with room for the replicas of `chunks` chunks (the state's count at start):
+    /// taking in the first full reports then grows nothing.
+    pub fn for_chunks(chunks: usize) -> Soft {
+        let mut s = Soft::default();
+        s.replicas.reserve(chunks);
+        s
+    }
+
     /// Records a whole heartbeat at once (for tests); with `full`, `chunks` replaces everything
     /// known of that server. (The service feeds a report in pieces: [`Soft::beat`],
     /// [`Soft::gone`], [`Soft::add`] per batch, then [`Soft::full_done`].)
@@ -234,7 +244,7 @@ impl Soft {
     /// now); a new replica touches nothing: it can only bring a chunk up to or over its target,
     /// which the healer sees in its trouble map and its scan.
     fn set_replica(&mut self, c: ChunkId, node: NodeId, v: ChunkVersion, len: Option<u64>) {
-        let k = self.replicas.entry(c).or_default();
+        let k = self.replicas.entry_or_default(c);
         if let Some(len) = len {
             match k.sealed {
                 Some((old, _)) if old > v => {}

@@ -1,21 +1,53 @@
-//! Maps keyed by ids the master assigns itself (inode and chunk numbers), hashed with a
-//! one-multiply hasher instead of SipHash. The keys are never chosen by a client or a
-//! chunkserver (they come from the state's own counters), so hash flooding is not a concern;
-//! SipHash was the top symbol of a master holding 1 M files (its O(N) passes and every
-//! lookup). A multiply by an odd constant is a bijection modulo every power of two, so
-//! sequential ids fill a table's buckets evenly; its high bits (hashbrown's tag) are mixed by
-//! the multiply too.
+//! Maps keyed by ids the master assigns itself (inode and chunk numbers), cut into
+//! [`SHARDS`] hash maps so that growing one never rehashes more than a 256th of it at once.
+//!
+//! A single `HashMap` of 10 M entries doubles by moving every entry in one go, ≈ 1 s, under
+//! whatever lock guards it: the soft state's replica map did this while taking in the full
+//! reports of 1,000 chunkservers and its leader went silent for 1.6 s (`shale-bench
+//! sim-cluster`: runtime stalls and an election); the state's maps do it under the lock
+//! `apply` holds. A shard is picked by the top bits of the id times one odd constant, so
+//! sequential ids fill the shards evenly but not in lockstep (their doublings are spread over
+//! many inserts), and the map inside hashes with another constant (its tag bits do not
+//! repeat the shard's).
+//!
+//! [`IdMap`] hashes with a one-multiply hasher instead of SipHash. Its keys are never chosen
+//! by a client or a chunkserver (they come from the state's own counters), so hash flooding
+//! is not a concern; SipHash was the top symbol of a master holding 1 M files (its O(N)
+//! passes and every lookup). A multiply by an odd constant is a bijection modulo every power
+//! of two, so sequential ids fill a table's buckets evenly. Maps with keys others choose use
+//! a seeded hasher ([`Sharded`] with `foldhash`).
+//!
+//! Serialized as one map (the bytes a `HashMap` of the same entries gives, up to order).
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::marker::PhantomData;
 
-/// A `HashMap` keyed by master-assigned ids.
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// Number of shards (a power of two).
+pub const SHARDS: usize = 256;
+
+/// Entries reserved at most from a decoded length (a forged length must not allocate much
+/// before the entries themselves run out).
+const DECODE_RESERVE_MAX: usize = 1 << 22;
+
+/// A map keyed by master-assigned ids.
+pub type IdMap<K, V> = Sharded<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A hash map cut into [`SHARDS`] maps by key (see the module doc).
+#[derive(Clone)]
+pub struct Sharded<K, V, S> {
+    maps: Box<[HashMap<K, V, S>]>,
+}
 
 /// The hasher of [`IdMap`] (for integer keys; other bytes are folded in 8 at a time).
 #[derive(Clone, Copy, Default, Debug)]
 pub struct IdHasher(u64);
 
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The shard multiplier: another odd constant, so a shard's keys do not share tag bits.
+const K_SHARD: u64 = 0xD6E8_FEB8_6659_FD93;
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -35,10 +67,207 @@ impl Hasher for IdHasher {
     }
 }
 
+fn shard(id: u64) -> usize {
+    (id.wrapping_mul(K_SHARD) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+impl<K, V, S: Default> Default for Sharded<K, V, S> {
+    fn default() -> Self {
+        Sharded {
+            maps: (0..SHARDS).map(|_| HashMap::default()).collect(),
+        }
+    }
+}
+
+impl<K, V, S> Sharded<K, V, S>
+where
+    K: Copy + Into<u64> + Hash + Eq,
+    S: BuildHasher,
+{
+    fn of(&self, k: K) -> &HashMap<K, V, S> {
+        &self.maps[shard(k.into())]
+    }
+
+    fn of_mut(&mut self, k: K) -> &mut HashMap<K, V, S> {
+        &mut self.maps[shard(k.into())]
+    }
+
+    /// Room for `n` entries in all, without growing (a master about to take in the reports
+    /// of every chunk it knows).
+    pub fn reserve(&mut self, n: usize) {
+        // A shard gets about n / SHARDS, give or take a few standard deviations.
+        let per = n / SHARDS;
+        let per = per + per / 16 + 64;
+        for m in self.maps.iter_mut() {
+            m.reserve(per.saturating_sub(m.len()));
+        }
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.of(*k).get(k)
+    }
+
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.of_mut(*k).get_mut(k)
+    }
+
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.of(*k).contains_key(k)
+    }
+
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.of_mut(k).insert(k, v)
+    }
+
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        self.of_mut(*k).remove(k)
+    }
+
+    /// `k`'s value, made with `V::default()` if absent.
+    pub fn entry_or_default(&mut self, k: K) -> &mut V
+    where
+        V: Default,
+    {
+        self.of_mut(k).entry(k).or_default()
+    }
+}
+
+impl<K, V, S> Sharded<K, V, S> {
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.maps.iter().all(HashMap::is_empty)
+    }
+
+    /// Every entry (an exact-size iterator: serde writes its length first).
+    pub fn iter(&self) -> Iter<'_, K, V, S> {
+        Iter {
+            shards: self.maps.iter(),
+            cur: None,
+            left: self.len(),
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+        self.maps.iter().flat_map(|m| m.keys())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.maps.iter().flat_map(|m| m.values())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.maps.iter_mut().flat_map(|m| m.values_mut())
+    }
+}
+
+/// The entries of a [`Sharded`], shard after shard.
+pub struct Iter<'a, K, V, S> {
+    shards: std::slice::Iter<'a, HashMap<K, V, S>>,
+    cur: Option<std::collections::hash_map::Iter<'a, K, V>>,
+    left: usize,
+}
+
+impl<'a, K, V, S> Iterator for Iter<'a, K, V, S> {
+    type Item = (&'a K, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.cur.as_mut().and_then(Iterator::next) {
+                self.left -= 1;
+                return Some(e);
+            }
+            self.cur = Some(self.shards.next()?.iter());
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<K, V, S> ExactSizeIterator for Iter<'_, K, V, S> {}
+
+impl<'a, K, V, S> IntoIterator for &'a Sharded<K, V, S> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = Iter<'a, K, V, S>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<K, V, S> PartialEq for Sharded<K, V, S>
+where
+    K: Copy + Into<u64> + Hash + Eq,
+    V: PartialEq,
+    S: BuildHasher,
+{
+    fn eq(&self, o: &Self) -> bool {
+        self.len() == o.len() && self.iter().all(|(k, v)| o.get(k) == Some(v))
+    }
+}
+
+impl<K, V, S> Eq for Sharded<K, V, S>
+where
+    K: Copy + Into<u64> + Hash + Eq,
+    V: Eq,
+    S: BuildHasher,
+{
+}
+
+impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for Sharded<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: Serialize, V: Serialize, S> Serialize for Sharded<K, V, S> {
+    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de, K, V, S> Deserialize<'de> for Sharded<K, V, S>
+where
+    K: Deserialize<'de> + Copy + Into<u64> + Hash + Eq,
+    V: Deserialize<'de>,
+    S: BuildHasher + Default,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V2<K, V, S>(PhantomData<(K, V, S)>);
+        impl<'de, K, V, S> Visitor<'de> for V2<K, V, S>
+        where
+            K: Deserialize<'de> + Copy + Into<u64> + Hash + Eq,
+            V: Deserialize<'de>,
+            S: BuildHasher + Default,
+        {
+            type Value = Sharded<K, V, S>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut m = Sharded::default();
+                m.reserve(a.size_hint().unwrap_or(0).min(DECODE_RESERVE_MAX));
+                while let Some((k, v)) = a.next_entry()? {
+                    m.insert(k, v);
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V2(PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasher;
+
+    type M = IdMap<u64, u64>;
 
     #[test]
     fn sequential_ids_spread_over_buckets() {
@@ -48,10 +277,63 @@ mod tests {
             seen.insert(b.hash_one(id) & 4095);
         }
         assert_eq!(seen.len(), 4096);
-        let mut m: IdMap<u64, u64> = IdMap::default();
+        let mut m = M::default();
         for i in 0..10_000 {
             m.insert(i * 7, i);
         }
         assert!((0..10_000).all(|i| m.get(&(i * 7)) == Some(&i)));
+        assert_eq!(m.len(), 10_000);
+        assert_eq!(m.remove(&7), Some(1));
+        assert!(!m.contains_key(&7) && m.contains_key(&14));
+        *m.entry_or_default(7) += 5;
+        assert_eq!(m.get(&7), Some(&5));
+        *m.get_mut(&7).expect("there") = 1;
+        assert_eq!(m.iter().count(), 10_000);
+        assert_eq!(m.keys().count(), 10_000);
+        assert_eq!(m.values().count(), 10_000);
+        m.values_mut().for_each(|v| *v += 1);
+        assert_eq!(m.get(&7), Some(&2));
+        assert!(M::default().is_empty() && !m.is_empty());
+    }
+
+    #[test]
+    fn shards_fill_evenly_and_reserve_holds_them() {
+        let n = 1_000_000usize;
+        let mut counts = vec![0usize; SHARDS];
+        for i in 1..=n as u64 {
+            counts[shard(i)] += 1;
+        }
+        let lo = counts.iter().min().copied().unwrap_or(0);
+        let hi = counts.iter().max().copied().unwrap_or(0);
+        assert!(hi - lo < n / SHARDS / 8, "uneven shards: {lo}..{hi}");
+        assert!(lo != hi, "shards in lockstep would all grow at once");
+        let mut m = M::default();
+        m.reserve(n);
+        let caps: Vec<usize> = m.maps.iter().map(HashMap::capacity).collect();
+        for i in 1..=n as u64 {
+            m.insert(i, i);
+        }
+        let after: Vec<usize> = m.maps.iter().map(HashMap::capacity).collect();
+        assert_eq!(caps, after, "a shard grew past its reservation");
+    }
+
+    #[test]
+    fn serialized_as_one_map() {
+        let mut m = M::default();
+        let mut h: HashMap<u64, u64> = HashMap::new();
+        for i in 0..1000 {
+            m.insert(i, i * 3);
+            h.insert(i, i * 3);
+        }
+        let b = postcard::to_allocvec(&m).expect("encode");
+        let from_h: M = postcard::from_bytes(&postcard::to_allocvec(&h).expect("encode"))
+            .expect("a HashMap's bytes decode");
+        assert_eq!(from_h, m);
+        let back: HashMap<u64, u64> = postcard::from_bytes(&b).expect("decodes as a HashMap");
+        assert_eq!(back, h);
+        // A forged length fails cleanly once the entries run out.
+        let mut forged = vec![0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
+        forged.extend_from_slice(&[1, 2]);
+        assert!(postcard::from_bytes::<M>(&forged).is_err());
     }
 }
