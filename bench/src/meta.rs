@@ -271,12 +271,21 @@ impl Client {
     }
 
     pub(crate) async fn touch(&self, path: String) -> Result<(), BoxError> {
+        // Request ids as the client library sends them, so that a retry (after a lost reply
+        // or a leader change) is answered as the first time: a session of its own per file.
+        let session = fastrand::u64(1 << 32..u64::MAX / 2);
+        let rid = |seq| {
+            Some(RequestId {
+                client_id: session,
+                seq,
+            })
+        };
         let c = self
             .call(|mut c| {
                 let p = path.clone();
                 async move {
                     c.create(CreateRequest {
-                        request_id: None,
+                        request_id: rid(1),
                         path: p,
                         overwrite: true,
                         replication: 0,
@@ -292,7 +301,7 @@ impl Client {
         self.call(|mut cl| async move {
             cl.complete(CompleteRequest {
                 chunk_digests: vec![],
-                request_id: None,
+                request_id: rid(2),
                 file: c.file,
                 client_id: 1,
                 length: 0,

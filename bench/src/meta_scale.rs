@@ -41,12 +41,22 @@ async fn load(c: Client, k: u64, from: u64, to: u64) -> Result<(), BoxError> {
     let mut i = from;
     while i < to {
         let n = PER_CALL.min(to - i);
+        // Request ids, so that a retried call is answered as the first time (a master keeps
+        // a session's last 256 replies: a fresh session per 256 items).
+        let base = fastrand::u64(1 << 32..u64::MAX / 2);
+        let rid = |x: u64| {
+            Some(RequestId {
+                client_id: base + x / 256,
+                seq: x % 256 + 1,
+            })
+        };
         let creates = (i..i + n)
             .map(|j| BatchItem {
                 op: Some(Op::Create(CreateRequest {
                     path: format!("/big/d{}/l{k}-{j}", j % 1000),
                     client_id: 1,
                     lease_ms: 600_000,
+                    request_id: rid(j - i),
                     ..CreateRequest::default()
                 })),
             })
@@ -56,11 +66,13 @@ async fn load(c: Client, k: u64, from: u64, to: u64) -> Result<(), BoxError> {
             .results
             .iter()
             .filter(|r| r.code == 0)
-            .map(|r| BatchItem {
+            .enumerate()
+            .map(|(x, r)| BatchItem {
                 op: Some(Op::Complete(CompleteRequest {
                     file: r.inode,
                     client_id: 1,
                     length: 0,
+                    request_id: rid(PER_CALL + x as u64),
                     ..CompleteRequest::default()
                 })),
             })
