@@ -52,6 +52,24 @@ pub fn limit_append(
     rpc.entries.last().map(|e| e.log_id)
 }
 
+/// Histogram: seconds from sending a Raft message to another master to its reply (the
+/// leader's view of a replication round trip), by kind.
+pub const CALL_SECONDS: &str = "shale_master_raft_call_seconds";
+/// Histogram: seconds this master took to handle a Raft message (a follower's append: decode,
+/// log append and its fsync, reply), by kind.
+pub const HANDLE_SECONDS: &str = "shale_master_raft_handle_seconds";
+
+/// The metric label of a message: heartbeats (appends without entries) apart from appends.
+fn kind_label(kind: RaftKind, entries: usize) -> &'static str {
+    match kind {
+        RaftKind::AppendEntries if entries == 0 => "heartbeat",
+        RaftKind::AppendEntries => "append",
+        RaftKind::Vote => "vote",
+        RaftKind::InstallSnapshot => "snapshot",
+        _ => "other",
+    }
+}
+
 /// Highest Raft term accepted from a peer. Terms grow by one per election: 2⁴⁸ is millions
 /// of years of elections. openraft panics on a term it cannot increment (a forged 2⁶⁴−1
 /// killed every master for good), so no message above this reaches it.
@@ -176,6 +194,7 @@ impl Conn {
     async fn call<Req, Resp, E>(
         &mut self,
         kind: RaftKind,
+        entries: usize,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
@@ -192,8 +211,11 @@ impl Conn {
             payload: payload.into(),
         });
         request.set_timeout(option.hard_ttl());
+        let sent = std::time::Instant::now();
         let reply = match client.raft(request).await {
             Ok(r) => {
+                metrics::histogram!(CALL_SECONDS, "kind" => kind_label(kind, entries))
+                    .record(sent.elapsed().as_secs_f64());
                 self.clock.heard(self.target);
                 r.into_inner()
             }
@@ -234,8 +256,9 @@ impl RaftNetwork<TypeConfig> for Conn {
         // A follower commits only up to the entries it has from this leader (openraft caps
         // the leader's commit index at them), so sending a prefix is safe.
         let cut = limit_append(&mut rpc, APPEND_BYTES_MAX);
+        let n = rpc.entries.len();
         let reply: AppendEntriesResponse<NodeId> =
-            self.call(RaftKind::AppendEntries, &rpc, &option).await?;
+            self.call(RaftKind::AppendEntries, n, &rpc, &option).await?;
         Ok(match (reply, cut) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -252,7 +275,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(RaftKind::InstallSnapshot, &rpc, &option).await
+        self.call(RaftKind::InstallSnapshot, 1, &rpc, &option).await
     }
 
     async fn vote(
@@ -260,7 +283,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RaftKind::Vote, &rpc, &option).await
+        self.call(RaftKind::Vote, 1, &rpc, &option).await
     }
 }
 
@@ -351,7 +374,14 @@ impl RaftService for RaftServer {
                         "append entries carrying log ids from a later term than the leader's",
                     ));
                 }
-                encode(&self.raft.append_entries(r).await)
+                let (t, label) = (
+                    std::time::Instant::now(),
+                    kind_label(RaftKind::AppendEntries, r.entries.len()),
+                );
+                let reply = self.raft.append_entries(r).await;
+                metrics::histogram!(HANDLE_SECONDS, "kind" => label)
+                    .record(t.elapsed().as_secs_f64());
+                encode(&reply)
             }
             Ok(RaftKind::Vote) => {
                 let r: VoteRequest<NodeId> = decode(&req.payload)?;

@@ -99,11 +99,8 @@ impl Svc {
         }
         if items.iter().any(|i| matches!(i.op, Some(Op::Complete(_)))) {
             // Completes judge files by their chunk lists: as `complete` does, only on a
-            // leader that has applied everything committed (one barrier for the batch).
-            if !self.0.is_leader() {
-                return Err(self.0.not_leader());
-            }
-            self.0.read_ready(false).await?;
+            // leader that has applied everything acknowledged (one wait for the batch).
+            self.0.applied_acknowledged().await?;
         }
         // One wait for the replicas' reports, shared by every complete of the batch.
         let deadline = tokio::time::Instant::now() + super::service::COMPLETE_REPORT_WAIT;

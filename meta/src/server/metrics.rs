@@ -99,6 +99,16 @@ pub fn describe() {
         Unit::Seconds,
         "time the master state was locked for a snapshot build (the fork)"
     );
+    describe_histogram!(
+        crate::raft::network::CALL_SECONDS,
+        Unit::Seconds,
+        "round trip of a Raft message to another master (heartbeat, append, vote, snapshot)"
+    );
+    describe_histogram!(
+        crate::raft::network::HANDLE_SECONDS,
+        Unit::Seconds,
+        "time to handle a Raft message from another master (an append: its log fsync included)"
+    );
     describe_gauge!(IS_LEADER, "1 if this master leads the group (confirmed)");
     describe_gauge!(TERM, "the Raft term this master is in");
     describe_gauge!(APPLIED, "the last log index applied to this master's state");

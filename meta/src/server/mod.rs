@@ -312,6 +312,30 @@ impl Master {
             .map_err(|_| self.not_leader())
     }
 
+    /// Returns once every entry acknowledged to any client before the call is in this
+    /// leader's applied state (what a handler judging a file by its chunk list needs). At once
+    /// when this master leads and has applied an entry of its own term: its first entry is its
+    /// own blank one, applied after every earlier entry, and an entry it acknowledged since was
+    /// applied before the acknowledgement. Otherwise (a new leader catching up) through the
+    /// read barrier, which costs a heartbeat round to a quorum (≈ 0.4 ms of a 1.2 ms `Complete`
+    /// with one client).
+    pub async fn applied_acknowledged(&self) -> Result<(), Status> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let own_term = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(self.id)
+                && m.last_applied
+                    .is_some_and(|l| l.leader_id.term == m.current_term)
+        };
+        if own_term {
+            return Ok(());
+        }
+        self.read_ready(false).await
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

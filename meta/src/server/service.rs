@@ -457,12 +457,9 @@ impl MasterService for Svc {
     async fn allocate_chunk(&self, req: Request<AllocateChunkRequest>) -> R<AllocateChunkReply> {
         let who = who(&req)?;
         let r = req.into_inner();
-        if !self.0.is_leader() {
-            return Err(self.0.not_leader());
-        }
         // The file (created through the previous leader, perhaps) must be in the applied state
-        // this handler reads: wait for every committed entry (as `check_durable_length`).
-        self.0.read_ready(false).await?;
+        // this handler reads (as `check_durable_length`).
+        self.0.applied_acknowledged().await?;
         let file = InodeId(r.file);
         let (chunk_size, replication) =
             self.0.sm.read().state.pending_file(file).ok_or_else(|| {
@@ -1030,13 +1027,10 @@ impl Svc {
     /// through: the state machine answers (a retry of a Complete that took effect gets its
     /// first reply; anything else is refused there).
     async fn check_durable_length(&self, file: InodeId, length: u64) -> Result<(), Status> {
-        if !self.0.is_leader() {
-            return Err(self.0.not_leader());
-        }
         // A new leader may not have applied every committed entry yet: without this barrier it
         // judged a file by a stale chunk list (seen under the torture harness: "Complete says
         // 2156603 bytes but its chunks hold 1048576" right after a failover).
-        self.0.read_ready(false).await?;
+        self.0.applied_acknowledged().await?;
         let deadline = tokio::time::Instant::now() + COMPLETE_REPORT_WAIT;
         self.durable_length_by(file, length, deadline).await
     }
