@@ -59,6 +59,20 @@ pub struct Args {
     /// Run the masters and clients in plaintext (default: mutual TLS).
     #[arg(long)]
     plaintext: bool,
+    /// The masters' Raft election timeout, ms (lower bound; the upper is twice it, the
+    /// heartbeat a quarter of it), as `shale master --election-timeout-ms`.
+    #[arg(long, default_value_t = ELECTION_MS_DEFAULT)]
+    election_timeout_ms: u64,
+}
+
+/// The benchmarks' masters' election timeout unless told otherwise, ms.
+pub(crate) const ELECTION_MS_DEFAULT: u64 = 150;
+/// The election timeout every master of the run is started with, set once at its start.
+static ELECTION_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets the election timeout of the run's masters, once.
+pub(crate) fn set_election_ms(ms: u64) {
+    let _ = ELECTION_MS.set(ms);
 }
 
 /// The run's TLS folder (`None`: plaintext), set once at the start of [`run`].
@@ -92,6 +106,9 @@ pub struct MasterArgs {
     /// Safe mode after an election, ms.
     #[arg(long, default_value_t = 500)]
     safe_mode_ms: u64,
+    /// Raft election timeout (lower bound; the upper is twice it), ms.
+    #[arg(long, default_value_t = ELECTION_MS_DEFAULT)]
+    election_timeout_ms: u64,
 }
 
 /// The body of a master child process.
@@ -99,9 +116,10 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     let addr = listener.local_addr()?.to_string();
     let mut config = shale_meta::server::MasterConfig::new(a.id, addr.clone(), a.data);
-    config.election_timeout_min_ms = 150;
-    config.election_timeout_max_ms = 300;
-    config.heartbeat_ms = 40;
+    // As `shale master` derives them from `--election-timeout-ms`.
+    config.election_timeout_min_ms = a.election_timeout_ms.max(50);
+    config.election_timeout_max_ms = 2 * config.election_timeout_min_ms;
+    config.heartbeat_ms = (config.election_timeout_min_ms / 4).max(10);
     config.timeouts.dead_after = Duration::from_millis(a.dead_after_ms);
     config.timeouts.stale_after = Duration::from_millis(a.dead_after_ms.min(3000) / 2);
     config.copies_per_server = a.copies_per_server;
@@ -164,6 +182,12 @@ impl Proc {
                     .flatten()
                     .into_iter()
                     .flat_map(|d| ["--tls-dir".into(), d.into_os_string()]),
+            )
+            .chain(
+                ELECTION_MS
+                    .get()
+                    .into_iter()
+                    .flat_map(|ms| ["--election-timeout-ms".into(), ms.to_string().into()]),
             )
             .chain(extra.iter().map(std::ffi::OsString::from))
             .collect::<Vec<_>>(),
@@ -599,6 +623,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         None
     };
     set_tls(tls_dir)?;
+    set_election_ms(a.election_timeout_ms);
     println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");
@@ -807,6 +832,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let mut fields = vec![
         ("bench", json!("meta")),
         ("tls", json!(tls)),
+        ("election_timeout_ms", json!(a.election_timeout_ms)),
         ("status_rtt_us_p50", json!(rtt_p50)),
         ("creates_per_s_1", json!(r1(creates_1))),
         ("creates_per_s_64", json!(r1(creates_64))),

@@ -48,6 +48,9 @@ pub struct Args {
     /// Seconds of steady heartbeats measured.
     #[arg(long, default_value_t = 30)]
     secs: u64,
+    /// The masters' Raft election timeout, ms (as `shale-bench meta --election-timeout-ms`).
+    #[arg(long, default_value_t = crate::meta::ELECTION_MS_DEFAULT)]
+    election_timeout_ms: u64,
     /// Heartbeat interval of the simulated chunkservers, ms (the chunkserver's default).
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
@@ -359,6 +362,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         None
     };
     crate::meta::set_tls(tls_dir.clone())?;
+    crate::meta::set_election_ms(a.election_timeout_ms);
     println!(
         "sim-cluster: {n} servers, {} chunks, {}; certificates in {:.1} s",
         a.chunks,
@@ -600,6 +604,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     print_json(vec![
         ("bench", json!("sim-cluster")),
         ("tls", json!(tls)),
+        ("election_timeout_ms", json!(a.election_timeout_ms)),
         ("servers", json!(n)),
         ("chunks", json!(a.chunks)),
         ("replicas", json!(a.chunks * 3)),
