@@ -520,7 +520,12 @@ pub async fn serve(
     let mover = moved.then(|| tokio::spawn(elect_when_known(raft.clone(), config.clone())));
     let rejoiner = rejoins.then(|| {
         let grace = Duration::from_millis(3 * config.election_timeout_max_ms);
-        tokio::spawn(elect_after_rejoin(raft.clone(), config.id, grace))
+        tokio::spawn(elect_after_rejoin(
+            raft.clone(),
+            config.id,
+            grace,
+            config.transport.clone(),
+        ))
     });
     let snapshots = tokio::spawn(crate::raft::checkpoint::trigger(
         raft.clone(),
@@ -610,20 +615,70 @@ async fn demote_vote(
 
 /// Re-enables elections on restarted master `me` once it hears from another master leading,
 /// or after `grace`. (Its own old committed vote makes it think it leads at first.)
-async fn elect_after_rejoin(raft: MasterRaft, me: u64, grace: Duration) {
+async fn elect_after_rejoin(
+    raft: MasterRaft,
+    me: u64,
+    grace: Duration,
+    transport: shale_security::Transport,
+) {
     let mut metrics = raft.metrics();
-    let heard = async {
-        loop {
-            if metrics.borrow().current_leader.is_some_and(|l| l != me) {
-                return;
+    loop {
+        let heard = async {
+            loop {
+                if metrics.borrow().current_leader.is_some_and(|l| l != me) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
             }
-            if metrics.changed().await.is_err() {
-                return;
+        };
+        if tokio::time::timeout(grace, heard).await.is_ok() {
+            break;
+        }
+        // Not heard from a leader yet (a leader busy reconnecting, or none: the whole group
+        // restarting). Campaign only if no peer follows a live leader: openraft 0.9 has no
+        // pre-vote, and a campaign here would unseat that leader (`shale-bench sim-cluster`:
+        // 2 elections at one rejoin, the leader's connection queued behind 1,000
+        // chunkservers' handshakes to this master).
+        let peers: Vec<String> = {
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != me)
+                .map(|(_, n)| n.addr.clone())
+                .collect()
+        };
+        if !peer_has_leader(&transport, &peers, me).await {
+            break;
+        }
+        tracing::info!("master {me}: a peer follows a live leader; not campaigning yet");
+    }
+    raft.runtime_config().elect(true);
+}
+
+/// Whether one of the masters at `peers` leads, or names a leader other than `me`, in its
+/// answer to `Leader` (each asked once, within a second).
+async fn peer_has_leader(transport: &shale_security::Transport, peers: &[String], me: u64) -> bool {
+    use shale_proto::metapb::master_service_client::MasterServiceClient;
+    use shale_proto::metapb::Empty;
+    for addr in peers {
+        let Ok(ch) = transport.channel(addr, |ep| {
+            ep.connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(1))
+        }) else {
+            continue;
+        };
+        let mut c = MasterServiceClient::new(ch);
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), c.leader(Empty {})).await {
+            let r = r.into_inner();
+            if r.role == "leader" || (r.role == "follower" && r.leader != 0 && r.leader != me) {
+                return true;
             }
         }
-    };
-    let _ = tokio::time::timeout(grace, heard).await;
-    raft.runtime_config().elect(true);
+    }
+    false
 }
 
 /// Re-enables elections on a master that moved, once the membership names its new address.
