@@ -268,21 +268,36 @@ async fn observe(master: &Master, since: Instant, now: Instant, watch: &mut Watc
             gone,
         )
     };
-    if unreported > 0 {
+    let views = if unreported > 0 {
         // Locations are incomplete (this master started, or servers have yet to report):
         // every chunk would look lost. Look at nothing and start afresh once every report is
         // in, as a new leader does (servers dead or draining then are looked at first).
         *watch = Watch::default();
-        return Round {
-            views: Vec::new(),
-            servers,
-            addrs,
-            data_addrs,
-            garbage_gone,
-            bad,
-            unreported,
-        };
+        Vec::new()
+    } else {
+        look(master, watch, &servers, extra, id_end).await
+    };
+    Round {
+        views,
+        servers,
+        addrs,
+        data_addrs,
+        garbage_gone,
+        bad,
+        unreported,
     }
+}
+
+/// Looks at the chunks the watch picks this round (`extra`: touched or on changed servers),
+/// in batches with both locks released between them: stale replicas are doomed, each chunk's
+/// trouble is settled in the watch, and the views of those in trouble are returned.
+async fn look(
+    master: &Master,
+    watch: &mut Watch,
+    servers: &HashMap<NodeId, Server>,
+    extra: Vec<ChunkId>,
+    id_end: u64,
+) -> Vec<View> {
     let n_extra = extra.len();
     let ids = watch.pick(extra, id_end);
     tracing::debug!(
@@ -298,7 +313,7 @@ async fn observe(master: &Master, since: Instant, now: Instant, watch: &mut Watc
             let g = master.sm.read();
             let mut soft = master.soft.lock().unwrap_or_else(|p| p.into_inner());
             for id in batch {
-                let view = view_of(&g.state, &soft, &servers, *id);
+                let view = view_of(&g.state, &soft, servers, *id);
                 for (n, v) in view.iter().flat_map(|v| v.stale.iter()) {
                     soft.doom(*n, *id, *v);
                 }
@@ -311,15 +326,7 @@ async fn observe(master: &Master, since: Instant, now: Instant, watch: &mut Watc
         }
         tokio::task::yield_now().await;
     }
-    Round {
-        views,
-        servers,
-        addrs,
-        data_addrs,
-        garbage_gone,
-        bad,
-        unreported,
-    }
+    views
 }
 
 /// Starts copies for under-replicated chunks, most endangered first.

@@ -74,11 +74,12 @@ impl Default for Timeouts {
     }
 }
 
-/// A map keyed by chunk ids, which chunkservers report: hashed with a fast hash seeded at
-/// random per process (SipHash was a tenth of a master's time taking in 30 M reported
-/// replicas; an unseeded multiply, as for the state's own maps, would let a chunkserver pick
-/// colliding ids).
-type ChunkSet = HashSet<ChunkId, foldhash::fast::RandomState>;
+/// The hash of sets and maps keyed by chunk ids, which chunkservers report: a fast hash
+/// seeded at random per process (SipHash was a tenth of a master's time taking in 30 M
+/// reported replicas; an unseeded multiply, as for the state's own maps, would let a
+/// chunkserver pick colliding ids).
+type ChunkHash = foldhash::fast::RandomState;
+type ChunkSet = HashSet<ChunkId, ChunkHash>;
 
 /// What is known of one chunk's replicas.
 #[derive(Default)]
@@ -97,7 +98,7 @@ pub struct Soft {
     /// first reported. Deleted only after a grace period (and never in safe mode).
     pub orphans: HashMap<(NodeId, ChunkId), Instant>,
     /// Sharded: it grows to every chunk while full reports come in (see `sm::idmap`).
-    replicas: Sharded<ChunkId, Known, foldhash::fast::RandomState>,
+    replicas: Sharded<ChunkId, Known, ChunkHash>,
     held: HashMap<NodeId, ChunkSet>,
     /// Replicas proven bad (bytes not matching the writer's digest): never listed again,
     /// deleted through heartbeat replies. At most [`BAD_MAX`].

@@ -121,33 +121,9 @@ impl Borrow<str> for Name {
     }
 }
 
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
         Name::new(s)
-    }
-}
-
-impl From<&String> for Name {
-    fn from(s: &String) -> Name {
-        Name::new(s)
-    }
-}
-
-impl From<String> for Name {
-    fn from(s: String) -> Name {
-        Name::new(&s)
-    }
-}
-
-impl From<Box<str>> for Name {
-    fn from(s: Box<str>) -> Name {
-        Name::new(&s)
     }
 }
 
