@@ -470,20 +470,30 @@ impl Client {
         let mut total = 0u64;
         let mut index = 0u32;
         let mut digests = Vec::new();
+        let frame_bytes = self.config.frame_bytes;
+        let (mut frames, mut len) = read_chunk(src, chunk_size, frame_bytes).await?;
         loop {
-            let (frames, len) = read_chunk(src, chunk_size, self.config.frame_bytes).await?;
             if len == 0 {
                 return Ok((total, digests));
             }
             // The end-to-end digest, from the bytes as this client has them.
             digests.push(crate::integrity::digest(&frames));
-            self.write_one_chunk(path, file, index, need, &frames, len)
-                .await?;
+            let write = self.write_one_chunk(path, file, index, need, &frames, len);
+            // The next chunk is read from the source while this one is written (two chunks
+            // in memory at most); a failure of either ends both.
+            let next = if len < chunk_size {
+                write.await?;
+                None
+            } else {
+                let read = read_chunk(src, chunk_size, frame_bytes);
+                Some(futures_util::future::try_join(write, read).await?.1)
+            };
             total += len;
             index += 1;
             progress(total);
-            if len < chunk_size {
-                return Ok((total, digests));
+            match next {
+                None => return Ok((total, digests)),
+                Some(n) => (frames, len) = n,
             }
         }
     }

@@ -402,6 +402,14 @@ impl ChunkServer {
             .map_err(|e| status_of(&e))
     }
 
+    /// Deletes this replica's sealed copy of `c` (a write that sealed here but failed
+    /// downstream), on its own task so that it runs to its end.
+    async fn discard_sealed(&self, c: DomainRef) {
+        let store = self.store.clone();
+        let r = tokio::spawn(async move { store.delete(c.id, c.version).await }).await;
+        tracing::debug!(chunk = %c.id, ?r, "sealed copy of a failed write deleted");
+    }
+
     pub(super) fn peer(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, Status> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(addr) {
@@ -576,10 +584,11 @@ impl ChunkService for ChunkServer {
             (node, call, progress, sent)
         });
         let want_downstream: Vec<u64> = h.downstream.iter().map(|t| t.node.get()).collect();
-        let down_result = match downstream {
-            // Judged by progress: a replica stopped mid-stream or after the last frame must not
-            // hold the pipeline.
-            Some((node, mut call, progress, sent)) => Some(
+        // Judged by progress: a replica stopped mid-stream or after the last frame must not
+        // hold the pipeline.
+        let down = async {
+            let (node, mut call, progress, sent) = downstream?;
+            Some(
                 match await_downstream(&mut call.0, &progress, sent, node).await {
                     Ok(Ok(r)) => {
                         let r = r.into_inner();
@@ -601,11 +610,11 @@ impl ChunkService for ChunkServer {
                         node,
                     )),
                 },
-            ),
-            None => None,
+            )
         };
         if let Err(e) = received {
             tracing::debug!(chunk = %h.chunk.id, error = %e, "write failed; discarding");
+            let down_result = down.await;
             guard.abort_now().await;
             // A downstream failure explains a stopped forward better than our own error.
             return Err(match down_result {
@@ -613,15 +622,26 @@ impl ChunkService for ChunkServer {
                 _ => e,
             });
         }
-        if let Some(Err(d)) = down_result {
-            guard.abort_now().await;
-            return Err(d);
-        }
+        // Every byte is here: seal this replica while the downstream ones seal theirs (one
+        // seal's time per chunk, not one per replica). The seal discards the chunk itself if
+        // it fails.
         guard.disarm();
-        let info = self
-            .seal_detached(h.chunk)
-            .await
-            .map_err(|s| blame(s, me))?;
+        let (sealed, down_result) = tokio::join!(self.seal_detached(h.chunk), down);
+        let info = match (sealed, down_result) {
+            (Ok(info), None | Some(Ok(_))) => info,
+            (Ok(_), Some(Err(d))) => {
+                // Sealed here, but not acknowledged by every replica: not written. The copy
+                // goes (version-guarded), so the retry's new version is the only one.
+                self.discard_sealed(h.chunk).await;
+                return Err(d);
+            }
+            // The deepest failure wins (it names the replica to exclude).
+            (Err(s), Some(Err(d))) => {
+                tracing::debug!(chunk = %h.chunk.id, error = %s, "this replica's seal failed too");
+                return Err(d);
+            }
+            (Err(s), _) => return Err(blame(s, me)),
+        };
         self.report_now.notify_one();
         let mut durable_on = vec![me];
         durable_on.extend(want_downstream);
