@@ -17,11 +17,32 @@ fn cfg() -> StoreConfig {
 
 /// Writes a whole chunk in frames of `frame` bytes and seals it.
 async fn put(s: &impl ChunkStore, id: u64, v: u64, len: usize, frame: usize) -> Vec<u8> {
+    put_frames(s, id, v, len, frame, false).await
+}
+
+/// [`put`], with every frame in a page-aligned buffer of its own if `aligned` (as the data
+/// port receives them: the store may write their whole pages without a copy).
+async fn put_frames(
+    s: &impl ChunkStore,
+    id: u64,
+    v: u64,
+    len: usize,
+    frame: usize,
+    aligned: bool,
+) -> Vec<u8> {
     let data = content(id, v, len);
     s.create(cref(id, v)).await.expect("create");
     let mut off = 0;
     for piece in data.chunks(frame.max(1)) {
-        s.write(cref(id, v), off as u64, Bytes::copy_from_slice(piece))
+        let bytes = if aligned {
+            let pool = shale_chunk::backend::aligned::Pool::new(piece.len(), 0);
+            let mut b = pool.take();
+            assert_eq!(b.buf().extend_from_slice(piece), piece.len());
+            b.into_bytes()
+        } else {
+            Bytes::copy_from_slice(piece)
+        };
+        s.write(cref(id, v), off as u64, bytes)
             .await
             .expect("write");
         off += piece.len();
@@ -47,7 +68,7 @@ pub async fn direct_and_buffered_writes_agree<H: Harness>(h: &H) {
         write_batch_bytes: 64 * KIB as u64,
         ..cfg()
     };
-    let cases: [(usize, usize); 8] = [
+    let cases: [(usize, usize); 10] = [
         (1, 1),
         (4095, 1000),
         (4096, 4096),
@@ -56,6 +77,8 @@ pub async fn direct_and_buffered_writes_agree<H: Harness>(h: &H) {
         (1 << 20, 65_536),
         (3 * (1 << 20) + 5, 1_000_003),
         (4 << 20, 3 << 20),
+        (1 << 20, 8192),
+        (200_003, 12_288),
     ];
     let mut id = 1;
     for direct in [true, false] {
@@ -65,15 +88,18 @@ pub async fn direct_and_buffered_writes_agree<H: Harness>(h: &H) {
                 ..small_batches.clone()
             })
             .await;
-        for (len, frame) in cases {
-            let data = put(&s, id, 1, len, frame).await;
+        for ((len, frame), aligned) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+            let data = put_frames(&s, id, 1, len, frame, aligned).await;
             assert_eq!(
                 read_all(&s, id, 1, len).await,
                 data,
-                "len {len} frame {frame}"
+                "len {len} frame {frame} aligned {aligned}"
             );
             let raw = h.read_raw(&format!("{id:016x}.chunk")).expect("data file");
-            assert!(raw == data, "file of len {len} (direct {direct}) differs");
+            assert!(
+                raw == data,
+                "file of len {len} (direct {direct}, aligned frames {aligned}) differs"
+            );
             id += 1;
         }
         assert_eq!(s.writes_direct(), direct && h.supports_direct());

@@ -314,6 +314,7 @@ impl Client {
                 .map(|r| PipelineTarget {
                     node_id: r.node_id,
                     address: r.address.clone(),
+                    data_address: String::new(),
                 })
                 .collect(),
             node_id: primary.node_id,

@@ -31,6 +31,7 @@ async fn copy_to(
             source: Some(PipelineTarget {
                 node_id: source.node_id,
                 address: source.address.clone(),
+                data_address: String::new(),
             }),
             from: Some(ChunkRef {
                 chunk_id: from.chunk_id,

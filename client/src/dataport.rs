@@ -1,7 +1,7 @@
 //! Reads over the chunkservers' data ports (spec: `docs/data-port.md`): a request head, a
 //! reply head, then the bytes in frames with a crc32c each — no HTTP/2 framing, no protobuf
 //! message per frame. Connections are kept per chunkserver and reused (at most
-//! [`IDLE_PER_SERVER`] idle each); frames are received by `shale_proto::dataport::Reader`
+//! `shale_proto::dataport::IDLE_PER_SERVER` idle each); frames are received by `shale_proto::dataport::Reader`
 //! into a buffer reused across frames and handed out as slices of it (no zero-filling, no
 //! copy).
 //!
@@ -12,44 +12,13 @@
 use crate::read::Frames;
 use shale_proto::dataport::{self, Reader};
 use shale_proto::metapb::ChunkLocation;
-use shale_security::transport::Stream;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// Idle connections kept per chunkserver.
-pub const IDLE_PER_SERVER: usize = 4;
-/// Chunkservers with idle connections kept, at most (beyond that, the pool starts over).
-const SERVERS_MAX: usize = 1024;
 /// Longest wait for a connection, a head or a frame.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Idle data-port connections of one client, by chunkserver data address.
-#[derive(Default)]
-pub(crate) struct DataConns {
-    idle: Mutex<HashMap<String, Vec<Stream>>>,
-}
-
-impl DataConns {
-    fn take(&self, addr: &str) -> Option<Stream> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(addr)
-            .and_then(Vec::pop)
-    }
-
-    fn put(&self, addr: &str, s: Stream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() >= SERVERS_MAX && !idle.contains_key(addr) {
-            idle.clear();
-        }
-        let list = idle.entry(addr.to_string()).or_default();
-        if list.len() < IDLE_PER_SERVER {
-            list.push(s);
-        }
-    }
-}
+pub(crate) type DataConns = dataport::Idle;
 
 /// Why a data-port read failed.
 pub(crate) enum PortError {
@@ -109,4 +78,74 @@ pub(crate) async fn read(
         conns.put(addr, s);
     }
     Ok(frames)
+}
+
+/// Writes one chunk through the pipeline headed by the data port `addr` of node `head`:
+/// the header, then `frames` with their crc32c, then the final answer. Ok: the replicas that
+/// hold the chunk durable. A failure names the replica to blame (as the servers said, else the
+/// head), or says the port could not be reached at all (gRPC may still work).
+pub(crate) async fn write(
+    transport: &shale_security::Transport,
+    conns: &DataConns,
+    (addr, head): (&str, u64),
+    header: shale_proto::pb::WriteHeader,
+    frames: &[bytes::Bytes],
+    stall: Duration,
+    ack: Duration,
+) -> Result<Vec<u64>, WriteFailure> {
+    let failed =
+        |node: u64, why: String| WriteFailure::Failed(Some(node), format!("{addr}: {why}"));
+    let (s, answer) = loop {
+        let (mut s, pooled) = match conns.take(addr) {
+            Some(s) => (s, true),
+            None => match dataport::dial(transport, addr, IO_TIMEOUT).await {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    return Err(WriteFailure::Unreachable(format!(
+                        "data port {addr}: connect: {e}"
+                    )))
+                }
+            },
+        };
+        let start = dataport::write_start(&mut s, header.clone());
+        match tokio::time::timeout(IO_TIMEOUT, start).await {
+            Ok(Ok(a)) => break (s, a),
+            // A kept connection the server has closed meanwhile: dial afresh.
+            Ok(Err(_)) if pooled => continue,
+            Ok(Err(e)) => return Err(failed(head, e.to_string())),
+            Err(_) => return Err(failed(head, "no answer to the header".into())),
+        }
+    };
+    let refused = |a: &shale_proto::datapb::DataReply| {
+        let node = if a.failed_node != 0 {
+            a.failed_node
+        } else {
+            head
+        };
+        let code = tonic::Code::from(a.code as i32);
+        failed(node, format!("{code:?}: {}", a.message))
+    };
+    if answer.code != 0 {
+        // A refusal is a complete answer: the connection stays usable.
+        conns.put(addr, s);
+        return Err(refused(&answer));
+    }
+    let frames = futures_util::stream::iter(frames.iter().map(|f| (crc32c::crc32c(f), f.clone())));
+    let (answer, back) = dataport::write_frames(s, frames, stall, ack).await;
+    if let Some(s) = back {
+        conns.put(addr, s);
+    }
+    match answer {
+        Ok(a) if a.code == 0 => Ok(a.durable_on),
+        Ok(a) => Err(refused(&a)),
+        Err(e) => Err(failed(head, e.to_string())),
+    }
+}
+
+/// Why a data-port write failed.
+pub(crate) enum WriteFailure {
+    /// No connection could be made: gRPC may still work.
+    Unreachable(String),
+    /// The pipeline failed: the replica to blame, and why.
+    Failed(Option<u64>, String),
 }

@@ -146,21 +146,7 @@ async fn send_chunk(
         }
     };
     match outcome {
-        Ok(r) => {
-            let r = r.into_inner();
-            let want: Vec<u64> = reply.pipeline.iter().map(|p| p.node_id).collect();
-            if r.durable_on != want {
-                return Err((
-                    None,
-                    format!(
-                        "durable on {:?}, pipeline was {} replicas",
-                        r.durable_on,
-                        reply.pipeline.len()
-                    ),
-                ));
-            }
-            Ok(())
-        }
+        Ok(r) => durable_as_placed(reply, &r.into_inner().durable_on),
         Err(s) => {
             let blamed = s
                 .metadata()
@@ -171,6 +157,59 @@ async fn send_chunk(
             Err((blamed, format!("{:?}: {}", s.code(), s.message())))
         }
     }
+}
+
+impl Client {
+    /// Writes one chunk over its pipeline head's data port, if it has one (None: it has none,
+    /// or it could not be reached: the caller writes over gRPC).
+    async fn send_chunk_port(
+        &self,
+        reply: &AllocateChunkReply,
+        frames: &[Bytes],
+        length: u64,
+    ) -> Option<std::result::Result<(), (Option<u64>, String)>> {
+        let head = reply.pipeline.first()?;
+        if !self.config.data_port || head.data_address.is_empty() {
+            return None;
+        }
+        let header = shale_proto::convert::pipeline_header(reply, length);
+        let sent = crate::dataport::write(
+            &self.config.transport,
+            &self.data,
+            (&head.data_address, head.node_id),
+            header,
+            frames,
+            FRAME_STALL,
+            ACK_WAIT,
+        )
+        .await;
+        Some(match sent {
+            Ok(durable_on) => durable_as_placed(reply, &durable_on),
+            Err(crate::dataport::WriteFailure::Failed(node, why)) => Err((node, why)),
+            Err(crate::dataport::WriteFailure::Unreachable(why)) => {
+                tracing::debug!(%why, "data port unreachable; writing over gRPC");
+                return None;
+            }
+        })
+    }
+}
+
+/// Whether a write's acknowledgement names exactly the pipeline it was placed on.
+fn durable_as_placed(
+    reply: &AllocateChunkReply,
+    durable_on: &[u64],
+) -> std::result::Result<(), (Option<u64>, String)> {
+    let want: Vec<u64> = reply.pipeline.iter().map(|p| p.node_id).collect();
+    if durable_on != want {
+        return Err((
+            None,
+            format!(
+                "durable on {durable_on:?}, pipeline was {} replicas",
+                reply.pipeline.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How a file is created.
@@ -520,7 +559,11 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
                 continue;
             }
-            match send_chunk(&self.config.transport, &alloc, frames, len).await {
+            let sent = match self.send_chunk_port(&alloc, frames, len).await {
+                Some(sent) => sent,
+                None => send_chunk(&self.config.transport, &alloc, frames, len).await,
+            };
+            match sent {
                 Ok(()) => return Ok(()),
                 Err((blamed, why)) => {
                     tracing::warn!(path, index, attempt, ?blamed, %why, "chunk write failed; retrying this chunk");

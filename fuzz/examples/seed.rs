@@ -156,6 +156,7 @@ fn main() {
         targets: vec![pb::PipelineTarget {
             node_id: 1,
             address: "127.0.0.1:1".into(),
+            data_address: String::new(),
         }],
         mac: vec![0u8; 32].into(),
     };

@@ -312,3 +312,244 @@ impl Drop for Firewall {
             .status();
     }
 }
+
+/// Files of chunk `id` (any version, any stage) in a chunkserver's store.
+fn chunk_files(dir: &std::path::Path, id: u64) -> Vec<String> {
+    let prefix = format!("{id:016x}");
+    std::fs::read_dir(dir.join("chunks"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until no chunkserver holds a file of chunk `id`.
+async fn nothing_left(cluster: &Cluster, id: u64, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<String> = cluster
+            .chunkservers
+            .iter()
+            .flat_map(|s| chunk_files(&s.data, id))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: left behind {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One write by hand over the data port at `addr`: the header, then `frames` as
+/// (crc32c, payload), then the final answer (or the refusal of the header).
+async fn port_write(
+    t: &Transport,
+    addr: &str,
+    header: shale_proto::pb::WriteHeader,
+    frames: Vec<(u32, Vec<u8>)>,
+) -> DataReply {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let mut s = t
+        .dial(host, port.parse().expect("port"), dataport::ALPN)
+        .await
+        .expect("dial the data port");
+    let first = dataport::write_start(&mut s, header)
+        .await
+        .expect("an answer to the header");
+    if first.code != 0 {
+        return first;
+    }
+    let frames = futures_util::stream::iter(frames.into_iter().map(|(c, p)| (c, p.into())));
+    let (answer, _) = dataport::write_frames(s, frames, WAIT, WAIT).await;
+    answer.expect("a final answer")
+}
+
+/// The first answer of gRPC `WriteChunk` to `header` alone (its refusal, if it refuses it).
+async fn grpc_refusal(t: &Transport, addr: &str, header: shale_proto::pb::WriteHeader) -> u32 {
+    use shale_proto::pb::{write_chunk_request::Kind, WriteChunkRequest};
+    let ch = t
+        .channel(addr, |e| e.connect_timeout(Duration::from_secs(2)))
+        .expect("channel");
+    let msgs = vec![WriteChunkRequest {
+        kind: Some(Kind::Header(header)),
+    }];
+    match ChunkServiceClient::new(ch)
+        .write_chunk(futures_util::stream::iter(msgs))
+        .await
+    {
+        Ok(_) => 0,
+        Err(s) => s.code() as u32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_the_data_port_store_the_same_bytes_and_refuse_what_grpc_refuses() {
+    let cluster = Cluster::start(3, 1).await;
+    let masters = cluster.master_addrs();
+    let data: Vec<u8> = (0..(3u32 << 20) + 4_321)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    let c = Client::connect(&masters, client_config())
+        .await
+        .expect("connect");
+    let grpc_only = Client::connect(
+        &masters,
+        ClientConfig {
+            data_port: false,
+            ..client_config()
+        },
+    )
+    .await
+    .expect("connect");
+    // The masters learn the data ports from heartbeats; allocations name them from then on.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        c.put("/probe", &b"x"[..], true, &|_| {})
+            .await
+            .expect("put");
+        let l = c.chunk_locations("/probe").await.expect("locations");
+        if l.chunks[0]
+            .replicas
+            .iter()
+            .all(|r| !r.data_address.is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no data ports listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same bytes stored either way, read back either way.
+    c.put("/port", &data[..], false, &|_| {})
+        .await
+        .expect("put over the data port");
+    grpc_only
+        .put("/grpc", &data[..], false, &|_| {})
+        .await
+        .expect("put over gRPC");
+    for reader in [&c, &grpc_only] {
+        for path in ["/port", "/grpc"] {
+            let mut back = Vec::new();
+            reader.get(path, &mut back, &|_| {}).await.expect("get");
+            assert!(back == data, "{path} differs");
+        }
+    }
+
+    // By hand: one chunk of a new file, its allocation (token, pipeline with data ports).
+    let admin = common::admin();
+    let created = common::on_leader(&masters, |mut m| async move {
+        m.create(shale_proto::metapb::CreateRequest {
+            path: "/hand".into(),
+            overwrite: false,
+            replication: 3,
+            chunk_size: 0,
+            client_id: 91,
+            lease_ms: 60_000,
+            mode: None,
+            request_id: None,
+        })
+        .await
+    })
+    .await
+    .expect("create");
+    let allocate = || {
+        common::on_leader(&masters, |mut m| async move {
+            m.allocate_chunk(shale_proto::metapb::AllocateChunkRequest {
+                file: created.file,
+                client_id: 91,
+                index: 0,
+                exclude: vec![],
+                client_host: String::new(),
+                request_id: None,
+            })
+            .await
+        })
+    };
+    let alloc = allocate().await.expect("allocate");
+    let head = alloc.pipeline[0].clone();
+    assert!(alloc.pipeline.iter().all(|r| !r.data_address.is_empty()));
+    let payload: Vec<u8> = data[..100_000].to_vec();
+    let header = |a: &shale_proto::metapb::AllocateChunkReply| {
+        shale_proto::convert::pipeline_header(a, payload.len() as u64)
+    };
+    let good = |p: &[u8]| vec![(crc32c::crc32c(p), p.to_vec())];
+
+    // Refusals of the header: the same codes as gRPC, and the connection stays usable.
+    let anon = anonymous();
+    let mut no_token = header(&alloc);
+    no_token.token = None;
+    let mut wrong_node = header(&alloc);
+    wrong_node.node_id += 100;
+    for (h, who) in [(no_token, &anon), (wrong_node, &admin)] {
+        let port = port_write(who, &head.data_address, h.clone(), vec![]).await;
+        assert_ne!(port.code, 0, "accepted {h:?}");
+        assert_eq!(port.code, grpc_refusal(who, &head.address, h).await);
+    }
+    nothing_left(&cluster, alloc.chunk_id, "refused headers").await;
+
+    // Damaged bytes on the wire: DATA_LOSS blamed on the receiver, nothing left anywhere.
+    let mut bad = good(&payload);
+    bad[0].1[5] ^= 1;
+    let r = port_write(&admin, &head.data_address, header(&alloc), bad).await;
+    assert_eq!(r.code, tonic::Code::DataLoss as u32, "{r:?}");
+    assert_eq!(r.failed_node, head.node_id);
+    nothing_left(&cluster, alloc.chunk_id, "a damaged frame").await;
+
+    // A frame past the header's length, and a client gone mid-stream: nothing left.
+    let alloc = allocate().await.expect("allocate again");
+    // (A frame that runs past the length: the frames are counted against the header, so
+    // bytes after the last one are the next request's, refused as such.)
+    let longer = [&payload[..], b"extra"].concat();
+    let over = good(&longer);
+    let r = port_write(&admin, &head.data_address, header(&alloc), over).await;
+    assert_eq!(r.code, tonic::Code::InvalidArgument as u32, "{r:?}");
+    nothing_left(&cluster, alloc.chunk_id, "too many bytes").await;
+    let alloc = allocate().await.expect("allocate again");
+    {
+        let (h, p) = head.data_address.rsplit_once(':').expect("host:port");
+        let mut s = admin
+            .dial(h, p.parse().expect("port"), dataport::ALPN)
+            .await
+            .expect("dial");
+        let first = dataport::write_start(&mut s, header(&alloc))
+            .await
+            .expect("answer");
+        assert_eq!(first.code, 0, "{first:?}");
+        dataport::write_frame(&mut s, crc32c::crc32c(&payload[..5000]), &payload[..5000])
+            .await
+            .expect("half");
+        s.flush().await.expect("flush");
+    }
+    nothing_left(&cluster, alloc.chunk_id, "a client gone mid-stream").await;
+
+    // And a good write: durable on every replica of the pipeline, in order.
+    let alloc = allocate().await.expect("allocate again");
+    let r = port_write(&admin, &head.data_address, header(&alloc), good(&payload)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let nodes: Vec<u64> = alloc.pipeline.iter().map(|r| r.node_id).collect();
+    assert_eq!(r.durable_on, nodes);
+    for s in &cluster.chunkservers {
+        let files = chunk_files(&s.data, alloc.chunk_id);
+        assert!(files.iter().any(|f| f.ends_with(".chunk")), "{files:?}");
+    }
+
+    // Data ports that cannot be reached: a new client writes over gRPC instead.
+    let ports: Vec<u16> = alloc
+        .pipeline
+        .iter()
+        .filter_map(|r| r.data_address.rsplit_once(':')?.1.parse().ok())
+        .collect();
+    let _wall = Firewall::reject(&ports);
+    let fresh = Client::connect(&masters, client_config())
+        .await
+        .expect("connect");
+    fresh
+        .put("/walled", &data[..], false, &|_| {})
+        .await
+        .expect("put over gRPC");
+    let mut back = Vec::new();
+    fresh.get("/walled", &mut back, &|_| {}).await.expect("get");
+    assert!(back == data);
+}

@@ -504,6 +504,7 @@ async fn attacks_on_a_secured_cluster_are_refused() {
         source: Some(shale_proto::pb::PipelineTarget {
             node_id: 4242,
             address: "127.0.0.1:22".into(),
+            data_address: String::new(),
         }),
         from: Some(ChunkRef {
             chunk_id: first.chunk_id,

@@ -40,6 +40,7 @@ pub fn pipeline_header(alloc: &crate::metapb::AllocateChunkReply, length: u64) -
             .map(|r| pb::PipelineTarget {
                 node_id: r.node_id,
                 address: r.address.clone(),
+                data_address: r.data_address.clone(),
             })
             .collect(),
         length,
@@ -93,6 +94,7 @@ pub fn token_to_wire(c: &shale_security::token::Claims, mac: Vec<u8>) -> pb::Chu
             .map(|(n, a)| pb::PipelineTarget {
                 node_id: *n,
                 address: a.clone(),
+                data_address: String::new(),
             })
             .collect(),
         mac: mac.into(),
@@ -155,6 +157,9 @@ impl From<ChunkRef> for pb::ChunkRef {
 pub struct PipelineTarget {
     pub node: NodeId,
     pub address: String,
+    /// Its data port, if one was named on the host of `address` (one elsewhere is ignored:
+    /// the chunk token vouches only for `address`).
+    pub data_address: Option<String>,
 }
 
 impl TryFrom<&pb::PipelineTarget> for PipelineTarget {
@@ -167,11 +172,25 @@ impl TryFrom<&pb::PipelineTarget> for PipelineTarget {
                 why: format!("{:?} is not host:port", m.address),
             });
         }
+        let data = &m.data_address;
+        let data_address = (!data.is_empty()
+            && data.len() <= 256
+            && host_of(data).is_some()
+            && host_of(data) == host_of(&m.address))
+        .then(|| data.clone());
         Ok(PipelineTarget {
             node,
             address: m.address.clone(),
+            data_address,
         })
     }
+}
+
+/// The host of `host:port` (`[v6]:port`), if it has that shape.
+pub fn host_of(addr: &str) -> Option<&str> {
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    Some(host.trim_start_matches('[').trim_end_matches(']'))
 }
 
 /// The header of a WriteChunk stream.
@@ -307,6 +326,7 @@ mod tests {
         let target = |a: &str| pb::PipelineTarget {
             node_id: 2,
             address: a.into(),
+            data_address: String::new(),
         };
         let mut m = pb::WriteHeader {
             chunk: cref(1, 1),
@@ -327,5 +347,22 @@ mod tests {
         assert!(WriteHeader::from_wire(&m, 1024).is_err());
         m.downstream = vec![target("127.0.0.1:1"); DOWNSTREAM_MAX + 1];
         assert!(WriteHeader::from_wire(&m, 1024).is_err());
+        // A data port is used only on the host the (token-vouched) address names.
+        let data = |d: &str| {
+            let mut t = target("10.0.0.2:7001");
+            t.data_address = d.into();
+            let m = pb::WriteHeader {
+                downstream: vec![t],
+                ..m.clone()
+            };
+            WriteHeader::from_wire(&m, 1024).unwrap().downstream[0]
+                .data_address
+                .clone()
+        };
+        assert_eq!(data("10.0.0.2:7202").as_deref(), Some("10.0.0.2:7202"));
+        assert_eq!(data("10.0.0.3:7202"), None);
+        assert_eq!(data("10.0.0.2"), None);
+        assert_eq!(data(""), None);
+        assert_eq!(host_of("[::1]:80"), Some("::1"));
     }
 }

@@ -124,6 +124,42 @@ pub async fn dial(
         })?
 }
 
+/// Idle connections kept per data address.
+pub const IDLE_PER_SERVER: usize = 4;
+/// Addresses with idle connections kept, at most (beyond that, the pool starts over).
+const IDLE_SERVERS_MAX: usize = 1024;
+
+/// Idle data-port connections by address (each ready for its next request), bounded: at most
+/// [`IDLE_PER_SERVER`] per address and 1,024 addresses.
+#[derive(Default)]
+pub struct Idle {
+    idle:
+        std::sync::Mutex<std::collections::HashMap<String, Vec<shale_security::transport::Stream>>>,
+}
+
+impl Idle {
+    /// An idle connection to `addr`, if one is kept.
+    pub fn take(&self, addr: &str) -> Option<shale_security::transport::Stream> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(addr)
+            .and_then(Vec::pop)
+    }
+
+    /// Keeps `s` (ready for its next request) for another request to `addr`.
+    pub fn put(&self, addr: &str, s: shale_security::transport::Stream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= IDLE_SERVERS_MAX && !idle.contains_key(addr) {
+            idle.clear();
+        }
+        let list = idle.entry(addr.to_string()).or_default();
+        if list.len() < IDLE_PER_SERVER {
+            list.push(s);
+        }
+    }
+}
+
 /// A refusal or failure the server answered with: (gRPC status code, message).
 pub type Refusal = (u32, String);
 
@@ -255,6 +291,89 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
     }
 }
 
+/// Sends a write's header (`DataRequest.write`) and reads the server's first answer: OK (the
+/// whole pipeline is ready: send the bytes) or a refusal (nothing is to follow; the connection
+/// stays usable).
+pub async fn write_start<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    header: crate::pb::WriteHeader,
+) -> std::io::Result<crate::datapb::DataReply> {
+    let head = crate::datapb::DataRequest {
+        op: Some(crate::datapb::data_request::Op::Write(header)),
+    };
+    write_head(s, &head).await?;
+    s.flush().await?;
+    read_head(s).await?.ok_or_else(closed)
+}
+
+/// Sends the frames of a write whose start was answered OK, and returns the final answer.
+/// Each frame must leave within `stall`, and the answer come within `ack` of the last one. An
+/// answer before the last frame left (the write failed somewhere down the pipeline) ends the
+/// sending at once. The connection comes back only when it is ready for another request
+/// (every frame sent and a final OK read).
+pub async fn write_frames<S, F>(
+    s: S,
+    mut frames: F,
+    stall: std::time::Duration,
+    ack: std::time::Duration,
+) -> (std::io::Result<crate::datapb::DataReply>, Option<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: futures_util::Stream<Item = (u32, prost::bytes::Bytes)> + Unpin,
+{
+    use futures_util::StreamExt;
+    let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let (answer, reusable) = {
+        let send = async {
+            while let Some((crc, data)) = frames.next().await {
+                tokio::time::timeout(stall, write_frame(&mut wr, crc, &data))
+                    .await
+                    .map_err(|_| timed_out("the server took no frame in time"))??;
+            }
+            tokio::time::timeout(stall, wr.flush())
+                .await
+                .map_err(|_| timed_out("the server took no frame in time"))?
+        };
+        let reply = async {
+            read_head::<_, crate::datapb::DataReply>(&mut rd)
+                .await?
+                .ok_or_else(closed)
+        };
+        tokio::pin!(send, reply);
+        tokio::select! {
+            early = &mut reply => match early {
+                Ok(r) if r.code == 0 => (Err(invalid(
+                    "the server answered OK before the last frame".into(),
+                )), false),
+                other => (other, false),
+            },
+            sent = &mut send => match sent {
+                Ok(()) => match tokio::time::timeout(ack, &mut reply).await {
+                    Err(_) => (Err(timed_out("no answer after the last frame")), false),
+                    Ok(r) => {
+                        let ok = matches!(&r, Ok(a) if a.code == 0);
+                        (r, ok)
+                    }
+                },
+                // The server may have answered why before it stopped reading.
+                Err(e) => match tokio::time::timeout(std::time::Duration::from_secs(1), &mut reply).await {
+                    Ok(Ok(r)) if r.code != 0 => (Ok(r), false),
+                    _ => (Err(e), false),
+                },
+            },
+        }
+    };
+    (answer, reusable.then(|| rd.unsplit(wr)))
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the server closed the connection",
+    )
+}
+
 fn invalid(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
@@ -271,6 +390,8 @@ mod tests {
             code: 0,
             message: "ok".into(),
             length: 5,
+
+            ..Default::default()
         };
         write_head(&mut a, &reply).await.expect("write head");
         write_frame(&mut a, 77, b"hello")
@@ -331,6 +452,8 @@ mod tests {
             code: 0,
             message: String::new(),
             length: len,
+
+            ..Default::default()
         };
         let req = crate::pb::ReadChunkRequest::default();
         // Two good frames, then the connection is ready for the next request.
@@ -380,6 +503,8 @@ mod tests {
             code: 7,
             message: "no".into(),
             length: 0,
+
+            ..Default::default()
         };
         let server = tokio::spawn(serve_one(b, refused, vec![]));
         match Reader::start(a, req).await {

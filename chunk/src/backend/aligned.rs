@@ -76,6 +76,22 @@ impl AlignedBuf {
         n
     }
 
+    /// The room past the contents, writable (zeroed or earlier contents: initialized), to be
+    /// filled and then taken in with [`AlignedBuf::advance`].
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `[len..cap]` is initialized memory we own (zeroed at allocation), borrowed
+        // mutably once.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.cap - self.len)
+        }
+    }
+
+    /// Takes `n` more bytes of the room (filled through [`AlignedBuf::spare_mut`]) into the
+    /// contents; at most what is left.
+    pub fn advance(&mut self, n: usize) {
+        self.len += n.min(self.spare());
+    }
+
     pub fn clear(&mut self) {
         self.len = 0;
     }

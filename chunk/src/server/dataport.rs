@@ -80,6 +80,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         match req.op {
             Some(Op::Read(r)) => read(server, peer, s, &r).await?,
+            Some(Op::Write(w)) => {
+                if !super::port_write::write(server, peer, s, w).await? {
+                    return Ok(());
+                }
+            }
             None => {
                 let st = Status::invalid_argument("a data request names no operation");
                 reply_error(s, &st).await?;
@@ -90,11 +95,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 async fn reply_error<S: AsyncWrite + Unpin>(s: &mut S, st: &Status) -> std::io::Result<()> {
-    let reply = DataReply {
-        code: st.code() as u32,
-        message: st.message().to_string(),
-        length: 0,
-    };
+    let reply = super::pipeline::status_reply(st);
     dataport::write_head(s, &reply).await?;
     s.flush().await
 }
@@ -118,9 +119,8 @@ async fn read<S: AsyncRead + AsyncWrite + Unpin>(
     server.reading.fetch_add(1, Ordering::Relaxed);
     let _reading = Inflight(server.reading.clone());
     let head = DataReply {
-        code: 0,
-        message: String::new(),
         length: end - offset,
+        ..Default::default()
     };
     dataport::write_head(s, &head).await?;
     let mut at = offset;

@@ -5,6 +5,8 @@ mod append;
 pub mod dataport;
 mod digests;
 pub mod heartbeat;
+mod pipeline;
+mod port_write;
 pub mod scrub;
 pub mod service;
 pub mod status;

@@ -5,6 +5,7 @@
 //! downstream replica acknowledged (so, recursively, every replica has it durable). A failure is
 //! returned with the failing replica's node id in the `shale-failed-node` metadata so the client
 //! can exclude it when it retries the chunk.
+use super::pipeline::Downstream;
 use super::status::{blame, status_of};
 use crate::store::ChunkStore;
 use bytes::Bytes;
@@ -26,14 +27,8 @@ use tonic::{Request, Response, Status, Streaming};
 pub const FRAME_MAX_BYTES: usize = 4 << 20;
 /// Reads stream in frames of this size.
 pub const READ_FRAME_BYTES: u64 = 1 << 20;
-/// A downstream replica that accepts no frame for this long fails the write, blamed on it.
-const FORWARD_STALL: Duration = Duration::from_secs(5);
-/// How long a downstream replica may take to acknowledge after taking the last frame (it seals,
-/// and waits for its own downstream).
-const DOWNSTREAM_ACK: Duration = Duration::from_secs(10);
-
-/// Frames buffered towards the downstream replica.
-const FORWARD_QUEUE: usize = 8;
+/// Idle frame buffers kept for the data port (1 MiB each).
+const FRAME_POOL_KEEP: usize = 32;
 /// Write and replicate streams open at once on one chunkserver; more are refused with
 /// RESOURCE_EXHAUSTED (the client retries the chunk elsewhere).
 pub const WRITE_STREAMS_MAX: usize = 64;
@@ -163,6 +158,11 @@ pub struct ChunkServer {
     /// A write stream silent this long is cut off.
     pub stream_idle: Duration,
     peers: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+    /// Idle data-port connections to peers (writes forwarded down a pipeline).
+    pub(crate) data_conns: Arc<shale_proto::dataport::Idle>,
+    /// Page-aligned buffers that data-port frames are received into (they go to the disk
+    /// with O_DIRECT as they are, and downstream, without a copy).
+    pub(crate) frame_pool: Arc<crate::backend::aligned::Pool>,
     /// Open write and replicate streams (bounded by [`WRITE_STREAMS_MAX`]).
     write_slots: Arc<tokio::sync::Semaphore>,
     /// How this server reaches its peers (mutual TLS as itself, or plaintext).
@@ -173,86 +173,6 @@ pub struct ChunkServer {
     pub(crate) append_queues: Mutex<HashMap<u64, super::append::Queue>>,
     /// Block chaining values of recently asked-for chunks.
     pub(crate) cvs: super::digests::CvCache,
-}
-
-/// Aborts a spawned task when dropped.
-/// How far the downstream call has taken the forwarded messages.
-struct Progress {
-    t0: std::time::Instant,
-    taken: std::sync::atomic::AtomicU64,
-    /// Milliseconds after `t0` when the last message was taken.
-    last_ms: AtomicU64,
-}
-
-impl Progress {
-    fn idle(&self) -> Duration {
-        self.t0
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// The forwarded messages as a stream that records the downstream call's progress.
-struct Tracked {
-    inner: ReceiverStream<WriteChunkRequest>,
-    progress: Arc<Progress>,
-}
-
-impl tokio_stream::Stream for Tracked {
-    type Item = WriteChunkRequest;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<WriteChunkRequest>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_next(cx);
-        if let std::task::Poll::Ready(Some(_)) = &r {
-            let p = &self.progress;
-            p.taken.fetch_add(1, Ordering::Relaxed);
-            p.last_ms
-                .store(p.t0.elapsed().as_millis() as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-/// Waits for the downstream call, judging it by progress: it must keep taking the forwarded
-/// messages (none taken for [`FORWARD_STALL`] while some wait), and acknowledge within
-/// [`DOWNSTREAM_ACK`] of taking the last of the `sent` ones.
-async fn await_downstream<T>(
-    call: &mut tokio::task::JoinHandle<Result<T, Status>>,
-    progress: &Progress,
-    sent: u64,
-    node: u64,
-) -> Result<Result<T, Status>, tokio::task::JoinError> {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            r = &mut *call => return r,
-            _ = tick.tick() => {
-                let pending = progress.taken.load(Ordering::Relaxed) < sent;
-                let idle = progress.idle();
-                if pending && idle > FORWARD_STALL {
-                    return Ok(Err(Status::unavailable(format!(
-                        "downstream replica {node} took nothing for {} ms",
-                        FORWARD_STALL.as_millis()
-                    ))));
-                }
-                if !pending && idle > DOWNSTREAM_ACK {
-                    return Ok(Err(Status::unavailable(format!(
-                        "downstream replica {node} did not acknowledge within {} ms of the last frame",
-                        DOWNSTREAM_ACK.as_millis()
-                    ))));
-                }
-            }
-        }
-    }
-}
-
-struct AbortHandleOnDrop<T>(tokio::task::JoinHandle<T>);
-impl<T> Drop for AbortHandleOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Takes one off a counter of work in flight when dropped.
@@ -294,6 +214,11 @@ impl ChunkServer {
             replicate_next: Mutex::new(std::time::Instant::now()),
             stream_idle: STREAM_IDLE_DEFAULT,
             peers: Mutex::new(HashMap::new()),
+            data_conns: Default::default(),
+            frame_pool: crate::backend::aligned::Pool::new(
+                shale_proto::dataport::FRAME_MAX_BYTES,
+                FRAME_POOL_KEEP,
+            ),
             write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_STREAMS_MAX)),
             transport: shale_security::Transport::plaintext(),
             keys: Default::default(),
@@ -384,7 +309,12 @@ impl ChunkServer {
     /// Writes a frame on its own task: the store's write-behind bookkeeping is not safe to
     /// abandon half-way, and a caller that goes away mid-write must still leave a chunk that
     /// its guard can discard.
-    async fn write_detached(&self, c: DomainRef, off: u64, data: Bytes) -> Result<(), Status> {
+    pub(crate) async fn write_detached(
+        &self,
+        c: DomainRef,
+        off: u64,
+        data: Bytes,
+    ) -> Result<(), Status> {
         let store = self.store.clone();
         tokio::spawn(async move { store.write(c, off, data).await })
             .await
@@ -425,7 +355,7 @@ impl ChunkServer {
         &self,
         h: &DomainHeader,
         stream: &mut Streaming<WriteChunkRequest>,
-        forward: Option<(&mpsc::Sender<WriteChunkRequest>, u64)>,
+        down: Option<&Downstream>,
     ) -> Result<(), Status> {
         let me = self.me();
         let mut off = 0u64;
@@ -446,27 +376,8 @@ impl ChunkServer {
                     h.length
                 )));
             }
-            if let Some((tx, node)) = forward {
-                let fwd = WriteChunkRequest {
-                    kind: Some(Kind::Data(data.clone())),
-                };
-                match tokio::time::timeout(FORWARD_STALL, tx.send(fwd)).await {
-                    Ok(Ok(())) => {}
-                    // The downstream call ended early; its result says why.
-                    Ok(Err(_)) => {
-                        return Err(Status::unavailable("downstream replica stopped receiving"))
-                    }
-                    // A stopped or cut-off replica: judged by progress, not a total timeout.
-                    Err(_) => {
-                        return Err(blame(
-                            Status::unavailable(format!(
-                                "downstream replica {node} accepted nothing for {} ms",
-                                FORWARD_STALL.as_millis()
-                            )),
-                            node,
-                        ))
-                    }
-                }
+            if let Some(d) = down {
+                d.send(None, &data).await?;
             }
             self.write_detached(h.chunk, off, data)
                 .await
@@ -481,29 +392,17 @@ impl ChunkServer {
         }
         Ok(())
     }
-}
 
-type ReadStream = ReceiverStream<Result<ReadChunkResponse, Status>>;
-
-#[tonic::async_trait]
-impl ChunkService for ChunkServer {
-    async fn write_chunk(
+    /// The checks every write's header passes (over gRPC and the data port alike), then the
+    /// chunk created here, guarded: a well-formed header for this node, a free write slot, and
+    /// `caller` may write the chunk through that pipeline (its token).
+    pub(crate) async fn begin_write(
         &self,
-        req: Request<Streaming<WriteChunkRequest>>,
-    ) -> Result<Response<WriteChunkResponse>, Status> {
-        let _slot = self.write_slot()?;
-        // Kept past the request, which the stream consumes (`None`: plaintext, trusted).
-        let principal = shale_security::caller_or_anonymous(&req)?
-            .principal()
-            .cloned();
-        let mut stream = req.into_inner();
-        let first = next_message(&mut stream, self.stream_idle)
-            .await?
-            .ok_or_else(|| invalid("empty write stream"))?;
-        let Some(Kind::Header(wire)) = first.kind else {
-            return Err(invalid("the first message must be the header"));
-        };
-        let h = DomainHeader::from_wire(&wire, self.chunk_size_max_bytes)?;
+        caller: &shale_security::Caller<'_>,
+        wire: &shale_proto::pb::WriteHeader,
+    ) -> Result<Writing<'_>, Status> {
+        let slot = self.write_slot()?;
+        let h = DomainHeader::from_wire(wire, self.chunk_size_max_bytes)?;
         let me = self.me();
         if me == 0 {
             return Err(Status::unavailable(
@@ -522,9 +421,7 @@ impl ChunkService for ChunkServer {
             .map(|d| (d.node.get(), d.address.as_str()))
             .collect();
         self.may_write(
-            &principal
-                .as_ref()
-                .map_or(shale_security::Caller::Trusted, shale_security::Caller::Is),
+            caller,
             wire.token.as_ref(),
             (h.chunk.id.get(), h.chunk.version.get()),
             &downstream,
@@ -534,122 +431,111 @@ impl ChunkService for ChunkServer {
             .await
             .map_err(|e| blame(e.status(), me))?;
         self.inflight.fetch_add(1, Ordering::Relaxed);
-        let _inflight = Inflight(&self.inflight);
+        Ok(Writing {
+            h,
+            guard,
+            _slot: slot,
+            _inflight: Inflight(&self.inflight),
+        })
+    }
 
-        let mut downstream = None;
-        if let Some(next) = h.downstream.first() {
-            let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
-            let header = WriteChunkRequest {
-                kind: Some(Kind::Header(shale_proto::pb::WriteHeader {
-                    chunk: Some(h.chunk.into()),
-                    downstream: wire.downstream[1..].to_vec(),
-                    length: h.length,
-                    node_id: next.node.get(),
-                    token: wire.token.clone(),
-                })),
-            };
-            let mut client = self.peer(&next.address)?;
-            // The channel has room: the header never blocks.
-            let _ = tx.send(header).await;
-            let progress = Arc::new(Progress {
-                t0: std::time::Instant::now(),
-                taken: AtomicU64::new(0),
-                last_ms: AtomicU64::new(0),
-            });
-            let tracked = Tracked {
-                inner: ReceiverStream::new(rx),
-                progress: progress.clone(),
-            };
-            // Aborted if this call goes away, which ends the downstream stream (and so its
-            // replica's write) too.
-            let call = AbortHandleOnDrop(tokio::spawn(
-                async move { client.write_chunk(tracked).await },
-            ));
-            downstream = Some((next.node.get(), tx, call, progress));
-        }
-
-        let received = self
-            .receive(
-                &h,
-                &mut stream,
-                downstream.as_ref().map(|(node, tx, _, _)| (tx, *node)),
-            )
-            .await;
-        let downstream = downstream.map(|(node, tx, call, progress)| {
-            // Sent = taken + still queued (read in this order, a race can only undercount, which
-            // judges the last message by the longer acknowledgement bound).
-            let taken = progress.taken.load(Ordering::Relaxed);
-            let sent = taken + (tx.max_capacity() - tx.capacity()) as u64;
-            drop(tx);
-            (node, call, progress, sent)
-        });
-        let want_downstream: Vec<u64> = h.downstream.iter().map(|t| t.node.get()).collect();
-        // Judged by progress: a replica stopped mid-stream or after the last frame must not
-        // hold the pipeline.
-        let down = async {
-            let (node, mut call, progress, sent) = downstream?;
-            Some(
-                match await_downstream(&mut call.0, &progress, sent, node).await {
-                    Ok(Ok(r)) => {
-                        let r = r.into_inner();
-                        if r.durable_on == want_downstream {
-                            Ok(r)
-                        } else {
-                            Err(blame(
-                            Status::internal(format!(
-                                "downstream acknowledged {:?}, the pipeline was {want_downstream:?}",
-                                r.durable_on
-                            )),
-                            node,
-                        ))
-                        }
-                    }
-                    Ok(Err(s)) => Err(blame(s, node)),
-                    Err(e) => Err(blame(
-                        Status::internal(format!("forwarding task: {e}")),
-                        node,
-                    )),
-                },
-            )
-        };
+    /// Ends a write whose frames were `received` (or not): on success this replica seals while
+    /// the downstream ones seal theirs, and the answer names every replica that holds the chunk
+    /// durable; on any failure this replica's copy goes and the deepest failure is returned.
+    pub(crate) async fn end_write(
+        &self,
+        w: Writing<'_>,
+        received: Result<(), Status>,
+        down: Option<Downstream>,
+    ) -> Result<WriteChunkResponse, Status> {
+        let me = self.me();
+        let Writing { h, guard, .. } = w;
         if let Err(e) = received {
             tracing::debug!(chunk = %h.chunk.id, error = %e, "write failed; discarding");
-            let down_result = down.await;
+            let down_failure = match down {
+                Some(d) => d.abandon().await,
+                None => None,
+            };
             guard.abort_now().await;
             // A downstream failure explains a stopped forward better than our own error.
-            return Err(match down_result {
-                Some(Err(d)) => d,
-                _ => e,
-            });
+            return Err(down_failure.unwrap_or(e));
         }
+        let down = async {
+            match down {
+                Some(d) => d.finish().await,
+                None => Ok(()),
+            }
+        };
         // Every byte is here: seal this replica while the downstream ones seal theirs (one
         // seal's time per chunk, not one per replica). The seal discards the chunk itself if
         // it fails.
         guard.disarm();
         let (sealed, down_result) = tokio::join!(self.seal_detached(h.chunk), down);
         let info = match (sealed, down_result) {
-            (Ok(info), None | Some(Ok(_))) => info,
-            (Ok(_), Some(Err(d))) => {
+            (Ok(info), Ok(())) => info,
+            (Ok(_), Err(d)) => {
                 // Sealed here, but not acknowledged by every replica: not written. The copy
                 // goes (version-guarded), so the retry's new version is the only one.
                 self.discard_sealed(h.chunk).await;
                 return Err(d);
             }
             // The deepest failure wins (it names the replica to exclude).
-            (Err(s), Some(Err(d))) => {
+            (Err(s), Err(d)) => {
                 tracing::debug!(chunk = %h.chunk.id, error = %s, "this replica's seal failed too");
                 return Err(d);
             }
-            (Err(s), _) => return Err(blame(s, me)),
+            (Err(s), Ok(())) => return Err(blame(s, me)),
         };
         self.report_now.notify_one();
         let mut durable_on = vec![me];
-        durable_on.extend(want_downstream);
-        Ok(Response::new(WriteChunkResponse {
+        durable_on.extend(h.downstream.iter().map(|t| t.node.get()));
+        Ok(WriteChunkResponse {
             chunk: Some(h.chunk.into()),
             length: info.length_bytes,
             durable_on,
-        }))
+        })
+    }
+}
+
+/// A write past its checks: the header, the guarded chunk, its write slot and its count in the
+/// writes in flight (both released when this goes).
+pub(crate) struct Writing<'a> {
+    pub(crate) h: DomainHeader,
+    guard: AbortOnDrop,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _inflight: Inflight<&'a AtomicU32>,
+}
+
+type ReadStream = ReceiverStream<Result<ReadChunkResponse, Status>>;
+
+#[tonic::async_trait]
+impl ChunkService for ChunkServer {
+    async fn write_chunk(
+        &self,
+        req: Request<Streaming<WriteChunkRequest>>,
+    ) -> Result<Response<WriteChunkResponse>, Status> {
+        // Kept past the request, which the stream consumes (`None`: plaintext, trusted).
+        let principal = shale_security::caller_or_anonymous(&req)?
+            .principal()
+            .cloned();
+        let caller = principal
+            .as_ref()
+            .map_or(shale_security::Caller::Trusted, shale_security::Caller::Is);
+        let mut stream = req.into_inner();
+        let first = next_message(&mut stream, self.stream_idle)
+            .await?
+            .ok_or_else(|| invalid("empty write stream"))?;
+        let Some(Kind::Header(wire)) = first.kind else {
+            return Err(invalid("the first message must be the header"));
+        };
+        let w = self.begin_write(&caller, &wire).await?;
+        let down = Downstream::open(self, &w.h, &wire).await;
+        let down = match down {
+            Ok(d) => d,
+            Err(e) => return self.end_write(w, Err(e), None).await.map(Response::new),
+        };
+        let received = self.receive(&w.h, &mut stream, down.as_ref()).await;
+        self.end_write(w, received, down).await.map(Response::new)
     }
 
     type ReadChunkStream = ReadStream;

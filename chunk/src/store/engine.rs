@@ -179,7 +179,8 @@ impl<B: Backend> Store<B> {
         }));
     }
 
-    /// Moves the first `n` staged bytes (a multiple of the page size) into aligned buffers.
+    /// Moves the first `n` staged bytes (a multiple of the page size) into aligned buffers
+    /// (copied, unless a frame's whole pages already are in one).
     fn take_aligned(&self, oc: &mut OpenChunk, n: u64) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut cur = self.pool.take();
@@ -190,7 +191,19 @@ impl<B: Backend> Store<B> {
                 rest.push(frame);
                 continue;
             }
+            // A frame received into a page-aligned buffer (the data port's) goes to the disk
+            // as it is, its whole pages at least: no copy.
+            let whole = frame.len().min(left) / DIRECT_ALIGN * DIRECT_ALIGN;
+            let aligned = (frame.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN);
             let mut f = &frame[..];
+            if aligned && whole > 0 && cur.buf().len().is_multiple_of(DIRECT_ALIGN) {
+                if !cur.buf().is_empty() {
+                    out.push(std::mem::replace(&mut cur, self.pool.take()).into_bytes());
+                }
+                out.push(frame.slice(..whole));
+                f = &frame[whole..];
+                left -= whole;
+            }
             while left > 0 && !f.is_empty() {
                 if cur.buf().spare() == 0 {
                     out.push(std::mem::replace(&mut cur, self.pool.take()).into_bytes());

@@ -478,6 +478,7 @@ fn start_copies(
                         source: Some(PipelineTarget {
                             node_id: source.get(),
                             address: src_addr,
+                            data_address: String::new(),
                         }),
                         from: None,
                         // A master's own request: its identity is its authority.

@@ -1082,12 +1082,24 @@ impl Svc {
         version: ChunkVersion,
         pipeline: Vec<NodeId>,
     ) -> Result<(Vec<Replica>, Option<shale_proto::pb::ChunkToken>), Status> {
-        self.0
-            .soft
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .placed(id, version, &pipeline);
-        let pipeline: Vec<Replica> = pipeline.into_iter().map(|n| self.replica(n)).collect();
+        // Data ports as the servers last reported them: the pipeline's bytes go there.
+        let data: Vec<String> = {
+            let mut soft = self.0.soft.lock().unwrap_or_else(|p| p.into_inner());
+            soft.placed(id, version, &pipeline);
+            let data = |n: &NodeId| soft.servers.get(n).map(|l| l.data_address.clone());
+            pipeline
+                .iter()
+                .map(|n| data(n).unwrap_or_default())
+                .collect()
+        };
+        let pipeline: Vec<Replica> = pipeline
+            .into_iter()
+            .zip(data)
+            .map(|(n, data_address)| Replica {
+                data_address,
+                ..self.replica(n)
+            })
+            .collect();
         let targets = pipeline
             .iter()
             .map(|r| (r.node_id, r.address.clone()))
