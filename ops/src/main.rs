@@ -219,11 +219,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything the command does has finished (its clean-ups included); what may still run is
+    // a blocking read nobody waits for (`put -` interrupted while stdin stays open), which must
+    // not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
