@@ -492,9 +492,9 @@ async fn writes_over_the_data_port_store_the_same_bytes_and_refuse_what_grpc_ref
     // Damaged bytes on the wire: DATA_LOSS blamed on the receiver, nothing left anywhere.
     let mut bad = good(&payload);
     bad[0].1[5] ^= 1;
-    let r = port_write(&admin, &head.data_address, header(&alloc), bad).await;
+    let r = port_write(&admin, &alloc.pipeline[0].data_address, header(&alloc), bad).await;
     assert_eq!(r.code, tonic::Code::DataLoss as u32, "{r:?}");
-    assert_eq!(r.failed_node, head.node_id);
+    assert_eq!(r.failed_node, alloc.pipeline[0].node_id);
     nothing_left(&cluster, alloc.chunk_id, "a damaged frame").await;
 
     // A frame past the header's length, and a client gone mid-stream: nothing left.
@@ -503,12 +503,21 @@ async fn writes_over_the_data_port_store_the_same_bytes_and_refuse_what_grpc_ref
     // bytes after the last one are the next request's, refused as such.)
     let longer = [&payload[..], b"extra"].concat();
     let over = good(&longer);
-    let r = port_write(&admin, &head.data_address, header(&alloc), over).await;
+    let r = port_write(
+        &admin,
+        &alloc.pipeline[0].data_address,
+        header(&alloc),
+        over,
+    )
+    .await;
     assert_eq!(r.code, tonic::Code::InvalidArgument as u32, "{r:?}");
     nothing_left(&cluster, alloc.chunk_id, "too many bytes").await;
     let alloc = allocate().await.expect("allocate again");
     {
-        let (h, p) = head.data_address.rsplit_once(':').expect("host:port");
+        let (h, p) = alloc.pipeline[0]
+            .data_address
+            .rsplit_once(':')
+            .expect("host:port");
         let mut s = admin
             .dial(h, p.parse().expect("port"), dataport::ALPN)
             .await
@@ -526,7 +535,13 @@ async fn writes_over_the_data_port_store_the_same_bytes_and_refuse_what_grpc_ref
 
     // And a good write: durable on every replica of the pipeline, in order.
     let alloc = allocate().await.expect("allocate again");
-    let r = port_write(&admin, &head.data_address, header(&alloc), good(&payload)).await;
+    let r = port_write(
+        &admin,
+        &alloc.pipeline[0].data_address,
+        header(&alloc),
+        good(&payload),
+    )
+    .await;
     assert_eq!(r.code, 0, "{r:?}");
     let nodes: Vec<u64> = alloc.pipeline.iter().map(|r| r.node_id).collect();
     assert_eq!(r.durable_on, nodes);
