@@ -17,6 +17,22 @@ use std::time::Duration;
 /// Longest wait for a connection, a head or a frame.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Idle 1 MiB frame buffers a process keeps for its clients (256 MiB: four 64 MiB chunks
+/// being read at once, `ClientConfig::read_parallelism`'s default; released after 10 s
+/// unused).
+pub(crate) const FRAMES_KEPT: usize = 256;
+
+/// The process's pool of frame buffers, shared by all its clients (a process that reads with
+/// several clients reuses the same memory).
+pub(crate) fn frame_pool() -> std::sync::Arc<shale_proto::bufpool::Pool> {
+    static POOL: std::sync::OnceLock<std::sync::Arc<shale_proto::bufpool::Pool>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        shale_proto::bufpool::Pool::new(shale_proto::dataport::FRAME_MAX_BYTES, FRAMES_KEPT)
+    })
+    .clone()
+}
+
 /// Idle data-port connections of one client, by chunkserver data address.
 pub(crate) type DataConns = dataport::Idle;
 
@@ -32,7 +48,7 @@ pub(crate) enum PortError {
 /// checked against its crc32c. Errors say what went wrong, naming `addr`.
 pub(crate) async fn read(
     transport: &shale_security::Transport,
-    conns: &DataConns,
+    (conns, pool): (&DataConns, &std::sync::Arc<shale_proto::bufpool::Pool>),
     addr: &str,
     c: &ChunkLocation,
     offset: u64,
@@ -55,7 +71,7 @@ pub(crate) async fn read(
             }
             return Err(e(why.to_string()));
         }
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => r.pooled(pool.clone()),
     };
     if r.left() != len {
         return Err(e(format!("announced {} bytes, not {len}", r.left())));

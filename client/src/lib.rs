@@ -216,6 +216,9 @@ pub struct Client {
     cvs: Arc<partial::CvCache>,
     /// Idle connections to chunkservers' data ports.
     data: Arc<dataport::DataConns>,
+    /// Buffers data-port frames are received into (reused: no fresh pages per read; one pool
+    /// per process).
+    frames: Arc<shale_proto::bufpool::Pool>,
     /// Append files' tail chunks, by path (see `append`).
     tails: Arc<std::sync::Mutex<std::collections::HashMap<String, append::Tail>>>,
     /// Connections to the primaries of append files' tails, by address.
@@ -277,6 +280,7 @@ impl Client {
         let c = Client {
             cvs: partial::cache(),
             data: Default::default(),
+            frames: dataport::frame_pool(),
             tails: Default::default(),
             append_conns: Default::default(),
             id: masters.client_id,

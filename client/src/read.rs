@@ -41,6 +41,14 @@ pub(crate) fn read_order<'a>(c: &'a ChunkLocation, host: &str) -> Vec<&'a Replic
 /// The frames of one chunk range, as received (no copy into one buffer).
 pub(crate) type Frames = Vec<Bytes>;
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Where a run of a file's bytes is: file bytes `[start, start + len)` are bytes
 /// `[chunk_off, chunk_off + len)` of chunk `loc`. A regular file has one piece per chunk; an
 /// append file one per extent (records committed in a row into one chunk share one).
@@ -157,7 +165,16 @@ impl Client {
         let t = &self.config.transport;
         if self.config.data_port && !r.data_address.is_empty() {
             use crate::dataport::PortError;
-            match crate::dataport::read(t, &self.data, &r.data_address, c, offset, len).await {
+            match crate::dataport::read(
+                t,
+                (&self.data, &self.frames),
+                &r.data_address,
+                c,
+                offset,
+                len,
+            )
+            .await
+            {
                 Ok(frames) => return Ok(frames),
                 Err(PortError::Failed(e)) => return Err(e),
                 // Not reachable (e.g. a firewall lets only the gRPC port through): the same
@@ -341,12 +358,22 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let (length, pieces) = self.pieces_of(path, 0, 0).await?;
-        // Futures built eagerly (not in a closure inside the stream), so the whole `get` future
-        // stays `Send` for callers that spawn it.
-        let fetches: Vec<_> = pieces
-            .iter()
-            .map(|p| self.fetch(path, &p.loc, p.chunk_off, p.len))
-            .collect();
+        // Each chunk is fetched (received, checked against its crc32c and the writer's digest)
+        // on a task of its own, so several chunks are checked on several cores at once; the
+        // tasks are started in order, at most `read_parallelism` ahead of the writing, and
+        // aborted if this `get` is dropped.
+        let fetches = pieces.into_iter().map(|p| {
+            let (c, path) = (self.clone(), path.to_string());
+            let task =
+                tokio::spawn(async move { c.fetch(&path, &p.loc, p.chunk_off, p.len).await });
+            let mut task = AbortOnDrop(task);
+            async move {
+                match (&mut task.0).await {
+                    Ok(r) => r,
+                    Err(e) => Err(ClientError::Other(format!("chunk fetch task: {e}"))),
+                }
+            }
+        });
         let mut chunks = stream::iter(fetches).buffered(self.config.read_parallelism.max(1));
         let mut done = 0u64;
         while let Some(frames) = chunks.next().await {

@@ -171,6 +171,8 @@ pub struct Reader<S> {
     left: u64,
     at: u64,
     buf: prost::bytes::BytesMut,
+    /// Where frames are received, if set (else into `buf`).
+    pool: Option<std::sync::Arc<crate::bufpool::Pool>>,
 }
 
 /// What reading failed on: the transport (the connection is unusable) or the server's answer.
@@ -233,7 +235,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
             left: reply.length,
             at: 0,
             buf: prost::bytes::BytesMut::new(),
+            pool: None,
         })
+    }
+
+    /// Receives every frame into a buffer of `pool` (whose buffers must hold a whole frame:
+    /// [`FRAME_MAX_BYTES`]), reused once the frame's bytes are dropped.
+    pub fn pooled(mut self, pool: std::sync::Arc<crate::bufpool::Pool>) -> Self {
+        if pool.buffer_bytes() >= FRAME_MAX_BYTES {
+            self.pool = Some(pool);
+        }
+        self
     }
 
     /// The bytes announced and not yet received.
@@ -259,19 +271,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
             .into());
         }
         let n = n as usize;
-        // Frames handed out earlier keep their memory; once they are all dropped, `reserve`
-        // reuses it.
-        self.buf
-            .reserve(n.max(4 * FRAME_MAX_BYTES).min(self.left as usize));
-        {
-            let mut part = (&mut self.s).take(n as u64);
-            while self.buf.len() < n {
-                if part.read_buf(&mut self.buf).await? == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        let data = match &self.pool {
+            Some(pool) => {
+                let mut b = pool.take();
+                while b.len() < n {
+                    let want = n - b.len();
+                    let got = self.s.read(&mut b.spare_mut()[..want]).await?;
+                    if got == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                    }
+                    b.advance(got);
                 }
+                b.freeze()
             }
-        }
-        let data = self.buf.split_to(n).freeze();
+            None => {
+                // Frames handed out earlier keep their memory; once they are all dropped,
+                // `reserve` reuses it.
+                self.buf
+                    .reserve(n.max(4 * FRAME_MAX_BYTES).min(self.left as usize));
+                let mut part = (&mut self.s).take(n as u64);
+                while self.buf.len() < n {
+                    if part.read_buf(&mut self.buf).await? == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                    }
+                }
+                self.buf.split_to(n).freeze()
+            }
+        };
         let actual = crc32c::crc32c(&data);
         if actual != crc {
             return Err(invalid(format!(

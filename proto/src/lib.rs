@@ -8,6 +8,7 @@
 //!   edge: a missing or out-of-range field becomes a [`WireError`] that names the field.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod bufpool;
 pub mod channels;
 pub mod codec;
 pub mod convert;
