@@ -99,7 +99,7 @@ pub(crate) async fn read(
 /// Writes one chunk through the pipeline headed by the data port `addr` of node `head`:
 /// the header, then `frames` with their crc32c, then the final answer. Ok: the replicas that
 /// hold the chunk durable. A failure names the replica to blame (as the servers said, else the
-/// head), or says the port could not be reached at all (gRPC may still work).
+/// head), or says the port could not be reached at all or took no write (gRPC may still work).
 pub(crate) async fn write(
     transport: &shale_security::Transport,
     conns: &DataConns,
@@ -141,6 +141,14 @@ pub(crate) async fn write(
         let code = tonic::Code::from(a.code as i32);
         failed(node, format!("{code:?}: {}", a.message))
     };
+    if answer.code == tonic::Code::InvalidArgument as u32 {
+        // A header the server did not take as a write at all (a server older than writes on
+        // the data port says so, and closes): gRPC gives the real answer.
+        return Err(WriteFailure::Unreachable(format!(
+            "data port {addr}: write not understood: {}",
+            answer.message
+        )));
+    }
     if answer.code != 0 {
         // A refusal is a complete answer: the connection stays usable.
         conns.put(addr, s);
@@ -160,7 +168,7 @@ pub(crate) async fn write(
 
 /// Why a data-port write failed.
 pub(crate) enum WriteFailure {
-    /// No connection could be made: gRPC may still work.
+    /// No connection could be made, or the header was not understood: gRPC may still work.
     Unreachable(String),
     /// The pipeline failed: the replica to blame, and why.
     Failed(Option<u64>, String),

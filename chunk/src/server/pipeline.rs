@@ -174,8 +174,8 @@ impl Downstream {
     }
 }
 
-/// The hop over the data port at `addr`; None if no connection could be made there (the
-/// write goes over gRPC instead). A refusal of the header is the write's failure, blamed on
+/// The hop over the data port at `addr`; None if no connection could be made there or the
+/// header was not understood as a write (the write goes over gRPC instead). A refusal of the header is the write's failure, blamed on
 /// the replica that refused.
 async fn port(
     server: &ChunkServer,
@@ -211,6 +211,16 @@ async fn port(
             }
         }
     };
+    if answer.code == tonic::Code::InvalidArgument as u32 {
+        // A header not taken as a write at all (a server older than writes on the data port
+        // says so, and closes): its gRPC port gives the real answer.
+        tracing::debug!(
+            addr,
+            "data port took no write, forwarding over gRPC: {}",
+            answer.message
+        );
+        return Ok(None);
+    }
     if answer.code != 0 {
         // A refusal is a complete answer: the connection stays usable.
         server.data_conns.put(addr, s);
