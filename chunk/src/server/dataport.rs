@@ -126,9 +126,8 @@ async fn read<S: AsyncRead + AsyncWrite + Unpin>(
     let mut at = offset;
     while at < end {
         let n = (end - at).min(READ_FRAME_BYTES);
-        match server.store.read(c, at, n).await {
-            Ok(data) => {
-                let crc = crc32c::crc32c(&data);
+        match server.store.read_crc(c, at, n).await {
+            Ok((data, crc)) => {
                 tokio::time::timeout(SEND_TIMEOUT, dataport::write_frame(s, crc, &data))
                     .await
                     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;

@@ -556,12 +556,9 @@ impl ChunkService for ChunkServer {
             while at < end {
                 let n = (end - at).min(READ_FRAME_BYTES);
                 let item = store
-                    .read(c, at, n)
+                    .read_crc(c, at, n)
                     .await
-                    .map(|data| ReadChunkResponse {
-                        crc32c: crc32c::crc32c(&data),
-                        data,
-                    })
+                    .map(|(data, crc32c)| ReadChunkResponse { crc32c, data })
                     .map_err(|e| status_of(&e));
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {

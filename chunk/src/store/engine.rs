@@ -224,6 +224,98 @@ impl<B: Backend> Store<B> {
         out
     }
 
+    /// Verified bytes of a sealed chunk, and (if `want_crc`) their crc32c where the verified
+    /// blocks give it without another pass.
+    async fn read_verified(
+        &self,
+        c: ChunkRef,
+        offset: u64,
+        length: u64,
+        want_crc: bool,
+    ) -> Result<(Bytes, Option<u32>)> {
+        let started = Instant::now();
+        let sidecar = {
+            let st = self.lock();
+            match st.sealed.get(&c.id) {
+                Some(s) if s.version == c.version => s.sidecar.clone(),
+                Some(s) => {
+                    return Err(ChunkError::WrongVersion {
+                        chunk: c.id,
+                        have: s.version,
+                        want: c.version,
+                    })
+                }
+                None if st.open.contains_key(&c.id) => return Err(ChunkError::NotSealed(c.id)),
+                None => return Err(ChunkError::NotFound(c.id)),
+            }
+        };
+        let end = offset.checked_add(length);
+        if end.is_none_or(|e| e > sidecar.length) {
+            return Err(ChunkError::ReadPastEnd {
+                chunk: c.id,
+                offset,
+                length,
+                chunk_len: sidecar.length,
+            });
+        }
+        if length == 0 {
+            return Ok((Bytes::new(), Some(0)));
+        }
+        let (start, span_end) = sidecar.block_span(offset, length);
+        let span = match self
+            .backend
+            .map(&names::data(c.id), start, span_end - start)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Listed sealed, yet its data file is gone: removed by someone else (the store
+                // itself takes it out of the inventory first). Quarantine what is left so that
+                // it is reported and re-created, unless it was replaced or deleted meanwhile.
+                let why = "data file missing".to_string();
+                if self
+                    .quarantine(c.id, Some(c.version), why, Some(&sidecar))
+                    .await
+                {
+                    return Err(ChunkError::ChecksumMismatch {
+                        chunk: c.id,
+                        block: start / u64::from(sidecar.block_size),
+                    });
+                }
+                return Err(ChunkError::NotFound(c.id));
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let why = format!("data file shorter than its sidecar says: {e}");
+                self.quarantine(c.id, Some(c.version), why, Some(&sidecar))
+                    .await;
+                return Err(ChunkError::ChecksumMismatch {
+                    chunk: c.id,
+                    block: start / u64::from(sidecar.block_size),
+                });
+            }
+            Err(e) => return Err(ChunkError::io("map", names::data(c.id), e)),
+        };
+        if let Err(block) = sidecar.verify_blocks(start, &span) {
+            m::checksum_failure(self.backend.kind());
+            let why = format!("checksum mismatch in block {block} on read");
+            if !self
+                .quarantine(c.id, Some(c.version), why, Some(&sidecar))
+                .await
+            {
+                // Replaced while we read: the bytes we mapped belong to the newer version.
+                return Err(ChunkError::NotFound(c.id));
+            }
+            return Err(ChunkError::ChecksumMismatch { chunk: c.id, block });
+        }
+        let from = (offset - start) as usize;
+        let out = span.slice(from..from + length as usize);
+        m::read(self.backend.kind(), length, started.elapsed());
+        let crc = want_crc
+            .then(|| sidecar.range_crc(offset, length))
+            .flatten();
+        Ok((out, crc))
+    }
+
     /// Opens the O_DIRECT handle of a new chunk's data file, where the config asks for it and
     /// the file system allows it.
     async fn open_direct(&self, id: ChunkId) -> io::Result<Option<FileHandle>> {
@@ -560,86 +652,16 @@ impl<B: Backend> ChunkStore for Store<B> {
     }
 
     async fn read(&self, c: ChunkRef, offset: u64, length: u64) -> Result<Bytes> {
-        let started = Instant::now();
-        let sidecar = {
-            let st = self.lock();
-            match st.sealed.get(&c.id) {
-                Some(s) if s.version == c.version => s.sidecar.clone(),
-                Some(s) => {
-                    return Err(ChunkError::WrongVersion {
-                        chunk: c.id,
-                        have: s.version,
-                        want: c.version,
-                    })
-                }
-                None if st.open.contains_key(&c.id) => return Err(ChunkError::NotSealed(c.id)),
-                None => return Err(ChunkError::NotFound(c.id)),
-            }
-        };
-        let end = offset.checked_add(length);
-        if end.is_none_or(|e| e > sidecar.length) {
-            return Err(ChunkError::ReadPastEnd {
-                chunk: c.id,
-                offset,
-                length,
-                chunk_len: sidecar.length,
-            });
-        }
-        if length == 0 {
-            return Ok(Bytes::new());
-        }
-        let (start, span_end) = sidecar.block_span(offset, length);
-        let span = match self
-            .backend
-            .map(&names::data(c.id), start, span_end - start)
+        self.read_verified(c, offset, length, false)
             .await
-        {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Listed sealed, yet its data file is gone: removed by someone else (the store
-                // itself takes it out of the inventory first). Quarantine what is left so that
-                // it is reported and re-created, unless it was replaced or deleted meanwhile.
-                let why = "data file missing".to_string();
-                if self
-                    .quarantine(c.id, Some(c.version), why, Some(&sidecar))
-                    .await
-                {
-                    return Err(ChunkError::ChecksumMismatch {
-                        chunk: c.id,
-                        block: start / u64::from(sidecar.block_size),
-                    });
-                }
-                return Err(ChunkError::NotFound(c.id));
-            }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                let why = format!("data file shorter than its sidecar says: {e}");
-                self.quarantine(c.id, Some(c.version), why, Some(&sidecar))
-                    .await;
-                return Err(ChunkError::ChecksumMismatch {
-                    chunk: c.id,
-                    block: start / u64::from(sidecar.block_size),
-                });
-            }
-            Err(e) => return Err(ChunkError::io("map", names::data(c.id), e)),
-        };
-        if let Err(block) = sidecar.verify_blocks(start, &span) {
-            m::checksum_failure(self.backend.kind());
-            let why = format!("checksum mismatch in block {block} on read");
-            if !self
-                .quarantine(c.id, Some(c.version), why, Some(&sidecar))
-                .await
-            {
-                // Replaced while we read: the bytes we mapped belong to the newer version.
-                return Err(ChunkError::NotFound(c.id));
-            }
-            return Err(ChunkError::ChecksumMismatch { chunk: c.id, block });
-        }
-        let from = (offset - start) as usize;
-        let out = span.slice(from..from + length as usize);
-        m::read(self.backend.kind(), length, started.elapsed());
-        Ok(out)
+            .map(|(b, _)| b)
     }
 
+    async fn read_crc(&self, c: ChunkRef, offset: u64, length: u64) -> Result<(Bytes, u32)> {
+        let (b, crc) = self.read_verified(c, offset, length, true).await?;
+        let crc = crc.unwrap_or_else(|| crc32c::crc32c(&b));
+        Ok((b, crc))
+    }
     async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool> {
         // Not in the middle of a record append to it.
         let appending = self.lock().append_locks.remove(&id);

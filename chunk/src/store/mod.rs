@@ -158,6 +158,13 @@ pub trait ChunkStore: Send + Sync {
     async fn abort(&self, chunk: ChunkRef) -> Result<()>;
     /// Verified bytes `[offset, offset + length)` of a sealed chunk.
     async fn read(&self, chunk: ChunkRef, offset: u64, length: u64) -> Result<Bytes>;
+    /// [`ChunkStore::read`] and the crc32c of the bytes (for a frame on the wire): from the
+    /// verified blocks' checksums where the range is whole blocks, else computed.
+    async fn read_crc(&self, chunk: ChunkRef, offset: u64, length: u64) -> Result<(Bytes, u32)> {
+        let data = self.read(chunk, offset, length).await?;
+        let crc = crc32c::crc32c(&data);
+        Ok((data, crc))
+    }
     /// Deletes the chunk (sealed or being written) if its version is at most `version`.
     /// Returns whether anything was deleted.
     async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool>;
