@@ -188,9 +188,15 @@ impl Sidecar {
         }
         let (first, last) = (offset / bs, end.div_ceil(bs));
         let mut crc = *self.block_crcs.get(first as usize)?;
+        let whole = shift_by(bs);
         for b in first + 1..last {
-            let block_len = (self.length.min((b + 1) * bs) - b * bs) as usize;
-            crc = crc32c::crc32c_combine(crc, *self.block_crcs.get(b as usize)?, block_len);
+            let block_len = self.length.min((b + 1) * bs) - b * bs;
+            let shift = if block_len == bs {
+                whole
+            } else {
+                shift_by(block_len)
+            };
+            crc = combine(crc, *self.block_crcs.get(b as usize)?, shift);
         }
         Some(crc)
     }
@@ -205,6 +211,53 @@ impl Sidecar {
             .min(self.length);
         (start, end)
     }
+}
+
+/// The crc32c polynomial, bit-reflected.
+const CRC32C_POLY: u32 = 0x82F6_3B78;
+
+/// a(x)·b(x) modulo the crc32c polynomial, bit-reflected (as zlib's `multmodp`).
+fn multmodp(a: u32, mut b: u32) -> u32 {
+    let mut m: u32 = 1 << 31;
+    let mut p: u32 = 0;
+    loop {
+        if a & m != 0 {
+            p ^= b;
+            if a & (m - 1) == 0 {
+                return p;
+            }
+        }
+        m >>= 1;
+        if m == 0 {
+            return p;
+        }
+        b = if b & 1 != 0 {
+            (b >> 1) ^ CRC32C_POLY
+        } else {
+            b >> 1
+        };
+    }
+}
+
+/// x^(8·n) modulo the polynomial: what appending `n` bytes does to a crc (square and
+/// multiply: a few dozen `multmodp`s, computed once per length).
+fn shift_by(n: u64) -> u32 {
+    let (mut result, mut base, mut n) = (1u32 << 31, 1u32 << 23, n);
+    while n > 0 {
+        if n & 1 == 1 {
+            result = multmodp(base, result);
+        }
+        base = multmodp(base, base);
+        n >>= 1;
+    }
+    result
+}
+
+/// The crc32c of A then B from crc(A), crc(B) and `shift_by(len(B))` (zlib's
+/// `crc32_combine_op`; the `crc32c` crate's combine recomputes the shift at every call, about
+/// as slow as hashing the bytes again).
+fn combine(crc_a: u32, crc_b: u32, shift: u32) -> u32 {
+    multmodp(shift, crc_a) ^ crc_b
 }
 
 /// Incremental per-block crc32c over appended data.
@@ -338,6 +391,19 @@ mod tests {
                 Some(want),
                 "{off}+{len}"
             );
+        }
+        for (a, b) in [
+            (&data[..0], &data[..5]),
+            (&data[..777], &data[777..]),
+            (&data[..1], &data[1..2]),
+        ] {
+            let want = crc32c::crc32c_combine(crc32c::crc32c(a), crc32c::crc32c(b), b.len());
+            let got = combine(
+                crc32c::crc32c(a),
+                crc32c::crc32c(b),
+                shift_by(b.len() as u64),
+            );
+            assert_eq!(got, want);
         }
         // Not whole blocks: no answer (the caller computes it).
         for (off, len) in [(1, 1023), (0, 1000), (9216, 700), (0, 0), (0, 10_001)] {
