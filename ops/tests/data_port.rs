@@ -97,6 +97,15 @@ fn req(c: &ChunkLocation, offset: u64, length: u64, with_token: bool) -> ReadChu
     }
 }
 
+/// A client that reads and writes over gRPC only (no data port).
+async fn grpc_client(masters: &[String]) -> Client {
+    let config = ClientConfig {
+        data_port: false,
+        ..client_config()
+    };
+    Client::connect(masters, config).await.expect("connect")
+}
+
 /// Both paths' answers to the same request on one chunkserver: they must agree.
 async fn both(t: &Transport, grpc: &str, port: &str, r: ReadChunkRequest) -> Answer {
     let a = grpc_read(t, grpc, r.clone()).await;
@@ -136,15 +145,7 @@ async fn the_data_port_serves_the_same_bytes_with_the_same_checks() {
     };
 
     // Clients read identical bytes over either path, whole and in ranges.
-    let grpc_only = Client::connect(
-        &masters,
-        ClientConfig {
-            data_port: false,
-            ..client_config()
-        },
-    )
-    .await
-    .expect("connect");
+    let grpc_only = grpc_client(&masters).await;
     for reader in [&c, &grpc_only] {
         let mut back = Vec::new();
         reader.get("/f", &mut back, &|_| {}).await.expect("get");
@@ -395,15 +396,7 @@ async fn writes_over_the_data_port_store_the_same_bytes_and_refuse_what_grpc_ref
     let c = Client::connect(&masters, client_config())
         .await
         .expect("connect");
-    let grpc_only = Client::connect(
-        &masters,
-        ClientConfig {
-            data_port: false,
-            ..client_config()
-        },
-    )
-    .await
-    .expect("connect");
+    let grpc_only = grpc_client(&masters).await;
     // The masters learn the data ports from heartbeats; allocations name them from then on.
     let deadline = Instant::now() + WAIT;
     loop {
