@@ -273,16 +273,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
         let n = n as usize;
         let data = match &self.pool {
             Some(pool) => {
+                // `pooled` took only pools whose buffers hold a whole frame.
                 let mut b = pool.take();
-                while b.len() < n {
-                    let want = n - b.len();
-                    let got = self.s.read(&mut b.spare_mut()[..want]).await?;
-                    if got == 0 {
-                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-                    }
-                    b.advance(got);
-                }
-                b.freeze()
+                self.s.read_exact(&mut b.buf().spare_mut()[..n]).await?;
+                b.buf().advance(n);
+                b.into_bytes()
             }
             None => {
                 // Frames handed out earlier keep their memory; once they are all dropped,

@@ -96,23 +96,13 @@ async fn receive<S: AsyncRead + Unpin>(
             )));
         }
         let n = n as usize;
+        // The pool's buffers hold a whole frame (1 MiB).
         let mut buf = server.frame_pool.take();
-        let fill = async {
-            let b = buf.buf();
-            while b.len() < n {
-                let want = n - b.len();
-                let got = s.read(&mut b.spare_mut()[..want]).await?;
-                if got == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-                }
-                b.advance(got);
-            }
-            Ok(())
-        };
-        tokio::time::timeout(idle, fill)
+        tokio::time::timeout(idle, s.read_exact(&mut buf.buf().spare_mut()[..n]))
             .await
             .map_err(|_| silent())?
             .map_err(broken)?;
+        buf.buf().advance(n);
         let data = buf.into_bytes();
         let actual = crc32c::crc32c(&data);
         if actual != crc {
