@@ -10,7 +10,7 @@
 //! against its crc32c before they are used, and the frames must add up to exactly the length
 //! asked for.
 use crate::read::Frames;
-use shale_proto::dataport::{self, Reader};
+use shale_proto::dataport::{self, Opened, Reader};
 use shale_proto::metapb::ChunkLocation;
 use std::time::Duration;
 
@@ -111,27 +111,6 @@ pub(crate) async fn write(
 ) -> Result<Vec<u64>, WriteFailure> {
     let failed =
         |node: u64, why: String| WriteFailure::Failed(Some(node), format!("{addr}: {why}"));
-    let (s, answer) = loop {
-        let (mut s, pooled) = match conns.take(addr) {
-            Some(s) => (s, true),
-            None => match dataport::dial(transport, addr, IO_TIMEOUT).await {
-                Ok(s) => (s, false),
-                Err(e) => {
-                    return Err(WriteFailure::Unreachable(format!(
-                        "data port {addr}: connect: {e}"
-                    )))
-                }
-            },
-        };
-        let start = dataport::write_start(&mut s, header.clone());
-        match tokio::time::timeout(IO_TIMEOUT, start).await {
-            Ok(Ok(a)) => break (s, a),
-            // A kept connection the server has closed meanwhile: dial afresh.
-            Ok(Err(_)) if pooled => continue,
-            Ok(Err(e)) => return Err(failed(head, e.to_string())),
-            Err(_) => return Err(failed(head, "no answer to the header".into())),
-        }
-    };
     let refused = |a: &shale_proto::datapb::DataReply| {
         let node = if a.failed_node != 0 {
             a.failed_node
@@ -141,19 +120,12 @@ pub(crate) async fn write(
         let code = tonic::Code::from(a.code as i32);
         failed(node, format!("{code:?}: {}", a.message))
     };
-    if answer.code == tonic::Code::InvalidArgument as u32 {
-        // A header the server did not take as a write at all (a server older than writes on
-        // the data port says so, and closes): gRPC gives the real answer.
-        return Err(WriteFailure::Unreachable(format!(
-            "data port {addr}: write not understood: {}",
-            answer.message
-        )));
-    }
-    if answer.code != 0 {
-        // A refusal is a complete answer: the connection stays usable.
-        conns.put(addr, s);
-        return Err(refused(&answer));
-    }
+    let s = match dataport::open_write(transport, conns, addr, header, IO_TIMEOUT).await {
+        Err(e) => return Err(failed(head, e.to_string())),
+        Ok(Opened::Go(s)) => s,
+        Ok(Opened::Refused(answer)) => return Err(refused(&answer)),
+        Ok(Opened::Fallback(why)) => return Err(WriteFailure::Unreachable(why)),
+    };
     let frames = futures_util::stream::iter(frames.iter().map(|f| (crc32c::crc32c(f), f.clone())));
     let (answer, back) = dataport::write_frames(s, frames, stall, ack).await;
     if let Some(s) = back {

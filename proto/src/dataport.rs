@@ -327,6 +327,63 @@ pub async fn write_start<S: AsyncRead + AsyncWrite + Unpin>(
     read_head(s).await?.ok_or_else(closed)
 }
 
+/// How the start of a write over the data port went ([`open_write`]).
+pub enum Opened {
+    /// The whole pipeline is ready: send the frames on this connection.
+    Go(shale_security::transport::Stream),
+    /// Refused (the connection went back to the idle ones): the answer says why and whom
+    /// to blame.
+    Refused(crate::datapb::DataReply),
+    /// No connection could be made, or the header was not understood as a write at all (a
+    /// server older than writes on the data port says so, and closes): use gRPC.
+    Fallback(String),
+}
+
+/// Starts a write at the data port `addr`, on a kept connection from `idle` or a new one (a
+/// kept one the server has closed meanwhile is replaced by a new one): the header, and the
+/// server's first answer, each within `within`. An error: the connection broke, or no answer
+/// came.
+pub async fn open_write(
+    transport: &shale_security::Transport,
+    idle: &Idle,
+    addr: &str,
+    header: crate::pb::WriteHeader,
+    within: std::time::Duration,
+) -> std::io::Result<Opened> {
+    let (s, answer) = loop {
+        let (mut s, kept) = match idle.take(addr) {
+            Some(s) => (s, true),
+            None => match dial(transport, addr, within).await {
+                Ok(s) => (s, false),
+                Err(e) => return Ok(Opened::Fallback(format!("data port {addr}: connect: {e}"))),
+            },
+        };
+        match tokio::time::timeout(within, write_start(&mut s, header.clone())).await {
+            Ok(Ok(answer)) => break (s, answer),
+            Ok(Err(_)) if kept => continue,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to the header",
+                ))
+            }
+        }
+    };
+    if answer.code == tonic::Code::InvalidArgument as u32 {
+        return Ok(Opened::Fallback(format!(
+            "data port {addr}: write not understood: {}",
+            answer.message
+        )));
+    }
+    if answer.code != 0 {
+        // A refusal is a complete answer: the connection stays usable.
+        idle.put(addr, s);
+        return Ok(Opened::Refused(answer));
+    }
+    Ok(Opened::Go(s))
+}
+
 /// Sends the frames of a write whose start was answered OK, and returns the final answer.
 /// Each frame must leave within `stall`, and the answer come within `ack` of the last one. An
 /// answer before the last frame left (the write failed somewhere down the pipeline) ends the

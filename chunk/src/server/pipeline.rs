@@ -12,7 +12,7 @@ use super::service::ChunkServer;
 use super::status::{blame, FAILED_NODE};
 use bytes::Bytes;
 use shale_proto::datapb::DataReply;
-use shale_proto::dataport;
+use shale_proto::dataport::{self, Opened};
 use shale_proto::pb::write_chunk_request::Kind;
 use shale_proto::pb::{WriteChunkRequest, WriteChunkResponse};
 use shale_proto::WriteHeader as DomainHeader;
@@ -175,57 +175,34 @@ impl Downstream {
 }
 
 /// The hop over the data port at `addr`; None if no connection could be made there or the
-/// header was not understood as a write (the write goes over gRPC instead). A refusal of the header is the write's failure, blamed on
-/// the replica that refused.
+/// header was not understood as a write (the write goes over gRPC instead). A refusal of the
+/// header is the write's failure, blamed on the replica that refused.
 async fn port(
     server: &ChunkServer,
     addr: &str,
     header: shale_proto::pb::WriteHeader,
     node: u64,
 ) -> Result<Option<Hop>, Status> {
-    let (s, answer) = loop {
-        let (mut s, pooled) = match server.data_conns.take(addr) {
-            Some(s) => (s, true),
-            None => match dataport::dial(&server.transport, addr, FORWARD_STALL).await {
-                Ok(s) => (s, false),
-                Err(e) => {
-                    tracing::debug!(addr, "data port unreachable, forwarding over gRPC: {e}");
-                    return Ok(None);
-                }
-            },
-        };
-        let start = dataport::write_start(&mut s, header.clone());
-        match tokio::time::timeout(FORWARD_STALL, start).await {
-            Ok(Ok(answer)) => break (s, answer),
-            // A kept connection the other side has closed meanwhile: dial afresh.
-            Ok(Err(_)) if pooled => continue,
-            Ok(Err(e)) => {
-                let s = Status::unavailable(format!("downstream replica {node} ({addr}): {e}"));
-                return Err(blame(s, node));
-            }
-            Err(_) => {
-                let s = Status::unavailable(format!(
-                    "downstream replica {node} ({addr}) did not answer the header"
-                ));
-                return Err(blame(s, node));
-            }
+    let opened = dataport::open_write(
+        &server.transport,
+        &server.data_conns,
+        addr,
+        header,
+        FORWARD_STALL,
+    )
+    .await
+    .map_err(|e| {
+        let s = Status::unavailable(format!("downstream replica {node} ({addr}): {e}"));
+        blame(s, node)
+    })?;
+    let s = match opened {
+        Opened::Go(s) => s,
+        Opened::Refused(answer) => return Err(reply_status(&answer, node)),
+        Opened::Fallback(why) => {
+            tracing::debug!(addr, "forwarding over gRPC: {why}");
+            return Ok(None);
         }
     };
-    if answer.code == tonic::Code::InvalidArgument as u32 {
-        // A header not taken as a write at all (a server older than writes on the data port
-        // says so, and closes): its gRPC port gives the real answer.
-        tracing::debug!(
-            addr,
-            "data port took no write, forwarding over gRPC: {}",
-            answer.message
-        );
-        return Ok(None);
-    }
-    if answer.code != 0 {
-        // A refusal is a complete answer: the connection stays usable.
-        server.data_conns.put(addr, s);
-        return Err(reply_status(&answer, node));
-    }
     let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
     let conns = server.data_conns.clone();
     let addr = addr.to_string();
