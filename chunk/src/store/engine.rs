@@ -224,15 +224,13 @@ impl<B: Backend> Store<B> {
         out
     }
 
-    /// Verified bytes of a sealed chunk, and (if `want_crc`) their crc32c where the verified
-    /// blocks give it without another pass.
+    /// Verified bytes of a sealed chunk, and the sidecar they were verified against.
     async fn read_verified(
         &self,
         c: ChunkRef,
         offset: u64,
         length: u64,
-        want_crc: bool,
-    ) -> Result<(Bytes, Option<u32>)> {
+    ) -> Result<(Bytes, Arc<Sidecar>)> {
         let started = Instant::now();
         let sidecar = {
             let st = self.lock();
@@ -259,7 +257,7 @@ impl<B: Backend> Store<B> {
             });
         }
         if length == 0 {
-            return Ok((Bytes::new(), Some(0)));
+            return Ok((Bytes::new(), sidecar));
         }
         let (start, span_end) = sidecar.block_span(offset, length);
         let span = match self
@@ -310,10 +308,7 @@ impl<B: Backend> Store<B> {
         let from = (offset - start) as usize;
         let out = span.slice(from..from + length as usize);
         m::read(self.backend.kind(), length, started.elapsed());
-        let crc = want_crc
-            .then(|| sidecar.range_crc(offset, length))
-            .flatten();
-        Ok((out, crc))
+        Ok((out, sidecar))
     }
 
     /// Opens the O_DIRECT handle of a new chunk's data file, where the config asks for it and
@@ -652,16 +647,18 @@ impl<B: Backend> ChunkStore for Store<B> {
     }
 
     async fn read(&self, c: ChunkRef, offset: u64, length: u64) -> Result<Bytes> {
-        self.read_verified(c, offset, length, false)
-            .await
-            .map(|(b, _)| b)
+        Ok(self.read_verified(c, offset, length).await?.0)
     }
 
     async fn read_crc(&self, c: ChunkRef, offset: u64, length: u64) -> Result<(Bytes, u32)> {
-        let (b, crc) = self.read_verified(c, offset, length, true).await?;
-        let crc = crc.unwrap_or_else(|| crc32c::crc32c(&b));
+        let (b, sidecar) = self.read_verified(c, offset, length).await?;
+        // From the blocks the bytes were just verified against, where they are whole blocks.
+        let crc = sidecar
+            .range_crc(offset, length)
+            .unwrap_or_else(|| crc32c::crc32c(&b));
         Ok((b, crc))
     }
+
     async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool> {
         // Not in the middle of a record append to it.
         let appending = self.lock().append_locks.remove(&id);
