@@ -19,9 +19,15 @@ const LOAD_SLACK: u32 = 2;
 
 /// The order to try `c`'s replicas in: the masters' (alive first, nearest, least loaded) —
 /// except that unless the first is on this client's `host`, the alive replicas about as loaded
-/// as the least loaded one take turns by chunk index, so that parallel fetches of consecutive
-/// chunks spread over them instead of all going to one server.
-pub(crate) fn read_order<'a>(c: &'a ChunkLocation, host: &str) -> Vec<&'a Replica> {
+/// as the least loaded one go first, those with the fewest of this process's reads in flight
+/// (`busy`, by node id) first and, among equally busy ones, taking turns by chunk index; so
+/// that parallel fetches — of consecutive chunks, or by several clients of one process —
+/// spread over the servers instead of all going to one.
+pub(crate) fn read_order<'a>(
+    c: &'a ChunkLocation,
+    host: &str,
+    busy: impl Fn(u64) -> u32,
+) -> Vec<&'a Replica> {
     let all: Vec<&Replica> = c.replicas.iter().collect();
     if all.is_empty() || (!host.is_empty() && all[0].host == host && all[0].alive) {
         return all;
@@ -34,8 +40,61 @@ pub(crate) fn read_order<'a>(c: &'a ChunkLocation, host: &str) -> Vec<&'a Replic
         .partition(|r| r.alive && r.load <= min.saturating_add(LOAD_SLACK));
     let n = turn.len();
     turn.rotate_left(c.index as usize % n);
+    turn.sort_by_key(|r| busy(r.node_id));
     turn.extend(rest);
     turn
+}
+
+/// This process's reads in flight, by chunkserver node id (what `read_order` spreads by).
+fn in_flight() -> &'static std::sync::Mutex<std::collections::HashMap<u64, u32>> {
+    static IN_FLIGHT: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u64, u32>>> =
+        std::sync::OnceLock::new();
+    IN_FLIGHT.get_or_init(Default::default)
+}
+
+/// How many of this process's reads are in flight to `node`.
+fn busy(node: u64) -> u32 {
+    let map = in_flight().lock().unwrap_or_else(|p| p.into_inner());
+    map.get(&node).copied().unwrap_or(0)
+}
+
+/// One read in flight to a node, counted in [`in_flight`] while it lives.
+struct Reading(u64);
+
+impl Reading {
+    fn start(node: u64) -> Reading {
+        let mut map = in_flight().lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(node).or_insert(0) += 1;
+        Reading(node)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut map = in_flight().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// MiB of chunk bytes one process receives at once, over all its clients and reads: as many
+/// as its frame pool keeps (`dataport::FRAMES_KEPT` buffers of 1 MiB). Reads then run on
+/// reused memory — four clients in one process reading four chunks each would otherwise take
+/// fresh pages for three quarters of their frames — and a process serving many readers (a
+/// mount, the S3 gateway) holds at most this much in flight, not a chunk per reader. A fetch
+/// holds its share until its bytes are received and checked; the caller's window of finished
+/// chunks (`read_parallelism`) comes on top.
+const READ_BUDGET_MIB: u32 = crate::dataport::FRAMES_KEPT as u32;
+
+/// The process's budget of [`READ_BUDGET_MIB`] (a fair semaphore: fetches start in the order
+/// they asked, and each finishes without waiting on another, so none waits forever).
+fn read_budget() -> &'static tokio::sync::Semaphore {
+    static BUDGET: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| tokio::sync::Semaphore::new(READ_BUDGET_MIB as usize))
 }
 
 /// The frames of one chunk range, as received (no copy into one buffer).
@@ -295,6 +354,14 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<Frames> {
+        let mib = len
+            .min(c.length)
+            .div_ceil(1 << 20)
+            .clamp(1, READ_BUDGET_MIB as u64) as u32;
+        let _budget = read_budget()
+            .acquire_many(mib)
+            .await
+            .map_err(|e| ClientError::Other(format!("read budget: {e}")))?;
         let mut why = Vec::new();
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());
@@ -304,7 +371,8 @@ impl Client {
         // matching checksums) is skipped and reported.
         let digest = c.digest.len() == 32;
         let whole = offset == 0 && len >= c.length;
-        for r in read_order(c, &self.config.host) {
+        for r in read_order(c, &self.config.host, busy) {
+            let _reading = Reading::start(r.node_id);
             let got = if digest && !whole {
                 match self.read_part_checked(r, c, offset, len).await {
                     Ok(b) => Ok(b),
@@ -452,7 +520,10 @@ mod tests {
             ..ChunkLocation::default()
         };
         let order = |c: &ChunkLocation, host: &str| -> Vec<u64> {
-            read_order(c, host).iter().map(|r| r.node_id).collect()
+            read_order(c, host, |_| 0)
+                .iter()
+                .map(|r| r.node_id)
+                .collect()
         };
         let three = vec![
             rep(1, "a", true, 0),
@@ -475,5 +546,21 @@ mod tests {
         assert_eq!(order(&chunk(0, dead_first.clone()), "x"), vec![2, 3, 1]);
         assert_eq!(order(&chunk(1, dead_first), "x"), vec![3, 2, 1]);
         assert!(order(&chunk(5, vec![]), "x").is_empty());
+        // Replicas this process is reading from already go after idle ones, whatever the
+        // turn; equally busy ones keep the turn.
+        let busy = |n: u64| if n == 1 { 2 } else { 0 };
+        let by_busy = |c: &ChunkLocation| -> Vec<u64> {
+            read_order(c, "x", busy).iter().map(|r| r.node_id).collect()
+        };
+        assert_eq!(by_busy(&chunk(0, three.clone())), vec![2, 1, 3]);
+        assert_eq!(by_busy(&chunk(1, three.clone())), vec![2, 1, 3]);
+        let all_idle = vec![
+            rep(1, "a", true, 0),
+            rep(2, "b", true, 0),
+            rep(3, "c", true, 0),
+        ];
+        assert_eq!(by_busy(&chunk(0, all_idle.clone())), vec![2, 3, 1]);
+        assert_eq!(by_busy(&chunk(1, all_idle.clone())), vec![2, 3, 1]);
+        assert_eq!(by_busy(&chunk(2, all_idle)), vec![3, 2, 1]);
     }
 }
