@@ -421,18 +421,14 @@ fn baseline_loopback(size: u64, pool: &Bytes) -> Result<f64, BoxError> {
     Ok(mibps(size, t.elapsed()))
 }
 
-/// What one client writing one file and reading it back measured: MiB/s, and CPU seconds per
-/// GiB of the servers and of the client (this process).
+/// What one client writing one file and reading it cold measured: MiB/s, and CPU seconds per
+/// GiB of the servers and of the client (this process) for the write.
 struct OneClient {
     write: f64,
-    /// Warm: the second read.
-    read: f64,
     /// The first read, after the page cache was dropped (if it could be).
     read_cold: f64,
     server_cpu_write: f64,
-    server_cpu_read: f64,
     client_cpu_write: f64,
-    client_cpu_read: f64,
 }
 
 async fn one_client(
@@ -460,37 +456,82 @@ async fn one_client(
     let n = client
         .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
         .await?;
-    let cold = mibps(n, t.elapsed());
-    println!("read, 1 client, {mode}, cold: {cold:.1} MiB/s");
-    warm_cache(&cluster.dir);
-    let (s1, c1) = (cluster.server_cpu_s(), cpu_s(me));
-    let mut rates = Vec::new();
-    let mut n = 0;
-    for _ in 0..WARM_PASSES {
-        let t = Instant::now();
-        let got = client
-            .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
-            .await?;
-        rates.push(mibps(got, t.elapsed()));
-        n += got;
-    }
-    let r = median(rates);
-    let (s2, c2) = (cluster.server_cpu_s(), cpu_s(me));
-    println!(
-        "read, 1 client, {mode}: {r:.1} MiB/s (median of {WARM_PASSES}); CPU s/GiB: servers \
-         {:.2}, client {:.2}",
-        per_gib(s2 - s1, n),
-        per_gib(c2 - c1, n)
-    );
+    let read_cold = mibps(n, t.elapsed());
+    println!("read, 1 client, {mode}, cold: {read_cold:.1} MiB/s");
     Ok(OneClient {
         write: w,
-        read: r,
-        read_cold: cold,
+        read_cold,
         server_cpu_write,
-        server_cpu_read: per_gib(s2 - s1, n),
         client_cpu_write,
-        client_cpu_read: per_gib(c2 - c1, n),
     })
+}
+
+/// Warm reads are timed this many times and the median reported: one pass of 1 GiB takes
+/// well under a second here, where a neighbour's burst moves a single pass by ±30 %. Where
+/// one reader and four are compared, their passes alternate, so that both see the same
+/// machine.
+const WARM_PASSES: usize = 5;
+
+/// Timed passes of one kind of warm read: their rates, and the bytes and CPU seconds of the
+/// servers and of this process over all of them.
+#[derive(Default)]
+struct Warm {
+    rates: Vec<f64>,
+    bytes: u64,
+    server_s: f64,
+    client_s: f64,
+}
+
+impl Warm {
+    /// Times one pass, `read` (which returns the bytes it read).
+    async fn pass(
+        &mut self,
+        cluster: &LocalCluster,
+        read: impl std::future::Future<Output = Result<u64, BoxError>>,
+    ) -> Result<(), BoxError> {
+        let me = "/proc/self/stat";
+        let (s0, c0) = (cluster.server_cpu_s(), cpu_s(me));
+        let t = Instant::now();
+        let n = read.await?;
+        self.rates.push(mibps(n, t.elapsed()));
+        self.bytes += n;
+        self.server_s += cluster.server_cpu_s() - s0;
+        self.client_s += cpu_s(me) - c0;
+        Ok(())
+    }
+
+    fn median(&self) -> f64 {
+        let mut v = self.rates.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    fn server_per_gib(&self) -> f64 {
+        per_gib(self.server_s, self.bytes)
+    }
+
+    fn client_per_gib(&self) -> f64 {
+        per_gib(self.client_s, self.bytes)
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "read, {what}: {:.1} MiB/s (median of {} passes: {:?}); CPU s/GiB: servers {:.2}, \
+             client {:.2}",
+            self.median(),
+            self.rates.len(),
+            self.rates.iter().map(|r| r1(*r)).collect::<Vec<_>>(),
+            self.server_per_gib(),
+            self.client_per_gib()
+        );
+    }
+}
+
+/// One client reads `/e2e-1` into a sink: the bytes read.
+async fn read_one(client: &Client) -> Result<u64, BoxError> {
+    Ok(client
+        .get("/e2e-1", &mut tokio::io::sink(), &no_progress)
+        .await?)
 }
 
 pub async fn run(a: Args) -> Result<(), BoxError> {
@@ -533,7 +574,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
 
     // One client, one file.
     let one = one_client(&cluster, &client, &pool, size, mode).await?;
-    let (w1, r1_) = (one.write, one.read);
+    let w1 = one.write;
 
     // Four clients, four files. The clients connect before the clock starts, as the single
     // client did (a connection probes every master: tens of milliseconds that are not I/O).
@@ -563,23 +604,19 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     // Read as the single client was: first from the disk (caches dropped; the chunkservers
     // wrote with O_DIRECT, so nothing of these files is cached yet either way), then warm.
     drop_caches();
-    let r4_cold = read_four(&clients).await?;
+    let t = Instant::now();
+    let r4_cold = mibps(read_four(&clients).await?, t.elapsed());
     println!("read, 4 clients, cold: {r4_cold:.1} MiB/s aggregate");
-    warm_cache(&cluster.dir);
-    let (s1, c1) = (cluster.server_cpu_s(), cpu_s("/proc/self/stat"));
-    let mut rates = Vec::new();
+    // Warm: every replica cached; one reader's and four readers' passes alternate.
+    let cached = warm_cache(&cluster.dir);
+    let (mut warm1, mut warm4) = (Warm::default(), Warm::default());
     for _ in 0..WARM_PASSES {
-        rates.push(read_four(&clients).await?);
+        warm1.pass(&cluster, read_one(&client)).await?;
+        warm4.pass(&cluster, read_four(&clients)).await?;
     }
-    let (s2, c2) = (cluster.server_cpu_s(), cpu_s("/proc/self/stat"));
-    let r4 = median(rates);
-    let n4 = 4 * size4 * WARM_PASSES as u64;
-    println!(
-        "read, 4 clients: {r4:.1} MiB/s aggregate (median of {WARM_PASSES}); CPU s/GiB: \
-         servers {:.2}, clients {:.2}",
-        per_gib(s2 - s1, n4),
-        per_gib(c2 - c1, n4)
-    );
+    warm1.print(&format!("1 client, {mode}"));
+    warm4.print("4 clients, aggregate");
+    let (r1_, r4) = (warm1.median(), warm4.median());
     drop(cluster);
     // The same single-client figures in plaintext (authentication and encryption off).
     let plain = if tls {
@@ -593,7 +630,13 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         .await?;
         let client = Client::connect(&cluster.masters, cluster.config()).await?;
         let p = one_client(&cluster, &client, &pool, size, "plaintext").await?;
-        Some((p.write, p.read))
+        warm_cache(&cluster.dir);
+        let mut warm = Warm::default();
+        for _ in 0..WARM_PASSES {
+            warm.pass(&cluster, read_one(&client)).await?;
+        }
+        warm.print("1 client, plaintext");
+        Some((p.write, warm.median()))
     } else {
         None
     };
@@ -628,12 +671,27 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             "server_cpu_s_per_GiB_write",
             json!(r3(one.server_cpu_write)),
         ),
-        ("server_cpu_s_per_GiB_read", json!(r3(one.server_cpu_read))),
+        (
+            "server_cpu_s_per_GiB_read",
+            json!(r3(warm1.server_per_gib())),
+        ),
+        (
+            "server_cpu_s_per_GiB_read_4",
+            json!(r3(warm4.server_per_gib())),
+        ),
         (
             "client_cpu_s_per_GiB_write",
             json!(r3(one.client_cpu_write)),
         ),
-        ("client_cpu_s_per_GiB_read", json!(r3(one.client_cpu_read))),
+        (
+            "client_cpu_s_per_GiB_read",
+            json!(r3(warm1.client_per_gib())),
+        ),
+        (
+            "client_cpu_s_per_GiB_read_4",
+            json!(r3(warm4.client_per_gib())),
+        ),
+        ("warm_all_cached", json!(cached)),
         ("baseline_3x_disk_write_MiBps", json!(r1(disk))),
         ("write_limit_MiBps", json!(r1(write_limit))),
         ("read_disk_limit_MiBps", json!(r1(read_disk_limit))),
@@ -647,15 +705,6 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("read_ratio", json!(r3(r1_ / lo))),
     ]);
     Ok(())
-}
-
-/// Warm reads are timed this many times and the median reported: one pass of 1 GiB takes
-/// well under a second here, where a neighbour's burst moves a single pass by ±30 %.
-const WARM_PASSES: usize = 3;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Reads every file under `dir` through the page cache (as `vmtouch -t` does), so that a warm
@@ -686,9 +735,8 @@ pub fn warm_cache(dir: &Path) -> bool {
     all
 }
 
-/// Four clients each read their own file `/e2e-4-{k}` at once: MiB/s in aggregate.
-async fn read_four(clients: &[Client]) -> Result<f64, BoxError> {
-    let t = Instant::now();
+/// Four clients each read their own file `/e2e-4-{k}` at once: the bytes read.
+async fn read_four(clients: &[Client]) -> Result<u64, BoxError> {
     let mut tasks = Vec::new();
     for (k, c) in clients.iter().cloned().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -700,7 +748,7 @@ async fn read_four(clients: &[Client]) -> Result<f64, BoxError> {
     for task in tasks {
         n += task.await??;
     }
-    Ok(mibps(n, t.elapsed()))
+    Ok(n)
 }
 
 pub fn no_progress(_: u64) {}
