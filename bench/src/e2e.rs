@@ -1,7 +1,10 @@
 //! `shale-bench e2e`: a local cluster (3 masters, 3 chunkservers, 64 MiB chunks, 3 replicas) as
-//! real processes; a sequential write of one file and its read, then 4 clients on 4 files; and in
-//! the same run the baselines: the same bytes written 3× to the local disk with fdatasync (the
-//! least three replicas on one disk must do) and a raw loopback TCP stream.
+//! real processes; a sequential write of one file and its cold read, then 4 clients (one
+//! process) on 4 files, written and read cold; then warm reads — every replica file cached —
+//! by one client and by the four, their passes alternating (median of 5 each); and in the
+//! same run the baselines: the same bytes written 3× to the local disk with fdatasync (the
+//! least three replicas on one disk must do), the O_DIRECT limits and a raw loopback TCP
+//! stream.
 use crate::report::{print_json, print_machine, r1, r3};
 use bytes::Bytes;
 use serde_json::json;
