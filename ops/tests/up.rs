@@ -200,3 +200,144 @@ fn up_on_a_busy_port_names_it_and_the_flag_before_starting_anything() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `shale up --insecure`: plaintext, where chunkservers send read frames with `sendfile` from
+/// the chunk files once the bytes passed their checks. Clients read exactly what was written,
+/// whole and in ranges; a replica damaged on disk is caught by its server before anything of
+/// it is sent (it is quarantined, not just refused by the client's frame check), and the
+/// servers keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_cluster_sends_verified_bytes_from_the_chunk_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mp = free_base(0);
+    let cp = free_base(mp);
+    let data_dir = dir.path().join("data");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_shale"))
+        .args(["up", "--insecure", "--chunk-size-mib", "1", "--data"])
+        .arg(&data_dir)
+        .args(["--master-port", &mp.to_string()])
+        .args(["--chunkserver-port", &cp.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shale up");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child; `up` stops its servers on SIGTERM.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while self.0.try_wait().ok().flatten().is_none() && t0.elapsed() < WAIT {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let started = up.try_wait().expect("wait").is_none();
+    let _up = Stop(up);
+    assert!(started, "up exited at once");
+    let masters: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", mp + i)).collect();
+    let config = shale_client::ClientConfig {
+        transport: shale_security::Transport::plaintext(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let c = loop {
+        match Client::connect(&masters, config.clone()).await {
+            Ok(c)
+                if c.status().await.is_ok_and(|s| {
+                    s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3
+                }) =>
+            {
+                break c
+            }
+            _ => {
+                assert!(t0.elapsed() < WAIT, "the cluster never came up");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let data: Vec<u8> = (0..(2u32 << 20) + 333_333)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    c.put("/f", &data[..], false, &|_| {}).await.expect("put");
+    c.put("/g", &data[..100_000], false, &|_| {})
+        .await
+        .expect("put");
+    let mut back = Vec::new();
+    c.get("/f", &mut back, &|_| {}).await.expect("get");
+    assert!(back == data, "a whole read differs");
+    for (off, len) in [
+        (0u64, 1u64),
+        (65_530, 20),
+        (1 << 20, 1 << 20),
+        (2 << 20, 333_333),
+    ] {
+        let got = c.read_range("/f", off, len).await.expect("range");
+        assert!(
+            got[..] == data[off as usize..(off + len) as usize],
+            "range {off}+{len} differs"
+        );
+    }
+
+    // Damage the first chunk on every replica: no read of it succeeds, and each server that
+    // was asked quarantined its copy (its own check caught it, before sending).
+    let locs = c.chunk_locations("/f").await.expect("locations");
+    let first = &locs.chunks[0];
+    assert_eq!(first.replicas.len(), 3);
+    let file_of = |host: &str| {
+        data_dir
+            .join(host)
+            .join("chunks")
+            .join(format!("{:016x}.chunk", first.chunk_id))
+    };
+    for r in &first.replicas {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file_of(&r.host))
+            .expect("open a replica");
+        let mut b = [0u8; 1];
+        std::fs::File::open(file_of(&r.host))
+            .expect("open")
+            .read_exact_at(&mut b, 300_000)
+            .expect("read");
+        f.write_all_at(&[b[0] ^ 0x40], 300_000).expect("damage");
+    }
+    let e = c.read_range("/f", 290_000, 20_000).await;
+    assert!(e.is_err(), "damaged bytes were served");
+    let t0 = Instant::now();
+    loop {
+        let quarantined = first
+            .replicas
+            .iter()
+            .filter(|r| {
+                std::fs::read_dir(data_dir.join(&r.host).join("chunks").join("quarantine"))
+                    .map(|d| {
+                        d.flatten().any(|e| {
+                            e.file_name()
+                                .to_string_lossy()
+                                .starts_with(&format!("{:016x}", first.chunk_id))
+                        })
+                    })
+                    .unwrap_or(false)
+            })
+            .count();
+        if quarantined == 3 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "{quarantined} of 3 damaged replicas quarantined"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The rest is served as before.
+    let got = c.read_range("/f", 1 << 20, 1 << 20).await.expect("range");
+    assert!(got[..] == data[1 << 20..2 << 20]);
+    let mut back = Vec::new();
+    c.get("/g", &mut back, &|_| {}).await.expect("get");
+    assert!(back[..] == data[..100_000]);
+}

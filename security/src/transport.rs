@@ -326,6 +326,15 @@ impl Stream {
     pub fn peer(&self) -> &Peer {
         &self.peer
     }
+
+    /// The TCP connection itself when nothing sits between it and the bytes (plaintext): what
+    /// is written to it directly (e.g. with `sendfile`) arrives as it is. `None` under TLS.
+    pub fn plain_tcp(&self) -> Option<&TcpStream> {
+        match &self.inner {
+            Inner::Plain(tcp) => Some(tcp),
+            Inner::Tls(_) => None,
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for Stream {

@@ -71,6 +71,17 @@ pub trait Backend: Send + Sync + 'static {
     /// with pread: a mapping of a file truncated underneath would raise SIGBUS). A file shorter
     /// than the range is `UnexpectedEof`.
     async fn map(&self, name: &str, offset: u64, len: u64) -> io::Result<Bytes>;
+    /// [`Backend::map`], with the open file the bytes were read from where the backend has
+    /// one: once the bytes are verified, the same range can be sent from the page cache
+    /// (`sendfile`) instead of from the buffer (a copy fewer).
+    async fn map_file(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(Bytes, Option<std::fs::File>)> {
+        Ok((self.map(name, offset, len).await?, None))
+    }
     /// Space left on the file system.
     fn space(&self) -> io::Result<FsSpace>;
 }

@@ -58,7 +58,7 @@ fn read_pool() -> &'static std::sync::Arc<shale_proto::bufpool::Pool> {
 /// own (a pooled one up to 1 MiB). Not a memory map: a file truncated or deleted by someone else while a mapping of it is
 /// read raises SIGBUS and kills the server (seen under the torture harness's disk faults); a
 /// read returns a short count instead, which the caller treats as damage.
-fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
+fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<(Bytes, fs::File)> {
     let file = fs::File::open(path)?;
     let file_len = file.metadata()?.len();
     if offset.checked_add(len).is_none_or(|end| end > file_len) {
@@ -80,7 +80,7 @@ fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
                 _ => e,
             })?;
         buf.buf().advance(len_usize);
-        return Ok(buf.into_bytes());
+        return Ok((buf.into_bytes(), file));
     }
     // Into uninitialized capacity: zeroing a buffer that pread is about to fill cost ≈ 5 % of
     // a chunkserver's CPU while serving reads.
@@ -117,15 +117,20 @@ fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Bytes> {
         // SAFETY: pread initialized the `n` bytes after the current length.
         unsafe { buf.set_len(filled) };
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), file))
 }
 
-/// [`read_range`] on the blocking pool (the bytes may have to come from the disk).
-pub(crate) async fn map_async(path: PathBuf, offset: u64, len: u64) -> io::Result<Bytes> {
+/// [`read_range`] on the blocking pool (the bytes may have to come from the disk), with the
+/// file it read them from.
+pub(crate) async fn map_async(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+) -> io::Result<(Bytes, Option<fs::File>)> {
     if len == 0 {
-        return Ok(Bytes::new());
+        return Ok((Bytes::new(), None));
     }
-    blocking(move || read_range(&path, offset, len)).await
+    blocking(move || read_range(&path, offset, len).map(|(b, f)| (b, Some(f)))).await
 }
 
 pub(crate) fn space(root: &Path) -> io::Result<FsSpace> {
@@ -207,7 +212,12 @@ impl DiskDir {
         blocking(move || fs::read(p)).await
     }
 
-    pub(crate) async fn map(&self, name: &str, offset: u64, len: u64) -> io::Result<Bytes> {
+    pub(crate) async fn map_file(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(Bytes, Option<fs::File>)> {
         map_async(self.path(name)?, offset, len).await
     }
 
@@ -239,7 +249,15 @@ macro_rules! disk_backend_impl {
             self.dir.read_all(name).await
         }
         async fn map(&self, name: &str, offset: u64, len: u64) -> std::io::Result<bytes::Bytes> {
-            self.dir.map(name, offset, len).await
+            Ok(self.dir.map_file(name, offset, len).await?.0)
+        }
+        async fn map_file(
+            &self,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> std::io::Result<(bytes::Bytes, Option<std::fs::File>)> {
+            self.dir.map_file(name, offset, len).await
         }
         fn space(&self) -> std::io::Result<super::FsSpace> {
             self.dir.space()

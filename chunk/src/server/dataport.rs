@@ -7,8 +7,10 @@
 //! Reads are checked by the very code `ChunkService.ReadChunk` uses
 //! (`ChunkServer::check_read`: request shape, caller's role or chunk token, sealed version,
 //! range) and served as the store reads and verifies them (one `pread` into a buffer of their
-//! own): a frame's head and payload leave in one vectored write, with no further copy in user
-//! space (over TLS, rustls encrypts from that buffer).
+//! own). On a plaintext connection a verified frame then leaves by `sendfile` from the chunk
+//! file the buffer was read from (`sendfile.rs`: the kernel sends the page-cache pages, no
+//! copy out of the buffer); under TLS rustls encrypts from the buffer, and a frame's head and
+//! payload leave in one vectored write.
 //!
 //! Invariants: at most [`CONNECTIONS_MAX`] connections are served at once (more are closed
 //! at once); a connection's TLS handshake must finish in [`HANDSHAKE_TIMEOUT`] and a request
@@ -17,12 +19,14 @@
 //! error while streaming is sent as an error frame, after which the connection is closed.
 use super::service::{ChunkServer, Inflight, READ_FRAME_BYTES};
 use super::status::status_of;
+use crate::store::Sendable;
 use shale_proto::datapb::{data_request::Op, DataReply, DataRequest};
 use shale_proto::dataport::{self, FRAME_ERROR};
+use shale_security::transport::Stream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::Status;
 
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -63,10 +67,10 @@ pub async fn serve(listener: tokio::net::TcpListener, server: Arc<ChunkServer>) 
 }
 
 /// Serves one connection's requests in turn.
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+async fn connection(
     server: &ChunkServer,
     peer: &shale_security::Peer,
-    s: &mut S,
+    s: &mut Stream,
 ) -> std::io::Result<()> {
     loop {
         let head = tokio::time::timeout(IDLE_TIMEOUT, dataport::read_head::<_, DataRequest>(s));
@@ -100,11 +104,12 @@ async fn reply_error<S: AsyncWrite + Unpin>(s: &mut S, st: &Status) -> std::io::
     s.flush().await
 }
 
-/// One read: checked as `ReadChunk` is, then streamed as the store reads and verifies it.
-async fn read<S: AsyncRead + AsyncWrite + Unpin>(
+/// One read: checked as `ReadChunk` is, then streamed as the store reads and verifies it;
+/// on a plaintext connection each verified frame leaves by `sendfile` from the chunk file.
+async fn read(
     server: &ChunkServer,
     peer: &shale_security::Peer,
-    s: &mut S,
+    s: &mut Stream,
     wire: &shale_proto::pb::ReadChunkRequest,
 ) -> std::io::Result<()> {
     let checked = match shale_security::peer_or_anonymous(Some(peer)) {
@@ -126,11 +131,29 @@ async fn read<S: AsyncRead + AsyncWrite + Unpin>(
     let mut at = offset;
     while at < end {
         let n = (end - at).min(READ_FRAME_BYTES);
-        match server.store.read_crc(c, at, n).await {
+        let got = match s.plain_tcp() {
+            Some(_) => server.store.read_sendable(c, at, n).await,
+            None => server
+                .store
+                .read_crc(c, at, n)
+                .await
+                .map(|(b, crc)| (Sendable::Bytes(b), crc)),
+        };
+        match got {
             Ok((data, crc)) => {
-                tokio::time::timeout(SEND_TIMEOUT, dataport::write_frame(s, crc, &data))
-                    .await
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                let sent = match (&data, s.plain_tcp()) {
+                    (Sendable::File { file, offset, len }, Some(tcp)) => {
+                        let send = super::sendfile::send_frame(tcp, crc, file, *offset, *len);
+                        tokio::time::timeout(SEND_TIMEOUT, send).await
+                    }
+                    (Sendable::Bytes(b), _) => {
+                        tokio::time::timeout(SEND_TIMEOUT, dataport::write_frame(s, crc, b)).await
+                    }
+                    (Sendable::File { .. }, None) => Ok(Err(std::io::Error::other(
+                        "a file to send on a connection that is not plain TCP",
+                    ))),
+                };
+                sent.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             }
             Err(e) => {
                 // The reader learns why (e.g. DATA_LOSS: a block failed its checksum) and

@@ -8,6 +8,7 @@ pub mod heartbeat;
 mod pipeline;
 mod port_write;
 pub mod scrub;
+mod sendfile;
 pub mod service;
 pub mod status;
 

@@ -12,7 +12,7 @@
 //! Invariant: the bytes handed to the O_DIRECT handle always end at a page boundary, so the
 //! staged frames always start at one. Durability is unchanged: fdatasync at seal (on the
 //! inode: both handles' data, and the device cache).
-use super::{ChunkInfo, ChunkStore, QuarantineRecord, StoreConfig, Usage};
+use super::{ChunkInfo, ChunkStore, QuarantineRecord, Sendable, StoreConfig, Usage};
 use crate::backend::aligned::{Pool, DIRECT_ALIGN};
 use crate::backend::{Backend, FileHandle};
 use crate::error::{ChunkError, Result};
@@ -224,13 +224,14 @@ impl<B: Backend> Store<B> {
         out
     }
 
-    /// Verified bytes of a sealed chunk, and the sidecar they were verified against.
+    /// Verified bytes of a sealed chunk, the sidecar they were verified against, and the open
+    /// data file they were read from (where the backend has one).
     async fn read_verified(
         &self,
         c: ChunkRef,
         offset: u64,
         length: u64,
-    ) -> Result<(Bytes, Arc<Sidecar>)> {
+    ) -> Result<(Bytes, Arc<Sidecar>, Option<std::fs::File>)> {
         let started = Instant::now();
         let sidecar = {
             let st = self.lock();
@@ -257,12 +258,12 @@ impl<B: Backend> Store<B> {
             });
         }
         if length == 0 {
-            return Ok((Bytes::new(), sidecar));
+            return Ok((Bytes::new(), sidecar, None));
         }
         let (start, span_end) = sidecar.block_span(offset, length);
-        let span = match self
+        let (span, file) = match self
             .backend
-            .map(&names::data(c.id), start, span_end - start)
+            .map_file(&names::data(c.id), start, span_end - start)
             .await
         {
             Ok(b) => b,
@@ -308,7 +309,7 @@ impl<B: Backend> Store<B> {
         let from = (offset - start) as usize;
         let out = span.slice(from..from + length as usize);
         m::read(self.backend.kind(), length, started.elapsed());
-        Ok((out, sidecar))
+        Ok((out, sidecar, file))
     }
 
     /// Opens the O_DIRECT handle of a new chunk's data file, where the config asks for it and
@@ -651,12 +652,35 @@ impl<B: Backend> ChunkStore for Store<B> {
     }
 
     async fn read_crc(&self, c: ChunkRef, offset: u64, length: u64) -> Result<(Bytes, u32)> {
-        let (b, sidecar) = self.read_verified(c, offset, length).await?;
+        let (b, sidecar, _) = self.read_verified(c, offset, length).await?;
         // From the blocks the bytes were just verified against, where they are whole blocks.
         let crc = sidecar
             .range_crc(offset, length)
             .unwrap_or_else(|| crc32c::crc32c(&b));
         Ok((b, crc))
+    }
+
+    async fn read_sendable(
+        &self,
+        c: ChunkRef,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Sendable, u32)> {
+        let (b, sidecar, file) = self.read_verified(c, offset, length).await?;
+        let crc = sidecar
+            .range_crc(offset, length)
+            .unwrap_or_else(|| crc32c::crc32c(&b));
+        Ok(match file {
+            Some(file) if !b.is_empty() => (
+                Sendable::File {
+                    file,
+                    offset,
+                    len: length,
+                },
+                crc,
+            ),
+            _ => (Sendable::Bytes(b), crc),
+        })
     }
 
     async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool> {
