@@ -7,7 +7,6 @@
 use crate::error::{ClientError, Result};
 use crate::Client;
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{self, StreamExt};
 use shale_proto::metapb::*;
 use shale_proto::pb::{ChunkRef, ReadChunkRequest};
 use std::time::Duration;
@@ -81,20 +80,39 @@ impl Drop for Reading {
     }
 }
 
-/// MiB of chunk bytes one process receives at once, over all its clients and reads: as many
-/// as its frame pool keeps (`dataport::FRAMES_KEPT` buffers of 1 MiB). Reads then run on
-/// reused memory — four clients in one process reading four chunks each would otherwise take
-/// fresh pages for three quarters of their frames — and a process serving many readers (a
-/// mount, the S3 gateway) holds at most this much in flight, not a chunk per reader. A fetch
-/// holds its share until its bytes are received and checked; the caller's window of finished
-/// chunks (`read_parallelism`) comes on top.
+/// MiB of chunk bytes one process holds for reads at once, over all its clients: as many as
+/// its frame pool keeps (`dataport::FRAMES_KEPT` buffers of 1 MiB). Reads then run on reused
+/// memory — four clients in one process reading four chunks each took fresh (zeroed,
+/// faulted-in) pages for three quarters of their frames — and a process serving many readers
+/// (a mount, the S3 gateway) holds at most this much, not a chunk per reader. A range fetch
+/// ([`Client::fetch`]) holds its share until its bytes are received and checked; `get` holds
+/// each chunk's share until the chunk is written out.
 const READ_BUDGET_MIB: u32 = crate::dataport::FRAMES_KEPT as u32;
 
-/// The process's budget of [`READ_BUDGET_MIB`] (a fair semaphore: fetches start in the order
-/// they asked, and each finishes without waiting on another, so none waits forever).
-fn read_budget() -> &'static tokio::sync::Semaphore {
-    static BUDGET: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    BUDGET.get_or_init(|| tokio::sync::Semaphore::new(READ_BUDGET_MIB as usize))
+/// The process's budget of [`READ_BUDGET_MIB`]: a fair semaphore. Nobody waits for a share
+/// while holding one (a `get` with chunks in hand only *tries* for the next; it waits only
+/// with nothing in hand), so every holder finishes and nobody waits forever.
+fn read_budget() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    BUDGET
+        .get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(READ_BUDGET_MIB as usize)))
+}
+
+/// The budget's share for `len` bytes of chunk `c` (whole MiB; never more than the budget).
+fn share_of(c: &ChunkLocation, len: u64) -> u32 {
+    len.min(c.length)
+        .div_ceil(1 << 20)
+        .clamp(1, READ_BUDGET_MIB as u64) as u32
+}
+
+/// Waits for a share of the read budget.
+async fn take_share(mib: u32) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    read_budget()
+        .clone()
+        .acquire_many_owned(mib)
+        .await
+        .map_err(|e| ClientError::Other(format!("read budget: {e}")))
 }
 
 /// The frames of one chunk range, as received (no copy into one buffer).
@@ -347,6 +365,8 @@ impl Client {
             .await
     }
 
+    /// Bytes `[offset, offset + len)` of chunk `c`, checked, from the first replica that
+    /// serves them; within the process's read budget while they are received.
     pub(crate) async fn fetch(
         &self,
         path: &str,
@@ -354,14 +374,18 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<Frames> {
-        let mib = len
-            .min(c.length)
-            .div_ceil(1 << 20)
-            .clamp(1, READ_BUDGET_MIB as u64) as u32;
-        let _budget = read_budget()
-            .acquire_many(mib)
-            .await
-            .map_err(|e| ClientError::Other(format!("read budget: {e}")))?;
+        let _share = take_share(share_of(c, len)).await?;
+        self.fetch_in_budget(path, c, offset, len).await
+    }
+
+    /// [`Client::fetch`] for a caller that holds the budget's share already.
+    async fn fetch_in_budget(
+        &self,
+        path: &str,
+        c: &ChunkLocation,
+        offset: u64,
+        len: u64,
+    ) -> Result<Frames> {
         let mut why = Vec::new();
         if c.replicas.is_empty() {
             why.push("no live replica is known".to_string());
@@ -427,28 +451,46 @@ impl Client {
     ) -> Result<u64> {
         let (length, pieces) = self.pieces_of(path, 0, 0).await?;
         // Each chunk is fetched (received, checked against its crc32c and the writer's digest)
-        // on a task of its own, so several chunks are checked on several cores at once; the
-        // tasks are started in order, at most `read_parallelism` ahead of the writing, and
-        // aborted if this `get` is dropped.
-        let fetches = pieces.into_iter().map(|p| {
-            let (c, path) = (self.clone(), path.to_string());
-            let task =
-                tokio::spawn(async move { c.fetch(&path, &p.loc, p.chunk_off, p.len).await });
-            let mut task = AbortOnDrop(task);
-            async move {
-                match (&mut task.0).await {
-                    Ok(r) => r,
-                    Err(e) => Err(ClientError::Other(format!("chunk fetch task: {e}"))),
-                }
-            }
-        });
-        let mut chunks = stream::iter(fetches).buffered(self.config.read_parallelism.max(1));
+        // on a task of its own, so several chunks are checked on several cores at once; at
+        // most `read_parallelism` at a time, started in order, each with its share of the
+        // process's read budget, held until the chunk is written out; aborted if this `get`
+        // is dropped. With chunks in hand it only tries for the next share (and writes what
+        // it has if there is none), so it never waits on the budget while holding some.
+        let window = self.config.read_parallelism.max(1);
+        let mut pieces = pieces.into_iter().peekable();
+        let mut ahead = std::collections::VecDeque::new();
         let mut done = 0u64;
-        while let Some(frames) = chunks.next().await {
-            for f in frames? {
+        loop {
+            while ahead.len() < window {
+                let Some(p) = pieces.peek() else { break };
+                let mib = share_of(&p.loc, p.len);
+                let share = if ahead.is_empty() {
+                    take_share(mib).await?
+                } else {
+                    match read_budget().clone().try_acquire_many_owned(mib) {
+                        Ok(s) => s,
+                        Err(_) => break,
+                    }
+                };
+                let Some(p) = pieces.next() else { break };
+                let (c, path) = (self.clone(), path.to_string());
+                let task = tokio::spawn(async move {
+                    c.fetch_in_budget(&path, &p.loc, p.chunk_off, p.len).await
+                });
+                ahead.push_back((AbortOnDrop(task), share));
+            }
+            let Some((mut task, share)) = ahead.pop_front() else {
+                break;
+            };
+            let frames = match (&mut task.0).await {
+                Ok(r) => r?,
+                Err(e) => return Err(ClientError::Other(format!("chunk fetch task: {e}"))),
+            };
+            for f in frames {
                 dst.write_all(&f).await?;
                 done += f.len() as u64;
             }
+            drop(share);
             progress(done);
         }
         dst.flush().await?;

@@ -340,4 +340,25 @@ async fn a_plaintext_cluster_sends_verified_bytes_from_the_chunk_files() {
     let mut back = Vec::new();
     c.get("/g", &mut back, &|_| {}).await.expect("get");
     assert!(back[..] == data[..100_000]);
+
+    // Many reads at once in one process ask for more than its read budget (256 MiB; here
+    // 80 × 4 chunks of 1 MiB): they take turns, and every one completes.
+    let h: Vec<u8> = data.iter().rev().cycle().take(4 << 20).copied().collect();
+    c.put("/h", &h[..], false, &|_| {}).await.expect("put");
+    let gets: Vec<_> = (0..80)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut back = Vec::new();
+                c.get("/h", &mut back, &|_| {}).await.map(|_| back)
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(WAIT, futures_util::future::join_all(gets))
+        .await
+        .expect("concurrent gets stalled");
+    for got in all {
+        let back = got.expect("task").expect("get");
+        assert!(back == h);
+    }
 }
