@@ -205,7 +205,8 @@ fn up_on_a_busy_port_names_it_and_the_flag_before_starting_anything() {
 /// the chunk files once the bytes passed their checks. Clients read exactly what was written,
 /// whole and in ranges; a replica damaged on disk is caught by its server before anything of
 /// it is sent (it is quarantined, not just refused by the client's frame check), and the
-/// servers keep serving.
+/// servers keep serving. Many reads at once in one process share its read budget without
+/// stalling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plaintext_cluster_sends_verified_bytes_from_the_chunk_files() {
     let dir = tempfile::tempdir().expect("tmp");
