@@ -48,6 +48,13 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the cluster reports its three chunkservers alive.
+async fn three_alive(c: &Client) -> bool {
+    c.status()
+        .await
+        .is_ok_and(|s| s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3)
+}
+
 async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
     let t0 = Instant::now();
     while !f() {
@@ -103,13 +110,7 @@ async fn up_keeps_the_cluster_running_when_a_server_dies() {
             ..Default::default()
         };
         match Client::connect(&masters, cfg).await {
-            Ok(c)
-                if c.status().await.is_ok_and(|s| {
-                    s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3
-                }) =>
-            {
-                break c
-            }
+            Ok(c) if three_alive(&c).await => break c,
             _ => {
                 assert!(
                     t0.elapsed() < WAIT,
@@ -247,13 +248,7 @@ async fn a_plaintext_cluster_sends_verified_bytes_from_the_chunk_files() {
     let t0 = Instant::now();
     let c = loop {
         match Client::connect(&masters, config.clone()).await {
-            Ok(c)
-                if c.status().await.is_ok_and(|s| {
-                    s.chunkservers.iter().filter(|c| c.state == "alive").count() == 3
-                }) =>
-            {
-                break c
-            }
+            Ok(c) if three_alive(&c).await => break c,
             _ => {
                 assert!(t0.elapsed() < WAIT, "the cluster never came up");
                 tokio::time::sleep(Duration::from_millis(100)).await;
