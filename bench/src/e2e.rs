@@ -504,9 +504,7 @@ impl Warm {
     }
 
     fn median(&self) -> f64 {
-        let mut v = self.rates.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        crate::report::median(&self.rates)
     }
 
     fn server_per_gib(&self) -> f64 {

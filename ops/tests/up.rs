@@ -28,6 +28,20 @@ fn free_base(avoid: u16) -> u16 {
     panic!("no free ports");
 }
 
+/// `shale up` with `extra` flags, its data in `data`, masters on `mp`.. and chunkservers on
+/// `cp`..; stdin closed.
+fn up_command(data: &std::path::Path, mp: u16, cp: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shale"));
+    cmd.arg("up")
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .args(["--master-port", &mp.to_string()])
+        .args(["--chunkserver-port", &cp.to_string()])
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// The pids of `pid`'s children (over all its threads).
 fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -68,12 +82,7 @@ async fn up_keeps_the_cluster_running_when_a_server_dies() {
     let dir = tempfile::tempdir().expect("tmp");
     let mp = free_base(0);
     let cp = free_base(mp);
-    let mut up = Command::new(env!("CARGO_BIN_EXE_shale"))
-        .args(["up", "--chunk-size-mib", "1", "--data"])
-        .arg(dir.path().join("data"))
-        .args(["--master-port", &mp.to_string()])
-        .args(["--chunkserver-port", &cp.to_string()])
-        .stdin(Stdio::null())
+    let mut up = up_command(&dir.path().join("data"), mp, cp, &["--chunk-size-mib", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -180,12 +189,7 @@ fn up_on_a_busy_port_names_it_and_the_flag_before_starting_anything() {
     // Something else holds the second chunkserver's status port.
     let _holder = std::net::TcpListener::bind(("127.0.0.1", cp + 11)).expect("bind");
     let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_shale"))
-        .args(["up", "--data"])
-        .arg(dir.path().join("data"))
-        .args(["--master-port", &mp.to_string()])
-        .args(["--chunkserver-port", &cp.to_string()])
-        .stdin(Stdio::null())
+    let out = up_command(&dir.path().join("data"), mp, cp, &[])
         .output()
         .expect("shale up");
     assert!(!out.status.success(), "shale up started on a busy port");
@@ -214,12 +218,7 @@ async fn a_plaintext_cluster_sends_verified_bytes_from_the_chunk_files() {
     let mp = free_base(0);
     let cp = free_base(mp);
     let data_dir = dir.path().join("data");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_shale"))
-        .args(["up", "--insecure", "--chunk-size-mib", "1", "--data"])
-        .arg(&data_dir)
-        .args(["--master-port", &mp.to_string()])
-        .args(["--chunkserver-port", &cp.to_string()])
-        .stdin(Stdio::null())
+    let mut up = up_command(&data_dir, mp, cp, &["--insecure", "--chunk-size-mib", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -19,7 +19,6 @@
 //! error while streaming is sent as an error frame, after which the connection is closed.
 use super::service::{ChunkServer, Inflight, READ_FRAME_BYTES};
 use super::status::status_of;
-use crate::store::Sendable;
 use shale_proto::datapb::{data_request::Op, DataReply, DataRequest};
 use shale_proto::dataport::{self, FRAME_ERROR};
 use shale_security::transport::Stream;
@@ -131,27 +130,13 @@ async fn read(
     let mut at = offset;
     while at < end {
         let n = (end - at).min(READ_FRAME_BYTES);
-        let got = match s.plain_tcp() {
-            Some(_) => server.store.read_sendable(c, at, n).await,
-            None => server
-                .store
-                .read_crc(c, at, n)
-                .await
-                .map(|(b, crc)| (Sendable::Bytes(b), crc)),
-        };
-        match got {
-            Ok((data, crc)) => {
-                let sent = match (&data, s.plain_tcp()) {
-                    (Sendable::File { file, offset, len }, Some(tcp)) => {
-                        let send = super::sendfile::send_frame(tcp, crc, file, *offset, *len);
-                        tokio::time::timeout(SEND_TIMEOUT, send).await
-                    }
-                    (Sendable::Bytes(b), _) => {
-                        tokio::time::timeout(SEND_TIMEOUT, dataport::write_frame(s, crc, b)).await
-                    }
-                    (Sendable::File { .. }, None) => Ok(Err(std::io::Error::other(
-                        "a file to send on a connection that is not plain TCP",
-                    ))),
+        match server.store.read_with_file(c, at, n).await {
+            Ok((data, crc, file)) => {
+                let sent = if let (Some(tcp), Some(file)) = (s.plain_tcp(), &file) {
+                    let send = super::sendfile::send_frame(tcp, crc, file, at, n);
+                    tokio::time::timeout(SEND_TIMEOUT, send).await
+                } else {
+                    tokio::time::timeout(SEND_TIMEOUT, dataport::write_frame(s, crc, &data)).await
                 };
                 sent.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             }

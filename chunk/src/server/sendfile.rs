@@ -2,7 +2,7 @@
 //! (`MSG_MORE`, so it leaves with the payload's first segment), then the payload with
 //! `sendfile` from the page cache — no copy into a user-space buffer and none out of it.
 //! Used only on plaintext connections (under TLS the bytes must pass through rustls) and only
-//! for a range the store has just read and verified ([`crate::store::Sendable::File`]); the
+//! for a range the store has just read and verified (`ChunkStore::read_with_file`); the
 //! frame's crc32c is that of the verified bytes, so a receiver catches anything that changed
 //! on the disk in between.
 //!
@@ -25,62 +25,61 @@ pub async fn send_frame(
 ) -> io::Result<()> {
     let frame_len = u32::try_from(len).map_err(io::Error::other)?;
     let head = shale_proto::dataport::frame_head(frame_len, crc);
-    let sock = tcp.as_raw_fd();
+    let (sock, fd) = (tcp.as_raw_fd(), file.as_raw_fd());
     let mut sent = 0;
     while sent < head.len() {
-        tcp.writable().await?;
         let rest = &head[sent..];
-        match tcp.try_io(Interest::WRITABLE, || {
-            // SAFETY: `rest` is valid for reads of its length; `sock` is the open socket.
-            let n = unsafe {
-                libc::send(
-                    sock,
-                    rest.as_ptr().cast(),
-                    rest.len(),
-                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        }) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        // SAFETY: `rest` is valid for reads of its length; `sock` is the open socket.
+        let n = when_writable(tcp, || unsafe {
+            libc::send(
+                sock,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
+        sent += n;
     }
-    let (fd, end) = (file.as_raw_fd(), offset.saturating_add(len));
+    let end = offset.saturating_add(len);
     let mut at = offset;
     while at < end {
-        tcp.writable().await?;
         let want = usize::try_from(end - at).map_err(io::Error::other)?;
         let mut off = libc::off_t::try_from(at).map_err(io::Error::other)?;
-        match tcp.try_io(Interest::WRITABLE, || {
-            // SAFETY: both descriptors are open; `off` is a valid in/out pointer.
-            let n = unsafe { libc::sendfile(sock, fd, &mut off, want) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as u64)
-            }
-        }) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the chunk file ended at {at} sending {offset}+{len}"),
-                ))
-            }
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        // SAFETY: both descriptors are open; `off` is a valid in/out pointer.
+        let n = when_writable(tcp, || unsafe { libc::sendfile(sock, fd, &mut off, want) }).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the chunk file ended at {at} sending {offset}+{len}"),
+            ));
         }
+        at += n as u64;
     }
     Ok(())
+}
+
+/// Runs the write syscall `op` (returning a count, or -1 and errno) once `tcp` is writable,
+/// again after `EAGAIN` or `EINTR`; the count it wrote.
+async fn when_writable(tcp: &TcpStream, mut op: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        tcp.writable().await?;
+        let done = tcp.try_io(Interest::WRITABLE, || {
+            let n = op();
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        });
+        match done {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]

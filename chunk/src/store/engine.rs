@@ -12,7 +12,7 @@
 //! Invariant: the bytes handed to the O_DIRECT handle always end at a page boundary, so the
 //! staged frames always start at one. Durability is unchanged: fdatasync at seal (on the
 //! inode: both handles' data, and the device cache).
-use super::{ChunkInfo, ChunkStore, QuarantineRecord, Sendable, StoreConfig, Usage};
+use super::{ChunkInfo, ChunkStore, QuarantineRecord, StoreConfig, Usage};
 use crate::backend::aligned::{Pool, DIRECT_ALIGN};
 use crate::backend::{Backend, FileHandle};
 use crate::error::{ChunkError, Result};
@@ -652,35 +652,22 @@ impl<B: Backend> ChunkStore for Store<B> {
     }
 
     async fn read_crc(&self, c: ChunkRef, offset: u64, length: u64) -> Result<(Bytes, u32)> {
-        let (b, sidecar, _) = self.read_verified(c, offset, length).await?;
-        // From the blocks the bytes were just verified against, where they are whole blocks.
-        let crc = sidecar
-            .range_crc(offset, length)
-            .unwrap_or_else(|| crc32c::crc32c(&b));
+        let (b, crc, _) = self.read_with_file(c, offset, length).await?;
         Ok((b, crc))
     }
 
-    async fn read_sendable(
+    async fn read_with_file(
         &self,
         c: ChunkRef,
         offset: u64,
         length: u64,
-    ) -> Result<(Sendable, u32)> {
+    ) -> Result<(Bytes, u32, Option<std::fs::File>)> {
         let (b, sidecar, file) = self.read_verified(c, offset, length).await?;
+        // From the blocks the bytes were just verified against, where they are whole blocks.
         let crc = sidecar
             .range_crc(offset, length)
             .unwrap_or_else(|| crc32c::crc32c(&b));
-        Ok(match file {
-            Some(file) if !b.is_empty() => (
-                Sendable::File {
-                    file,
-                    offset,
-                    len: length,
-                },
-                crc,
-            ),
-            _ => (Sendable::Bytes(b), crc),
-        })
+        Ok((b, crc, file))
     }
 
     async fn delete(&self, id: ChunkId, version: ChunkVersion) -> Result<bool> {

@@ -137,19 +137,6 @@ impl fmt::Display for RecoveryReport {
     }
 }
 
-/// Verified chunk bytes ready to send ([`ChunkStore::read_sendable`]).
-#[derive(Debug)]
-pub enum Sendable {
-    /// In memory.
-    Bytes(Bytes),
-    /// Bytes `[offset, offset + len)` of this open data file (checked just now).
-    File {
-        file: std::fs::File,
-        offset: u64,
-        len: u64,
-    },
-}
-
 /// A chunkserver's local chunk storage.
 #[async_trait]
 pub trait ChunkStore: Send + Sync {
@@ -178,19 +165,19 @@ pub trait ChunkStore: Send + Sync {
         let crc = crc32c::crc32c(&data);
         Ok((data, crc))
     }
-    /// [`ChunkStore::read_crc`] for sending: where the bytes were read from a file, that file
-    /// and range instead of the buffer, once the buffer passed its checks, so that the sender
-    /// can `sendfile` them from the page cache without another copy. The crc32c is the
-    /// verified bytes', so a receiver still catches anything that changed on the disk between
-    /// the check and the send.
-    async fn read_sendable(
+    /// [`ChunkStore::read_crc`], with the open data file the bytes were read from and checked
+    /// (where the store has one), so that a sender may `sendfile` the same range from the
+    /// page cache instead of copying the buffer. The crc32c is the verified bytes', so a
+    /// receiver still catches anything that changed on the disk between the check and the
+    /// send.
+    async fn read_with_file(
         &self,
         chunk: ChunkRef,
         offset: u64,
         length: u64,
-    ) -> Result<(Sendable, u32)> {
+    ) -> Result<(Bytes, u32, Option<std::fs::File>)> {
         let (data, crc) = self.read_crc(chunk, offset, length).await?;
-        Ok((Sendable::Bytes(data), crc))
+        Ok((data, crc, None))
     }
     /// Deletes the chunk (sealed or being written) if its version is at most `version`.
     /// Returns whether anything was deleted.
