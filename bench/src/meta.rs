@@ -63,7 +63,13 @@ pub struct Args {
     /// heartbeat a quarter of it), as `shale master --election-timeout-ms`.
     #[arg(long, default_value_t = ELECTION_MS_DEFAULT)]
     election_timeout_ms: u64,
+    /// Run the masters without the pre-vote (as `shale master --no-pre-vote`).
+    #[arg(long)]
+    no_pre_vote: bool,
 }
+
+/// Whether the run's masters are started with `--no-pre-vote`.
+static NO_PRE_VOTE: AtomicBool = AtomicBool::new(false);
 
 /// The benchmarks' masters' election timeout unless told otherwise, ms.
 pub(crate) const ELECTION_MS_DEFAULT: u64 = 150;
@@ -109,6 +115,9 @@ pub struct MasterArgs {
     /// Raft election timeout (lower bound; the upper is twice it), ms.
     #[arg(long, default_value_t = ELECTION_MS_DEFAULT)]
     election_timeout_ms: u64,
+    /// Campaign on openraft's timer only.
+    #[arg(long)]
+    no_pre_vote: bool,
 }
 
 /// The body of a master child process.
@@ -120,6 +129,7 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     config.election_timeout_min_ms = a.election_timeout_ms.max(50);
     config.election_timeout_max_ms = 2 * config.election_timeout_min_ms;
     config.heartbeat_ms = (config.election_timeout_min_ms / 4).max(10);
+    config.pre_vote = !a.no_pre_vote;
     config.timeouts.dead_after = Duration::from_millis(a.dead_after_ms);
     config.timeouts.stale_after = Duration::from_millis(a.dead_after_ms.min(3000) / 2);
     config.copies_per_server = a.copies_per_server;
@@ -188,6 +198,11 @@ impl Proc {
                     .get()
                     .into_iter()
                     .flat_map(|ms| ["--election-timeout-ms".into(), ms.to_string().into()]),
+            )
+            .chain(
+                NO_PRE_VOTE
+                    .load(Ordering::Relaxed)
+                    .then(|| "--no-pre-vote".into()),
             )
             .chain(extra.iter().map(std::ffi::OsString::from))
             .collect::<Vec<_>>(),
@@ -624,6 +639,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     };
     set_tls(tls_dir)?;
     set_election_ms(a.election_timeout_ms);
+    NO_PRE_VOTE.store(a.no_pre_vote, Ordering::Relaxed);
     println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");
@@ -833,6 +849,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("bench", json!("meta")),
         ("tls", json!(tls)),
         ("election_timeout_ms", json!(a.election_timeout_ms)),
+        ("pre_vote", json!(!a.no_pre_vote)),
         ("status_rtt_us_p50", json!(rtt_p50)),
         ("creates_per_s_1", json!(r1(creates_1))),
         ("creates_per_s_64", json!(r1(creates_64))),

@@ -102,10 +102,23 @@ pub fn commands(data: &[u8]) {
 /// The Raft messages a peer can send (postcard, as `RaftService` receives them).
 pub fn raft_messages(data: &[u8]) {
     use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-    use shale_meta::raft::TypeConfig;
+    use shale_meta::raft::{prevote, TypeConfig};
     let _ = postcard::from_bytes::<AppendEntriesRequest<TypeConfig>>(data);
     let _ = postcard::from_bytes::<VoteRequest<u64>>(data);
     let _ = postcard::from_bytes::<InstallSnapshotRequest<TypeConfig>>(data);
+    if let Ok(r) = postcard::from_bytes::<prevote::PreVoteRequest>(data) {
+        // Answered by the pure rule, whatever the numbers.
+        let me = prevote::Me {
+            id: 2,
+            leading: false,
+            voter: true,
+            campaigns: true,
+            silence: std::time::Duration::from_secs(1),
+            term: u64::MAX,
+            last_log_id: r.last_log_id,
+        };
+        let _ = prevote::answer(&me, &r, &prevote::Timing::new(150, 300, 37));
+    }
 }
 
 /// The chunkserver's requests, decoded and converted to domain values.

@@ -74,6 +74,14 @@ pub struct Args {
     /// its checksum and structure are checked, which is what makes restarts fast).
     #[arg(long)]
     pub verify_state: bool,
+    /// Campaign only on openraft's own election timer, without first asking the other masters
+    /// (the pre-vote: a follower asks once the leader lease runs out, and the one with the
+    /// longest log campaigns; failover ≈ the lease plus half the timeout).
+    #[arg(long)]
+    pub no_pre_vote: bool,
+    /// TEST ONLY: disarm openraft's own election timer (only the pre-vote starts campaigns).
+    #[arg(long, hide = true)]
+    pub test_pre_vote_only: bool,
     /// TEST ONLY: serve reads without confirming leadership (a planted bug the torture harness
     /// must catch).
     #[arg(long, hide = true)]
@@ -247,6 +255,11 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     config.test_unsafe_reads = a.test_unsafe_reads;
     config.trash_retention = std::time::Duration::from_millis(a.trash_retention_ms);
     config.verify_state = a.verify_state;
+    config.pre_vote = !a.no_pre_vote;
+    config.raft_timer = !a.test_pre_vote_only;
+    if a.no_pre_vote && a.test_pre_vote_only {
+        return Err("--test-pre-vote-only needs the pre-vote (drop --no-pre-vote)".into());
+    }
     config.transport = transport.clone();
     if let Some(ms) = a.test_token_lifetime_ms {
         config.token_lifetime = std::time::Duration::from_millis(ms).min(config.token_lifetime);

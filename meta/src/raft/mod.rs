@@ -2,6 +2,7 @@
 //! files), and the gRPC transport between masters.
 pub mod checkpoint;
 pub mod network;
+pub mod prevote;
 pub mod store;
 pub mod types;
 

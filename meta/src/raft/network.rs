@@ -66,6 +66,7 @@ fn kind_label(kind: RaftKind, entries: usize) -> &'static str {
         RaftKind::AppendEntries => "append",
         RaftKind::Vote => "vote",
         RaftKind::InstallSnapshot => "snapshot",
+        RaftKind::PreVote => "prevote",
         _ => "other",
     }
 }
@@ -155,38 +156,86 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 #[error("{0}")]
 struct WireErr(String);
 
+impl Channels {
+    /// A client of the Raft service at `addr` on the shared connection to it.
+    fn client(
+        &self,
+        transport: &shale_security::Transport,
+        addr: &str,
+    ) -> Result<RaftServiceClient<Channel>, String> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = transport.channel(addr, |ep| {
+                    // Keepalives tear down a connection that stopped answering (a peer
+                    // paused, or accepted but not serving yet while it loads its snapshot);
+                    // the shared channel then reconnects.
+                    ep.connect_timeout(std::time::Duration::from_millis(500))
+                        .http2_keep_alive_interval(std::time::Duration::from_secs(1))
+                        .keep_alive_timeout(std::time::Duration::from_secs(2))
+                        .tcp_nodelay(true)
+                })?;
+                if map.len() >= CHANNELS_MAX {
+                    map.clear();
+                }
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        drop(map);
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES))
+    }
+
+    /// Forgets the connection to `addr` (broken: the next call opens a new one).
+    fn evict(&self, addr: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
+    }
+}
+
+/// How this master asks another for its pre-vote: over the shared connections, as itself.
+pub fn pre_vote_asker(
+    transport: shale_security::Transport,
+    channels: Channels,
+) -> super::prevote::Ask {
+    std::sync::Arc::new(move |addr: String, req: super::prevote::PreVoteRequest| {
+        let (transport, channels) = (transport.clone(), channels.clone());
+        Box::pin(async move {
+            let mut client = channels.client(&transport, &addr).ok()?;
+            let payload = postcard::to_allocvec(&req).ok()?;
+            match client
+                .raft(RaftRequest {
+                    kind: RaftKind::PreVote as i32,
+                    payload: payload.into(),
+                })
+                .await
+            {
+                Ok(r) => postcard::from_bytes(&r.into_inner().payload).ok(),
+                Err(s) => {
+                    if s.code() == tonic::Code::Unavailable || is_transport(&s) {
+                        channels.evict(&addr);
+                    }
+                    None
+                }
+            }
+        })
+    })
+}
+
 impl Conn {
     fn client(&mut self) -> Result<RaftServiceClient<Channel>, Unreachable> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let mut map = self.channels.0.lock().unwrap_or_else(|p| p.into_inner());
-        let channel = match map.get(&self.addr) {
-            Some(c) => c.clone(),
-            None => {
-                let c = self
-                    .transport
-                    .channel(&self.addr, |ep| {
-                        // Keepalives tear down a connection that stopped answering (a
-                        // peer paused, or accepted but not serving yet while it loads its
-                        // snapshot); the shared channel then reconnects.
-                        ep.connect_timeout(std::time::Duration::from_millis(500))
-                            .http2_keep_alive_interval(std::time::Duration::from_secs(1))
-                            .keep_alive_timeout(std::time::Duration::from_secs(2))
-                            .tcp_nodelay(true)
-                    })
-                    .map_err(|e| Unreachable::new(&WireErr(e)))?;
-                if map.len() >= CHANNELS_MAX {
-                    map.clear();
-                }
-                map.insert(self.addr.clone(), c.clone());
-                c
-            }
-        };
-        drop(map);
-        let c = RaftServiceClient::new(channel)
-            .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
-            .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES);
+        let c = self
+            .channels
+            .client(&self.transport, &self.addr)
+            .map_err(|e| Unreachable::new(&WireErr(e)))?;
         self.client = Some(c.clone());
         Ok(c)
     }
@@ -226,11 +275,7 @@ impl Conn {
                 // `shale-bench meta`'s restart); a timeout keeps the connection (reconnecting
                 // a slow peer only adds handshakes).
                 self.client = None;
-                self.channels
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&self.addr);
+                self.channels.evict(&self.addr);
                 return Err(RPCError::Unreachable(Unreachable::new(&WireErr(
                     s.to_string(),
                 ))));
@@ -287,9 +332,11 @@ impl RaftNetwork<TypeConfig> for Conn {
     }
 }
 
-/// The receiving side: hands each message to the local Raft.
+/// The receiving side: hands each message to the local Raft; answers pre-votes.
 pub struct RaftServer {
     pub raft: MasterRaft,
+    /// Stamped when a leader is heard (or a vote granted); answers pre-vote requests.
+    pub prevote: std::sync::Arc<super::prevote::PreVote>,
 }
 
 fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, tonic::Status> {
@@ -381,6 +428,14 @@ impl RaftService for RaftServer {
                 let reply = self.raft.append_entries(r).await;
                 metrics::histogram!(HANDLE_SECONDS, "kind" => label)
                     .record(t.elapsed().as_secs_f64());
+                if matches!(
+                    reply,
+                    Ok(AppendEntriesResponse::Success
+                        | AppendEntriesResponse::PartialSuccess(_)
+                        | AppendEntriesResponse::Conflict)
+                ) {
+                    self.prevote.contact.heard();
+                }
                 encode(&reply)
             }
             Ok(RaftKind::Vote) => {
@@ -397,13 +452,28 @@ impl RaftService for RaftServer {
                 if let Some(why) = self.not_a_voter(&r) {
                     return Err(tonic::Status::permission_denied(why));
                 }
-                encode(&self.raft.vote(r).await)
+                let reply = self.raft.vote(r).await;
+                if reply.as_ref().is_ok_and(|v| v.vote_granted) {
+                    // Its candidate is about to lead: no pre-vote of this master's meanwhile.
+                    self.prevote.contact.heard();
+                }
+                encode(&reply)
             }
             Ok(RaftKind::InstallSnapshot) => {
                 let r: InstallSnapshotRequest<TypeConfig> = decode(&req.payload)?;
                 let leader = r.vote.leader_id();
                 refuse(&caller, Some(leader.node_id), leader.term)?;
-                encode(&self.raft.install_snapshot(r).await)
+                let sent = r.vote;
+                let reply = self.raft.install_snapshot(r).await;
+                if reply.as_ref().is_ok_and(|v| v.vote <= sent) {
+                    self.prevote.contact.heard();
+                }
+                encode(&reply)
+            }
+            Ok(RaftKind::PreVote) => {
+                let r: super::prevote::PreVoteRequest = decode(&req.payload)?;
+                refuse(&caller, Some(r.candidate), r.term)?;
+                encode(&self.prevote.answer(&self.raft, &r).await)
             }
             _ => Err(tonic::Status::invalid_argument(format!(
                 "unknown raft message kind {}",

@@ -86,6 +86,12 @@ pub struct MasterConfig {
     /// Check every invariant of the state snapshot loaded at start (O(N); off: checksum and
     /// structure only).
     pub verify_state: bool,
+    /// Ask the other voters before campaigning, soon after the leader lease runs out
+    /// (`raft/prevote.rs`); off: only openraft's own timer starts campaigns.
+    pub pre_vote: bool,
+    /// openraft's own election timer armed. TEST ONLY when off: only the pre-vote starts
+    /// campaigns (proves it elects alone).
+    pub raft_timer: bool,
 }
 
 impl MasterConfig {
@@ -112,6 +118,8 @@ impl MasterConfig {
             token_lifetime: tokens::TOKEN_LIFETIME,
             trash_retention: Duration::from_secs(86_400),
             verify_state: false,
+            pre_vote: true,
+            raft_timer: true,
         }
     }
 }
@@ -464,13 +472,14 @@ pub async fn serve(
         demote_vote(&mut log_store.clone()).await?;
     }
     let peers = crate::raft::network::PeerClock::default();
+    let channels = crate::raft::network::Channels::default();
     let raft = MasterRaft::new(
         config.id,
         Arc::new(raft_config),
         Network {
             transport: config.transport.clone(),
             clock: peers.clone(),
-            channels: Default::default(),
+            channels: channels.clone(),
         },
         log_store.clone(),
         sm.clone(),
@@ -482,9 +491,17 @@ pub async fn serve(
     // the leader's first AppendEntries reached it, campaigned with a higher term and unseated
     // a healthy leader (`shale-bench sim-cluster`: 2 elections per rejoin).
     let rejoins = !moved && !recorded.is_empty();
-    if moved || rejoins {
-        raft.runtime_config().elect(false);
-    }
+    let prevote = crate::raft::prevote::PreVote::new(
+        config.id,
+        crate::raft::prevote::Timing::new(
+            config.election_timeout_min_ms,
+            config.election_timeout_max_ms,
+            config.heartbeat_ms,
+        ),
+        log_store.clone(),
+        config.raft_timer,
+    );
+    prevote.allow(&raft, !(moved || rejoins));
     let known_chunks = sm.read().state.counts().chunks as usize;
     let master = Arc::new(Master {
         id: config.id,
@@ -517,14 +534,27 @@ pub async fn serve(
     if let Some(why) = address_mismatch(config.id, &config.advertise, &recorded, &config.peers) {
         tracing::error!("{why}");
     }
-    let mover = moved.then(|| tokio::spawn(elect_when_known(raft.clone(), config.clone())));
+    let mover = moved.then(|| {
+        tokio::spawn(elect_when_known(
+            raft.clone(),
+            prevote.clone(),
+            config.clone(),
+        ))
+    });
     let rejoiner = rejoins.then(|| {
         let grace = Duration::from_millis(3 * config.election_timeout_max_ms);
         tokio::spawn(elect_after_rejoin(
             raft.clone(),
-            config.id,
+            prevote.clone(),
             grace,
             config.transport.clone(),
+        ))
+    });
+    let pre_voter = config.pre_vote.then(|| {
+        tokio::spawn(crate::raft::prevote::run(
+            raft.clone(),
+            prevote.clone(),
+            crate::raft::network::pre_vote_asker(config.transport.clone(), channels.clone()),
         ))
     });
     let snapshots = tokio::spawn(crate::raft::checkpoint::trigger(
@@ -541,9 +571,12 @@ pub async fn serve(
     let gauges = tokio::spawn(metrics::publish(master.clone()));
     let result = shale_security::limits::server()
         .add_service(InterceptedService::new(
-            RaftServiceServer::new(RaftServer { raft: raft.clone() })
-                .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
-                .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
+            RaftServiceServer::new(RaftServer {
+                raft: raft.clone(),
+                prevote: prevote.clone(),
+            })
+            .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
             shale_security::authenticate,
         ))
         .add_service(InterceptedService::new(
@@ -573,7 +606,7 @@ pub async fn serve(
     rotator.abort();
     emptier.abort();
     gauges.abort();
-    for t in mover.into_iter().chain(rejoiner) {
+    for t in mover.into_iter().chain(rejoiner).chain(pre_voter) {
         t.abort();
     }
     let _ = raft.shutdown().await;
@@ -617,10 +650,11 @@ async fn demote_vote(
 /// or after `grace`. (Its own old committed vote makes it think it leads at first.)
 async fn elect_after_rejoin(
     raft: MasterRaft,
-    me: u64,
+    prevote: Arc<crate::raft::prevote::PreVote>,
     grace: Duration,
     transport: shale_security::Transport,
 ) {
+    let me = prevote.id;
     let mut metrics = raft.metrics();
     loop {
         let heard = async {
@@ -655,7 +689,7 @@ async fn elect_after_rejoin(
         }
         tracing::info!("master {me}: a peer follows a live leader; not campaigning yet");
     }
-    raft.runtime_config().elect(true);
+    prevote.allow(&raft, true);
 }
 
 /// Whether one of the masters at `peers` leads, or names a leader other than `me`, in its
@@ -682,7 +716,11 @@ async fn peer_has_leader(transport: &shale_security::Transport, peers: &[String]
 }
 
 /// Re-enables elections on a master that moved, once the membership names its new address.
-async fn elect_when_known(raft: MasterRaft, config: MasterConfig) {
+async fn elect_when_known(
+    raft: MasterRaft,
+    prevote: Arc<crate::raft::prevote::PreVote>,
+    config: MasterConfig,
+) {
     let mut metrics = raft.metrics();
     loop {
         let known = metrics
@@ -692,7 +730,7 @@ async fn elect_when_known(raft: MasterRaft, config: MasterConfig) {
             .get_node(&config.id)
             .is_some_and(|n| n.addr == config.advertise);
         if known {
-            raft.runtime_config().elect(true);
+            prevote.allow(&raft, true);
             tracing::warn!(
                 master = config.id,
                 address = %config.advertise,
