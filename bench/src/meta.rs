@@ -66,10 +66,15 @@ pub struct Args {
     /// Run the masters without the pre-vote (as `shale master --no-pre-vote`).
     #[arg(long)]
     no_pre_vote: bool,
+    /// Run the masters without lease reads (as `shale master --no-lease-reads`).
+    #[arg(long)]
+    no_lease_reads: bool,
 }
 
 /// Whether the run's masters are started with `--no-pre-vote`.
 static NO_PRE_VOTE: AtomicBool = AtomicBool::new(false);
+/// Whether the run's masters are started with `--no-lease-reads`.
+static NO_LEASE_READS: AtomicBool = AtomicBool::new(false);
 
 /// The benchmarks' masters' election timeout unless told otherwise, ms.
 pub(crate) const ELECTION_MS_DEFAULT: u64 = 150;
@@ -118,6 +123,9 @@ pub struct MasterArgs {
     /// Campaign on openraft's timer only.
     #[arg(long)]
     no_pre_vote: bool,
+    /// A heartbeat round for every batch of linearizable reads.
+    #[arg(long)]
+    no_lease_reads: bool,
 }
 
 /// The body of a master child process.
@@ -130,6 +138,7 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     config.election_timeout_max_ms = 2 * config.election_timeout_min_ms;
     config.heartbeat_ms = (config.election_timeout_min_ms / 4).max(10);
     config.pre_vote = !a.no_pre_vote;
+    config.lease_reads = !a.no_lease_reads;
     config.timeouts.dead_after = Duration::from_millis(a.dead_after_ms);
     config.timeouts.stale_after = Duration::from_millis(a.dead_after_ms.min(3000) / 2);
     config.copies_per_server = a.copies_per_server;
@@ -203,6 +212,11 @@ impl Proc {
                 NO_PRE_VOTE
                     .load(Ordering::Relaxed)
                     .then(|| "--no-pre-vote".into()),
+            )
+            .chain(
+                NO_LEASE_READS
+                    .load(Ordering::Relaxed)
+                    .then(|| "--no-lease-reads".into()),
             )
             .chain(extra.iter().map(std::ffi::OsString::from))
             .collect::<Vec<_>>(),
@@ -640,6 +654,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     set_tls(tls_dir)?;
     set_election_ms(a.election_timeout_ms);
     NO_PRE_VOTE.store(a.no_pre_vote, Ordering::Relaxed);
+    NO_LEASE_READS.store(a.no_lease_reads, Ordering::Relaxed);
     println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");
@@ -850,6 +865,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("tls", json!(tls)),
         ("election_timeout_ms", json!(a.election_timeout_ms)),
         ("pre_vote", json!(!a.no_pre_vote)),
+        ("lease_reads", json!(!a.no_lease_reads)),
         ("status_rtt_us_p50", json!(rtt_p50)),
         ("creates_per_s_1", json!(r1(creates_1))),
         ("creates_per_s_64", json!(r1(creates_64))),

@@ -79,6 +79,11 @@ pub struct Args {
     /// longest log campaigns; failover ≈ the lease plus half the timeout).
     #[arg(long)]
     pub no_pre_vote: bool,
+    /// Confirm leadership with a heartbeat round for every batch of linearizable reads, instead
+    /// of serving them while a majority acknowledged this leader within half the leader lease
+    /// (the lease assumes the masters' clocks run at nearly the same rate).
+    #[arg(long)]
+    pub no_lease_reads: bool,
     /// TEST ONLY: disarm openraft's own election timer (only the pre-vote starts campaigns).
     #[arg(long, hide = true)]
     pub test_pre_vote_only: bool,
@@ -256,6 +261,7 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     config.trash_retention = std::time::Duration::from_millis(a.trash_retention_ms);
     config.verify_state = a.verify_state;
     config.pre_vote = !a.no_pre_vote;
+    config.lease_reads = !a.no_lease_reads;
     config.raft_timer = !a.test_pre_vote_only;
     if a.no_pre_vote && a.test_pre_vote_only {
         return Err("--test-pre-vote-only needs the pre-vote (drop --no-pre-vote)".into());

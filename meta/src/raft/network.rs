@@ -126,6 +126,8 @@ pub struct Network {
     pub transport: shale_security::Transport,
     pub clock: PeerClock,
     pub channels: Channels,
+    /// Acknowledged AppendEntries, by sending time (lease reads).
+    pub lease: std::sync::Arc<super::lease::Lease>,
 }
 
 pub struct Conn {
@@ -135,6 +137,7 @@ pub struct Conn {
     client: Option<RaftServiceClient<Channel>>,
     clock: PeerClock,
     channels: Channels,
+    lease: std::sync::Arc<super::lease::Lease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -148,6 +151,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: None,
             clock: self.clock.clone(),
             channels: self.channels.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -302,8 +306,15 @@ impl RaftNetwork<TypeConfig> for Conn {
         // the leader's commit index at them), so sending a prefix is safe.
         let cut = limit_append(&mut rpc, APPEND_BYTES_MAX);
         let n = rpc.entries.len();
+        let sent = std::time::Instant::now();
         let reply: AppendEntriesResponse<NodeId> =
             self.call(RaftKind::AppendEntries, n, &rpc, &option).await?;
+        if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
+            // The follower accepted this leader's vote: it refuses other candidates for a
+            // lease from when it received this (lease.rs).
+            self.lease
+                .acked(rpc.vote.leader_id().term, self.target, sent);
+        }
         Ok(match (reply, cut) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -337,6 +348,8 @@ pub struct RaftServer {
     pub raft: MasterRaft,
     /// Stamped when a leader is heard (or a vote granted); answers pre-vote requests.
     pub prevote: std::sync::Arc<super::prevote::PreVote>,
+    /// Refuses votes for a lease after this master started (lease.rs).
+    pub lease: std::sync::Arc<super::lease::Lease>,
 }
 
 fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, tonic::Status> {
@@ -451,6 +464,13 @@ impl RaftService for RaftServer {
                 }
                 if let Some(why) = self.not_a_voter(&r) {
                     return Err(tonic::Status::permission_denied(why));
+                }
+                if !self.lease.may_vote() {
+                    // It may have acknowledged a leader just before it stopped, and that
+                    // leader serves reads on the strength of it (lease.rs).
+                    return Err(tonic::Status::unavailable(
+                        "this master started less than a leader lease ago; it does not vote yet",
+                    ));
                 }
                 let reply = self.raft.vote(r).await;
                 if reply.as_ref().is_ok_and(|v| v.vote_granted) {

@@ -260,7 +260,10 @@ impl PreVote {
             let m = raft.metrics();
             let m = m.borrow();
             let membership = m.membership_config.membership();
-            membership.voter_ids().any(|v| v == req.candidate)
+            // As for votes: a master that knows no membership yet (the group is being formed)
+            // refuses nobody.
+            let mut voters = membership.voter_ids().peekable();
+            voters.peek().is_none() || voters.any(|v| v == req.candidate)
         };
         if !known {
             return Answer::NotVoter;

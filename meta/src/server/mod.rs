@@ -89,6 +89,9 @@ pub struct MasterConfig {
     /// Ask the other voters before campaigning, soon after the leader lease runs out
     /// (`raft/prevote.rs`); off: only openraft's own timer starts campaigns.
     pub pre_vote: bool,
+    /// Serve linearizable reads on the leader lease (a majority acknowledged this leader within
+    /// half the lease: `raft/lease.rs`); off: every batch of reads waits for a heartbeat round.
+    pub lease_reads: bool,
     /// openraft's own election timer armed. TEST ONLY when off: only the pre-vote starts
     /// campaigns (proves it elects alone).
     pub raft_timer: bool,
@@ -119,6 +122,7 @@ impl MasterConfig {
             trash_retention: Duration::from_secs(86_400),
             verify_state: false,
             pre_vote: true,
+            lease_reads: true,
             raft_timer: true,
         }
     }
@@ -131,6 +135,8 @@ pub struct Master {
     pub sm: SmStore,
     pub soft: Mutex<soft::Soft>,
     pub reads: reads::ReadBarrier,
+    /// When a majority last acknowledged this leader (lease reads).
+    pub lease: Arc<crate::raft::lease::Lease>,
     proposer: propose::Proposer,
     pub config: MasterConfig,
     /// Out of safe mode: this leader may order deletions.
@@ -311,7 +317,10 @@ impl Master {
     /// Waits until a read may be served here: linearizable (leader, ReadIndex) unless a
     /// follower read was asked for.
     pub async fn read_ready(&self, follower_read: bool) -> Result<(), Status> {
-        if follower_read || (self.config.test_unsafe_reads && self.is_leader()) {
+        if follower_read
+            || (self.config.test_unsafe_reads && self.is_leader())
+            || (self.config.lease_reads && self.holds_lease())
+        {
             return Ok(());
         }
         self.reads
@@ -342,6 +351,31 @@ impl Master {
             (true, true) => Ok(()),
             (true, false) => self.read_ready(false).await,
         }
+    }
+
+    /// Whether this master leads, has applied an entry of its own term, and a majority
+    /// acknowledged it within half a lease: then its state holds every acknowledged write and
+    /// no other master can lead yet (`raft/lease.rs`).
+    fn holds_lease(&self) -> bool {
+        let (term, configs) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let own_applied = m
+                .last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term);
+            let leads = m.state == openraft::ServerState::Leader
+                && m.current_leader == Some(self.id)
+                && m.vote.is_committed()
+                && m.vote.leader_id().voted_for() == Some(self.id);
+            if !(leads && own_applied) {
+                return false;
+            }
+            (
+                m.vote.leader_id().term,
+                m.membership_config.membership().get_joint_config().clone(),
+            )
+        };
+        self.lease.holds(term, self.id, &configs)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -473,6 +507,9 @@ pub async fn serve(
     }
     let peers = crate::raft::network::PeerClock::default();
     let channels = crate::raft::network::Channels::default();
+    let lease = Arc::new(crate::raft::lease::Lease::new(Duration::from_millis(
+        config.election_timeout_max_ms,
+    )));
     let raft = MasterRaft::new(
         config.id,
         Arc::new(raft_config),
@@ -480,6 +517,7 @@ pub async fn serve(
             transport: config.transport.clone(),
             clock: peers.clone(),
             channels: channels.clone(),
+            lease: lease.clone(),
         },
         log_store.clone(),
         sm.clone(),
@@ -511,6 +549,7 @@ pub async fn serve(
         started: std::time::Instant::now(),
         peers,
         reads: reads::ReadBarrier::default(),
+        lease: lease.clone(),
         proposer: propose::Proposer::start(raft.clone()),
         config: config.clone(),
         safe: Default::default(),
@@ -574,6 +613,7 @@ pub async fn serve(
             RaftServiceServer::new(RaftServer {
                 raft: raft.clone(),
                 prevote: prevote.clone(),
+                lease: lease.clone(),
             })
             .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
