@@ -676,7 +676,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     for id in 1..=3u64 {
         procs.push(Proc::start(
             id,
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{}", crate::procs::stable_port()?),
             &tmp.path().join(format!("m{id}")),
         )?);
     }

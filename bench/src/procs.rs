@@ -4,6 +4,27 @@ use std::process::{Child, Stdio};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A free local port below the kernel's ephemeral range (`ip_local_port_range`: from 32768
+/// here), for a server the benchmark restarts on its address. A port handed out for `:0` lies in
+/// that range: while its server was down, a connection to it could get the same port as its own
+/// local end (TCP connects to itself when nothing listens) or another connection could take it,
+/// and the restarted server failed with "Address already in use" (`shale-bench meta`, after a
+/// failover trial; peers keep dialling a killed master).
+pub fn stable_port() -> Result<u16, BoxError> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (low.saturating_sub(12_000).max(1024), low.saturating_sub(1));
+    for _ in 0..1000 {
+        let p = fastrand::u16(from..to);
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(format!("no free port in {from}..{to}").into())
+}
+
 /// A child process, killed when dropped.
 pub struct Kid(pub Option<Child>);
 

@@ -341,12 +341,6 @@ where
     Ok(t.elapsed())
 }
 
-fn free_port() -> Result<u16, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub async fn run(a: Args) -> Result<(), BoxError> {
     let tmp = match &a.dir {
         Some(d) => tempfile::tempdir_in(d)?,
@@ -374,7 +368,9 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     let t = Instant::now();
     let state = build_state(n, a.chunks, a.chunks_per_file.max(1), tls)?;
     let build_s = t.elapsed().as_secs_f64();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = (0..3)
+        .map(|_| crate::procs::stable_port())
+        .collect::<Result<_, _>>()?;
     let members: BTreeMap<u64, String> = (1..=3u64)
         .map(|id| (id, format!("127.0.0.1:{}", ports[id as usize - 1])))
         .collect();
