@@ -438,6 +438,13 @@ impl RaftService for RaftServer {
                     std::time::Instant::now(),
                     kind_label(RaftKind::AppendEntries, r.entries.len()),
                 );
+                // From the leader this master follows (or a newer one): heard, on arrival. openraft
+                // may take long to handle it (its core busy applying a large entry); it counts the
+                // time from when it does, and so must the pre-vote, or a busy follower would ask
+                // for an election while its leader's messages wait in the queue.
+                if r.vote.is_committed() && r.vote >= self.raft.metrics().borrow().vote {
+                    self.prevote.contact.heard();
+                }
                 let reply = self.raft.append_entries(r).await;
                 metrics::histogram!(HANDLE_SECONDS, "kind" => label)
                     .record(t.elapsed().as_secs_f64());

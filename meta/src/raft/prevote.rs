@@ -7,8 +7,8 @@
 //! cannot win the same term either (the first voted for itself). A failover then took the lease
 //! plus two timeouts: 1.1–1.5 s in 2 of 20 trials of `shale-bench meta`, with a p50 of 580 ms.
 //!
-//! Here a follower that has not heard a leader for [`Timing::suspect`] (the lease plus half
-//! the lower timeout) first asks the other voters ([`RaftKind::PreVote`]). A voter says yes
+//! Here a follower that has not heard a leader for [`Timing::suspect`] (the lease plus the
+//! lower timeout: openraft's own earliest campaign) first asks the other voters ([`RaftKind::PreVote`]). A voter says yes
 //! ([`answer`]) only if all of these hold:
 //! * it does not lead;
 //! * its own lease has run out: it has not heard a leader for the lease plus [`Timing::slack`];
@@ -73,7 +73,10 @@ pub struct Timing {
     /// Margin over the lease before a voter says yes (covers the gap between its answer and
     /// the vote request, and heartbeats reaching the followers at slightly different times).
     pub slack: Duration,
-    /// Silence after which a follower asks.
+    /// Silence after which a follower asks: the lease plus the lower election timeout, the
+    /// earliest openraft itself would campaign. (Half the timeout failed over in 396 ms instead
+    /// of ≈ 450, but loading 10 M files, with leader stalls from forking a multi-GB state on two
+    /// busy cores, went from 0 elections to dozens.)
     pub suspect: Duration,
     /// Least time between two of one master's rounds of asking.
     pub retry: Duration,
@@ -90,7 +93,7 @@ impl Timing {
         Timing {
             lease: ms(election_max_ms),
             slack: ms((election_min_ms / 8).max(2)),
-            suspect: ms(election_max_ms + election_min_ms / 2),
+            suspect: ms(election_max_ms + election_min_ms),
             retry: ms(election_min_ms),
             ask_timeout: ms((election_min_ms / 2).max(5)),
             poll: ms((heartbeat_ms / 4).clamp(2, 10)),
@@ -390,7 +393,7 @@ mod tests {
     fn timings_follow_the_raft_settings() {
         let t = t();
         assert_eq!(t.lease, Duration::from_millis(300));
-        assert_eq!(t.suspect, Duration::from_millis(375));
+        assert_eq!(t.suspect, Duration::from_millis(450));
         assert!(t.lease + t.slack < t.suspect);
         assert!(t.poll <= Duration::from_millis(10));
     }
@@ -430,7 +433,7 @@ mod tests {
         );
         // Equal logs: the lower id, ready itself, goes first; the higher id says yes to it.
         assert_eq!(
-            answer(&me(1, 400, log(3, 9)), &req(2, log(3, 9)), &t),
+            answer(&me(1, 500, log(3, 9)), &req(2, log(3, 9)), &t),
             Answer::GoesFirst
         );
         assert_eq!(
@@ -443,7 +446,7 @@ mod tests {
             answer(&me(1, 350, log(3, 9)), &req(2, log(3, 9)), &t),
             Answer::Granted
         );
-        let mut quiet = me(1, 400, log(3, 9));
+        let mut quiet = me(1, 500, log(3, 9));
         quiet.campaigns = false;
         assert_eq!(answer(&quiet, &req(2, log(3, 9)), &t), Answer::Granted);
     }
@@ -464,8 +467,8 @@ mod tests {
     #[test]
     fn asking_needs_silence_a_vote_and_leave() {
         let t = t();
-        assert!(!should_ask(&me(1, 370, None), &t));
-        assert!(should_ask(&me(1, 380, None), &t));
+        assert!(!should_ask(&me(1, 440, None), &t));
+        assert!(should_ask(&me(1, 460, None), &t));
         let mut m = me(1, 1000, None);
         m.campaigns = false;
         assert!(!should_ask(&m, &t));
