@@ -29,16 +29,7 @@ async fn a_leader_cut_off_from_its_followers_stops_serving_reads_when_its_lease_
     let tmp = tempfile::tempdir().expect("tmp");
     // Leader lease 300 ms: reads are served for at most 150 ms after a quorum's heartbeat.
     let extra = ["--election-timeout-ms", "150"];
-    let ms: Vec<MasterProc> = (1..=3)
-        .map(|id| {
-            MasterProc::start(
-                id,
-                "127.0.0.1:0",
-                &tmp.path().join(format!("m{id}")),
-                &extra,
-            )
-        })
-        .collect();
+    let ms = three_masters(tmp.path(), &extra);
     let addrs: Vec<String> = ms.iter().map(|m| m.addr.clone()).collect();
     bootstrap(&ms).await;
     let leader_addr = leader(&addrs).await;

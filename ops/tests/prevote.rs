@@ -19,16 +19,7 @@ async fn term_of(addr: &str) -> u64 {
 async fn the_pre_vote_alone_elects_and_fails_over_in_one_election() {
     let tmp = tempfile::tempdir().expect("tmp");
     let extra = ["--test-pre-vote-only", "--election-timeout-ms", "150"];
-    let mut ms: Vec<MasterProc> = (1..=3)
-        .map(|id| {
-            MasterProc::start(
-                id,
-                "127.0.0.1:0",
-                &tmp.path().join(format!("m{id}")),
-                &extra,
-            )
-        })
-        .collect();
+    let mut ms = three_masters(tmp.path(), &extra);
     let addrs: Vec<String> = ms.iter().map(|m| m.addr.clone()).collect();
     bootstrap(&ms).await;
     // (The first leader is the master that initialized the group: openraft campaigns at once

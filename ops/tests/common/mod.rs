@@ -158,6 +158,13 @@ pub async fn https_get(http: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// Masters 1, 2 and 3 started with `extra` (data in `dir`/m1…m3), not yet bootstrapped.
+pub fn three_masters(dir: &Path, extra: &[&str]) -> Vec<MasterProc> {
+    (1..=3)
+        .map(|id| MasterProc::start(id, "127.0.0.1:0", &dir.join(format!("m{id}")), extra))
+        .collect()
+}
+
 /// Forms the group from `masters` through the first one.
 pub async fn bootstrap(masters: &[MasterProc]) {
     let boot = BootstrapRequest {
@@ -578,16 +585,7 @@ impl Cluster {
             cs.as_str(),
         ];
         extra.extend_from_slice(master_extra);
-        let masters: Vec<MasterProc> = (1..=3)
-            .map(|id| {
-                MasterProc::start(
-                    id,
-                    "127.0.0.1:0",
-                    &dir.path().join(format!("m{id}")),
-                    &extra,
-                )
-            })
-            .collect();
+        let masters = three_masters(dir.path(), &extra);
         let addrs: Vec<String> = masters.iter().map(|m| m.addr.clone()).collect();
         bootstrap(&masters).await;
         leader(&addrs).await;
