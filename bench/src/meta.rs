@@ -71,10 +71,9 @@ pub struct Args {
     no_lease_reads: bool,
 }
 
-/// Whether the run's masters are started with `--no-pre-vote`.
-static NO_PRE_VOTE: AtomicBool = AtomicBool::new(false);
-/// Whether the run's masters are started with `--no-lease-reads`.
-static NO_LEASE_READS: AtomicBool = AtomicBool::new(false);
+/// Switches every master of the run is started with (`--no-pre-vote`, `--no-lease-reads`),
+/// set once at the start of [`run`].
+static MASTER_SWITCHES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
 
 /// The benchmarks' masters' election timeout unless told otherwise, ms.
 pub(crate) const ELECTION_MS_DEFAULT: u64 = 150;
@@ -209,14 +208,11 @@ impl Proc {
                     .flat_map(|ms| ["--election-timeout-ms".into(), ms.to_string().into()]),
             )
             .chain(
-                NO_PRE_VOTE
-                    .load(Ordering::Relaxed)
-                    .then(|| "--no-pre-vote".into()),
-            )
-            .chain(
-                NO_LEASE_READS
-                    .load(Ordering::Relaxed)
-                    .then(|| "--no-lease-reads".into()),
+                MASTER_SWITCHES
+                    .get()
+                    .into_iter()
+                    .flatten()
+                    .map(std::ffi::OsString::from),
             )
             .chain(extra.iter().map(std::ffi::OsString::from))
             .collect::<Vec<_>>(),
@@ -653,8 +649,15 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     };
     set_tls(tls_dir)?;
     set_election_ms(a.election_timeout_ms);
-    NO_PRE_VOTE.store(a.no_pre_vote, Ordering::Relaxed);
-    NO_LEASE_READS.store(a.no_lease_reads, Ordering::Relaxed);
+    let _ = MASTER_SWITCHES.set(
+        [
+            a.no_pre_vote.then_some("--no-pre-vote"),
+            a.no_lease_reads.then_some("--no-lease-reads"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    );
     println!("meta: {}", if tls { "mutual TLS" } else { "plaintext" });
     let (bytes_per_file, bytes_per_chunk, n_chunks) = memory(a.chunks)?;
     println!("memory: {bytes_per_file:.0} bytes/file, {bytes_per_chunk:.0} bytes/chunk ({n_chunks} chunks)");

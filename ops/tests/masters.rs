@@ -78,21 +78,7 @@ async fn three_masters_survive_kill_stop_restart_and_membership_changes() {
     acked.push("/d/after-failover".into());
     let new_leader = leader(&live).await;
     assert_ne!(new_leader, leader_addr);
-    for p in &acked {
-        let p2 = p.clone();
-        on_leader(&live, |mut c| {
-            let p2 = p2.clone();
-            async move {
-                c.stat(PathRequest {
-                    path: p2,
-                    follower_read: false,
-                })
-                .await
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{p} lost after failover: {e}"));
-    }
+    all_there(&live, &acked, "failover").await;
 
     // More writes while it is down: past the snapshot interval, so the log gets compacted and
     // the restarted master must catch up from a snapshot.

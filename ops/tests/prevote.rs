@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use shale_proto::metapb::*;
 use std::time::{Duration, Instant};
 
 async fn term_of(addr: &str) -> u64 {
@@ -52,20 +51,7 @@ async fn the_pre_vote_alone_elects_and_fails_over_in_one_election() {
         term + 1,
         "one election after the kill"
     );
-    for p in &acked {
-        on_leader(&live, |mut c| {
-            let p = p.clone();
-            async move {
-                c.stat(PathRequest {
-                    path: p,
-                    follower_read: false,
-                })
-                .await
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{p} lost after failover: {e}"));
-    }
+    all_there(&live, &acked, "failover").await;
 
     // The killed master comes back: it catches up and follows; the leader and term stay.
     ms[li].restart();

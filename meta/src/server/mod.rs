@@ -363,11 +363,8 @@ impl Master {
             let own_applied = m
                 .last_applied
                 .is_some_and(|l| l.leader_id.term == m.current_term);
-            let leads = m.state == openraft::ServerState::Leader
-                && m.current_leader == Some(self.id)
-                && m.vote.is_committed()
-                && m.vote.leader_id().voted_for() == Some(self.id);
-            if !(leads && own_applied) {
+            // A leader's vote is its own, committed, in its term.
+            if !(m.state == openraft::ServerState::Leader && own_applied) {
                 return false;
             }
             (

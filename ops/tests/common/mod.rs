@@ -158,6 +158,25 @@ pub async fn https_get(http: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// Panics unless every one of `paths` is there, by a linearizable stat on the leader among
+/// `addrs` (`after`: what happened, for the message).
+pub async fn all_there(addrs: &[String], paths: &[String], after: &str) {
+    for p in paths {
+        on_leader(addrs, |mut c| {
+            let p = p.clone();
+            async move {
+                c.stat(PathRequest {
+                    path: p,
+                    follower_read: false,
+                })
+                .await
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{p} lost after {after}: {e}"));
+    }
+}
+
 /// Masters 1, 2 and 3 started with `extra` (data in `dir`/m1…m3), not yet bootstrapped.
 pub fn three_masters(dir: &Path, extra: &[&str]) -> Vec<MasterProc> {
     (1..=3)
