@@ -365,6 +365,39 @@ impl RaftLog {
         Ok(out)
     }
 
+    /// The entries `start..=end_inclusive` in order, stopping before the one that would take
+    /// the records read past `max_bytes` (always at least the first, if any): what a
+    /// replication round sends, read and handed on without touching the rest of the range.
+    pub fn read_limited(
+        &self,
+        start: u64,
+        end_inclusive: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        if start > end_inclusive {
+            return Ok(Vec::new());
+        }
+        let found = self.lock().find(start, end_inclusive);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (index, f) in found {
+            let len = match &f {
+                Found::Cached(b) => b.len(),
+                Found::OnDisk(loc) => loc.len as usize,
+            };
+            bytes = bytes.saturating_add(len);
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            let data = match f {
+                Found::Cached(b) => b,
+                Found::OnDisk(loc) => self.read_at(index, loc)?,
+            };
+            out.push((index, data));
+        }
+        Ok(out)
+    }
+
     fn reader(&self, seg: u64) -> Result<Arc<File>> {
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = readers.get(&seg) {

@@ -160,3 +160,98 @@ fn openraft_storage_suite_tiny_segments_and_cache() -> Result<(), StorageError<N
         },
     })
 }
+
+/// Replication reads stop at the byte limit (at least one entry), from the cache and from
+/// segment files alike, and never skip or reorder entries.
+#[tokio::test]
+async fn limited_reads_stop_at_the_byte_limit() {
+    use openraft::{CommittedLeaderId, RaftLogReader};
+    for cache in [1 << 20, 0] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = LogConfig {
+            cache_bytes_max: cache,
+            ..LogConfig::default()
+        };
+        let (log, _) = RaftLog::open(dir.path(), config).expect("open");
+        let log = Arc::new(log);
+        let mut sizes = Vec::new();
+        for i in 1..=50u64 {
+            let e = Entry::<Tc> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal("x".repeat(40 + i as usize * 3)),
+            };
+            let b = bytes::Bytes::from(postcard::to_allocvec(&e).expect("encode"));
+            sizes.push(b.len());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let done = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            log.append(vec![(i, b)], done).await.expect("append");
+            rx.await.expect("done").expect("durable");
+        }
+        let mut unlimited = LogStore::<Tc>::new(log.clone());
+        assert_eq!(
+            unlimited
+                .limited_get_log_entries(1, 51)
+                .await
+                .expect("read")
+                .len(),
+            50
+        );
+        for limit in [1, 100, 500, 2000] {
+            let mut store = LogStore::<Tc>::new(log.clone()).with_read_limit(limit);
+            for start in [1u64, 7, 50] {
+                let got = store
+                    .limited_get_log_entries(start, 51)
+                    .await
+                    .expect("read");
+                let idx: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+                let want_n = {
+                    let (mut n, mut total) = (0, 0);
+                    for s in &sizes[start as usize - 1..] {
+                        total += s;
+                        if n > 0 && total > limit {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    n
+                };
+                assert_eq!(idx, (start..start + want_n as u64).collect::<Vec<_>>());
+            }
+            // An empty range reads nothing; a one-entry range reads that entry.
+            assert!(store
+                .limited_get_log_entries(9, 9)
+                .await
+                .expect("read")
+                .is_empty());
+            assert_eq!(
+                store
+                    .limited_get_log_entries(9, 10)
+                    .await
+                    .expect("read")
+                    .len(),
+                1
+            );
+        }
+    }
+}
+
+#[test]
+fn openraft_storage_suite_with_a_read_limit() -> Result<(), StorageError<NodeId>> {
+    struct Limited;
+    impl StoreBuilder<Tc, LogStore<Tc>, Sm, tempfile::TempDir> for Limited {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore<Tc>, Sm), StorageError<NodeId>> {
+            let dir = tempfile::tempdir().map_err(io_err)?;
+            let (log, _) = RaftLog::open(dir.path(), LogConfig::default()).map_err(io_err)?;
+            Ok((
+                dir,
+                LogStore::new(Arc::new(log)).with_read_limit(64),
+                Sm::default(),
+            ))
+        }
+    }
+    Suite::test_all(Limited)
+}

@@ -31,7 +31,7 @@
 //!   the file's checksum and that it describes the log id it asked for;
 //! * where `fork` fails (no memory for the page tables), the state is encoded under the read
 //!   lock as before, with a warning.
-use super::store::{encode_file, split_file, Inner};
+use super::store::{check_file, file_head, Inner};
 use super::types::{Node, NodeId};
 use crate::snapshot;
 use openraft::SnapshotMeta;
@@ -61,10 +61,10 @@ pub fn due(
     changes >= replay_cap || last.is_none_or(|(since_end, took)| since_end >= took * 9)
 }
 
-/// A snapshot built: its meta, the state bytes (`crate::snapshot` format), and timings.
+/// A snapshot built (its file written): its meta, the file's size, and timings.
 pub struct Built {
     pub meta: SnapshotMeta<NodeId, Node>,
-    pub data: Vec<u8>,
+    pub bytes: u64,
     /// The state was read-locked this long.
     pub frozen: Duration,
     /// Whether a child process wrote it (`false`: encoded under the lock, fork failed).
@@ -94,11 +94,11 @@ pub fn build(
         let data = snapshot::encode(&g.state).map_err(|e| e.to_string())?;
         drop(g);
         let frozen = t.elapsed();
-        let file = encode_file(&meta, &data).map_err(|e| e.to_string())?;
-        write_synced(tmp, &file).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let head = file_head(&meta, &data).map_err(|e| e.to_string())?;
+        write_synced(tmp, &head, &data).map_err(|e| format!("{}: {e}", tmp.display()))?;
         return Ok(Built {
             meta,
-            data,
+            bytes: (head.len() + data.len()) as u64,
             frozen,
             forked: false,
         });
@@ -112,8 +112,9 @@ pub fn build(
             "snapshot writer process failed (wait status {status:#x})"
         ));
     }
-    let bytes = std::fs::read(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let (written, data) = split_file(&bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // Checked in pieces: the file is hundreds of MB at 10 M files, and the parent need not
+    // hold it (followers get it read from disk).
+    let (written, bytes) = check_file(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     if written.last_log_id != meta.last_log_id {
         return Err(format!(
             "{}: written for {:?}, asked for {:?}",
@@ -124,7 +125,7 @@ pub fn build(
     }
     Ok(Built {
         meta,
-        data: data.to_vec(),
+        bytes,
         frozen,
         forked: true,
     })
@@ -145,10 +146,45 @@ fn wait(pid: libc::pid_t) -> Result<i32, String> {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Bytes written between two writeback starts (see [`write_synced`]).
+const WRITEBACK_STEP: usize = 8 << 20;
+
+/// Writes `head` then `data` to a new file at `path` and fsyncs it, starting the writeback of
+/// every [`WRITEBACK_STEP`] as it is written and waiting for the one before (as RocksDB's
+/// `bytes_per_sync`): dirty pages never pile up, so the final fsync is short and the Raft
+/// log's own fsyncs on the same disk do not queue behind hundreds of MB at once.
+fn write_synced(path: &Path, head: &[u8], data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::fd::AsRawFd;
     let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
+    f.write_all(head)?;
+    let mut at = head.len();
+    let mut started = 0usize;
+    for piece in data.chunks(WRITEBACK_STEP) {
+        f.write_all(piece)?;
+        at += piece.len();
+        // SAFETY: plain syscalls on a file this function owns; ranges within what it wrote.
+        unsafe {
+            if started > 0 {
+                // Wait for the previous step's writeback before starting this one.
+                libc::sync_file_range(
+                    f.as_raw_fd(),
+                    0,
+                    started as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+            libc::sync_file_range(
+                f.as_raw_fd(),
+                started as libc::off64_t,
+                (at - started) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        started = at;
+    }
     f.sync_all()
 }
 
@@ -169,8 +205,8 @@ fn child(
     }
     let run = std::panic::AssertUnwindSafe(|| -> Result<(), String> {
         let data = snapshot::encode(state).map_err(|e| e.to_string())?;
-        let file = encode_file(meta, &data).map_err(|e| e.to_string())?;
-        write_synced(tmp, &file).map_err(|e| e.to_string())
+        let head = file_head(meta, &data).map_err(|e| e.to_string())?;
+        write_synced(tmp, &head, &data).map_err(|e| e.to_string())
     });
     let code = match std::panic::catch_unwind(run) {
         Ok(Ok(())) => 0,

@@ -35,7 +35,10 @@ pub struct Inner {
     pub state: MetaState,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<NodeId, Node>,
-    snapshot: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)>,
+    /// The latest snapshot's meta. Its bytes live only in the file (`get_current_snapshot`
+    /// reads them when a follower needs them): a master of 10 M files kept a 350 MB copy in
+    /// memory, and copied it twice more under the state lock at every build.
+    snapshot: Option<SnapshotMeta<NodeId, Node>>,
     /// When the last snapshot build ended, how long it took, and how long the state was
     /// locked for it (for [`super::checkpoint::due`] and `Status`).
     last_build: Option<(Instant, Duration, Duration)>,
@@ -50,7 +53,7 @@ impl Inner {
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot
             .as_ref()
-            .and_then(|(m, _)| m.last_log_id)
+            .and_then(|m| m.last_log_id)
             .map_or(0, |l| l.index)
     }
 
@@ -96,18 +99,71 @@ pub(super) fn encode_file(
     meta: &SnapshotMeta<NodeId, Node>,
     data: &[u8],
 ) -> Result<Vec<u8>, StorageError> {
-    let m = postcard::to_allocvec(meta).map_err(io)?;
-    let mut body = Vec::with_capacity(8 + m.len() + data.len());
-    body.extend_from_slice(&(m.len() as u64).to_le_bytes());
-    body.extend_from_slice(&m);
-    body.extend_from_slice(data);
-    let mut out = Vec::with_capacity(16 + body.len());
+    let mut out = file_head(meta, data).map_err(io)?;
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
+/// Everything of a snapshot file before the state bytes `data` (which follow it unchanged):
+/// magic, version, the checksum of the body, the meta's length and the meta.
+pub(super) fn file_head(
+    meta: &SnapshotMeta<NodeId, Node>,
+    data: &[u8],
+) -> Result<Vec<u8>, postcard::Error> {
+    let m = postcard::to_allocvec(meta)?;
+    let len = (m.len() as u64).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&len), &m), data);
+    let mut out = Vec::with_capacity(24 + m.len());
     out.extend_from_slice(FILE_MAGIC);
     out.extend_from_slice(&FILE_VERSION.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&m);
     Ok(out)
+}
+
+/// Checks a snapshot file on disk (header and checksum) reading it in pieces; its meta and
+/// size. What a build's parent checks of the file its child wrote, without holding it.
+pub(super) fn check_file(path: &Path) -> Result<(SnapshotMeta<NodeId, Node>, u64), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 24];
+    f.read_exact(&mut head)
+        .map_err(|_| "snapshot file cut short".to_string())?;
+    if &head[..8] != FILE_MAGIC {
+        return Err("not a Shale snapshot file".into());
+    }
+    let v = u16::from_le_bytes([head[8], head[9]]);
+    if v != FILE_VERSION {
+        return Err(format!("unsupported snapshot file version {v}"));
+    }
+    let want = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&head[16..24]);
+    let mlen = usize::try_from(u64::from_le_bytes(l)).map_err(|e| e.to_string())?;
+    if mlen > 64 << 20 {
+        return Err("snapshot file meta too long".into());
+    }
+    let mut m = vec![0u8; mlen];
+    f.read_exact(&mut m)
+        .map_err(|_| "snapshot file cut short".to_string())?;
+    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&l), &m);
+    let mut size = 24 + mlen as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+    if crc != want {
+        return Err("snapshot file checksum mismatch".into());
+    }
+    let meta = postcard::from_bytes(&m).map_err(|e| e.to_string())?;
+    Ok((meta, size))
 }
 
 /// Writes `state` into a fresh master data directory `data_dir` as the snapshot of a group
@@ -147,9 +203,7 @@ pub fn seed(
     shale_proto::durable::write_file(&dir, "snapshot", &file).map_err(|e| e.to_string())
 }
 
-type Loaded = (SnapshotMeta<NodeId, Node>, Vec<u8>, MetaState);
-
-fn decode_file(b: &[u8], verify: bool) -> Result<Loaded, String> {
+fn decode_file(b: &[u8], verify: bool) -> Result<(SnapshotMeta<NodeId, Node>, MetaState), String> {
     let (meta, data) = split_file(b)?;
     let state = if verify {
         snapshot::decode(data)
@@ -157,7 +211,7 @@ fn decode_file(b: &[u8], verify: bool) -> Result<Loaded, String> {
         snapshot::decode_trusted(data)
     }
     .map_err(|e| e.to_string())?;
-    Ok((meta, data.to_vec(), state))
+    Ok((meta, state))
 }
 
 /// Checks a snapshot file's header and checksum; its meta and the state bytes.
@@ -220,7 +274,7 @@ impl SmStore {
         let (state, last_applied, membership, snap) = match std::fs::read(&path) {
             Ok(b) => {
                 let t = Instant::now();
-                let (meta, data, state) =
+                let (meta, state) =
                     decode_file(&b, verify).map_err(|e| format!("{}: {e}", path.display()))?;
                 tracing::info!(
                     last = ?meta.last_log_id,
@@ -233,7 +287,7 @@ impl SmStore {
                     state,
                     meta.last_log_id,
                     meta.last_membership.clone(),
-                    Some((meta, data)),
+                    Some(meta),
                 )
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
@@ -244,7 +298,7 @@ impl SmStore {
             ),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let on_disk = snap.as_ref().and_then(|(m, _)| m.last_log_id);
+        let on_disk = snap.as_ref().and_then(|m| m.last_log_id);
         Ok(SmStore {
             inner: Arc::new(RwLock::new(Inner {
                 state,
@@ -289,7 +343,7 @@ impl SmStore {
 impl SmStore {
     /// Builds a snapshot of the state as applied now and makes it the file on disk (unless a
     /// newer one is there). Blocking: runs on a thread of its own.
-    fn build_now(&self) -> Result<(SnapshotMeta<NodeId, Node>, Vec<u8>), StorageError> {
+    fn build_now(&self) -> Result<SnapshotMeta<NodeId, Node>, StorageError> {
         let t = Instant::now();
         let n = self.built.fetch_add(1, Ordering::Relaxed) + 1;
         let tmp = build_tmp(&self.dir);
@@ -316,7 +370,7 @@ impl SmStore {
         metrics::histogram!(super::checkpoint::FROZEN_SECONDS).record(built.frozen.as_secs_f64());
         tracing::info!(
             index = built.meta.last_log_id.map_or(0, |l| l.index),
-            mb = built.data.len() >> 20,
+            mb = built.bytes >> 20,
             took_ms = took.as_millis() as u64,
             frozen_ms = built.frozen.as_millis() as u64,
             forked = built.forked,
@@ -325,12 +379,12 @@ impl SmStore {
         let mut g = self.write();
         g.last_build = Some((Instant::now(), took, built.frozen));
         // Never replace a newer snapshot (one installed meanwhile) with this one.
-        let current = g.snapshot.as_ref().and_then(|(m, _)| m.last_log_id);
+        let current = g.snapshot.as_ref().and_then(|m| m.last_log_id);
         if g.snapshot.is_none() || built.meta.last_log_id >= current {
-            g.snapshot = Some((built.meta.clone(), built.data.clone()));
+            g.snapshot = Some(built.meta.clone());
             g.snapshot_cmds = cmds;
         }
-        Ok((built.meta, built.data))
+        Ok(built.meta)
     }
 }
 
@@ -346,10 +400,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
                 let _ = tx.send(store.build_now());
             })
             .map_err(io)?;
-        let (meta, data) = rx.await.map_err(io)??;
+        let meta = rx.await.map_err(io)??;
+        // openraft 0.9 keeps only the meta of a snapshot it asked for (`sm/worker.rs`); the
+        // bytes are in the file, where `get_current_snapshot` reads them.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -431,14 +487,32 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         g.state = state;
         g.last_applied = meta.last_log_id;
         g.membership = meta.last_membership.clone();
-        g.snapshot = Some((meta.clone(), data));
+        g.snapshot = Some(meta.clone());
         g.snapshot_cmds = g.applied_cmds;
         tracing::info!(last = ?meta.last_log_id, "installed master snapshot");
         Ok(())
     }
 
+    /// The snapshot file's contents, read off the runtime (it is the newest snapshot: builds
+    /// and installs write it before they are recorded, and never replace a newer one).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.read().snapshot.clone().map(|(meta, data)| Snapshot {
+        if self.read().snapshot.is_none() {
+            return Ok(None);
+        }
+        let path = self.dir.join("snapshot");
+        let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let mut b = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            };
+            let (meta, data) = split_file(&b).map_err(|e| format!("{}: {e}", path.display()))?;
+            let start = b.len() - data.len();
+            b.drain(..start);
+            Ok(Some((meta, b)))
+        });
+        let got = read.await.map_err(io)?.map_err(io)?;
+        Ok(got.map(|(meta, data)| Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
@@ -496,8 +570,10 @@ mod tests {
         let snap = builder.build_snapshot().await.expect("build");
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(199));
         assert_eq!(snap.meta.last_membership.log_id().map(|l| l.index), Some(1));
+        let sent = sm.get_current_snapshot().await.expect("get").expect("some");
+        assert_eq!(sent.meta, snap.meta);
         assert_eq!(
-            snapshot::decode(snap.snapshot.get_ref()).expect("decode"),
+            snapshot::decode(sent.snapshot.get_ref()).expect("decode"),
             live
         );
         // Later applies change the live state, not the snapshot.
@@ -519,6 +595,33 @@ mod tests {
         let reopened = SmStore::open(dir.path(), 1 << 20, 3, true).expect("reopen");
         assert_eq!(reopened.read().state, live);
         assert_eq!(reopened.read().last_applied.map(|l| l.index), Some(199));
+    }
+
+    /// A file checked in pieces gives the meta and size `split_file` gives for the whole;
+    /// a flipped byte or a cut tail is refused by both.
+    #[test]
+    fn check_file_agrees_with_split_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 77)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "77-1".into(),
+        };
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let file = encode_file(&meta, &data).expect("encode");
+        let path = dir.path().join("s");
+        std::fs::write(&path, &file).expect("write");
+        let (m, size) = check_file(&path).expect("check");
+        assert_eq!((m.clone(), size), (meta.clone(), file.len() as u64));
+        assert_eq!(split_file(&file).expect("split"), (meta, &data[..]));
+        let mut bad = file.clone();
+        bad[file.len() / 2] ^= 1;
+        std::fs::write(&path, &bad).expect("write");
+        assert!(check_file(&path).is_err() && split_file(&bad).is_err());
+        std::fs::write(&path, &file[..file.len() - 1]).expect("write");
+        assert!(check_file(&path).is_err());
+        std::fs::write(&path, &file[..20]).expect("write");
+        assert!(check_file(&path).is_err());
     }
 
     /// A temp file left by a build that a crash interrupted is removed at open, and a build

@@ -482,7 +482,9 @@ pub async fn serve(
         crate::raftlog::LogConfig::default(),
     )?;
     tracing::info!("master {}: raft log {report}", config.id);
-    let log_store = crate::raftlog::LogStore::new(Arc::new(log));
+    // Replication reads what one AppendEntries carries (the network cuts at the same size).
+    let log_store = crate::raftlog::LogStore::new(Arc::new(log))
+        .with_read_limit(crate::raft::network::APPEND_BYTES_MAX);
     let sm = SmStore::open(
         &config.data_dir.join("state"),
         config.chunk_size_bytes,

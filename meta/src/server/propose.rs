@@ -48,6 +48,16 @@ impl Job {
             Job::Many(c, _) => c.len(),
         }
     }
+
+    /// The caller has gone (its RPC was cancelled or timed out, and the handler dropped): no
+    /// one can be told the outcome, so the job is not proposed. Nothing was acknowledged; a
+    /// retry of the call proposes it afresh.
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::One(_, w) => w.is_closed(),
+            Job::Many(_, w) => w.is_closed(),
+        }
+    }
 }
 
 /// Who gets the replies of a job's commands.
@@ -83,9 +93,29 @@ pub(super) fn now_ms() -> u64 {
 
 impl Proposer {
     pub fn start(raft: MasterRaft) -> Proposer {
+        Proposer::with_writer(move |req| {
+            let raft = raft.clone();
+            async move {
+                match raft.client_write(req).await {
+                    Ok(resp) => Ok(resp.data.0),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Err(ProposeError::NotLeader)
+                    }
+                    Err(e) => Err(ProposeError::Failed(e.to_string())),
+                }
+            }
+        })
+    }
+
+    /// A proposer over `write`, which commits one entry and returns its replies in order.
+    fn with_writer<W, F>(write: W) -> Proposer
+    where
+        W: Fn(Request) -> F + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<Vec<Reply>, ProposeError>> + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let (batches, batch_rx) = mpsc::channel(BATCHES_QUEUED_MAX);
-        tokio::spawn(run(raft, rx, batch_rx));
+        tokio::spawn(run(write, rx, batch_rx));
         Proposer { tx, batches }
     }
 
@@ -114,7 +144,11 @@ impl Proposer {
     }
 }
 
-async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Job>, mut batches: mpsc::Receiver<Job>) {
+async fn run<W, F>(write: W, mut rx: mpsc::Receiver<Job>, mut batches: mpsc::Receiver<Job>)
+where
+    W: Fn(Request) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Vec<Reply>, ProposeError>> + Send + 'static,
+{
     let inflight = Arc::new(Semaphore::new(INFLIGHT_MAX));
     loop {
         let first = tokio::select! {
@@ -126,12 +160,22 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Job>, mut batches: mpsc::R
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
         };
-        let has_batch = matches!(first, Job::Many(..));
-        let mut n = first.len();
-        let mut batch = vec![first];
-        // Every single command waiting (up to the cap), then at most one batch.
+        // Jobs whose callers gave up while they queued are dropped here, at the last moment
+        // before proposing: under overload, a client that times out and retries would
+        // otherwise have every attempt committed, one after the other, and the queue would
+        // grow with the retries (a bulk load at 3 M files never recovered from one slow
+        // round).
+        let mut has_batch = false;
+        let (mut n, mut batch) = (0, Vec::new());
+        if !first.abandoned() {
+            has_batch = matches!(first, Job::Many(..));
+            n = first.len();
+            batch.push(first);
+        }
+        // Every single command waiting (up to the cap), then at most one live batch.
         while n < BATCH_MAX {
             match rx.try_recv() {
+                Ok(x) if x.abandoned() => {}
                 Ok(x) => {
                     n += x.len();
                     batch.push(x);
@@ -139,35 +183,42 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Job>, mut batches: mpsc::R
                 Err(_) => break,
             }
         }
-        if !has_batch {
-            if let Ok(x) = batches.try_recv() {
-                n += x.len();
-                batch.push(x);
+        while !has_batch {
+            match batches.try_recv() {
+                Ok(x) if x.abandoned() => {}
+                Ok(x) => {
+                    n += x.len();
+                    batch.push(x);
+                    has_batch = true;
+                }
+                Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let mut cmds = Vec::with_capacity(n);
-            let mut waiters = Vec::with_capacity(batch.len());
-            for job in batch {
-                match job {
-                    Job::One(c, w) => {
-                        cmds.push(c);
-                        waiters.push(Wait::One(w));
-                    }
-                    Job::Many(cs, w) => {
-                        waiters.push(Wait::Many(cs.len(), w));
-                        cmds.extend(cs);
-                    }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut cmds = Vec::with_capacity(n);
+        let mut waiters = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::One(c, w) => {
+                    cmds.push(c);
+                    waiters.push(Wait::One(w));
+                }
+                Job::Many(cs, w) => {
+                    waiters.push(Wait::Many(cs.len(), w));
+                    cmds.extend(cs);
                 }
             }
-            let req = Request {
-                cmds,
-                time_ms: now_ms(),
-            };
-            match raft.client_write(req).await {
-                Ok(resp) => {
-                    let mut replies = resp.data.0.into_iter();
+        }
+        let written = write(Request {
+            cmds,
+            time_ms: now_ms(),
+        });
+        tokio::spawn(async move {
+            match written.await {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
                     for w in waiters {
                         match w {
                             Wait::One(w) => {
@@ -188,13 +239,12 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Job>, mut batches: mpsc::R
                         }
                     }
                 }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader) => {
                     for w in waiters {
                         w.fail(|| ProposeError::NotLeader);
                     }
                 }
-                Err(e) => {
-                    let msg = e.to_string();
+                Err(ProposeError::Failed(msg)) => {
                     for w in waiters {
                         w.fail(|| ProposeError::Failed(msg.clone()));
                     }
@@ -202,5 +252,95 @@ async fn run(raft: MasterRaft, mut rx: mpsc::Receiver<Job>, mut batches: mpsc::R
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    fn mkdir(p: &str) -> Command {
+        Command::Mkdir {
+            path: p.into(),
+            parents: false,
+        }
+    }
+
+    /// Polls `f` once: enough for a proposal to reach the proposer's queue.
+    async fn queue<F: Future>(mut f: Pin<&mut F>) {
+        std::future::poll_fn(|cx| {
+            let _ = f.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await
+    }
+
+    fn paths(r: &Request) -> Vec<String> {
+        r.cmds
+            .iter()
+            .map(|c| match c {
+                Command::Mkdir { path, .. } => path.clone(),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn jobs_whose_callers_left_are_not_proposed() {
+        let entries = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let (e, g) = (entries.clone(), gate.clone());
+        let p = Proposer::with_writer(move |req| {
+            e.lock().unwrap().push(paths(&req));
+            let (g, n) = (g.clone(), req.cmds.len());
+            async move {
+                g.acquire()
+                    .await
+                    .map_err(|_| ProposeError::NotLeader)?
+                    .forget();
+                Ok(vec![Reply::Done; n])
+            }
+        });
+        // The first entry is in flight and held there.
+        let first = tokio::spawn({
+            let p = p.clone();
+            async move { p.propose(mkdir("/x")).await }
+        });
+        for _ in 0..1000 {
+            if !entries.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(entries.lock().unwrap().len(), 1);
+        // Four more queue behind it; the callers of two of them give up.
+        let mut a = Box::pin(p.propose(mkdir("/a")));
+        let mut b = Box::pin(p.propose(mkdir("/b")));
+        let mut c = Box::pin(p.propose_many(vec![mkdir("/c1"), mkdir("/c2")]));
+        let mut d = Box::pin(p.propose_many(vec![mkdir("/d1"), mkdir("/d2")]));
+        queue(a.as_mut()).await;
+        queue(b.as_mut()).await;
+        queue(c.as_mut()).await;
+        queue(d.as_mut()).await;
+        drop((b, c));
+        gate.add_permits(2);
+        let bound = Duration::from_secs(10);
+        assert!(matches!(
+            tokio::time::timeout(bound, first).await,
+            Ok(Ok(Ok(Reply::Done)))
+        ));
+        assert!(matches!(
+            tokio::time::timeout(bound, a).await,
+            Ok(Ok(Reply::Done))
+        ));
+        let got = tokio::time::timeout(bound, d).await.unwrap().unwrap();
+        assert_eq!(got.len(), 2);
+        let entries = entries.lock().unwrap().clone();
+        assert_eq!(entries, vec![vec!["/x"], vec!["/a", "/d1", "/d2"]]);
     }
 }
