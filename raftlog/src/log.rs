@@ -350,19 +350,7 @@ impl RaftLog {
 
     /// Entries `start..=end` that exist, in order (stops early only if the log is shorter).
     pub fn read(&self, start: u64, end_inclusive: u64) -> Result<Vec<(u64, Bytes)>> {
-        if start > end_inclusive {
-            return Ok(Vec::new());
-        }
-        let found = self.lock().find(start, end_inclusive);
-        let mut out = Vec::with_capacity(found.len());
-        for (index, f) in found {
-            let data = match f {
-                Found::Cached(b) => b,
-                Found::OnDisk(loc) => self.read_at(index, loc)?,
-            };
-            out.push((index, data));
-        }
-        Ok(out)
+        self.read_limited(start, end_inclusive, usize::MAX)
     }
 
     /// The entries `start..=end_inclusive` in order, stopping before the one that would take
@@ -378,7 +366,7 @@ impl RaftLog {
             return Ok(Vec::new());
         }
         let found = self.lock().find(start, end_inclusive);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(found.len());
         let mut bytes = 0usize;
         for (index, f) in found {
             let len = match &f {

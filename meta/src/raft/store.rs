@@ -123,6 +123,23 @@ pub(super) fn file_head(
     Ok(out)
 }
 
+/// The fixed 24 bytes that open a snapshot file: magic and version checked; the body's
+/// checksum and the meta's length.
+fn parse_head(head: &[u8; 24]) -> Result<(u32, usize), String> {
+    if &head[..8] != FILE_MAGIC {
+        return Err("not a Shale snapshot file".into());
+    }
+    let v = u16::from_le_bytes([head[8], head[9]]);
+    if v != FILE_VERSION {
+        return Err(format!("unsupported snapshot file version {v}"));
+    }
+    let crc = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&head[16..24]);
+    let mlen = usize::try_from(u64::from_le_bytes(l)).map_err(|e| e.to_string())?;
+    Ok((crc, mlen))
+}
+
 /// Checks a snapshot file on disk (header and checksum) reading it in pieces; its meta and
 /// size. What a build's parent checks of the file its child wrote, without holding it.
 pub(super) fn check_file(path: &Path) -> Result<(SnapshotMeta<NodeId, Node>, u64), String> {
@@ -131,24 +148,14 @@ pub(super) fn check_file(path: &Path) -> Result<(SnapshotMeta<NodeId, Node>, u64
     let mut head = [0u8; 24];
     f.read_exact(&mut head)
         .map_err(|_| "snapshot file cut short".to_string())?;
-    if &head[..8] != FILE_MAGIC {
-        return Err("not a Shale snapshot file".into());
-    }
-    let v = u16::from_le_bytes([head[8], head[9]]);
-    if v != FILE_VERSION {
-        return Err(format!("unsupported snapshot file version {v}"));
-    }
-    let want = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
-    let mut l = [0u8; 8];
-    l.copy_from_slice(&head[16..24]);
-    let mlen = usize::try_from(u64::from_le_bytes(l)).map_err(|e| e.to_string())?;
+    let (want, mlen) = parse_head(&head)?;
     if mlen > 64 << 20 {
         return Err("snapshot file meta too long".into());
     }
     let mut m = vec![0u8; mlen];
     f.read_exact(&mut m)
         .map_err(|_| "snapshot file cut short".to_string())?;
-    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&l), &m);
+    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&head[16..24]), &m);
     let mut size = 24 + mlen as u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -216,21 +223,14 @@ fn decode_file(b: &[u8], verify: bool) -> Result<(SnapshotMeta<NodeId, Node>, Me
 
 /// Checks a snapshot file's header and checksum; its meta and the state bytes.
 pub(super) fn split_file(b: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, &[u8]), String> {
-    if b.len() < 24 || &b[..8] != FILE_MAGIC {
+    let Some(head) = b.first_chunk::<24>() else {
         return Err("not a Shale snapshot file".into());
-    }
-    let v = u16::from_le_bytes([b[8], b[9]]);
-    if v != FILE_VERSION {
-        return Err(format!("unsupported snapshot file version {v}"));
-    }
-    let crc = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    };
+    let (crc, mlen) = parse_head(head)?;
     let body = &b[16..];
     if crc32c::crc32c(body) != crc {
         return Err("snapshot file checksum mismatch".into());
     }
-    let mut l = [0u8; 8];
-    l.copy_from_slice(&body[..8]);
-    let mlen = usize::try_from(u64::from_le_bytes(l)).map_err(|e| e.to_string())?;
     if 8 + mlen > body.len() {
         return Err("snapshot file cut short".into());
     }

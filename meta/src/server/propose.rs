@@ -42,13 +42,6 @@ enum Job {
 }
 
 impl Job {
-    fn len(&self) -> usize {
-        match self {
-            Job::One(..) => 1,
-            Job::Many(c, _) => c.len(),
-        }
-    }
-
     /// The caller has gone (its RPC was cancelled or timed out, and the handler dropped): no
     /// one can be told the outcome, so the job is not proposed. Nothing was acknowledged; a
     /// retry of the call proposes it afresh.
@@ -56,6 +49,34 @@ impl Job {
         match self {
             Job::One(_, w) => w.is_closed(),
             Job::Many(_, w) => w.is_closed(),
+        }
+    }
+}
+
+/// The commands of one entry and who gets their replies, gathered job by job.
+#[derive(Default)]
+struct Gather {
+    cmds: Vec<Command>,
+    waiters: Vec<Wait>,
+    has_batch: bool,
+}
+
+impl Gather {
+    /// Adds `job`, unless its caller has gone.
+    fn take(&mut self, job: Job) {
+        if job.abandoned() {
+            return;
+        }
+        match job {
+            Job::One(c, w) => {
+                self.cmds.push(c);
+                self.waiters.push(Wait::One(w));
+            }
+            Job::Many(cs, w) => {
+                self.waiters.push(Wait::Many(cs.len(), w));
+                self.cmds.extend(cs);
+                self.has_batch = true;
+            }
         }
     }
 }
@@ -165,51 +186,24 @@ where
         // otherwise have every attempt committed, one after the other, and the queue would
         // grow with the retries (a bulk load at 3 M files never recovered from one slow
         // round).
-        let mut has_batch = false;
-        let (mut n, mut batch) = (0, Vec::new());
-        if !first.abandoned() {
-            has_batch = matches!(first, Job::Many(..));
-            n = first.len();
-            batch.push(first);
-        }
+        let mut entry = Gather::default();
+        entry.take(first);
         // Every single command waiting (up to the cap), then at most one live batch.
-        while n < BATCH_MAX {
+        while entry.cmds.len() < BATCH_MAX {
             match rx.try_recv() {
-                Ok(x) if x.abandoned() => {}
-                Ok(x) => {
-                    n += x.len();
-                    batch.push(x);
-                }
+                Ok(x) => entry.take(x),
                 Err(_) => break,
             }
         }
-        while !has_batch {
+        while !entry.has_batch {
             match batches.try_recv() {
-                Ok(x) if x.abandoned() => {}
-                Ok(x) => {
-                    n += x.len();
-                    batch.push(x);
-                    has_batch = true;
-                }
+                Ok(x) => entry.take(x),
                 Err(_) => break,
             }
         }
-        if batch.is_empty() {
+        let Gather { cmds, waiters, .. } = entry;
+        if waiters.is_empty() {
             continue;
-        }
-        let mut cmds = Vec::with_capacity(n);
-        let mut waiters = Vec::with_capacity(batch.len());
-        for job in batch {
-            match job {
-                Job::One(c, w) => {
-                    cmds.push(c);
-                    waiters.push(Wait::One(w));
-                }
-                Job::Many(cs, w) => {
-                    waiters.push(Wait::Many(cs.len(), w));
-                    cmds.extend(cs);
-                }
-            }
         }
         let written = write(Request {
             cmds,

@@ -105,16 +105,13 @@ fn shard(id: u64) -> usize {
     shard_table()[(id.wrapping_mul(K_SHARD) >> (64 - SLOT_BITS)) as usize] as usize
 }
 
-/// Shard `i`'s share of the ids (of every 2^16).
-fn share(i: usize) -> usize {
-    static SHARES: std::sync::OnceLock<[usize; SHARDS]> = std::sync::OnceLock::new();
-    SHARES.get_or_init(|| {
-        let mut n = [0usize; SHARDS];
-        for &x in shard_table().iter() {
-            n[x as usize] += 1;
-        }
-        n
-    })[i]
+/// Each shard's share of the ids (of every 2^16): its slots in [`shard_table`].
+fn shares() -> [usize; SHARDS] {
+    let mut n = [0usize; SHARDS];
+    for &x in shard_table().iter() {
+        n[x as usize] += 1;
+    }
+    n
 }
 
 impl<K, V, S: Default> Default for Sharded<K, V, S> {
@@ -142,8 +139,8 @@ where
     /// of every chunk it knows).
     pub fn reserve(&mut self, n: usize) {
         // A shard gets its share of n, give or take a few standard deviations.
-        for (i, m) in self.maps.iter_mut().enumerate() {
-            let per = ((n as u128 * share(i) as u128) >> SLOT_BITS) as usize;
+        for (m, share) in self.maps.iter_mut().zip(shares()) {
+            let per = ((n as u128 * share as u128) >> SLOT_BITS) as usize;
             let per = per + per / 16 + 64;
             m.reserve(per.saturating_sub(m.len()));
         }
@@ -349,9 +346,10 @@ mod tests {
         for i in 1..=n as u64 {
             counts[shard(i)] += 1;
         }
-        assert_eq!((0..SHARDS).map(share).sum::<usize>(), 1 << SLOT_BITS);
+        let shares = shares();
+        assert_eq!(shares.iter().sum::<usize>(), 1 << SLOT_BITS);
         for (i, &c) in counts.iter().enumerate() {
-            let want = (n * share(i)) >> SLOT_BITS;
+            let want = (n * shares[i]) >> SLOT_BITS;
             assert!(
                 c.abs_diff(want) < want / 16 + 16,
                 "shard {i}: {c}, share {want}"
