@@ -19,7 +19,6 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -143,8 +142,12 @@ fn parse_head(head: &[u8; 24]) -> Result<(u32, usize), String> {
 /// Checks a snapshot file on disk (header and checksum) reading it in pieces; its meta and
 /// size. What a build's parent checks of the file its child wrote, without holding it.
 pub(super) fn check_file(path: &Path) -> Result<(SnapshotMeta<NodeId, Node>, u64), String> {
-    use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    check_open(&mut f)
+}
+
+/// [`check_file`] of a file open at its start.
+fn check_open(f: &mut impl std::io::Read) -> Result<(SnapshotMeta<NodeId, Node>, u64), String> {
     let mut head = [0u8; 24];
     f.read_exact(&mut head)
         .map_err(|_| "snapshot file cut short".to_string())?;
@@ -244,16 +247,18 @@ fn build_tmp(dir: &Path) -> PathBuf {
     dir.join(format!("snapshot.build-{}", std::process::id()))
 }
 
-/// Removes temp files of builds a crash interrupted.
+/// Where a snapshot sent by the leader is received (then checked and renamed `snapshot`).
+const RECEIVED: &str = "snapshot.received";
+
+/// Removes temp files of builds and transfers a crash interrupted.
 fn remove_stale_builds(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with("snapshot.build-")
-        {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snapshot.build-") || name == RECEIVED {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -322,25 +327,44 @@ impl SmStore {
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Writes the snapshot file, unless the one on disk is newer; whether it wrote.
-    fn persist(
-        &self,
-        meta: &SnapshotMeta<NodeId, Node>,
-        data: &[u8],
-    ) -> Result<bool, StorageError> {
-        let file = encode_file(meta, data)?;
-        let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
-        if on_disk.is_some() && meta.last_log_id < *on_disk {
-            return Ok(false);
-        }
-        shale_proto::durable::write_file(&self.dir, "snapshot", &file).map_err(io)?;
-        *on_disk = meta.last_log_id;
-        Ok(true)
-    }
 }
 
 impl SmStore {
+    /// The state in a snapshot file received from the leader, checked against the `meta`
+    /// it was sent with; the file becomes the snapshot on disk unless a newer one is there
+    /// (then it is removed). Blocking.
+    fn take_received(
+        &self,
+        mut file: std::fs::File,
+        meta: &SnapshotMeta<NodeId, Node>,
+    ) -> Result<MetaState, StorageError> {
+        use std::io::{Read, Seek};
+        let path = self.dir.join(RECEIVED);
+        file.sync_all().map_err(io)?;
+        file.rewind().map_err(io)?;
+        let mut b = Vec::new();
+        file.read_to_end(&mut b).map_err(io)?;
+        drop(file);
+        let (sent, data) = split_file(&b).map_err(|e| io(format!("received snapshot: {e}")))?;
+        if sent.last_log_id != meta.last_log_id || sent.snapshot_id != meta.snapshot_id {
+            return Err(io(format!(
+                "received snapshot file is {} at {:?}, not {} at {:?}",
+                sent.snapshot_id, sent.last_log_id, meta.snapshot_id, meta.last_log_id
+            )));
+        }
+        let state = snapshot::decode(data).map_err(io)?;
+        drop(b);
+        let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+        if on_disk.is_some() && meta.last_log_id < *on_disk {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            std::fs::rename(&path, self.dir.join("snapshot")).map_err(io)?;
+            shale_proto::durable::fsync_dir(&self.dir).map_err(io)?;
+            *on_disk = meta.last_log_id;
+        }
+        Ok(state)
+    }
+
     /// Builds a snapshot of the state as applied now and makes it the file on disk (unless a
     /// newer one is there). Blocking: runs on a thread of its own.
     fn build_now(&self) -> Result<SnapshotMeta<NodeId, Node>, StorageError> {
@@ -401,11 +425,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
             })
             .map_err(io)?;
         let meta = rx.await.map_err(io)??;
-        // openraft 0.9 keeps only the meta of a snapshot it asked for (`sm/worker.rs`); the
-        // bytes are in the file, where `get_current_snapshot` reads them.
+        // openraft 0.9 keeps only the meta of a snapshot it asked for and drops the data
+        // handle (`sm/worker.rs`); `get_current_snapshot` opens the file to send it. (The file
+        // may not be there: a build older than the snapshot on disk is not kept.)
+        let file = tokio::fs::File::open("/dev/null").await.map_err(io)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -471,18 +497,36 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// A fresh file to receive the leader's snapshot file into (a new stream starts over).
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.dir.join(RECEIVED);
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(io)?;
+        Ok(Box::new(f))
     }
 
+    /// Checks the received file (header, checksum, and that it is the snapshot `meta`
+    /// names), decodes it off the runtime, and makes it the snapshot file (renamed into
+    /// place, unless a newer one is there).
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let state = snapshot::decode(&data).map_err(io)?;
-        self.persist(meta, &data)?;
+        let file = snapshot.into_std().await;
+        let (me, want) = (self.clone(), meta.clone());
+        let state = tokio::task::spawn_blocking(move || me.take_received(file, &want))
+            .await
+            .map_err(io)??;
         let mut g = self.write();
         g.state = state;
         g.last_applied = meta.last_log_id;
@@ -493,28 +537,32 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         Ok(())
     }
 
-    /// The snapshot file's contents, read off the runtime (it is the newest snapshot: builds
-    /// and installs write it before they are recorded, and never replace a newer one).
+    /// The snapshot file, open at its start and checked (in pieces, off the runtime) through
+    /// the same handle that is sent: a build renaming a newer file into place meanwhile does
+    /// not change what this handle reads. It is the newest snapshot: builds and installs write
+    /// it before they are recorded, and never replace a newer one.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        use std::io::Seek;
         if self.read().snapshot.is_none() {
             return Ok(None);
         }
         let path = self.dir.join("snapshot");
-        let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let mut b = match std::fs::read(&path) {
-                Ok(b) => b,
+        let open = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             };
-            let (meta, data) = split_file(&b).map_err(|e| format!("{}: {e}", path.display()))?;
-            let start = b.len() - data.len();
-            b.drain(..start);
-            Ok(Some((meta, b)))
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut f);
+            let (meta, _) =
+                check_open(&mut reader).map_err(|e| format!("{}: {e}", path.display()))?;
+            f.rewind().map_err(|e| e.to_string())?;
+            Ok(Some((meta, f)))
         });
-        let got = read.await.map_err(io)?.map_err(io)?;
-        Ok(got.map(|(meta, data)| Snapshot {
+        let got = open.await.map_err(io)?.map_err(io)?;
+        Ok(got.map(|(meta, f)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         }))
     }
 }
@@ -553,6 +601,94 @@ mod tests {
         EntryPayload::Membership(Membership::new(vec![voters], nodes))
     }
 
+    async fn read_all(mut f: Box<tokio::fs::File>) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).await.expect("read");
+        b
+    }
+
+    /// Streams `bytes` into a receiving store as openraft does (chunks at offsets), then
+    /// installs it as `meta`.
+    async fn receive(
+        to: &mut SmStore,
+        meta: &SnapshotMeta<NodeId, Node>,
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let mut f = to.begin_receiving_snapshot().await.expect("begin");
+        for (i, c) in bytes.chunks(1000).enumerate() {
+            f.seek(std::io::SeekFrom::Start(i as u64 * 1000))
+                .await
+                .expect("seek");
+            f.write_all(c).await.expect("write");
+        }
+        f.shutdown().await.expect("flush");
+        to.install_snapshot(meta, f).await
+    }
+
+    /// A snapshot travels as its file: what the sender's store hands out is received and
+    /// installed by another store, which then holds the same state and the same file (and
+    /// loads it when reopened); a file cut short, with a flipped byte, or of another
+    /// snapshot than the one named is refused and changes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_file_is_sent_and_installed() {
+        let (a, b) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        let mut from = SmStore::open(a.path(), 1 << 20, 3, true).expect("open");
+        let mut entries = vec![entry(1, membership())];
+        for i in 2..300u64 {
+            entries.push(entry(i, mkdir(format!("/d{}/e{i}", i % 11))));
+        }
+        from.apply(entries).await.expect("apply");
+        let live = from.read().state.clone();
+        from.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        let sent = from
+            .get_current_snapshot()
+            .await
+            .expect("get")
+            .expect("some");
+        let meta = sent.meta.clone();
+        let bytes = read_all(sent.snapshot).await;
+        assert_eq!(
+            bytes,
+            std::fs::read(a.path().join("snapshot")).expect("file")
+        );
+
+        let mut to = SmStore::open(b.path(), 1 << 20, 3, true).expect("open");
+        let empty = to.read().state.clone();
+        let mut flipped = bytes.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 1;
+        let mut other = meta.clone();
+        other.snapshot_id = "another".into();
+        for (m, body) in [
+            (&meta, &bytes[..bytes.len() - 1]),
+            (&meta, &flipped[..]),
+            (&other, &bytes[..]),
+        ] {
+            assert!(receive(&mut to, m, body).await.is_err());
+            assert_eq!(to.read().state, empty);
+            assert!(!b.path().join("snapshot").exists());
+        }
+        receive(&mut to, &meta, &bytes).await.expect("install");
+        assert_eq!(to.read().state, live);
+        assert_eq!(to.read().snapshot_index(), 299);
+        assert_eq!(
+            std::fs::read(b.path().join("snapshot")).expect("installed file"),
+            bytes
+        );
+        assert!(!b.path().join(RECEIVED).exists());
+        let reopened = SmStore::open(b.path(), 1 << 20, 3, true).expect("reopen");
+        assert_eq!(reopened.read().state, live);
+    }
+
     /// A snapshot built by the forked writer holds exactly the state as applied, at the
     /// applied log id with its membership; it replaces the file on disk, a reopened store
     /// loads it, and applies after the build are not in it.
@@ -572,10 +708,9 @@ mod tests {
         assert_eq!(snap.meta.last_membership.log_id().map(|l| l.index), Some(1));
         let sent = sm.get_current_snapshot().await.expect("get").expect("some");
         assert_eq!(sent.meta, snap.meta);
-        assert_eq!(
-            snapshot::decode(sent.snapshot.get_ref()).expect("decode"),
-            live
-        );
+        let (meta, state) = decode_file(&read_all(sent.snapshot).await, true).expect("decode");
+        assert_eq!(meta, snap.meta);
+        assert_eq!(state, live);
         // Later applies change the live state, not the snapshot.
         sm.apply(vec![entry(200, mkdir("/later".into()))])
             .await

@@ -1,7 +1,6 @@
 //! openraft's type configuration for the master group.
 use crate::sm::{Command, Reply};
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 
 /// A log entry's payload: commands proposed together (applied in order) and the log time the
 /// leader stamped on them. Batching concurrent proposals into one entry is what lets the group
@@ -21,7 +20,10 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Request,
         R = Replies,
-        SnapshotData = Cursor<Vec<u8>>,
+        // The snapshot file itself, header included: sent from it and received into one
+        // (a 10 M-file snapshot is ≈ 400 MB; held in memory, every try to send it read it
+        // again, and a receiver held all of it before it decoded a byte).
+        SnapshotData = tokio::fs::File,
 );
 
 pub type MasterRaft = openraft::Raft<TypeConfig>;
