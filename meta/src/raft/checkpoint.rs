@@ -23,8 +23,9 @@
 //!
 //! Invariants:
 //! * the child touches only the frozen state, the allocator (glibc's `fork` leaves it usable
-//!   in the child), and one temp file; it never returns into the parent's code: it leaves by
-//!   `_exit`, with a panic caught;
+//!   in the child), and one temp file; it closes every descriptor it inherited (above stderr)
+//!   first, so it never holds the master's port or files; it never returns into the parent's
+//!   code: it leaves by `_exit`, with a panic caught;
 //! * the child dies with the thread that forked it (`PR_SET_PDEATHSIG`), and that thread
 //!   waits for it: a killed master leaves no writer behind;
 //! * the temp file replaces `snapshot` only after the child exited 0 and the parent checked
@@ -188,6 +189,32 @@ fn write_synced(path: &Path, head: &[u8], data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Closes every file descriptor above stderr in a forked child: the parent's listening
+/// socket, connections, Raft log segments and snapshot files. The child writes only a file it
+/// opens itself. Kept open, they outlived a master `kill -9`ed during a build: the child,
+/// waiting in the kernel on its writeback until SIGKILL could land, still held the listening
+/// socket, and the restarted master failed with "Address already in use" (`shale-bench meta
+/// --load-files 10000000`, restart phase), while peers' connections sat in its backlog.
+fn close_inherited() {
+    // SAFETY: plain syscalls on this process's own descriptor table (the child's copy).
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur.min(1 << 20) as i32
+            } else {
+                1 << 16
+            };
+            for fd in 3..top {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 /// The child: encode, write, fsync, `_exit` (0 on success).
 fn child(
     state: &crate::sm::MetaState,
@@ -203,6 +230,7 @@ fn child(
         }
         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
+    close_inherited();
     let run = std::panic::AssertUnwindSafe(|| -> Result<(), String> {
         let data = snapshot::encode(state).map_err(|e| e.to_string())?;
         let head = file_head(meta, &data).map_err(|e| e.to_string())?;
@@ -239,6 +267,34 @@ pub async fn trigger(raft: super::MasterRaft, sm: super::store::SmStore, id: Nod
 mod tests {
     use super::due;
     use std::time::Duration;
+
+    /// A forked child that calls `close_inherited` holds none of the parent's descriptors
+    /// (a listening socket, a file) and keeps stderr; the parent's stay open.
+    #[test]
+    fn a_forked_writer_holds_none_of_the_parents_descriptors() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let file = tempfile::tempfile().expect("file");
+        let fds = [listener.as_raw_fd(), file.as_raw_fd()];
+        // SAFETY: the child only makes syscalls and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            super::close_inherited();
+            // SAFETY: plain syscalls.
+            unsafe {
+                let closed = fds.iter().all(|fd| libc::fcntl(*fd, libc::F_GETFD) == -1);
+                let stderr = libc::fcntl(2, libc::F_GETFD) != -1;
+                libc::_exit(if closed && stderr { 0 } else { 1 });
+            }
+        }
+        assert!(pid > 0, "fork");
+        let status = super::wait(pid).expect("wait");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // SAFETY: plain syscalls on descriptors this test owns.
+        assert!(fds
+            .iter()
+            .all(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } != -1));
+    }
 
     #[test]
     fn builds_after_enough_entries_staggered_by_member() {
