@@ -10,8 +10,10 @@
 //! carry hundreds, a `Batch` a thousand, so entries would be a poor count), staggered by member
 //! (member `id` waits `every × (id mod 3) / 3` more, so the three members of a group do not
 //! build at the same index), and never more than a tenth of the time (a build that took `t`
-//! is followed by at least `9 t` without one), so on a large namespace the builders do not
-//! take a core from the Raft cores (three masters on two cores at 1 M files: a quarter of the
+//! is followed by at least `9 t` without one; `t` is wall time, not the child's CPU, which is
+//! 4–5 times less on a busy machine: spacing by CPU had all three members building at once,
+//! all the time, in a bulk load), so on a large namespace the builders do not take a core
+//! from the Raft cores (three masters on two cores at 1 M files: a quarter of the
 //! time each cost half of the 64-client create rate) — unless the changes since the last
 //! snapshot reach half the namespace's size (and at least ten times `every`): a restart
 //! replays them all, and replaying more than that takes longer than loading the snapshot
@@ -68,6 +70,8 @@ pub struct Built {
     pub bytes: u64,
     /// The state was read-locked this long.
     pub frozen: Duration,
+    /// CPU the build cost: the child's (user and system), and the frozen time (logged).
+    pub cpu: Duration,
     /// Whether a child process wrote it (`false`: encoded under the lock, fork failed).
     pub forked: bool,
 }
@@ -101,12 +105,13 @@ pub fn build(
             meta,
             bytes: (head.len() + data.len()) as u64,
             frozen,
+            cpu: t.elapsed(),
             forked: false,
         });
     }
     drop(g);
     let frozen = t.elapsed();
-    let status = wait(pid)?;
+    let (status, child_cpu) = wait(pid)?;
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         let _ = std::fs::remove_file(tmp);
         return Err(format!(
@@ -128,17 +133,25 @@ pub fn build(
         meta,
         bytes,
         frozen,
+        cpu: child_cpu + frozen,
         forked: true,
     })
 }
 
-fn wait(pid: libc::pid_t) -> Result<i32, String> {
+/// Waits for child `pid`: its wait status and the CPU time it used (user and system).
+fn wait(pid: libc::pid_t) -> Result<(i32, Duration), String> {
     let mut status = 0;
     loop {
-        // SAFETY: plain syscall on our own child, with a valid pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: an all-zero `rusage` is a valid value of the plain C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: plain syscall on our own child, with valid pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
         if r == pid {
-            return Ok(status);
+            let t = |v: libc::timeval| {
+                Duration::from_secs(v.tv_sec.max(0) as u64)
+                    + Duration::from_micros(v.tv_usec.max(0) as u64)
+            };
+            return Ok((status, t(ru.ru_utime) + t(ru.ru_stime)));
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
@@ -268,6 +281,33 @@ mod tests {
     use super::due;
     use std::time::Duration;
 
+    /// `wait` reports the CPU a child used (a build's cost, logged beside its wall time).
+    #[test]
+    fn wait_reports_the_childs_cpu_time() {
+        // SAFETY: the child only makes syscalls and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // Spin until this process has used 60 ms of CPU.
+            loop {
+                // SAFETY: plain syscall with a valid pointer.
+                let used = unsafe {
+                    let mut ts: libc::timespec = std::mem::zeroed();
+                    libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+                    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+                };
+                if used >= 60 {
+                    // SAFETY: leaves the child at once.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+        }
+        assert!(pid > 0, "fork");
+        let (status, cpu) = super::wait(pid).expect("wait");
+        assert!(libc::WIFEXITED(status));
+        assert!(cpu >= Duration::from_millis(55), "{cpu:?}");
+        assert!(cpu < Duration::from_secs(5), "{cpu:?}");
+    }
+
     /// A forked child that calls `close_inherited` holds none of the parent's descriptors
     /// (a listening socket, a file) and keeps stderr; the parent's stay open.
     #[test]
@@ -288,7 +328,7 @@ mod tests {
             }
         }
         assert!(pid > 0, "fork");
-        let status = super::wait(pid).expect("wait");
+        let (status, _) = super::wait(pid).expect("wait");
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         // SAFETY: plain syscalls on descriptors this test owns.
         assert!(fds

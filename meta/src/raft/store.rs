@@ -397,6 +397,7 @@ impl SmStore {
             mb = built.bytes >> 20,
             took_ms = took.as_millis() as u64,
             frozen_ms = built.frozen.as_millis() as u64,
+            cpu_ms = built.cpu.as_millis() as u64,
             forked = built.forked,
             "built master snapshot"
         );
