@@ -602,6 +602,19 @@ mod tests {
         EntryPayload::Membership(Membership::new(vec![voters], nodes))
     }
 
+    /// A store in `dir` that applied the membership (entry 1) and mkdirs up to entry
+    /// `upto - 1`, spread over `dirs` directories; and its state.
+    async fn applied(dir: &std::path::Path, upto: u64, dirs: u64) -> (SmStore, MetaState) {
+        let mut sm = SmStore::open(dir, 1 << 20, 3, true).expect("open");
+        let mut entries = vec![entry(1, membership())];
+        for i in 2..upto {
+            entries.push(entry(i, mkdir(format!("/d{}/e{i}", i % dirs))));
+        }
+        sm.apply(entries).await.expect("apply");
+        let live = sm.read().state.clone();
+        (sm, live)
+    }
+
     async fn read_all(mut f: Box<tokio::fs::File>) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
         let mut b = Vec::new();
@@ -638,13 +651,7 @@ mod tests {
             tempfile::tempdir().expect("tmp"),
             tempfile::tempdir().expect("tmp"),
         );
-        let mut from = SmStore::open(a.path(), 1 << 20, 3, true).expect("open");
-        let mut entries = vec![entry(1, membership())];
-        for i in 2..300u64 {
-            entries.push(entry(i, mkdir(format!("/d{}/e{i}", i % 11))));
-        }
-        from.apply(entries).await.expect("apply");
-        let live = from.read().state.clone();
+        let (mut from, live) = applied(a.path(), 300, 11).await;
         from.get_snapshot_builder()
             .await
             .build_snapshot()
@@ -696,13 +703,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn built_snapshot_is_the_applied_state() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut sm = SmStore::open(dir.path(), 1 << 20, 3, true).expect("open");
-        let mut entries = vec![entry(1, membership())];
-        for i in 2..200u64 {
-            entries.push(entry(i, mkdir(format!("/d{}/e{i}", i % 7))));
-        }
-        sm.apply(entries).await.expect("apply");
-        let live = sm.read().state.clone();
+        let (mut sm, live) = applied(dir.path(), 200, 7).await;
         let mut builder = sm.get_snapshot_builder().await;
         let snap = builder.build_snapshot().await.expect("build");
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(199));
