@@ -152,7 +152,12 @@ pub async fn internal_master(a: MasterArgs) -> Result<(), BoxError> {
     println!("listening on {addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
-    shale_meta::server::serve(config, listener, std::future::pending()).await
+    // SIGTERM stops it cleanly (as `shale master`): the scale phase times a planned restart.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    shale_meta::server::serve(config, listener, async move {
+        term.recv().await;
+    })
+    .await
 }
 
 pub(crate) struct Proc {
@@ -227,6 +232,12 @@ impl Proc {
 
     pub(crate) fn kill9(&mut self) {
         self.kid.kill9();
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit (at most `within`, then
+    /// `kill -9`); whether it exited by itself.
+    pub(crate) fn stop(&mut self, within: Duration) -> bool {
+        self.kid.stop(within)
     }
 
     /// The process id (0 once killed).
@@ -860,6 +871,11 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             (
                 "restart_to_serving_s_at_load",
                 json!(r1(b.restart_to_serving_s)),
+            ),
+            ("stop_s_at_load", json!(r1(b.stop_s))),
+            (
+                "restart_after_stop_s_at_load",
+                json!(r1(b.restart_after_stop_s)),
             ),
         ];
     }

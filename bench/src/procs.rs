@@ -29,6 +29,26 @@ pub fn stable_port() -> Result<u16, BoxError> {
 pub struct Kid(pub Option<Child>);
 
 impl Kid {
+    /// SIGTERM, then waits up to `within` for the exit (then `kill -9`); whether it exited
+    /// by itself.
+    pub fn stop(&mut self, within: std::time::Duration) -> bool {
+        let Some(c) = self.0.as_mut() else {
+            return true;
+        };
+        // SAFETY: plain syscall on our own child's pid.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.0 = None;
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.kill9();
+        false
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();

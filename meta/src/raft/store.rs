@@ -88,6 +88,9 @@ pub struct SmStore {
     persisted: Arc<std::sync::Mutex<Option<LogId>>>,
     /// Snapshots built by this process (for unique snapshot ids).
     built: Arc<AtomicU64>,
+    /// Held by a build from start to end: builds share one temp file name (this process's
+    /// id), and the one at stop may run while openraft's last one has not finished.
+    building: Arc<std::sync::Mutex<()>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StorageError {
@@ -317,6 +320,7 @@ impl SmStore {
             dir: dir.to_path_buf(),
             persisted: Arc::new(std::sync::Mutex::new(on_disk)),
             built: Arc::new(AtomicU64::new(0)),
+            building: Arc::default(),
         })
     }
 
@@ -367,7 +371,26 @@ impl SmStore {
 
     /// Builds a snapshot of the state as applied now and makes it the file on disk (unless a
     /// newer one is there). Blocking: runs on a thread of its own.
+    /// At a clean stop (the Raft core shut down, nothing applying any more): builds a
+    /// snapshot of the state as applied if at least `min_changes` commands were applied since
+    /// the last one, so the next start loads it instead of replaying them (at 10 M files a
+    /// replay of what a bulk load left was most of a 24–29 s restart). Blocking. The new
+    /// snapshot's meta, or `None` if there was too little to save.
+    pub fn snapshot_at_stop(
+        &self,
+        min_changes: u64,
+    ) -> Result<Option<SnapshotMeta<NodeId, Node>>, StorageError> {
+        {
+            let g = self.read();
+            if g.last_applied.is_none() || g.changes_since_snapshot() < min_changes.max(1) {
+                return Ok(None);
+            }
+        }
+        self.build_now().map(Some)
+    }
+
     fn build_now(&self) -> Result<SnapshotMeta<NodeId, Node>, StorageError> {
+        let _one = self.building.lock().unwrap_or_else(|p| p.into_inner());
         let t = Instant::now();
         let n = self.built.fetch_add(1, Ordering::Relaxed) + 1;
         let tmp = build_tmp(&self.dir);
@@ -639,6 +662,29 @@ mod tests {
         }
         f.shutdown().await.expect("flush");
         to.install_snapshot(meta, f).await
+    }
+
+    /// At a clean stop a snapshot is built only when enough was applied since the last one;
+    /// a store reopened after it starts at the last applied entry, with nothing to replay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_stop_saves_what_was_applied() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut sm, live) = applied(dir.path(), 50, 5).await;
+        assert!(sm.snapshot_at_stop(100).expect("stop").is_none());
+        assert!(!dir.path().join("snapshot").exists());
+        let meta = sm.snapshot_at_stop(10).expect("stop").expect("built");
+        assert_eq!(meta.last_log_id.map(|l| l.index), Some(49));
+        assert!(sm.snapshot_at_stop(1).expect("again").is_none());
+        sm.apply(vec![entry(50, mkdir("/after".into()))])
+            .await
+            .expect("apply");
+        let reopened = SmStore::open(dir.path(), 1 << 20, 3, true).expect("reopen");
+        assert_eq!(reopened.read().state, live);
+        assert_eq!(reopened.read().last_applied.map(|l| l.index), Some(49));
+        let meta = sm.snapshot_at_stop(1).expect("stop").expect("built");
+        assert_eq!(meta.last_log_id.map(|l| l.index), Some(50));
+        let reopened = SmStore::open(dir.path(), 1 << 20, 3, true).expect("reopen");
+        assert_eq!(reopened.read().state, sm.read().state);
     }
 
     /// A snapshot travels as its file: what the sender's store hands out is received and
