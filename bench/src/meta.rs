@@ -179,6 +179,11 @@ impl Proc {
         Self::start_with(id, listen, data, &[])
     }
 
+    /// This master started again (it was stopped or killed) on its address and data.
+    pub(crate) fn again(&self) -> Result<Proc, BoxError> {
+        Self::start(self.id, &self.addr, &self.data)
+    }
+
     /// A master process with `extra` arguments of `internal-master`.
     pub(crate) fn start_with(
         id: u64,
@@ -834,8 +839,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             let _ = l.await;
         }
         // Restart the killed master on its address; let it catch up.
-        let (id, addr, data) = (procs[li].id, procs[li].addr.clone(), procs[li].data.clone());
-        procs[li] = Proc::start(id, &addr, &data)?;
+        procs[li] = procs[li].again()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let big = if a.load_files > 0 {

@@ -182,8 +182,7 @@ pub async fn run(
     }
     let killed = Instant::now();
     for p in procs.iter_mut() {
-        let (id, addr, data) = (p.id, p.addr.clone(), p.data.clone());
-        *p = Proc::start(id, &addr, &data)?;
+        *p = p.again()?;
     }
     let restart_to_serving_s = serving(&addrs, killed, "after-restart").await?;
     println!(
@@ -200,8 +199,7 @@ pub async fn run(
     let stop_s = stopping.elapsed().as_secs_f64();
     let started = Instant::now();
     for p in procs.iter_mut() {
-        let (id, addr, data) = (p.id, p.addr.clone(), p.data.clone());
-        *p = Proc::start(id, &addr, &data)?;
+        *p = p.again()?;
     }
     let restart_after_stop_s = serving(&addrs, started, "after-stop").await?;
     println!(
