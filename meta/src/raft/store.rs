@@ -358,19 +358,24 @@ impl SmStore {
         }
         let state = snapshot::decode(data).map_err(io)?;
         drop(b);
-        let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
-        if on_disk.is_some() && meta.last_log_id < *on_disk {
-            let _ = std::fs::remove_file(&path);
-        } else {
-            std::fs::rename(&path, self.dir.join("snapshot")).map_err(io)?;
-            shale_proto::durable::fsync_dir(&self.dir).map_err(io)?;
-            *on_disk = meta.last_log_id;
-        }
+        self.keep(&path, meta.last_log_id)?;
         Ok(state)
     }
 
-    /// Builds a snapshot of the state as applied now and makes it the file on disk (unless a
-    /// newer one is there). Blocking: runs on a thread of its own.
+    /// Makes the checked file at `tmp`, the snapshot at `last`, the snapshot file, unless the
+    /// one on disk is newer (then `tmp` is removed): one at a time, never going backwards.
+    fn keep(&self, tmp: &Path, last: Option<LogId>) -> Result<(), StorageError> {
+        let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+        if on_disk.is_some() && last < *on_disk {
+            let _ = std::fs::remove_file(tmp);
+        } else {
+            std::fs::rename(tmp, self.dir.join("snapshot")).map_err(io)?;
+            shale_proto::durable::fsync_dir(&self.dir).map_err(io)?;
+            *on_disk = last;
+        }
+        Ok(())
+    }
+
     /// At a clean stop (the Raft core shut down, nothing applying any more): builds a
     /// snapshot of the state as applied if at least `min_changes` commands were applied since
     /// the last one, so the next start loads it instead of replaying them (at 10 M files a
@@ -389,6 +394,8 @@ impl SmStore {
         self.build_now().map(Some)
     }
 
+    /// Builds a snapshot of the state as applied now and makes it the file on disk (unless a
+    /// newer one is there). Blocking: runs on a thread of its own.
     fn build_now(&self) -> Result<SnapshotMeta<NodeId, Node>, StorageError> {
         let _one = self.building.lock().unwrap_or_else(|p| p.into_inner());
         let t = Instant::now();
@@ -402,16 +409,7 @@ impl SmStore {
             snapshot_id: format!("{}-{n}", g.last_applied.map_or(0, |l| l.index)),
         };
         let built = super::checkpoint::build(g, meta, &tmp).map_err(io)?;
-        {
-            let mut on_disk = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
-            if on_disk.is_some() && built.meta.last_log_id < *on_disk {
-                let _ = std::fs::remove_file(&tmp);
-            } else {
-                std::fs::rename(&tmp, self.dir.join("snapshot")).map_err(io)?;
-                shale_proto::durable::fsync_dir(&self.dir).map_err(io)?;
-                *on_disk = built.meta.last_log_id;
-            }
-        }
+        self.keep(&tmp, built.meta.last_log_id)?;
         let took = t.elapsed();
         metrics::histogram!(super::checkpoint::BUILD_SECONDS).record(took.as_secs_f64());
         metrics::histogram!(super::checkpoint::FROZEN_SECONDS).record(built.frozen.as_secs_f64());

@@ -654,16 +654,17 @@ pub async fn serve(
     let (sm, every) = (master.sm.clone(), config.snapshot_every);
     let t = std::time::Instant::now();
     let built =
-        tokio::task::spawn_blocking(move || sm.snapshot_at_stop(every).map_err(|e| e.to_string()));
-    match built.await {
-        Ok(Ok(Some(meta))) => tracing::info!(
+        tokio::task::spawn_blocking(move || sm.snapshot_at_stop(every).map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+    match built {
+        Ok(Some(meta)) => tracing::info!(
             index = meta.last_log_id.map_or(0, |l| l.index),
             ms = t.elapsed().as_millis() as u64,
             "master {}: snapshot at stop",
             config.id
         ),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::warn!("master {}: snapshot at stop failed: {e}", config.id),
+        Ok(None) => {}
         Err(e) => tracing::warn!("master {}: snapshot at stop failed: {e}", config.id),
     }
     result.map_err(Into::into)
