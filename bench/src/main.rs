@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod access;
 mod alloc;
 mod append;
+mod apply;
 mod chunk_store;
 mod e2e;
 mod heal;
@@ -37,6 +38,9 @@ enum Cmd {
     /// Master group: creates/s with 1 and 64 clients, stats/s, failover time, memory per
     /// file and chunk (3 real master processes on loopback).
     Meta(meta::Args),
+    /// Apply: CPU per command to apply (and so to replay at restart) the meta benchmark's
+    /// loader commands to the master state, in one process, up to `--files` files.
+    Apply(apply::Args),
     /// Access: the FUSE mount's write and read MiB/s next to the native client's, same run.
     Access(access::Args),
     /// End to end: 3 masters + 3 chunkservers; write/read MiB/s with 1 and 4 clients vs 3× disk
@@ -88,6 +92,7 @@ fn main() {
             .block_on(raftlog::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Report(a) => html::run(a),
+        Cmd::Apply(a) => apply::run(a),
         Cmd::Meta(a) => rt
             .block_on(meta::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),

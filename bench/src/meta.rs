@@ -12,7 +12,7 @@
 #[path = "meta_scale.rs"]
 pub(crate) mod scale;
 
-use crate::report::{print_json, r1};
+use crate::report::{pct, print_json, r1, r3};
 use serde_json::json;
 use shale_meta::sm::{Command, MetaState, Reply};
 use shale_proto::metapb::master_service_client::MasterServiceClient;
@@ -391,6 +391,37 @@ where
     Ok(t.elapsed())
 }
 
+/// What one client's create+complete calls, one after the other, gave.
+pub(crate) struct OneClient {
+    pub per_s: f64,
+    pub ms_p50: f64,
+    pub ms_p99: f64,
+    pub ms_max: f64,
+}
+
+/// `n` create+complete calls from one client, one after the other, under `dir`.
+pub(crate) async fn creates_one_client(
+    c: &Client,
+    n: u64,
+    dir: &str,
+) -> Result<OneClient, BoxError> {
+    let mut lat = Vec::with_capacity(n as usize);
+    let t = Instant::now();
+    for i in 0..n {
+        let t1 = Instant::now();
+        c.touch(format!("{dir}/one-{i}")).await?;
+        lat.push(t1.elapsed().as_secs_f64() * 1000.0);
+    }
+    let per_s = n as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok(OneClient {
+        per_s,
+        ms_p50: pct(&lat, 0.5),
+        ms_p99: pct(&lat, 0.99),
+        ms_max: pct(&lat, 1.0),
+    })
+}
+
 /// Creates/s of `clients` tasks (over the `pool`'s connections) creating `per` files each
 /// in `dir`.
 pub(crate) async fn creates_parallel(
@@ -741,12 +772,12 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     println!("status RPC round trip, 1 client: p50 {rtt_p50} µs");
 
     // 1 client.
-    let t = Instant::now();
-    for i in 0..a.creates_1 {
-        client.touch(format!("/b/one-{i}")).await?;
-    }
-    let creates_1 = a.creates_1 as f64 / t.elapsed().as_secs_f64();
-    println!("create+complete, 1 client: {creates_1:.0}/s");
+    let one = creates_one_client(&client, a.creates_1, "/b").await?;
+    let creates_1 = one.per_s;
+    println!(
+        "create+complete, 1 client: {creates_1:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
+        one.ms_p50, one.ms_p99
+    );
 
     // 64 clients, 8 connections.
     let pool: Vec<Client> = (0..8).map(|_| Client::new(addrs.clone())).collect();
@@ -846,6 +877,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         Some(
             scale::run(
                 a.load_files,
+                a.creates_1,
                 a.clients,
                 a.creates_per_client,
                 &client,
@@ -869,6 +901,10 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
             ("elections_during_load", json!(b.elections)),
             ("create_ms_p99_during_load", json!(r1(b.create_ms_p99))),
             ("create_ms_max_during_load", json!(r1(b.create_ms_max))),
+            ("creates_per_s_1_at_load", json!(r1(b.one.per_s))),
+            ("create_ms_p50_1_at_load", json!(r3(b.one.ms_p50))),
+            ("create_ms_p99_1_at_load", json!(r3(b.one.ms_p99))),
+            ("create_ms_max_1_at_load", json!(r3(b.one.ms_max))),
             ("creates_per_s_64_at_load", json!(r1(b.creates_per_s_64))),
             ("snapshot_build_s_at_load", json!(b.snapshot_build_s)),
             ("snapshot_frozen_ms_at_load", json!(b.snapshot_frozen_ms)),
@@ -891,6 +927,8 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
         ("lease_reads", json!(!a.no_lease_reads)),
         ("status_rtt_us_p50", json!(rtt_p50)),
         ("creates_per_s_1", json!(r1(creates_1))),
+        ("create_ms_p50_1", json!(r3(one.ms_p50))),
+        ("create_ms_p99_1", json!(r3(one.ms_p99))),
         ("creates_per_s_64", json!(r1(creates_64))),
         ("stats_per_s_64", json!(r1(stats_64))),
         ("failover_ms_p50", json!(r1(p50))),

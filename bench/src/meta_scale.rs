@@ -2,10 +2,11 @@
 //! through `Batch` calls (8 loaders, 1,000 creates then 1,000 completes per pair of calls),
 //! while 8 clients create files one at a time beside them (their latencies are what a user
 //! feels while the namespace grows and snapshots are built) and the term is watched
-//! (elections); then the 64-client create rate at that size, each master's last snapshot
+//! (elections); then one client's create rate and latencies and the 64-client create rate at
+//! that size, each master's last snapshot
 //! build, and the time from `kill -9` of every master to a successful create after all three
 //! restart (snapshot load, log replay, election).
-use super::{creates_parallel, parallel, BoxError, Client, Proc};
+use super::{creates_one_client, creates_parallel, parallel, BoxError, Client, OneClient, Proc};
 use shale_proto::metapb::batch_item::Op;
 use shale_proto::metapb::master_service_client::MasterServiceClient;
 use shale_proto::metapb::*;
@@ -19,6 +20,8 @@ pub struct Scale {
     pub elections: u64,
     pub create_ms_p99: f64,
     pub create_ms_max: f64,
+    /// One client alone at that size (the loaders done).
+    pub one: OneClient,
     pub creates_per_s_64: f64,
     pub snapshot_build_s: f64,
     pub snapshot_frozen_ms: f64,
@@ -99,8 +102,10 @@ pub(crate) async fn status(addr: &str) -> Result<StatusReply, BoxError> {
     Ok(c.status(Empty {}).await?.into_inner())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     files: u64,
+    creates_1: u64,
     clients: u64,
     per_client: u64,
     client: &Client,
@@ -173,6 +178,12 @@ pub async fn run(
         l.len(),
         term_after - term_before
     );
+    // One client alone at this size: what a create costs once the namespace is large.
+    let one = creates_one_client(client, creates_1, "/big").await?;
+    println!(
+        "create+complete, 1 client, at {loaded} files: {:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+        one.per_s, one.ms_p50, one.ms_p99, one.ms_max
+    );
     // The 64-client create rate at this size.
     let creates_per_s_64 = creates_parallel(pool, clients, per_client, "/big").await?;
     println!("create+complete, {clients} clients, at {loaded} files: {creates_per_s_64:.0}/s");
@@ -211,6 +222,7 @@ pub async fn run(
         elections: term_after - term_before,
         create_ms_p99,
         create_ms_max,
+        one,
         creates_per_s_64,
         snapshot_build_s: build_ms as f64 / 1000.0,
         snapshot_frozen_ms: frozen_ms as f64,

@@ -87,9 +87,13 @@ impl Sessions {
     /// Records the reply of a request just applied.
     pub fn record(&mut self, id: RequestId, reply: &Reply, now_ms: u64) {
         let s = self.by_client.entry(id.client).or_default();
-        self.by_age.remove(&(s.last_ms, id.client));
-        s.last_ms = now_ms;
-        self.by_age.insert((now_ms, id.client));
+        // A new session (last use 0) is not in `by_age` yet; one used at this log time
+        // already (every item of a `Batch` shares its entry's time) keeps its place.
+        if s.last_ms != now_ms || s.replies.is_empty() {
+            self.by_age.remove(&(s.last_ms, id.client));
+            s.last_ms = now_ms;
+            self.by_age.insert((now_ms, id.client));
+        }
         s.replies.insert(id.seq, reply.clone());
         while s.replies.len() > SESSION_REPLIES_MAX {
             if let Some((old, _)) = s.replies.pop_first() {
@@ -154,6 +158,26 @@ mod tests {
         s.expire(11 + SESSION_IDLE_MS);
         assert!(s.is_empty());
         assert!(matches!(s.check(id(1, 2)), Ok(Seen::New)));
+    }
+
+    #[test]
+    fn requests_at_one_log_time_keep_one_place_in_the_age_order() {
+        let mut s = Sessions::default();
+        // A new session at log time 0 (its default last use) is still put in the order.
+        for seq in 1..=3 {
+            s.record(id(7, seq), &Reply::Done, 0);
+        }
+        s.check_invariants().expect("ok");
+        for seq in 1..=3 {
+            s.record(id(8, seq), &Reply::Done, 5);
+        }
+        s.record(id(7, 4), &Reply::Done, 5);
+        s.check_invariants().expect("ok");
+        s.expire(SESSION_IDLE_MS + 4);
+        assert_eq!(s.len(), 2);
+        s.expire(SESSION_IDLE_MS + 5);
+        assert!(s.is_empty());
+        s.check_invariants().expect("ok");
     }
 
     #[test]
