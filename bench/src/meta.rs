@@ -917,6 +917,18 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
                 "restart_after_stop_s_at_load",
                 json!(r1(b.restart_after_stop_s)),
             ),
+            (
+                "creates_per_s_1_after_restart_at_load",
+                json!(r1(b.one_after_restart.per_s)),
+            ),
+            (
+                "create_ms_max_1_after_restart_at_load",
+                json!(r3(b.one_after_restart.ms_max)),
+            ),
+            (
+                "creates_per_s_64_after_restart_at_load",
+                json!(r1(b.creates_per_s_64_after_restart)),
+            ),
         ];
     }
     let mut fields = vec![

@@ -3,9 +3,10 @@
 //! while 8 clients create files one at a time beside them (their latencies are what a user
 //! feels while the namespace grows and snapshots are built) and the term is watched
 //! (elections); then one client's create rate and latencies and the 64-client create rate at
-//! that size, each master's last snapshot
-//! build, and the time from `kill -9` of every master to a successful create after all three
-//! restart (snapshot load, log replay, election).
+//! that size, each master's last snapshot build, and the time from `kill -9` of every master
+//! to a successful create after all three restart (snapshot load, log replay, election); then
+//! a planned restart (SIGTERM: each master saves a snapshot) and the create rates again on the
+//! namespace as loaded at start.
 use super::{creates_one_client, creates_parallel, parallel, BoxError, Client, OneClient, Proc};
 use shale_proto::metapb::batch_item::Op;
 use shale_proto::metapb::master_service_client::MasterServiceClient;
@@ -29,6 +30,11 @@ pub struct Scale {
     /// Stopping every master with SIGTERM (each saves a snapshot), then serving again.
     pub stop_s: f64,
     pub restart_after_stop_s: f64,
+    /// After the planned restart: the namespace loaded from snapshots at start, with no bulk
+    /// load's builds pending (one client, then the concurrent clients, in a 10,000-entry
+    /// directory).
+    pub one_after_restart: OneClient,
+    pub creates_per_s_64_after_restart: f64,
 }
 
 const LOADERS: u64 = 8;
@@ -216,6 +222,23 @@ pub async fn run(
     println!(
         "planned restart at {loaded} files: stopped in {stop_s:.1} s, serving {restart_after_stop_s:.1} s after the start"
     );
+    // The size as a namespace loaded at start has it (the metadata issue's "pre-loaded, e.g.
+    // through a snapshot installed at start"): no builds left over from the bulk load, but
+    // builds as the creates accrue, as on any master. Fresh connections, to a directory of
+    // the load (its names are `l…`, these `one-…` and `c…`).
+    let fresh: Vec<Client> = (0..pool.len().max(1))
+        .map(|_| Client::new(addrs.clone()))
+        .collect();
+    let one_after_restart = creates_one_client(&fresh[0], creates_1, "/big/d1").await?;
+    let creates_per_s_64_after_restart =
+        creates_parallel(&fresh, clients, per_client, "/big/d1").await?;
+    println!(
+        "after the planned restart, at {loaded} files: 1 client {:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms), {clients} clients {creates_per_s_64_after_restart:.0}/s",
+        one_after_restart.per_s,
+        one_after_restart.ms_p50,
+        one_after_restart.ms_p99,
+        one_after_restart.ms_max
+    );
     Ok(Scale {
         files: loaded,
         load_per_s,
@@ -229,6 +252,8 @@ pub async fn run(
         restart_to_serving_s,
         stop_s,
         restart_after_stop_s,
+        one_after_restart,
+        creates_per_s_64_after_restart,
     })
 }
 
