@@ -104,15 +104,21 @@ pub fn spawn_server(cmd: Command) -> (Child, String) {
 }
 
 /// [`spawn_server`], also returning the whole first line.
-pub fn spawn_server_line(mut cmd: Command) -> (Child, String, String) {
+pub fn spawn_server_line(cmd: Command) -> (Child, String, String) {
+    let stderr = if std::env::var_os("SHALE_TEST_STDERR").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    spawn_server_line_to(cmd, stderr)
+}
+
+/// [`spawn_server_line`] with the server's stderr going to `stderr`.
+pub fn spawn_server_line_to(mut cmd: Command, stderr: Stdio) -> (Child, String, String) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("SHALE_TEST_STDERR").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stderr(stderr)
         .spawn()
         .expect("spawn shale");
     let mut line = String::new();
@@ -212,6 +218,8 @@ pub struct MasterProc {
     pub data: PathBuf,
     pub child: Option<Child>,
     extra: Vec<String>,
+    /// Its stderr (every start appends), printed when a test panics with it alive.
+    log: PathBuf,
 }
 
 /// A free local port below the kernel's ephemeral range (32768 and up here), for a master that
@@ -259,7 +267,17 @@ impl MasterProc {
             "RUST_LOG",
             std::env::var("SHALE_TEST_MASTER_LOG").unwrap_or("warn".into()),
         );
-        let (child, addr, line) = spawn_server_line(cmd);
+        let log = data.with_extension("log");
+        let stderr = if std::env::var_os("SHALE_TEST_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_or_else(|_| Stdio::null(), Stdio::from)
+        };
+        let (child, addr, line) = spawn_server_line_to(cmd, stderr);
         MasterProc {
             id,
             addr,
@@ -267,6 +285,7 @@ impl MasterProc {
             data: data.to_path_buf(),
             child: Some(child),
             extra,
+            log,
         }
     }
 
@@ -321,6 +340,20 @@ impl MasterProc {
 
 impl Drop for MasterProc {
     fn drop(&mut self) {
+        // A failing test shows what its masters logged (at `SHALE_TEST_MASTER_LOG`, warn).
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- master {} ({}): the last {} of {} log lines ---\n{}",
+                self.id,
+                self.addr,
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
         if let Some(c) = &self.child {
             // SAFETY: resume a stopped child so kill and wait work.
             unsafe {
