@@ -399,6 +399,16 @@ pub(crate) struct OneClient {
     pub ms_max: f64,
 }
 
+impl std::fmt::Display for OneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+            self.per_s, self.ms_p50, self.ms_p99, self.ms_max
+        )
+    }
+}
+
 /// `n` create+complete calls from one client, one after the other, under `dir`.
 pub(crate) async fn creates_one_client(
     c: &Client,
@@ -774,10 +784,7 @@ pub async fn run(a: Args) -> Result<(), BoxError> {
     // 1 client.
     let one = creates_one_client(&client, a.creates_1, "/b").await?;
     let creates_1 = one.per_s;
-    println!(
-        "create+complete, 1 client: {creates_1:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
-        one.ms_p50, one.ms_p99
-    );
+    println!("create+complete, 1 client: {one}");
 
     // 64 clients, 8 connections.
     let pool: Vec<Client> = (0..8).map(|_| Client::new(addrs.clone())).collect();

@@ -186,10 +186,7 @@ pub async fn run(
     );
     // One client alone at this size: what a create costs once the namespace is large.
     let one = creates_one_client(client, creates_1, "/big").await?;
-    println!(
-        "create+complete, 1 client, at {loaded} files: {:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
-        one.per_s, one.ms_p50, one.ms_p99, one.ms_max
-    );
+    println!("create+complete, 1 client, at {loaded} files: {one}");
     // The 64-client create rate at this size.
     let creates_per_s_64 = creates_parallel(pool, clients, per_client, "/big").await?;
     println!("create+complete, {clients} clients, at {loaded} files: {creates_per_s_64:.0}/s");
@@ -233,11 +230,8 @@ pub async fn run(
     let creates_per_s_64_after_restart =
         creates_parallel(&fresh, clients, per_client, "/big/d1").await?;
     println!(
-        "after the planned restart, at {loaded} files: 1 client {:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms), {clients} clients {creates_per_s_64_after_restart:.0}/s",
-        one_after_restart.per_s,
-        one_after_restart.ms_p50,
-        one_after_restart.ms_p99,
-        one_after_restart.ms_max
+        "after the planned restart, at {loaded} files: 1 client {one_after_restart}, \
+         {clients} clients {creates_per_s_64_after_restart:.0}/s"
     );
     Ok(Scale {
         files: loaded,

@@ -105,12 +105,16 @@ pub fn spawn_server(cmd: Command) -> (Child, String) {
 
 /// [`spawn_server`], also returning the whole first line.
 pub fn spawn_server_line(cmd: Command) -> (Child, String, String) {
-    let stderr = if std::env::var_os("SHALE_TEST_STDERR").is_some() {
+    spawn_server_line_to(cmd, server_stderr(Stdio::null))
+}
+
+/// Where a server's stderr goes: this test's own with `SHALE_TEST_STDERR` set, else `or`.
+fn server_stderr(or: impl FnOnce() -> Stdio) -> Stdio {
+    if std::env::var_os("SHALE_TEST_STDERR").is_some() {
         Stdio::inherit()
     } else {
-        Stdio::null()
-    };
-    spawn_server_line_to(cmd, stderr)
+        or()
+    }
 }
 
 /// [`spawn_server_line`] with the server's stderr going to `stderr`.
@@ -268,15 +272,13 @@ impl MasterProc {
             std::env::var("SHALE_TEST_MASTER_LOG").unwrap_or("warn".into()),
         );
         let log = data.with_extension("log");
-        let stderr = if std::env::var_os("SHALE_TEST_STDERR").is_some() {
-            Stdio::inherit()
-        } else {
+        let stderr = server_stderr(|| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log)
                 .map_or_else(|_| Stdio::null(), Stdio::from)
-        };
+        });
         let (child, addr, line) = spawn_server_line_to(cmd, stderr);
         MasterProc {
             id,
