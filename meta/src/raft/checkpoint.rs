@@ -10,7 +10,8 @@
 //! carry hundreds, a `Batch` a thousand, so entries would be a poor count), staggered by member
 //! (member `id` waits `every × (id mod 3) / 3` more, so the three members of a group do not
 //! build at the same index), and never more than a tenth of the time (a build that took `t`
-//! is followed by at least `9 t` without one; `t` is wall time, not the child's CPU, which is
+//! is followed by at least `9 t` without one; after a restart, loading the snapshot counts as
+//! the last build, its time as `t`; `t` is wall time, not the child's CPU, which is
 //! 4–5 times less on a busy machine: spacing by CPU had all three members building at once,
 //! all the time, in a bulk load), so on a large namespace the builders do not take a core
 //! from the Raft cores (three masters on two cores at 1 M files: a quarter of the

@@ -16,6 +16,7 @@
 use crate::raft::types::{MasterRaft, Request};
 use crate::sm::{Command, Reply};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -117,13 +118,21 @@ impl Proposer {
         Proposer::with_writer(move |req| {
             let raft = raft.clone();
             async move {
-                match raft.client_write(req).await {
-                    Ok(resp) => Ok(resp.data.0),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        Err(ProposeError::NotLeader)
+                let leadership = raft.server_metrics();
+                let written = async {
+                    match raft.client_write(req).await {
+                        Ok(resp) => Ok(resp.data.0),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                            Err(ProposeError::NotLeader)
+                        }
+                        Err(e) => Err(ProposeError::Failed(e.to_string())),
                     }
-                    Err(e) => Err(ProposeError::Failed(e.to_string())),
-                }
+                };
+                while_leading(written, leadership, |m| {
+                    (m.state == ServerState::Leader && m.current_leader == Some(m.id))
+                        .then_some(m.vote.leader_id().term)
+                })
+                .await
             }
         })
     }
@@ -162,6 +171,58 @@ impl Proposer {
             .map_err(|_| ProposeError::Failed("proposer stopped".into()))?;
         rx.await
             .map_err(|_| ProposeError::Failed("proposal dropped".into()))?
+    }
+}
+
+/// Awaits `write` (an entry proposed through openraft) for as long as this master keeps the
+/// leadership it has, or gains, while it waits: `leading` gives the term it leads in, from the
+/// latest of `watch`. Once it led in a term and no longer leads in it, the write fails.
+///
+/// openraft 0.9 can lose an entry's caller: a leader that proposed an entry and was deposed
+/// before it committed, then caught up through a snapshot that covers the entry's index (its
+/// own log shorter than the snapshot, so nothing is truncated), purges the entry without telling
+/// the caller, whose `client_write` then never returns. With one entry in flight, that master's
+/// proposer would hang every later write, and when it led again it accepted none (seen in
+/// `ops/tests/masters.rs`). The outcome is unknown to this master (the entry may have reached a
+/// follower and commit under the next leader): the error says so, and a retry with the same
+/// request id gets the first answer.
+async fn while_leading<T, F>(
+    write: F,
+    mut watch: tokio::sync::watch::Receiver<T>,
+    leading: impl Fn(&T) -> Option<u64>,
+) -> Result<Vec<Reply>, ProposeError>
+where
+    F: std::future::Future<Output = Result<Vec<Reply>, ProposeError>>,
+{
+    let mut led = leading(&watch.borrow_and_update());
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut write => return r,
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    // Raft stopped: the write will not finish either.
+                    return write.await;
+                }
+                let now = leading(&watch.borrow_and_update());
+                match (led, now) {
+                    (Some(t), now) if now != Some(t) => {
+                        tracing::warn!(
+                            term = t,
+                            "lost the leadership with an entry in flight; its callers are told \
+                             its outcome is unknown"
+                        );
+                        return Err(ProposeError::Failed(format!(
+                            "this master lost its leadership (term {t}) while the entry was \
+                             in flight; it may still commit: retry with the same request id"
+                        )))
+                    }
+                    (None, Some(t)) => led = Some(t),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -282,6 +343,52 @@ mod tests {
                 _ => String::new(),
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_write_fails_once_its_master_stops_leading_and_not_before() {
+        let bound = Duration::from_secs(10);
+        let term = |t: &Option<u64>| *t;
+        // A write that never finishes (openraft lost its caller): leading in term 3, then a
+        // change that keeps it (say, membership), then deposed.
+        let (tx, rx) = tokio::sync::watch::channel(Some(3));
+        let stuck = std::future::pending::<Result<Vec<Reply>, ProposeError>>();
+        let w = tokio::spawn(while_leading(stuck, rx, term));
+        tokio::task::yield_now().await;
+        tx.send_replace(Some(3));
+        tokio::task::yield_now().await;
+        assert!(!w.is_finished());
+        tx.send_replace(None);
+        let r = tokio::time::timeout(bound, w).await.unwrap().unwrap();
+        assert!(matches!(r, Err(ProposeError::Failed(m)) if m.contains("lost its leadership")));
+        // Re-elected in a later term: the entry of the earlier one is in doubt too.
+        let (tx, rx) = tokio::sync::watch::channel(Some(3));
+        let stuck = std::future::pending::<Result<Vec<Reply>, ProposeError>>();
+        let w = tokio::spawn(while_leading(stuck, rx, term));
+        tokio::task::yield_now().await;
+        tx.send_replace(Some(4));
+        let r = tokio::time::timeout(bound, w).await.unwrap().unwrap();
+        assert!(matches!(r, Err(ProposeError::Failed(_))));
+        // Not leading when proposed, leading by the time openraft took it: it waits for it.
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let write = async move {
+            done_rx.await.map_err(|_| ProposeError::NotLeader)?;
+            Ok(vec![Reply::Done])
+        };
+        let w = tokio::spawn(while_leading(write, rx, term));
+        tokio::task::yield_now().await;
+        tx.send_replace(Some(5));
+        tokio::task::yield_now().await;
+        assert!(!w.is_finished());
+        done_tx.send(()).unwrap();
+        let r = tokio::time::timeout(bound, w).await.unwrap().unwrap();
+        assert!(matches!(r.as_deref(), Ok([Reply::Done])));
+        // A write that finishes while its master leads keeps its result, whatever follows.
+        let (tx, rx) = tokio::sync::watch::channel(Some(6));
+        let r = while_leading(async { Ok(vec![Reply::Done]) }, rx, term).await;
+        assert!(matches!(r.as_deref(), Ok([Reply::Done])));
+        drop(tx);
     }
 
     #[tokio::test]
