@@ -6,16 +6,29 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// [`ProstCodec`] with decode errors mapped to `INVALID_ARGUMENT`.
+/// Each call's encode and decode buffers start this size and grow as a message needs.
+/// tonic's default is 8 KiB: on glibc, an allocation that large is served past the per-thread
+/// cache and first merges every freed small block back into the heap (`malloc_consolidate`),
+/// once per buffer, so twice per call on each side; a metadata message is ~100 bytes. 512
+/// bytes stays within the cache's sizes.
+pub const BUFFER_BYTES: usize = 512;
+/// How many bytes a stream encodes before it yields to the runtime (tonic's default).
+const YIELD_BYTES: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(BUFFER_BYTES, YIELD_BYTES)
+}
+
+/// [`ProstCodec`] with decode errors mapped to `INVALID_ARGUMENT`, and small buffers.
 #[derive(Debug, Clone)]
 pub struct ShaleCodec<T, U> {
-    inner: ProstCodec<T, U>,
+    _pd: std::marker::PhantomData<(T, U)>,
 }
 
 impl<T, U> Default for ShaleCodec<T, U> {
     fn default() -> Self {
         ShaleCodec {
-            inner: ProstCodec::default(),
+            _pd: std::marker::PhantomData,
         }
     }
 }
@@ -31,12 +44,12 @@ where
     type Decoder = ShaleDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.inner.encoder()
+        ProstCodec::<T, U>::raw_encoder(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         ShaleDecoder {
-            inner: self.inner.decoder(),
+            inner: ProstCodec::<T, U>::raw_decoder(buffer_settings()),
         }
     }
 }
