@@ -11,7 +11,7 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 /// cache and first merges every freed small block back into the heap (`malloc_consolidate`),
 /// once per buffer, so twice per call on each side; a metadata message is ~100 bytes. 512
 /// bytes stays within the cache's sizes.
-pub const BUFFER_BYTES: usize = 512;
+const BUFFER_BYTES: usize = 512;
 /// How many bytes a stream encodes before it yields to the runtime (tonic's default).
 const YIELD_BYTES: usize = 32 * 1024;
 

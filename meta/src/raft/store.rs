@@ -70,11 +70,10 @@ impl Inner {
     /// as soon as `every` commands had been applied, beside the clients, ignoring the duty
     /// limit (`checkpoint::due`).
     pub fn last_build(&self) -> Option<(Duration, Duration)> {
-        match (self.last_build, self.loaded) {
-            (Some((end, took, _)), _) => Some((end.elapsed(), took)),
-            (None, Some((end, took))) => Some((end.elapsed(), took)),
-            (None, None) => None,
-        }
+        self.last_build
+            .map(|(end, took, _)| (end, took))
+            .or(self.loaded)
+            .map(|(end, took)| (end.elapsed(), took))
     }
 
     /// The last build's time and frozen time, ms (0, 0: none since start).
