@@ -6,7 +6,8 @@
 //! copy).
 //!
 //! Invariants: a connection goes back to the pool only after a complete answer (its stream
-//! position is known); every wait is bounded by [`IO_TIMEOUT`]; a frame's bytes are checked
+//! position is known); every wait of a read is bounded by [`IO_TIMEOUT`], a write's start by
+//! `shale_proto::dataport::header_wait` (a stopped head is blamed after it); a frame's bytes are checked
 //! against its crc32c before they are used, and the frames must add up to exactly the length
 //! asked for.
 use crate::read::Frames;
@@ -120,7 +121,7 @@ pub(crate) async fn write(
         let code = tonic::Code::from(a.code as i32);
         failed(node, format!("{code:?}: {}", a.message))
     };
-    let s = match dataport::open_write(transport, conns, addr, header, IO_TIMEOUT).await {
+    let s = match dataport::open_write(transport, conns, addr, header).await {
         Err(e) => return Err(failed(head, e.to_string())),
         Ok(Opened::Go(s)) => s,
         Ok(Opened::Refused(answer)) => return Err(refused(&answer)),

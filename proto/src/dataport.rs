@@ -105,23 +105,68 @@ pub async fn dial(
     addr: &str,
     within: std::time::Duration,
 ) -> std::io::Result<shale_security::transport::Stream> {
+    dial_staged(transport, addr, within)
+        .await
+        .map_err(DialError::into_io)
+}
+
+/// Why [`dial_staged`] failed.
+#[derive(Debug)]
+pub enum DialError {
+    /// No TCP connection (refused, unreachable, or none in time): nothing answers there.
+    NoConnection(std::io::Error),
+    /// The TCP connection was made but the handshake did not finish in time: a server took
+    /// the connection (its kernel did) and does not answer — stopped or hung.
+    Silent(std::io::Error),
+    /// The handshake failed (a certificate, a protocol not offered).
+    Handshake(std::io::Error),
+}
+
+impl DialError {
+    /// The error inside, whatever the stage.
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            DialError::NoConnection(e) | DialError::Silent(e) | DialError::Handshake(e) => e,
+        }
+    }
+}
+
+/// [`dial`], saying which stage failed: the TCP connect and the handshake each get `within`.
+pub async fn dial_staged(
+    transport: &shale_security::Transport,
+    addr: &str,
+    within: std::time::Duration,
+) -> Result<shale_security::transport::Stream, DialError> {
+    let timed_out = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} in {} ms", within.as_millis()),
+        )
+    };
     let (host, port) = addr
         .rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse::<u16>().ok()?,
-            ))
-        })
-        .ok_or_else(|| invalid(format!("data port {addr:?} is not host:port")))?;
-    tokio::time::timeout(within, transport.dial(host, port, ALPN))
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            DialError::NoConnection(invalid(format!("data port {addr:?} is not host:port")))
+        })?;
+    let tcp = tokio::time::timeout(within, shale_security::transport::connect_tcp(host, port))
         .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no connection in {} s", within.as_secs()),
-            )
-        })?
+        .map_err(|_| DialError::NoConnection(timed_out("no connection")))?
+        .map_err(DialError::NoConnection)?;
+    tokio::time::timeout(within, transport.handshake(tcp, host, ALPN))
+        .await
+        .map_err(|_| DialError::Silent(timed_out("connected, but no handshake")))?
+        .map_err(DialError::Handshake)
+}
+
+/// How long a write's sender waits for the answer to its header (and for a new connection's
+/// handshake) from a receiver with `below` replicas after it in the pipeline: 5 s, plus 1 s
+/// per replica below (at most 16 counted). The receiver answers only once every replica below
+/// it has, each waiting the same way on its own next one, so the deepest waiter gives up
+/// first and the blame lands on the replica that is really silent, not on one above it that
+/// was still waiting.
+pub fn header_wait(below: usize) -> std::time::Duration {
+    std::time::Duration::from_secs(5 + below.min(16) as u64)
 }
 
 /// Idle connections kept per data address.
@@ -340,22 +385,29 @@ pub enum Opened {
 }
 
 /// Starts a write at the data port `addr`, on a kept connection from `idle` or a new one (a
-/// kept one the server has closed meanwhile is replaced by a new one): the header, and the
-/// server's first answer, each within `within`. An error: the connection broke, or no answer
-/// came.
+/// kept one the server has closed meanwhile is replaced by a new one): the connection, its
+/// handshake and the server's first answer each within [`header_wait`] for the header's
+/// downstream. An error: the connection broke, or the server took it and never answered
+/// (blame it); a fallback: nothing listens there, or the header was not understood.
 pub async fn open_write(
     transport: &shale_security::Transport,
     idle: &Idle,
     addr: &str,
     header: crate::pb::WriteHeader,
-    within: std::time::Duration,
 ) -> std::io::Result<Opened> {
+    let within = header_wait(header.downstream.len());
     let (s, answer) = loop {
         let (mut s, kept) = match idle.take(addr) {
             Some(s) => (s, true),
-            None => match dial(transport, addr, within).await {
+            None => match dial_staged(transport, addr, within).await {
                 Ok(s) => (s, false),
-                Err(e) => return Ok(Opened::Fallback(format!("data port {addr}: connect: {e}"))),
+                // Taken by the kernel but never answered: the server is stopped or hung, and
+                // gRPC would wait on it as well.
+                Err(DialError::Silent(e)) => return Err(e),
+                Err(e) => {
+                    let e = e.into_io();
+                    return Ok(Opened::Fallback(format!("data port {addr}: connect: {e}")));
+                }
             },
         };
         match tokio::time::timeout(within, write_start(&mut s, header.clone())).await {
@@ -365,7 +417,7 @@ pub async fn open_write(
             Err(_) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "no answer to the header",
+                    format!("no answer to the header in {} s", within.as_secs()),
                 ))
             }
         }
@@ -591,5 +643,53 @@ mod tests {
             Ok(_) => panic!("accepted"),
         }
         drop(server.await);
+    }
+
+    /// Starts a write at `addr`: Err (to blame the receiver), Ok(true) for a fallback to gRPC,
+    /// Ok(false) for anything else; and how long it took.
+    async fn start_at(
+        t: &shale_security::Transport,
+        addr: &str,
+    ) -> (std::io::Result<bool>, std::time::Duration) {
+        let header = crate::pb::WriteHeader {
+            length: 1,
+            node_id: 1,
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = open_write(t, &Idle::default(), addr, header).await;
+        (r.map(|o| matches!(o, Opened::Fallback(_))), t0.elapsed())
+    }
+
+    /// A receiver whose kernel took the connection but which never answers (a stopped
+    /// server) is an error after `header_wait`, over TLS (no handshake) and in plaintext (no
+    /// answer to the header): the writer blames it rather than waiting on gRPC. Where nothing
+    /// listens, the write falls back to gRPC at once.
+    #[tokio::test]
+    async fn a_silent_receiver_is_blamed_and_an_absent_one_falls_back() {
+        use shale_security::certs::{init_ca, issue, IssueOptions};
+        use shale_security::{Principal, Role, Tls, TlsFiles, Transport};
+        let d = tempfile::tempdir().expect("tmp");
+        init_ca(d.path()).expect("ca");
+        let alice = Principal::new(Role::User, "alice").expect("principal");
+        issue(d.path(), d.path(), &alice, &IssueOptions::default()).expect("issue");
+        let tls = Transport::tls(Tls::load(TlsFiles::of(d.path(), &alice)).expect("tls"));
+        // Listening, never accepting: the kernel completes TCP handshakes all the same.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr").to_string();
+        let plain = Transport::plaintext();
+        let ((over_tls, t1), (over_tcp, t2)) =
+            tokio::join!(start_at(&tls, &addr), start_at(&plain, &addr));
+        for (r, took) in [(over_tls, t1), (over_tcp, t2)] {
+            match r {
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}"),
+                Ok(fallback) => panic!("a silent receiver was not blamed (fallback: {fallback})"),
+            }
+            assert!(took >= header_wait(0), "gave up after {took:?}");
+        }
+        drop(silent);
+        // Nothing listens there now.
+        let (absent, _) = start_at(&tls, &addr).await;
+        assert!(matches!(absent, Ok(true)), "{absent:?}");
     }
 }

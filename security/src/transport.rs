@@ -115,13 +115,16 @@ impl Transport {
     /// Connects to `host:port` speaking `alpn` (`h2` for gRPC, `http/1.1` for the status
     /// ports): TLS verifying the server's certificate for `host`, or plain TCP.
     pub async fn dial(&self, host: &str, port: u16, alpn: &[u8]) -> io::Result<Stream> {
-        // `[v6]` hosts come bracketed.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = connect_tcp(host, port).await?;
+        self.handshake(tcp, host, alpn).await
+    }
+
+    /// The client's side of a connection `tcp` already made to `host`: TLS speaking `alpn`
+    /// and verifying the server's certificate for `host` (or nothing, in plaintext). Callers
+    /// that bound the TCP connect and the handshake apart use this after [`connect_tcp`] (a
+    /// server that took the connection but does not answer is stopped or hung, not absent).
+    pub async fn handshake(&self, tcp: TcpStream, host: &str, alpn: &[u8]) -> io::Result<Stream> {
+        let host = unbracket(host).to_string();
         let remote = tcp.peer_addr().ok();
         let Some(tls) = &self.tls else {
             return Ok(Stream::plain(tcp, remote, Identity::Plaintext));
@@ -190,6 +193,19 @@ impl Transport {
             slot: None,
         })
     }
+}
+
+/// `host` without the brackets a `[v6]` address comes in.
+fn unbracket(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// A TCP connection to `host:port` (`[v6]` hosts bracketed or not), with Nagle off: the first
+/// half of [`Transport::dial`].
+pub async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    let tcp = TcpStream::connect((unbracket(host), port)).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// Who the peer's certificate chain (from a finished handshake) names.

@@ -2,8 +2,10 @@
 //! port when the header names one (on the host the chunk token vouches for) and it answers,
 //! over gRPC `WriteChunk` otherwise. Either way the same header goes down (minus this
 //! replica), every frame is forwarded as it arrives, and the hop is judged by progress: it
-//! must keep taking frames ([`FORWARD_STALL`]) and acknowledge within [`DOWNSTREAM_ACK`] of the
-//! last one, with exactly the replicas after this one durable.
+//! must answer the header within `dataport::header_wait` (data port; longer the more replicas
+//! are below it, so the deepest waiter blames first), keep taking frames ([`FORWARD_STALL`]) and
+//! acknowledge within [`DOWNSTREAM_ACK`] of the last one, with exactly the replicas after this
+//! one durable.
 //!
 //! Invariants: frames wait in a bounded queue ([`FORWARD_QUEUE`]); dropping a [`Downstream`]
 //! aborts its call, which ends the downstream replica's write too; every failure comes back
@@ -183,18 +185,12 @@ async fn port(
     header: shale_proto::pb::WriteHeader,
     node: u64,
 ) -> Result<Option<Hop>, Status> {
-    let opened = dataport::open_write(
-        &server.transport,
-        &server.data_conns,
-        addr,
-        header,
-        FORWARD_STALL,
-    )
-    .await
-    .map_err(|e| {
-        let s = Status::unavailable(format!("downstream replica {node} ({addr}): {e}"));
-        blame(s, node)
-    })?;
+    let opened = dataport::open_write(&server.transport, &server.data_conns, addr, header)
+        .await
+        .map_err(|e| {
+            let s = Status::unavailable(format!("downstream replica {node} ({addr}): {e}"));
+            blame(s, node)
+        })?;
     let s = match opened {
         Opened::Go(s) => s,
         Opened::Refused(answer) => return Err(reply_status(&answer, node)),
