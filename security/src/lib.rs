@@ -8,6 +8,7 @@
 
 pub mod bearer;
 pub mod certs;
+mod coalesce;
 pub mod digest;
 pub mod identity;
 pub mod limits;

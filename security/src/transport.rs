@@ -145,6 +145,7 @@ impl Transport {
             inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
             peer: Peer { remote, identity },
             slot: None,
+            held: None,
         })
     }
 
@@ -191,6 +192,7 @@ impl Transport {
             inner: Inner::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
             peer: Peer { remote, identity },
             slot: None,
+            held: None,
         })
     }
 }
@@ -278,7 +280,8 @@ async fn accept_loop(
                 }
             }
             match accepted {
-                Ok(mut s) => {
+                Ok(s) => {
+                    let mut s = s.coalescing();
                     s.slot = Some(slot);
                     let _ = tx.send(s).await;
                 }
@@ -311,7 +314,7 @@ impl tower_service::Service<tonic::codegen::http::Uri> for Connector {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
             let port = uri.port_u16().unwrap_or(80);
             let s = transport.dial(host, port, b"h2").await?;
-            Ok(hyper_util::rt::TokioIo::new(s))
+            Ok(hyper_util::rt::TokioIo::new(s.coalescing()))
         })
     }
 }
@@ -322,6 +325,9 @@ pub struct Stream {
     peer: Peer,
     /// The server's connection slot, freed when the connection closes.
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Writes held until a flush (gRPC connections: [`Stream::coalescing`]); None: written
+    /// as they come.
+    held: Option<crate::coalesce::Held>,
 }
 
 enum Inner {
@@ -335,7 +341,17 @@ impl Stream {
             inner: Inner::Plain(tcp),
             peer: Peer { remote, identity },
             slot: None,
+            held: None,
         }
+    }
+
+    /// This connection with its writes held until a flush, and each flush put off once
+    /// behind the tasks ready to run, so that the answers of concurrent calls share a system
+    /// call (`coalesce.rs`). For HTTP/2 (gRPC), whose connection task flushes after every
+    /// frame it is handed.
+    pub fn coalescing(mut self) -> Stream {
+        self.held = Some(crate::coalesce::Held::default());
+        self
     }
 
     /// Who is on the other end.
@@ -373,13 +389,13 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for Inner {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
+        match self.get_mut() {
             Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -390,30 +406,77 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
+        match self.get_mut() {
             Inner::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.inner {
+        match self {
             Inner::Plain(s) => s.is_write_vectored(),
             Inner::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
+        match self.get_mut() {
             Inner::Plain(s) => Pin::new(s).poll_flush(cx),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
+        match self.get_mut() {
             Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Stream { inner, held, .. } = self.get_mut();
+        match held {
+            Some(h) => h.poll_write(inner, cx, buf),
+            None => Pin::new(inner).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Stream { inner, held, .. } = self.get_mut();
+        match held {
+            Some(h) => h.poll_write_vectored(inner, cx, bufs),
+            None => Pin::new(inner).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // Held writes take a vectored write as cheaply as any.
+        self.held.is_some() || self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Stream { inner, held, .. } = self.get_mut();
+        match held {
+            Some(h) => h.poll_flush(inner, cx),
+            None => Pin::new(inner).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Stream { inner, held, .. } = self.get_mut();
+        match held {
+            Some(h) => h.poll_shutdown(inner, cx),
+            None => Pin::new(inner).poll_shutdown(cx),
         }
     }
 }
