@@ -1,6 +1,6 @@
 //! [`AdminClient`]: the calls an operator makes (draining and forgetting chunkservers, changing
 //! the master group), kept apart from the file calls.
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 use crate::Client;
 use shale_proto::metapb::*;
 
@@ -92,16 +92,40 @@ impl AdminClient {
     /// c.admin().remove_master(2).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// Retried as every call is. A removal is not repeatable as such (the second finds no such
+    /// voter), so when an earlier attempt failed with its outcome unknown (it may have taken
+    /// effect: the master lost its leadership, or the answer was lost) and a retry finds `id`
+    /// no longer a voter, that is the earlier attempt's success: the answer is the group's
+    /// status now.
     pub async fn remove_master(&self, id: u64) -> Result<StatusReply> {
-        self.client
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let in_doubt = AtomicBool::new(false);
+        let r = self
+            .client
             .masters
-            .call(|mut m| async move {
-                m.remove_master(MasterRequest {
-                    id,
-                    address: String::new(),
-                })
-                .await
+            .call(|mut m| {
+                let in_doubt = &in_doubt;
+                async move {
+                    let r = m
+                        .remove_master(MasterRequest {
+                            id,
+                            address: String::new(),
+                        })
+                        .await;
+                    if r.as_ref().is_err_and(crate::master::outcome_unknown) {
+                        in_doubt.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
             })
-            .await
+            .await;
+        match r {
+            Err(ClientError::NotFound(why)) if in_doubt.load(Ordering::Relaxed) => {
+                tracing::info!(id, %why, "an earlier attempt removed the master");
+                self.client.status().await
+            }
+            r => r,
+        }
     }
 }

@@ -69,6 +69,15 @@ impl Book {
     }
 }
 
+/// Whether a failed call may still have taken effect: its master said so
+/// (`shale_proto::OUTCOME_HEADER`), or no answer came in time.
+pub(crate) fn outcome_unknown(s: &Status) -> bool {
+    matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
+        || s.metadata()
+            .get(shale_proto::OUTCOME_HEADER)
+            .is_some_and(|v| v.as_bytes() == shale_proto::OUTCOME_UNKNOWN.as_bytes())
+}
+
 fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
@@ -304,6 +313,25 @@ impl Masters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_in_doubt_when_its_master_says_so_or_no_answer_came() {
+        let mut marked = Status::unavailable("remove 1: lost its leadership");
+        marked.metadata_mut().insert(
+            shale_proto::OUTCOME_HEADER,
+            tonic::metadata::MetadataValue::from_static(shale_proto::OUTCOME_UNKNOWN),
+        );
+        assert!(outcome_unknown(&marked));
+        assert!(outcome_unknown(&Status::deadline_exceeded("timeout")));
+        assert!(outcome_unknown(&Status::cancelled("dropped")));
+        // A redirect, or a refusal, took no effect.
+        assert!(!outcome_unknown(&Status::unavailable(
+            "master 2 is not the leader"
+        )));
+        assert!(!outcome_unknown(&Status::not_found(
+            "master 7 is not a voter"
+        )));
+    }
 
     #[test]
     fn learned_addresses_are_bounded_and_checked() {

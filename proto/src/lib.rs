@@ -33,3 +33,10 @@ pub use generated::shale::meta::v1 as metapb;
 
 pub use convert::{ChunkRef, ReadRange, WireError, WriteHeader, READ_LEN_MAX_BYTES};
 pub use ids::{ChunkId, ChunkVersion, InodeId, NodeId};
+
+/// Response metadata a master sets on a failure that came after it handed the change to Raft
+/// (value [`OUTCOME_UNKNOWN`]): the change may have taken effect, so a retry that finds it done
+/// is the first call's success.
+pub const OUTCOME_HEADER: &str = "shale-outcome";
+/// The value of [`OUTCOME_HEADER`]: whether the call took effect is unknown.
+pub const OUTCOME_UNKNOWN: &str = "unknown";

@@ -410,26 +410,30 @@ impl Master {
             Some((old, true)) if old == addr => return Ok(()),
             Some((old, _)) if old != addr => {
                 let nodes = BTreeMap::from([(id, Node::new(addr.clone()))]);
-                self.raft
-                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
-                    .await
-                    .map_err(|e| Status::unavailable(format!("set master {id}'s address: {e}")))?;
+                let change = openraft::ChangeMembers::SetNodes(nodes);
+                self.membership(
+                    &format!("set master {id}'s address"),
+                    self.raft.change_membership(change, false),
+                )
+                .await?;
                 tracing::warn!(master = id, from = %old, to = %addr, "master address changed");
             }
             Some(_) => {}
             None => {
-                self.raft
-                    .add_learner(id, Node::new(addr), true)
-                    .await
-                    .map_err(|e| Status::unavailable(format!("add learner {id}: {e}")))?;
+                self.membership(
+                    &format!("add learner {id}"),
+                    self.raft.add_learner(id, Node::new(addr), true),
+                )
+                .await?;
             }
         }
         let mut voters = self.voters();
         voters.insert(id);
-        self.raft
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| Status::unavailable(format!("add voter {id}: {e}")))?;
+        self.membership(
+            &format!("add voter {id}"),
+            self.raft.change_membership(voters, false),
+        )
+        .await?;
         Ok(())
     }
 
@@ -444,11 +448,38 @@ impl Master {
         if voters.is_empty() {
             return Err(Status::failed_precondition("cannot remove the last master"));
         }
-        self.raft
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| Status::unavailable(format!("remove {id}: {e}")))?;
+        self.membership(
+            &format!("remove {id}"),
+            self.raft.change_membership(voters, false),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Waits for a membership change handed to openraft, only while this master leads
+    /// (`propose::while_leading`: openraft 0.9 can lose a deposed leader's caller, and the
+    /// admin's call would hang until its timeout). Every failure is UNAVAILABLE and marked with
+    /// `shale_proto::OUTCOME_HEADER`: the change may have taken effect (the client library
+    /// then takes a retry that finds it done as the first call's success).
+    async fn membership<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        change: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Status> {
+        let why =
+            match propose::while_leading(change, self.raft.server_metrics(), propose::leading_term)
+                .await
+            {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e.to_string(),
+                Err(lost) => lost.to_string(),
+            };
+        let mut s = Status::unavailable(format!("{what}: {why}"));
+        s.metadata_mut().insert(
+            shale_proto::OUTCOME_HEADER,
+            tonic::metadata::MetadataValue::from_static(shale_proto::OUTCOME_UNKNOWN),
+        );
+        Err(s)
     }
 
     pub fn voters(&self) -> BTreeSet<u64> {

@@ -128,11 +128,13 @@ impl Proposer {
                         Err(e) => Err(ProposeError::Failed(e.to_string())),
                     }
                 };
-                while_leading(written, leadership, |m| {
-                    (m.state == ServerState::Leader && m.current_leader == Some(m.id))
-                        .then_some(m.vote.leader_id().term)
-                })
-                .await
+                while_leading(written, leadership, leading_term)
+                    .await
+                    .unwrap_or_else(|lost| {
+                        Err(ProposeError::Failed(format!(
+                            "{lost}: retry with the same request id"
+                        )))
+                    })
             }
         })
     }
@@ -174,9 +176,10 @@ impl Proposer {
     }
 }
 
-/// Awaits `write` (an entry proposed through openraft) for as long as this master keeps the
-/// leadership it has, or gains, while it waits: `leading` gives the term it leads in, from the
-/// latest of `watch`. Once it led in a term and no longer leads in it, the write fails.
+/// Awaits `write` (an entry proposed through openraft, or a membership change) for as long as
+/// this master keeps the leadership it has, or gains, while it waits: `leading` gives the term
+/// it leads in, from the latest of `watch`. Once it led in a term and no longer leads in it,
+/// the wait ends with [`Lost`].
 ///
 /// openraft 0.9 can lose an entry's caller: a leader that proposed an entry and was deposed
 /// before it committed, then caught up through a snapshot that covers the entry's index (its
@@ -186,43 +189,65 @@ impl Proposer {
 /// `ops/tests/masters.rs`). The outcome is unknown to this master (the entry may have reached a
 /// follower and commit under the next leader): the error says so, and a retry with the same
 /// request id gets the first answer.
-async fn while_leading<T, F>(
+pub(super) async fn while_leading<T, F>(
     write: F,
     mut watch: tokio::sync::watch::Receiver<T>,
     leading: impl Fn(&T) -> Option<u64>,
-) -> Result<Vec<Reply>, ProposeError>
+) -> Result<F::Output, Lost>
 where
-    F: std::future::Future<Output = Result<Vec<Reply>, ProposeError>>,
+    F: std::future::Future,
 {
     let mut led = leading(&watch.borrow_and_update());
     tokio::pin!(write);
     loop {
         tokio::select! {
             biased;
-            r = &mut write => return r,
+            r = &mut write => return Ok(r),
             changed = watch.changed() => {
                 if changed.is_err() {
                     // Raft stopped: the write will not finish either.
-                    return write.await;
+                    return Ok(write.await);
                 }
                 let now = leading(&watch.borrow_and_update());
                 match (led, now) {
-                    (Some(t), now) if now != Some(t) => {
+                    (Some(term), now) if now != Some(term) => {
                         tracing::warn!(
-                            term = t,
+                            term,
                             "lost the leadership with an entry in flight; its callers are told \
                              its outcome is unknown"
                         );
-                        return Err(ProposeError::Failed(format!(
-                            "this master lost its leadership (term {t}) while the entry was \
-                             in flight; it may still commit: retry with the same request id"
-                        )))
+                        return Err(Lost { term });
                     }
                     (None, Some(t)) => led = Some(t),
                     _ => {}
                 }
             }
         }
+    }
+}
+
+/// The term this master leads in, if it leads (for [`while_leading`]).
+pub(super) fn leading_term(
+    m: &openraft::metrics::RaftServerMetrics<u64, crate::raft::types::Node>,
+) -> Option<u64> {
+    (m.state == ServerState::Leader && m.current_leader == Some(m.id))
+        .then_some(m.vote.leader_id().term)
+}
+
+/// A master stopped leading while something it proposed was in flight: its outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Lost {
+    pub term: u64,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this master lost its leadership (term {}) while the entry was in flight; it may \
+             still commit",
+            self.term
+        )
     }
 }
 
@@ -360,7 +385,7 @@ mod tests {
         assert!(!w.is_finished());
         tx.send_replace(None);
         let r = tokio::time::timeout(bound, w).await.unwrap().unwrap();
-        assert!(matches!(r, Err(ProposeError::Failed(m)) if m.contains("lost its leadership")));
+        assert_eq!(r.err(), Some(Lost { term: 3 }));
         // Re-elected in a later term: the entry of the earlier one is in doubt too.
         let (tx, rx) = tokio::sync::watch::channel(Some(3));
         let stuck = std::future::pending::<Result<Vec<Reply>, ProposeError>>();
@@ -368,13 +393,13 @@ mod tests {
         tokio::task::yield_now().await;
         tx.send_replace(Some(4));
         let r = tokio::time::timeout(bound, w).await.unwrap().unwrap();
-        assert!(matches!(r, Err(ProposeError::Failed(_))));
+        assert_eq!(r.err(), Some(Lost { term: 3 }));
         // Not leading when proposed, leading by the time openraft took it: it waits for it.
         let (tx, rx) = tokio::sync::watch::channel(None);
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let write = async move {
             done_rx.await.map_err(|_| ProposeError::NotLeader)?;
-            Ok(vec![Reply::Done])
+            Ok::<_, ProposeError>(vec![Reply::Done])
         };
         let w = tokio::spawn(while_leading(write, rx, term));
         tokio::task::yield_now().await;
@@ -383,11 +408,11 @@ mod tests {
         assert!(!w.is_finished());
         done_tx.send(()).unwrap();
         let r = tokio::time::timeout(bound, w).await.unwrap().unwrap();
-        assert!(matches!(r.as_deref(), Ok([Reply::Done])));
+        assert!(matches!(r, Ok(Ok(ref v)) if v[..] == [Reply::Done]));
         // A write that finishes while its master leads keeps its result, whatever follows.
         let (tx, rx) = tokio::sync::watch::channel(Some(6));
-        let r = while_leading(async { Ok(vec![Reply::Done]) }, rx, term).await;
-        assert!(matches!(r.as_deref(), Ok([Reply::Done])));
+        let r = while_leading(async { Ok::<_, ProposeError>(vec![Reply::Done]) }, rx, term).await;
+        assert!(matches!(r, Ok(Ok(ref v)) if v[..] == [Reply::Done]));
         drop(tx);
     }
 
