@@ -190,26 +190,13 @@ mod tests {
         }
         assert!(w.writes.is_empty(), "nothing is written before a flush");
         // The first flush yields (and wakes its task), the second writes.
-        let mut polls = 0;
-        poll_fn(|cx| {
-            polls += 1;
-            h.poll_flush(&mut w, cx)
-        })
-        .await
-        .unwrap();
-        assert_eq!(polls, 2);
+        assert_eq!(flush_polls(&mut h, &mut w).await, 2);
         assert_eq!(w.writes.len(), 1, "one write for all three");
         assert_eq!(written(&w), b"one two three");
         assert_eq!(w.flushes, 1);
         // A flush with nothing held does not yield.
-        let mut polls = 0;
-        poll_fn(|cx| {
-            polls += 1;
-            h.poll_flush(&mut w, cx)
-        })
-        .await
-        .unwrap();
-        assert_eq!((polls, w.flushes), (1, 2));
+        assert_eq!(flush_polls(&mut h, &mut w).await, 1);
+        assert_eq!(w.flushes, 2);
     }
 
     /// Counts a flush's polls (two: it yielded).
