@@ -112,27 +112,26 @@ pub async fn dial(
 
 /// Why [`dial_staged`] failed.
 #[derive(Debug)]
-pub enum DialError {
-    /// No TCP connection (refused, unreachable, or none in time): nothing answers there.
-    NoConnection(std::io::Error),
+enum DialError {
+    /// No TCP connection (refused, unreachable, or none in time: nothing answers there), or a
+    /// handshake that failed (a certificate, a protocol not offered).
+    Failed(std::io::Error),
     /// The TCP connection was made but the handshake did not finish in time: a server took
     /// the connection (its kernel did) and does not answer — stopped or hung.
     Silent(std::io::Error),
-    /// The handshake failed (a certificate, a protocol not offered).
-    Handshake(std::io::Error),
 }
 
 impl DialError {
     /// The error inside, whatever the stage.
-    pub fn into_io(self) -> std::io::Error {
+    fn into_io(self) -> std::io::Error {
         match self {
-            DialError::NoConnection(e) | DialError::Silent(e) | DialError::Handshake(e) => e,
+            DialError::Failed(e) | DialError::Silent(e) => e,
         }
     }
 }
 
 /// [`dial`], saying which stage failed: the TCP connect and the handshake each get `within`.
-pub async fn dial_staged(
+async fn dial_staged(
     transport: &shale_security::Transport,
     addr: &str,
     within: std::time::Duration,
@@ -147,16 +146,16 @@ pub async fn dial_staged(
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
         .ok_or_else(|| {
-            DialError::NoConnection(invalid(format!("data port {addr:?} is not host:port")))
+            DialError::Failed(invalid(format!("data port {addr:?} is not host:port")))
         })?;
     let tcp = tokio::time::timeout(within, shale_security::transport::connect_tcp(host, port))
         .await
-        .map_err(|_| DialError::NoConnection(timed_out("no connection")))?
-        .map_err(DialError::NoConnection)?;
+        .map_err(|_| DialError::Failed(timed_out("no connection")))?
+        .map_err(DialError::Failed)?;
     tokio::time::timeout(within, transport.handshake(tcp, host, ALPN))
         .await
         .map_err(|_| DialError::Silent(timed_out("connected, but no handshake")))?
-        .map_err(DialError::Handshake)
+        .map_err(DialError::Failed)
 }
 
 /// How long a write's sender waits for the answer to its header (and for a new connection's
@@ -404,8 +403,7 @@ pub async fn open_write(
                 // Taken by the kernel but never answered: the server is stopped or hung, and
                 // gRPC would wait on it as well.
                 Err(DialError::Silent(e)) => return Err(e),
-                Err(e) => {
-                    let e = e.into_io();
+                Err(DialError::Failed(e)) => {
                     return Ok(Opened::Fallback(format!("data port {addr}: connect: {e}")));
                 }
             },

@@ -76,17 +76,14 @@ impl Held {
         if self.held() + total > HELD_MAX {
             ready!(self.poll_drain(w, cx))?;
         }
+        if let Flush::Yielded { gained } = &mut self.flush {
+            *gained |= total > 0;
+        }
         if total >= HELD_MAX {
-            if let Flush::Yielded { gained } = &mut self.flush {
-                *gained = true;
-            }
             return Pin::new(w).poll_write_vectored(cx, bufs);
         }
         for b in bufs {
             self.buf.extend_from_slice(b);
-        }
-        if let Flush::Yielded { gained } = &mut self.flush {
-            *gained |= total > 0;
         }
         Poll::Ready(Ok(total))
     }
