@@ -158,6 +158,18 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         steps.push((done, per(clock.apply), per(clock.decode)));
     }
+    // What a restart pays to load this state from its snapshot.
+    let t = Instant::now();
+    let bytes = shale_meta::snapshot::encode(&st).map_err(|e| e.to_string())?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let back = shale_meta::snapshot::decode_trusted(&bytes).map_err(|e| e.to_string())?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "snapshot: {} MB, encode {encode_ms:.0} ms, load {decode_ms:.0} ms",
+        bytes.len() >> 20
+    );
+    std::mem::forget(back);
     // Freeing millions of inodes one by one is not what is measured (the process exits).
     std::mem::forget(st);
     std::mem::forget(names);
