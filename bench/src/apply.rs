@@ -64,6 +64,54 @@ impl Clock {
     }
 }
 
+/// What a restart pays to load the state from its snapshot: on the loader's threads, on
+/// one, and in format 8 (one body, one thread: the baseline of this run).
+struct SnapshotCosts {
+    mb: u64,
+    encode_ms: f64,
+    threads: usize,
+    load_ms: f64,
+    load_ms_1: f64,
+    load_ms_v8: f64,
+}
+
+fn snapshot_costs(st: &MetaState) -> Result<SnapshotCosts, String> {
+    use shale_meta::snapshot;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let bytes = snapshot::encode(st).map_err(|e| e.to_string())?;
+    let encode_ms = ms(t);
+    let threads = snapshot::load_threads();
+    let load = |b: &[u8], threads: usize| -> Result<f64, String> {
+        let t = Instant::now();
+        let back = snapshot::decode_trusted_with(b, threads).map_err(|e| e.to_string())?;
+        let took = ms(t);
+        if back != *st {
+            return Err(format!("the snapshot loaded on {threads} threads differs"));
+        }
+        // Freeing it is not what a restart pays (the master keeps it).
+        std::mem::forget(back);
+        Ok(took)
+    };
+    let load_ms = load(&bytes, threads)?;
+    let load_ms_1 = load(&bytes, 1)?;
+    let v8 = snapshot::encode_format(st, 8).map_err(|e| e.to_string())?;
+    let load_ms_v8 = load(&v8, 1)?;
+    println!(
+        "snapshot: {} MB, encode {encode_ms:.0} ms, load {load_ms:.0} ms on {threads} threads, \
+         {load_ms_1:.0} ms on one; format 8 (one body) {load_ms_v8:.0} ms",
+        bytes.len() >> 20
+    );
+    Ok(SnapshotCosts {
+        mb: (bytes.len() >> 20) as u64,
+        encode_ms,
+        threads,
+        load_ms,
+        load_ms_1,
+        load_ms_v8,
+    })
+}
+
 fn encode(cmds: Vec<Command>, time_ms: u64) -> Result<Vec<u8>, String> {
     postcard::to_allocvec(&Request { cmds, time_ms }).map_err(|e| e.to_string())
 }
@@ -158,18 +206,7 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         steps.push((done, per(clock.apply), per(clock.decode)));
     }
-    // What a restart pays to load this state from its snapshot.
-    let t = Instant::now();
-    let bytes = shale_meta::snapshot::encode(&st).map_err(|e| e.to_string())?;
-    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
-    let t = Instant::now();
-    let back = shale_meta::snapshot::decode_trusted(&bytes).map_err(|e| e.to_string())?;
-    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
-    println!(
-        "snapshot: {} MB, encode {encode_ms:.0} ms, load {decode_ms:.0} ms",
-        bytes.len() >> 20
-    );
-    std::mem::forget(back);
+    let snap = snapshot_costs(&st)?;
     // Freeing millions of inodes one by one is not what is measured (the process exits).
     std::mem::forget(st);
     std::mem::forget(names);
@@ -189,6 +226,12 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             "apply_us_per_cmd_last": last.1,
             "decode_us_per_cmd_last": last.2,
             "baseline_hashmap_insert_ns": baseline_ns,
+            "snapshot_mb": snap.mb,
+            "snapshot_encode_ms": snap.encode_ms,
+            "load_threads": snap.threads,
+            "snapshot_load_ms": snap.load_ms,
+            "snapshot_load_ms_1_thread": snap.load_ms_1,
+            "snapshot_load_ms_format_8": snap.load_ms_v8,
             "steps": series,
         })
     );

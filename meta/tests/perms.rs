@@ -483,7 +483,7 @@ fn attributes_survive_snapshots_and_old_snapshots_are_roots() {
         ok(&mut p, &admin(), mkdir("/d", 0o700));
         p
     };
-    let v4 = snapshot::encode(&plain).unwrap();
+    let v4 = snapshot::encode_format(&plain, 8).unwrap();
     let cut = v4.len()
         - perms::encode_section(&plain, Vec::new()).unwrap().len()
         - shale_meta::sm::namespace::encode_dir_replication(&plain, Vec::new())

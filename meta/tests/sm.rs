@@ -766,7 +766,11 @@ fn directory_replication_defaults_are_inherited() {
     ));
     assert_eq!(s, before);
     // Snapshots keep the defaults; format 4 had none.
-    let v5 = shale_meta::snapshot::encode(&s).unwrap();
+    assert_eq!(
+        shale_meta::snapshot::decode(&shale_meta::snapshot::encode(&s).unwrap()).unwrap(),
+        s
+    );
+    let v5 = shale_meta::snapshot::encode_format(&s, 8).unwrap();
     assert_eq!(shale_meta::snapshot::decode(&v5).unwrap(), s);
     let section = shale_meta::sm::namespace::encode_dir_replication(&s, Vec::new())
         .unwrap()

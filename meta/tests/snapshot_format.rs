@@ -157,7 +157,14 @@ fn rich_state() -> MetaState {
         t,
     );
     for i in 0..40u64 {
-        file(&mut s, "alice", &format!("/home/alice/f{i}"), i * 300_000, true, t + i);
+        file(
+            &mut s,
+            "alice",
+            &format!("/home/alice/f{i}"),
+            i * 300_000,
+            true,
+            t + i,
+        );
     }
     file(&mut s, "alice", "/home/alice/open", 3 * CS, false, t + 50);
     ok(
@@ -282,10 +289,60 @@ fn every_format_with_a_golden_file_decodes_to_the_state() {
 }
 
 #[test]
-fn the_current_format_round_trips() {
+fn every_format_written_round_trips_on_any_number_of_threads() {
+    let want = rich_state();
+    for version in [8, snapshot::FORMAT_VERSION] {
+        let bytes = snapshot::encode_format(&want, version).expect("encode");
+        for threads in [1, 2, 5, 64] {
+            let got = snapshot::decode_trusted_with(&bytes, threads).expect("decode");
+            assert!(got == want, "format {version}, {threads} threads");
+        }
+        let again = snapshot::encode_format(&snapshot::decode(&bytes).expect("decode"), version);
+        assert_eq!(again.expect("again").len(), bytes.len());
+    }
+    assert!(snapshot::encode_format(&want, 7).is_err());
+}
+
+/// `bytes` with its body changed by `f` and the header's length and checksum made to fit.
+fn forged(bytes: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut body = bytes[24..].to_vec();
+    f(&mut body);
+    let mut out = bytes[..24].to_vec();
+    out[12..16].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A body that is well framed on the outside but wrong inside is refused: cut short, bytes
+/// after the last part, a frame longer than what is left. Every byte changed in turn
+/// (checksum fixed) gives an error or a state, never a panic (a changed mode bit or time is
+/// a state like any other).
+#[test]
+fn a_forged_body_is_refused() {
     let want = rich_state();
     let bytes = snapshot::encode(&want).expect("encode");
-    let got = snapshot::decode(&bytes).expect("decode");
-    assert!(got == want);
-    assert_eq!(snapshot::encode(&got).expect("again").len(), bytes.len());
+    let body_len = bytes.len() - 24;
+    let cut = forged(&bytes, |b| b.truncate(b.len() - 3));
+    assert!(snapshot::decode_trusted(&cut).is_err());
+    let long = forged(&bytes, |b| b.push(0));
+    assert!(snapshot::decode_trusted(&long).is_err());
+    // The first frame's length (right after the head) made larger than the body.
+    let head = postcard::to_allocvec(&want).expect("head").len();
+    let huge = forged(&bytes, |b| {
+        b[head..head + 8].copy_from_slice(&(body_len as u64).to_le_bytes())
+    });
+    assert!(snapshot::decode_trusted(&huge).is_err());
+    let mut refused = 0;
+    for at in 0..body_len {
+        for x in [0x01u8, 0x80, 0xFF] {
+            let b = forged(&bytes, |b| b[at] ^= x);
+            refused += usize::from(snapshot::decode_trusted_with(&b, 2).is_err());
+        }
+    }
+    assert!(
+        refused > body_len,
+        "{refused} of {} changes refused",
+        3 * body_len
+    );
 }

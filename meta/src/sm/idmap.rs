@@ -25,13 +25,19 @@
 //! of two, so sequential ids fill a table's buckets evenly. Maps with keys others choose use
 //! a seeded hasher ([`Sharded`] with `foldhash`).
 //!
-//! Serialized as one map (the bytes a `HashMap` of the same entries gives, up to order).
-use serde::de::{MapAccess, Visitor};
+//! Serialized as one map (the bytes a `HashMap` of the same entries gives, up to order), or
+//! in **parts** that load in parallel: part `p` of `n` holds the shards [`part_shards`]`(p, n)`
+//! as one sequence ([`Sharded::encode_shards`]); each part decodes into its own shards
+//! ([`Sharded::decode_shards`], which refuses an entry of another part and a repeated id) and
+//! [`Sharded::from_shards`] puts them together without moving an entry.
+use serde::de::{DeserializeOwned, DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::marker::PhantomData;
+use std::ops::Range;
 
 /// Number of shards (a power of two).
 pub const SHARDS: usize = 256;
@@ -41,7 +47,10 @@ pub const SHARDS: usize = 256;
 const DECODE_RESERVE_MAX: usize = 1 << 22;
 
 /// A map keyed by master-assigned ids.
-pub type IdMap<K, V> = Sharded<K, V, BuildHasherDefault<IdHasher>>;
+pub type IdMap<K, V> = Sharded<K, V, IdBuild>;
+
+/// The hasher builder of [`IdMap`] (its shards are `HashMap<K, V, IdBuild>`).
+pub type IdBuild = BuildHasherDefault<IdHasher>;
 
 /// A hash map cut into [`SHARDS`] maps by key (see the module doc).
 #[derive(Clone)]
@@ -106,12 +115,21 @@ fn shard(id: u64) -> usize {
 }
 
 /// Each shard's share of the ids (of every 2^16): its slots in [`shard_table`].
-fn shares() -> [usize; SHARDS] {
-    let mut n = [0usize; SHARDS];
-    for &x in shard_table().iter() {
-        n[x as usize] += 1;
-    }
-    n
+fn shares() -> &'static [usize; SHARDS] {
+    static SHARES: std::sync::OnceLock<[usize; SHARDS]> = std::sync::OnceLock::new();
+    SHARES.get_or_init(|| {
+        let mut n = [0usize; SHARDS];
+        for &x in shard_table().iter() {
+            n[x as usize] += 1;
+        }
+        n
+    })
+}
+
+/// The shards part `p` of `parts` holds (`1 ≤ parts ≤ SHARDS`): consecutive runs that
+/// together cover every shard once.
+pub fn part_shards(p: usize, parts: usize) -> Range<usize> {
+    p * SHARDS / parts..(p + 1) * SHARDS / parts
 }
 
 impl<K, V, S: Default> Default for Sharded<K, V, S> {
@@ -139,7 +157,7 @@ where
     /// of every chunk it knows).
     pub fn reserve(&mut self, n: usize) {
         // A shard gets its share of n, give or take a few standard deviations.
-        for (m, share) in self.maps.iter_mut().zip(shares()) {
+        for (m, &share) in self.maps.iter_mut().zip(shares()) {
             let per = ((n as u128 * share as u128) >> SLOT_BITS) as usize;
             let per = per + per / 16 + 64;
             m.reserve(per.saturating_sub(m.len()));
@@ -203,6 +221,152 @@ impl<K, V, S> Sharded<K, V, S> {
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
         self.maps.iter_mut().flat_map(|m| m.values_mut())
+    }
+}
+
+impl<K, V, S> Sharded<K, V, S>
+where
+    K: Copy + Into<u64> + Hash + Eq,
+    S: BuildHasher + Default,
+{
+    /// Appends the entries of `shards` to `out` as one postcard sequence of `item(k, v)`.
+    pub fn encode_shards<'a, T: Serialize>(
+        &'a self,
+        shards: Range<usize>,
+        out: Vec<u8>,
+        item: impl Fn(&'a K, &'a V) -> T,
+    ) -> postcard::Result<Vec<u8>> {
+        let maps = self
+            .maps
+            .get(shards)
+            .ok_or(postcard::Error::SerdeSerCustom)?;
+        postcard::to_extend(&Items { maps, item }, out)
+    }
+
+    /// The maps of `shards`, decoded from all of `bytes` as [`Self::encode_shards`] wrote
+    /// them (`entry` turns an item back into its key and value). Errors on an entry whose id
+    /// belongs to another shard, on an id seen twice, and on bytes left over.
+    pub fn decode_shards<T: DeserializeOwned>(
+        shards: Range<usize>,
+        bytes: &[u8],
+        entry: impl Fn(T) -> (K, V),
+    ) -> Result<Vec<HashMap<K, V, S>>, String> {
+        if shards.start > shards.end || shards.end > SHARDS {
+            return Err(format!("no shards {shards:?}"));
+        }
+        let mut maps: Vec<HashMap<K, V, S>> = shards.clone().map(|_| HashMap::default()).collect();
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        Fill {
+            maps: &mut maps,
+            // Every entry takes a byte at least: a forged count reserves no more than that.
+            room: bytes.len().min(DECODE_RESERVE_MAX),
+            shards,
+            entry,
+            _t: PhantomData,
+        }
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
+        match de.finalize() {
+            Ok([]) => Ok(maps),
+            Ok(rest) => Err(format!("{} bytes after the entries", rest.len())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The map of every shard's map, in shard order (what the parts decoded).
+    pub fn from_shards(maps: Vec<HashMap<K, V, S>>) -> Result<Self, String> {
+        if maps.len() != SHARDS {
+            return Err(format!("{} shards, not {SHARDS}", maps.len()));
+        }
+        Ok(Sharded {
+            maps: maps.into_boxed_slice(),
+        })
+    }
+}
+
+/// Serializes shards' entries as one sequence of `item(k, v)` (length first, as postcard
+/// needs).
+struct Items<'a, K, V, S, F> {
+    maps: &'a [HashMap<K, V, S>],
+    item: F,
+}
+
+impl<'a, K, V, S, T, F> Serialize for Items<'a, K, V, S, F>
+where
+    T: Serialize,
+    F: Fn(&'a K, &'a V) -> T,
+{
+    fn serialize<Z: Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        let n = self.maps.iter().map(HashMap::len).sum();
+        let mut seq = z.serialize_seq(Some(n))?;
+        for (k, v) in self.maps.iter().flatten() {
+            seq.serialize_element(&(self.item)(k, v))?;
+        }
+        seq.end()
+    }
+}
+
+/// Decodes a sequence of items into the maps of `shards` (see `decode_shards`).
+struct Fill<'m, K, V, S, T, F> {
+    maps: &'m mut [HashMap<K, V, S>],
+    /// Entries to reserve room for at most.
+    room: usize,
+    shards: Range<usize>,
+    entry: F,
+    _t: PhantomData<T>,
+}
+
+impl<'de, K, V, S, T, F> DeserializeSeed<'de> for Fill<'_, K, V, S, T, F>
+where
+    K: Copy + Into<u64> + Hash + Eq,
+    S: BuildHasher,
+    T: Deserialize<'de>,
+    F: Fn(T) -> (K, V),
+{
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, K, V, S, T, F> Visitor<'de> for Fill<'_, K, V, S, T, F>
+where
+    K: Copy + Into<u64> + Hash + Eq,
+    S: BuildHasher,
+    T: Deserialize<'de>,
+    F: Fn(T) -> (K, V),
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        // Room for the announced entries (a forged count reserves at most `room`), shared
+        // among the shards by their shares of the ids.
+        let n = a.size_hint().unwrap_or(0).min(self.room) as u128;
+        let shares = shares();
+        let ours: u128 = shares[self.shards.clone()].iter().map(|&x| x as u128).sum();
+        for (m, &share) in self.maps.iter_mut().zip(&shares[self.shards.clone()]) {
+            let per = (n * share as u128 / ours.max(1)) as usize;
+            m.reserve(per + per / 16);
+        }
+        while let Some(t) = a.next_element::<T>()? {
+            let (k, v) = (self.entry)(t);
+            let at = shard(k.into());
+            if !self.shards.contains(&at) {
+                return Err(A::Error::custom(format!(
+                    "an entry of shard {at} in the part of shards {:?}",
+                    self.shards
+                )));
+            }
+            if self.maps[at - self.shards.start].insert(k, v).is_some() {
+                return Err(A::Error::custom(format!("id {} twice", k.into())));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -414,5 +578,41 @@ mod tests {
         let mut forged = vec![0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
         forged.extend_from_slice(&[1, 2]);
         assert!(postcard::from_bytes::<M>(&forged).is_err());
+    }
+
+    #[test]
+    fn parts_decode_into_their_own_shards() {
+        let mut m = M::default();
+        for i in 0..20_000 {
+            m.insert(i * 3 + 1, i);
+        }
+        for parts in [1, 3, 16, SHARDS] {
+            let mut maps = Vec::new();
+            for p in 0..parts {
+                let r = part_shards(p, parts);
+                let b = m
+                    .encode_shards(r.clone(), Vec::new(), |k, v| (*k, *v))
+                    .expect("encode");
+                maps.extend(M::decode_shards(r, &b, |(k, v): (u64, u64)| (k, v)).expect("decode"));
+            }
+            assert_eq!(M::from_shards(maps).expect("whole"), m, "{parts} parts");
+        }
+        let (a, b) = (part_shards(0, 2), part_shards(1, 2));
+        let bytes = m
+            .encode_shards(a.clone(), Vec::new(), |k, v| (*k, *v))
+            .expect("encode");
+        // Another part's entries, an id twice, bytes left over, a short map list: refused.
+        assert!(M::decode_shards(b, &bytes, |(k, v): (u64, u64)| (k, v)).is_err());
+        let k = *m
+            .keys()
+            .find(|&&k| a.contains(&shard(k)))
+            .expect("a key of part 0");
+        let twice = postcard::to_allocvec(&vec![(k, 1u64), (k, 2)]).expect("encode");
+        assert!(M::decode_shards(a.clone(), &twice, |(k, v): (u64, u64)| (k, v)).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(M::decode_shards(a.clone(), &long, |(k, v): (u64, u64)| (k, v)).is_err());
+        assert!(M::decode_shards(0..SHARDS + 1, &bytes, |(k, v): (u64, u64)| (k, v)).is_err());
+        assert!(M::from_shards(Vec::new()).is_err());
     }
 }

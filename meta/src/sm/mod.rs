@@ -63,7 +63,10 @@ pub struct MetaState {
     pub(crate) next_server: u64,
     pub(crate) chunk_size_log2: u8,
     pub(crate) replication: u8,
+    /// Serialized apart, in parts that load in parallel (snapshot format 9).
+    #[serde(skip)]
     pub(crate) inodes: IdMap<InodeId, Inode>,
+    #[serde(skip)]
     pub(crate) chunks: IdMap<ChunkId, ChunkMeta>,
     pub(crate) pending: IdMap<InodeId, Pending>,
     pub(crate) pending_names: HashMap<(InodeId, Name), InodeId>,

@@ -590,11 +590,28 @@ impl Serialize for AllAttrs<'_> {
     }
 }
 
-/// Appends the snapshot section of format 4 to `body`: the name table and memberships, then
-/// every inode's attributes.
+/// Appends the snapshot section of formats 4 to 8 to `body`: the name table and memberships,
+/// then every inode's attributes.
 pub fn encode_section(state: &MetaState, body: Vec<u8>) -> postcard::Result<Vec<u8>> {
-    let body = postcard::to_extend(&state.perms, body)?;
+    let body = encode_names(state, body)?;
     postcard::to_extend(&AllAttrs(&state.inodes), body)
+}
+
+/// Appends the name table and memberships to `body` (format 9 keeps each inode's
+/// attributes with the inode).
+pub fn encode_names(state: &MetaState, body: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(&state.perms, body)
+}
+
+/// Reads what [`encode_names`] wrote into `state`; returns the bytes after it.
+pub(crate) fn decode_names<'b>(
+    state: &mut MetaState,
+    bytes: &'b [u8],
+) -> postcard::Result<&'b [u8]> {
+    let (mut perms, rest): (PermState, _) = postcard::take_from_bytes(bytes)?;
+    perms.reindex();
+    state.perms = perms;
+    Ok(rest)
 }
 
 /// Reads the section [`encode_section`] wrote into `state`; returns the bytes after it.
@@ -602,9 +619,7 @@ pub(crate) fn decode_section<'b>(
     state: &mut MetaState,
     bytes: &'b [u8],
 ) -> postcard::Result<&'b [u8]> {
-    let (mut perms, rest): (PermState, _) = postcard::take_from_bytes(bytes)?;
-    perms.reindex();
-    state.perms = perms;
+    let rest = decode_names(state, bytes)?;
     let (attrs, rest): (Vec<(InodeId, Attrs)>, _) = postcard::take_from_bytes(rest)?;
     for (id, a) in attrs {
         if let Some(i) = state.inodes.get_mut(&id) {

@@ -5,13 +5,18 @@
 //! | offset | size | field                       |
 //! |--------|------|-----------------------------|
 //! | 0      | 8    | magic `SHALESNP`            |
-//! | 8      | 2    | format version (1..=8)      |
+//! | 8      | 2    | format version (1..=9)      |
 //! | 10     | 2    | reserved, 0                 |
 //! | 12     | 4    | crc32c of the body          |
 //! | 16     | 8    | body length                 |
 //! | 24     | n    | body                        |
 //!
-//! Body, format 6: `MetaState` (postcard), then the client sessions, then the security state
+//! Body, format 9 (`parts`): the state cut into parts that load on several threads at once
+//! (the inode and chunk maps in 16 parts each, the client sessions apart), each part framed
+//! by its length.
+//!
+//! Body, formats 1 to 8 (`legacy`, still read; format 8 still written on request): `MetaState`
+//! (postcard, inodes and chunks inline), then the client sessions, then the security state
 //! (chunkserver principals, token keys, chunk digests), then the permissions (owner and group
 //! names, memberships, and every inode's owner, group and mode: `sm::perms`), then the
 //! directories' replication defaults (`sm::namespace`), then the quotas (`sm::quota`) and the
@@ -19,12 +24,20 @@
 //! files' logs (`sm::appends`, format 8). Format 7 (no append files), 6 (no
 //! directory snapshots), 5 (no quotas or trash items either), 4 (no directory defaults),
 //! 3 (no permissions either: everything root's), 2 (no security state either) and 1 (no
-//! sessions either) still decode, with those parts empty.
+//! sessions either) decode with those parts empty.
 use crate::sm::MetaState;
 
+mod legacy;
+mod parts;
+
 pub const MAGIC: &[u8; 8] = b"SHALESNP";
-pub const FORMAT_VERSION: u16 = 8;
+pub const FORMAT_VERSION: u16 = 9;
 const HEADER_BYTES: usize = 24;
+
+/// Threads a master loads a snapshot with: every core, up to 8.
+pub fn load_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -43,30 +56,28 @@ pub enum SnapshotError {
 }
 
 pub fn encode(state: &MetaState) -> Result<Vec<u8>, SnapshotError> {
-    let mut body = postcard::to_allocvec(state).map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = postcard::to_extend(&state.sessions, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = postcard::to_extend(&state.security, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = crate::sm::perms::encode_section(state, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = crate::sm::namespace::encode_dir_replication(state, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = crate::sm::quota::encode_section(state, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = crate::sm::trash::encode_section(state, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = crate::sm::snaps::encode_section(state, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    body = crate::sm::appends::encode_section(state, body)
-        .map_err(|e| SnapshotError::Body(e.to_string()))?;
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    encode_format(state, FORMAT_VERSION)
+}
+
+/// `state` as a snapshot of format `version`: 9 (the current one) or 8 (what a master of an
+/// older release reads; also how tests make older files).
+pub fn encode_format(state: &MetaState, version: u16) -> Result<Vec<u8>, SnapshotError> {
+    // The header first with zeros for the checksum and length, filled in once the body is
+    // there (no second copy of a body of hundreds of MB).
+    let mut out = Vec::with_capacity(HEADER_BYTES + 4096);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&[0; HEADER_BYTES - 10]);
+    let out = match version {
+        9 => parts::encode_body(state, out),
+        8 => legacy::encode_body(state, out),
+        v => return Err(SnapshotError::Version(v)),
+    };
+    let mut out = out.map_err(|e| SnapshotError::Body(e.to_string()))?;
+    let body = &out[HEADER_BYTES..];
+    let (crc, len) = (crc32c::crc32c(body), body.len() as u64);
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    out[16..24].copy_from_slice(&len.to_le_bytes());
     Ok(out)
 }
 
@@ -83,6 +94,11 @@ pub fn decode(b: &[u8]) -> Result<MetaState, SnapshotError> {
 /// derived) without the full invariant check: what a restart loads. The state was valid when
 /// it was written (debug builds check after every apply; the model tests after every step).
 pub fn decode_trusted(b: &[u8]) -> Result<MetaState, SnapshotError> {
+    decode_trusted_with(b, load_threads())
+}
+
+/// [`decode_trusted`] on up to `threads` threads (format 9; older formats load in one).
+pub fn decode_trusted_with(b: &[u8], threads: usize) -> Result<MetaState, SnapshotError> {
     if b.len() < HEADER_BYTES {
         return Err(SnapshotError::Short);
     }
@@ -107,44 +123,12 @@ pub fn decode_trusted(b: &[u8]) -> Result<MetaState, SnapshotError> {
     if crc32c::crc32c(body) != crc {
         return Err(SnapshotError::Crc);
     }
-    let bad = |e: postcard::Error| SnapshotError::Body(e.to_string());
-    let (mut state, rest): (MetaState, &[u8]) = postcard::take_from_bytes(body).map_err(bad)?;
-    let mut rest = rest;
-    if version >= 2 {
-        let (sessions, r) = postcard::take_from_bytes(rest).map_err(bad)?;
-        state.sessions = sessions;
-        rest = r;
-    }
-    if version >= 3 {
-        let (security, r) = postcard::take_from_bytes(rest).map_err(bad)?;
-        state.security = security;
-        rest = r;
-    }
-    if version >= 4 {
-        rest = crate::sm::perms::decode_section(&mut state, rest).map_err(bad)?;
+    let mut state = if version >= 9 {
+        parts::decode_body(body, threads)?
     } else {
-        crate::sm::perms::legacy_attrs(&mut state);
-    }
-    if version >= 5 {
-        rest = crate::sm::namespace::decode_dir_replication(&mut state, rest).map_err(bad)?;
-    }
-    if version >= 6 {
-        rest = crate::sm::quota::decode_section(&mut state, rest).map_err(bad)?;
-        rest = crate::sm::trash::decode_section(&mut state, rest).map_err(bad)?;
-    }
-    if version >= 7 {
-        rest = crate::sm::snaps::decode_section(&mut state, rest).map_err(bad)?;
-    }
-    if version >= 8 {
-        rest = crate::sm::appends::decode_section(&mut state, rest).map_err(bad)?;
-    }
+        legacy::decode_body(version, body)?
+    };
     state.recount();
-    if !rest.is_empty() {
-        return Err(SnapshotError::Body(format!(
-            "{} bytes after the body",
-            rest.len()
-        )));
-    }
     if !state.root_is_dir() {
         return Err(SnapshotError::Body("the root is not a directory".into()));
     }
