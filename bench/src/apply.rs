@@ -5,7 +5,9 @@
 //! completes; TLS's superuser `bench`; request ids, a session per 256 items; 1,000
 //! directories), encoded as the log stores them (postcard), then decoded and applied to a
 //! `MetaState`, timed per step of `--step` files. Baseline, same run: inserting the same
-//! paths into one `HashMap<String, u64>` (a namespace with nothing but names).
+//! paths into one `HashMap<String, u64>` (a namespace with nothing but names). At the end,
+//! what a restart pays to load the final state from a snapshot, each load in a fresh process:
+//! format 9 on every core (`snapshot_load_ms`) and on one, and format 8 on one (the baseline).
 use clap::Args as ClapArgs;
 use shale_meta::raft::types::Request;
 use shale_meta::sm::perms::FILE_MODE_DEFAULT;
@@ -21,6 +23,10 @@ pub struct Args {
     /// Files per timed step.
     #[arg(long, default_value_t = 500_000)]
     step: u64,
+    /// Snapshot loads in this process rather than fresh ones (the unit test: its binary is
+    /// not `shale-bench`).
+    #[arg(skip)]
+    loads_in_process: bool,
 }
 
 const LOADERS: u64 = 8;
@@ -65,7 +71,9 @@ impl Clock {
 }
 
 /// What a restart pays to load the state from its snapshot: on the loader's threads, on
-/// one, and in format 8 (one body, one thread: the baseline of this run).
+/// one, and in format 8 (one body, one thread: the baseline of this run). Each load runs in
+/// a fresh process (`internal-load`), as a restart does: a process that had freed a state
+/// before would take its pages back instead of faulting in new ones.
 struct SnapshotCosts {
     mb: u64,
     encode_ms: f64,
@@ -75,41 +83,94 @@ struct SnapshotCosts {
     load_ms_v8: f64,
 }
 
-fn snapshot_costs(st: &MetaState) -> Result<SnapshotCosts, String> {
+fn snapshot_costs(
+    st: &MetaState,
+    in_process: bool,
+) -> Result<SnapshotCosts, Box<dyn std::error::Error>> {
     use shale_meta::snapshot;
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let bytes = snapshot::encode(st).map_err(|e| e.to_string())?;
-    let encode_ms = ms(t);
+    let bytes = snapshot::encode(st)?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
     let threads = snapshot::load_threads();
-    let load = |b: &[u8], threads: usize| -> Result<f64, String> {
-        let t = Instant::now();
-        let back = snapshot::decode_trusted_with(b, threads).map_err(|e| e.to_string())?;
-        let took = ms(t);
-        if back != *st {
-            return Err(format!("the snapshot loaded on {threads} threads differs"));
+    // What every load below reads back must be this state.
+    if snapshot::decode_trusted_with(&bytes, threads)? != *st {
+        return Err("the snapshot loads as another state".into());
+    }
+    let dir = tempfile::tempdir()?;
+    let (v9, v8) = (dir.path().join("v9"), dir.path().join("v8"));
+    std::fs::write(&v9, &bytes)?;
+    drop(bytes);
+    std::fs::write(&v8, snapshot::encode_format(st, 8)?)?;
+    let load = |file: &std::path::Path, threads| {
+        if in_process {
+            load_file(file, threads)
+        } else {
+            load_in_child(file, threads)
         }
-        // Freeing it is not what a restart pays (the master keeps it).
-        std::mem::forget(back);
-        Ok(took)
     };
-    let load_ms = load(&bytes, threads)?;
-    let load_ms_1 = load(&bytes, 1)?;
-    let v8 = snapshot::encode_format(st, 8).map_err(|e| e.to_string())?;
+    let load_ms = load(&v9, threads)?;
+    let load_ms_1 = load(&v9, 1)?;
     let load_ms_v8 = load(&v8, 1)?;
+    let mb = std::fs::metadata(&v9)?.len() >> 20;
     println!(
-        "snapshot: {} MB, encode {encode_ms:.0} ms, load {load_ms:.0} ms on {threads} threads, \
-         {load_ms_1:.0} ms on one; format 8 (one body) {load_ms_v8:.0} ms",
-        bytes.len() >> 20
+        "snapshot: {mb} MB, encode {encode_ms:.0} ms, load {load_ms:.0} ms on {threads} threads, \
+         {load_ms_1:.0} ms on one; format 8 (one body) {load_ms_v8:.0} ms"
     );
     Ok(SnapshotCosts {
-        mb: (bytes.len() >> 20) as u64,
+        mb,
         encode_ms,
         threads,
         load_ms,
         load_ms_1,
         load_ms_v8,
     })
+}
+
+/// Milliseconds a fresh `shale-bench internal-load` took to load `file` on `threads`.
+fn load_in_child(
+    file: &std::path::Path,
+    threads: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("internal-load")
+        .arg(file)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("internal-load {}: {}", file.display(), out.status).into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .strip_prefix("load_ms=")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("internal-load printed {text:?}").into())
+}
+
+#[derive(ClapArgs)]
+pub struct LoadArgs {
+    /// A master state snapshot file (`shale_meta::snapshot` format).
+    file: std::path::PathBuf,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// `internal-load`: reads a snapshot file, loads it on `--threads` and prints `load_ms=`.
+pub fn internal_load(a: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    println!("load_ms={:.1}", load_file(&a.file, a.threads)?);
+    Ok(())
+}
+
+/// Reads `file` and loads it on `threads`: the milliseconds of the load.
+fn load_file(file: &std::path::Path, threads: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let bytes = std::fs::read(file)?;
+    let t = Instant::now();
+    let st = shale_meta::snapshot::decode_trusted_with(&bytes, threads)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    // A restart keeps what it loaded: freeing it is not what is measured.
+    std::mem::forget(st);
+    Ok(ms)
 }
 
 fn encode(cmds: Vec<Command>, time_ms: u64) -> Result<Vec<u8>, String> {
@@ -206,7 +267,7 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         steps.push((done, per(clock.apply), per(clock.decode)));
     }
-    let snap = snapshot_costs(&st)?;
+    let snap = snapshot_costs(&st, a.loads_in_process)?;
     // Freeing millions of inodes one by one is not what is measured (the process exits).
     std::mem::forget(st);
     std::mem::forget(names);
@@ -249,8 +310,14 @@ mod tests {
         run(Args {
             files: 600,
             step: 250,
+            loads_in_process: true,
         })
         .expect("run");
-        assert!(run(Args { files: 10, step: 0 }).is_err());
+        assert!(run(Args {
+            files: 10,
+            step: 0,
+            loads_in_process: true,
+        })
+        .is_err());
     }
 }

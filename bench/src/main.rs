@@ -67,6 +67,9 @@ enum Cmd {
     /// (Internal: the body of a master process started by `meta`.)
     #[command(hide = true)]
     InternalMaster(meta::MasterArgs),
+    /// (Internal: one snapshot load in a fresh process, for `apply`.)
+    #[command(hide = true)]
+    InternalLoad(apply::LoadArgs),
 }
 
 fn main() {
@@ -93,6 +96,7 @@ fn main() {
             .map_err(|e| e as Box<dyn std::error::Error>),
         Cmd::Report(a) => html::run(a),
         Cmd::Apply(a) => apply::run(a),
+        Cmd::InternalLoad(a) => apply::internal_load(a),
         Cmd::Meta(a) => rt
             .block_on(meta::run(a))
             .map_err(|e| e as Box<dyn std::error::Error>),

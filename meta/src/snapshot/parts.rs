@@ -127,6 +127,16 @@ enum Work<'b> {
     },
 }
 
+impl Work<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Work::Sessions(b) | Work::Inodes { bytes: b, .. } | Work::Chunks { bytes: b, .. } => {
+                b.len()
+            }
+        }
+    }
+}
+
 enum Done {
     Sessions(Sessions),
     Inodes(Shards<InodeId, Inode>),
@@ -202,28 +212,42 @@ pub(super) fn decode_body(body: &[u8], threads: usize) -> Result<MetaState, Snap
     }
     // The sessions first: one piece as large as several parts.
     let mut work = vec![Work::Sessions(sessions)];
-    let of = inodes.len();
+    // Then the parts, the largest first, so that no thread starts a large one late (a
+    // shard's share of the ids grows with its number: the last part is twice the first).
+    let (n_inodes, n_chunks) = (inodes.len(), chunks.len());
     work.extend(
         inodes
             .into_iter()
             .enumerate()
-            .map(|(part, bytes)| Work::Inodes { part, of, bytes }),
+            .map(|(part, bytes)| Work::Inodes {
+                part,
+                of: n_inodes,
+                bytes,
+            }),
     );
-    let of = chunks.len();
     work.extend(
         chunks
             .into_iter()
             .enumerate()
-            .map(|(part, bytes)| Work::Chunks { part, of, bytes }),
+            .map(|(part, bytes)| Work::Chunks {
+                part,
+                of: n_chunks,
+                bytes,
+            }),
     );
-    let (mut inode_shards, mut chunk_shards) = (Vec::new(), Vec::new());
-    for done in run_all(&work, threads) {
-        match done.map_err(bad)? {
-            Done::Sessions(s) => state.sessions = s,
-            Done::Inodes(m) => inode_shards.extend(m),
-            Done::Chunks(m) => chunk_shards.extend(m),
+    work[1..].sort_by_key(|w| std::cmp::Reverse(w.len()));
+    let mut inode_parts: Vec<Shards<InodeId, Inode>> = vec![Vec::new(); n_inodes];
+    let mut chunk_parts: Vec<Shards<ChunkId, ChunkMeta>> = vec![Vec::new(); n_chunks];
+    for (w, done) in work.iter().zip(run_all(&work, threads)) {
+        match (w, done.map_err(bad)?) {
+            (_, Done::Sessions(s)) => state.sessions = s,
+            (Work::Inodes { part, .. }, Done::Inodes(m)) => inode_parts[*part] = m,
+            (Work::Chunks { part, .. }, Done::Chunks(m)) => chunk_parts[*part] = m,
+            _ => return Err(bad("a part decoded as another kind")),
         }
     }
+    let inode_shards = inode_parts.into_iter().flatten().collect();
+    let chunk_shards = chunk_parts.into_iter().flatten().collect();
     state.inodes = IdMap::from_shards(inode_shards).map_err(bad)?;
     state.chunks = IdMap::from_shards(chunk_shards).map_err(bad)?;
     let mut rest = small;
