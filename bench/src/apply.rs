@@ -76,6 +76,7 @@ impl Clock {
 /// before would take its pages back instead of faulting in new ones.
 struct SnapshotCosts {
     mb: u64,
+    mb_v8: u64,
     encode_ms: f64,
     threads: usize,
     load_ms: f64,
@@ -112,12 +113,14 @@ fn snapshot_costs(
     let load_ms_1 = load(&v9, 1)?;
     let load_ms_v8 = load(&v8, 1)?;
     let mb = std::fs::metadata(&v9)?.len() >> 20;
+    let mb_v8 = std::fs::metadata(&v8)?.len() >> 20;
     println!(
         "snapshot: {mb} MB, encode {encode_ms:.0} ms, load {load_ms:.0} ms on {threads} threads, \
-         {load_ms_1:.0} ms on one; format 8 (one body) {load_ms_v8:.0} ms"
+         {load_ms_1:.0} ms on one; format 8 (one body) {mb_v8} MB, {load_ms_v8:.0} ms"
     );
     Ok(SnapshotCosts {
         mb,
+        mb_v8,
         encode_ms,
         threads,
         load_ms,
@@ -293,6 +296,7 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             "snapshot_load_ms": snap.load_ms,
             "snapshot_load_ms_1_thread": snap.load_ms_1,
             "snapshot_load_ms_format_8": snap.load_ms_v8,
+            "snapshot_mb_format_8": snap.mb_v8,
             "steps": series,
         })
     );
