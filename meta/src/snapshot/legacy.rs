@@ -10,39 +10,32 @@ use serde::{Deserialize, Serialize};
 use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::{BTreeMap, HashMap};
 
-/// The state's fields in the order formats 1 to 8 wrote them.
-#[derive(Serialize)]
-struct Fields<'a> {
+/// The state's fields in the order formats 1 to 8 wrote them: borrowed to write format 8,
+/// owned ([`Owned`]) to read.
+#[derive(Serialize, Deserialize)]
+struct Fields<I, C, P, N, G, S> {
     log_time_ms: u64,
     next_inode: u64,
     next_chunk: u64,
     next_server: u64,
     chunk_size_log2: u8,
     replication: u8,
-    inodes: &'a IdMap<InodeId, Inode>,
-    chunks: &'a IdMap<ChunkId, ChunkMeta>,
-    pending: &'a IdMap<InodeId, Pending>,
-    pending_names: &'a HashMap<(InodeId, Name), InodeId>,
-    garbage: &'a BTreeMap<ChunkId, ChunkVersion>,
-    servers: &'a BTreeMap<NodeId, ServerInfo>,
+    inodes: I,
+    chunks: C,
+    pending: P,
+    pending_names: N,
+    garbage: G,
+    servers: S,
 }
 
-/// [`Fields`], decoded.
-#[derive(Deserialize)]
-struct Owned {
-    log_time_ms: u64,
-    next_inode: u64,
-    next_chunk: u64,
-    next_server: u64,
-    chunk_size_log2: u8,
-    replication: u8,
-    inodes: IdMap<InodeId, Inode>,
-    chunks: IdMap<ChunkId, ChunkMeta>,
-    pending: IdMap<InodeId, Pending>,
-    pending_names: HashMap<(InodeId, Name), InodeId>,
-    garbage: BTreeMap<ChunkId, ChunkVersion>,
-    servers: BTreeMap<NodeId, ServerInfo>,
-}
+type Owned = Fields<
+    IdMap<InodeId, Inode>,
+    IdMap<ChunkId, ChunkMeta>,
+    IdMap<InodeId, Pending>,
+    HashMap<(InodeId, Name), InodeId>,
+    BTreeMap<ChunkId, ChunkVersion>,
+    BTreeMap<NodeId, ServerInfo>,
+>;
 
 impl From<Owned> for MetaState {
     fn from(o: Owned) -> Self {
