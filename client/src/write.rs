@@ -340,6 +340,35 @@ impl Construction {
     }
 }
 
+impl Construction {
+    /// Abandons the file now and returns once the masters have (or the call gave up): a
+    /// failed `put` returns with its path free, so that trying again at once finds no file
+    /// under construction (dropping the guard abandons in the background instead).
+    pub(crate) async fn abandon(mut self) {
+        self.renewer.abort();
+        self.finished = true;
+        abandon(self.masters.clone(), self.file, self.holder).await;
+    }
+}
+
+/// Abandons `file` held by `holder` (a failure is logged: its lease will expire).
+async fn abandon(masters: std::sync::Arc<Masters>, file: u64, holder: u64) {
+    let request_id = masters.request_id();
+    let r = masters
+        .call(|mut c| async move {
+            c.abandon(AbandonRequest {
+                file,
+                client_id: holder,
+                request_id,
+            })
+            .await
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(file, error = %e, "abandoning an unfinished file failed (its lease will expire)");
+    }
+}
+
 impl Drop for Construction {
     fn drop(&mut self) {
         self.renewer.abort();
@@ -347,23 +376,7 @@ impl Drop for Construction {
             return;
         }
         let (m, file, holder) = (self.masters.clone(), self.file, self.holder);
-        let request_id = m.request_id();
-        let masters = m.clone();
-        m.cleanup(async move {
-            let r = masters
-                .call(|mut c| async move {
-                    c.abandon(AbandonRequest {
-                        file,
-                        client_id: holder,
-                        request_id,
-                    })
-                    .await
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(file, error = %e, "abandoning an unfinished file failed (its lease will expire)");
-            }
-        });
+        self.masters.cleanup(abandon(m, file, holder));
     }
 }
 
@@ -423,9 +436,16 @@ impl Client {
             let _ = tx.send(());
         }
         let need = self.replicas_needed(reply.replication);
-        let (total, digests) = self
+        let written = self
             .write_chunks(path, reply.file, reply.chunk_size, need, &mut src, progress)
-            .await?;
+            .await;
+        let (total, digests) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                building.abandon().await;
+                return Err(e);
+            }
+        };
         building.finish(total, digests).await?;
         Ok(total)
     }

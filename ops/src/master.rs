@@ -74,6 +74,11 @@ pub struct Args {
     /// its checksum and structure are checked, which is what makes restarts fast).
     #[arg(long)]
     pub verify_state: bool,
+    /// The state snapshot format this master writes: 9 (this release), or 8 while a rolling
+    /// upgrade still has masters of an older release, which cannot read format 9 (a leader
+    /// sends its snapshot to a lagging member). Every format loads either way.
+    #[arg(long, default_value_t = shale_meta::snapshot::FORMAT_VERSION)]
+    pub snapshot_format: u16,
     /// Campaign only on openraft's own election timer, without first asking the other masters
     /// (the pre-vote: a follower asks once the leader lease runs out, and the one with the
     /// longest log campaigns; failover ≈ the lease plus half the timeout).
@@ -260,6 +265,7 @@ pub async fn run(a: Args, tls: &crate::tls::TlsArgs) -> Result<(), Box<dyn std::
     config.test_unsafe_reads = a.test_unsafe_reads;
     config.trash_retention = std::time::Duration::from_millis(a.trash_retention_ms);
     config.verify_state = a.verify_state;
+    config.snapshot_format = a.snapshot_format;
     config.pre_vote = !a.no_pre_vote;
     config.lease_reads = !a.no_lease_reads;
     config.raft_timer = !a.test_pre_vote_only;

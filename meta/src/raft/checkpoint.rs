@@ -78,12 +78,13 @@ pub struct Built {
 }
 
 /// Writes the snapshot of the state in `g` (read-locked by the caller, released by `release`
-/// right after the fork) to `tmp`, and returns it. Runs on a thread of its own: it waits for
-/// the child.
+/// right after the fork) to `tmp` in snapshot format `format`, and returns it. Runs on a
+/// thread of its own: it waits for the child.
 pub fn build(
     g: std::sync::RwLockReadGuard<'_, Inner>,
     meta: SnapshotMeta<NodeId, Node>,
     tmp: &Path,
+    format: u16,
 ) -> Result<Built, String> {
     let t = Instant::now();
     let parent = std::process::id();
@@ -92,12 +93,12 @@ pub fn build(
     // the child), writes one file and `_exit`s without returning or unwinding.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child(&g.state, &meta, tmp, parent);
+        child(&g.state, &meta, tmp, parent, format);
     }
     if pid < 0 {
         let err = std::io::Error::last_os_error();
         tracing::warn!("snapshot: fork failed ({err}); encoding under the state lock instead");
-        let data = snapshot::encode(&g.state).map_err(|e| e.to_string())?;
+        let data = snapshot::encode_format(&g.state, format).map_err(|e| e.to_string())?;
         drop(g);
         let frozen = t.elapsed();
         let head = file_head(&meta, &data).map_err(|e| e.to_string())?;
@@ -235,6 +236,7 @@ fn child(
     meta: &SnapshotMeta<NodeId, Node>,
     tmp: &Path,
     parent: u32,
+    format: u16,
 ) -> ! {
     // SAFETY: plain syscalls; if the parent is gone already, stop at once.
     unsafe {
@@ -246,7 +248,7 @@ fn child(
     }
     close_inherited();
     let run = std::panic::AssertUnwindSafe(|| -> Result<(), String> {
-        let data = snapshot::encode(state).map_err(|e| e.to_string())?;
+        let data = snapshot::encode_format(state, format).map_err(|e| e.to_string())?;
         let head = file_head(meta, &data).map_err(|e| e.to_string())?;
         write_synced(tmp, &head, &data).map_err(|e| e.to_string())
     });

@@ -101,6 +101,9 @@ pub struct SmStore {
     /// Held by a build from start to end: builds share one temp file name (this process's
     /// id), and the one at stop may run while openraft's last one has not finished.
     building: Arc<std::sync::Mutex<()>>,
+    /// The snapshot format builds write (`snapshot::FORMAT_VERSION`, or 8 while a rolling
+    /// upgrade still has masters of a release that reads no later one).
+    format: u16,
 }
 
 fn io(e: impl std::fmt::Display) -> StorageError {
@@ -333,7 +336,21 @@ impl SmStore {
             persisted: Arc::new(std::sync::Mutex::new(on_disk)),
             built: Arc::new(AtomicU64::new(0)),
             building: Arc::default(),
+            format: snapshot::FORMAT_VERSION,
         })
+    }
+
+    /// Makes builds write snapshot format `version` (8 or the current one; every format
+    /// loads).
+    pub fn with_snapshot_format(mut self, version: u16) -> Result<Self, String> {
+        if version != 8 && version != snapshot::FORMAT_VERSION {
+            return Err(format!(
+                "snapshot format {version}: this release writes 8 or {}",
+                snapshot::FORMAT_VERSION
+            ));
+        }
+        self.format = version;
+        Ok(self)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
@@ -420,7 +437,7 @@ impl SmStore {
             last_membership: g.membership.clone(),
             snapshot_id: format!("{}-{n}", g.last_applied.map_or(0, |l| l.index)),
         };
-        let built = super::checkpoint::build(g, meta, &tmp).map_err(io)?;
+        let built = super::checkpoint::build(g, meta, &tmp, self.format).map_err(io)?;
         self.keep(&tmp, built.meta.last_log_id)?;
         let took = t.elapsed();
         metrics::histogram!(super::checkpoint::BUILD_SECONDS).record(took.as_secs_f64());
@@ -695,6 +712,28 @@ mod tests {
         assert_eq!(meta.last_log_id.map(|l| l.index), Some(50));
         let reopened = SmStore::open(dir.path(), 1 << 20, 3, true).expect("reopen");
         assert_eq!(reopened.read().state, sm.read().state);
+    }
+
+    /// A store told to write format 8 (a rolling upgrade from an older release) builds files
+    /// of format 8, which load like the current one; a format no release writes is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn builds_write_the_format_asked_for() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (sm, live) = applied(dir.path(), 20, 5).await;
+        assert!(sm.clone().with_snapshot_format(7).is_err());
+        let version = |d: &Path| {
+            let b = std::fs::read(d.join("snapshot")).expect("file");
+            let (_, data) = split_file(&b).expect("split");
+            u16::from_le_bytes([data[8], data[9]])
+        };
+        let old = sm.clone().with_snapshot_format(8).expect("format 8");
+        old.snapshot_at_stop(1).expect("stop").expect("built");
+        assert_eq!(version(dir.path()), 8);
+        let reopened = SmStore::open(dir.path(), 1 << 20, 3, true).expect("reopen");
+        assert_eq!(reopened.read().state, live);
+        reopened.write().applied_cmds += 1;
+        reopened.snapshot_at_stop(1).expect("stop").expect("built");
+        assert_eq!(version(dir.path()), snapshot::FORMAT_VERSION);
     }
 
     /// A snapshot travels as its file: what the sender's store hands out is received and

@@ -86,6 +86,9 @@ pub struct MasterConfig {
     /// Check every invariant of the state snapshot loaded at start (O(N); off: checksum and
     /// structure only).
     pub verify_state: bool,
+    /// The snapshot format this master writes (`snapshot::FORMAT_VERSION`; 8 during a rolling
+    /// upgrade from a release that reads no later one).
+    pub snapshot_format: u16,
     /// Ask the other voters before campaigning, soon after the leader lease runs out
     /// (`raft/prevote.rs`); off: only openraft's own timer starts campaigns.
     pub pre_vote: bool,
@@ -121,6 +124,7 @@ impl MasterConfig {
             token_lifetime: tokens::TOKEN_LIFETIME,
             trash_retention: Duration::from_secs(86_400),
             verify_state: false,
+            snapshot_format: crate::snapshot::FORMAT_VERSION,
             pre_vote: true,
             lease_reads: true,
             raft_timer: true,
@@ -521,7 +525,8 @@ pub async fn serve(
         config.chunk_size_bytes,
         config.replication,
         config.verify_state,
-    )?;
+    )?
+    .with_snapshot_format(config.snapshot_format)?;
     let recorded = membership_addresses(&mut log_store.clone(), &mut sm.clone()).await?;
     // A master that moved must not lead or campaign until the group knows its new address: it
     // could win (it reaches the others, they cannot reach it back) and then name an address
