@@ -343,10 +343,10 @@ impl SmStore {
     /// Makes builds write snapshot format `version` (8 or the current one; every format
     /// loads).
     pub fn with_snapshot_format(mut self, version: u16) -> Result<Self, String> {
-        if version != 8 && version != snapshot::FORMAT_VERSION {
+        if !snapshot::WRITTEN.contains(&version) {
             return Err(format!(
-                "snapshot format {version}: this release writes 8 or {}",
-                snapshot::FORMAT_VERSION
+                "snapshot format {version}: this release writes {:?}",
+                snapshot::WRITTEN
             ));
         }
         self.format = version;

@@ -84,11 +84,7 @@ pub(super) fn encode_body(s: &MetaState, out: Vec<u8>) -> postcard::Result<Vec<u
     body = postcard::to_extend(&s.sessions, body)?;
     body = postcard::to_extend(&s.security, body)?;
     body = crate::sm::perms::encode_section(s, body)?;
-    body = crate::sm::namespace::encode_dir_replication(s, body)?;
-    body = crate::sm::quota::encode_section(s, body)?;
-    body = crate::sm::trash::encode_section(s, body)?;
-    body = crate::sm::snaps::encode_section(s, body)?;
-    crate::sm::appends::encode_section(s, body)
+    super::encode_later_sections(s, body)
 }
 
 /// The state in a body of format `version` (1 to 8).
@@ -111,19 +107,7 @@ pub(super) fn decode_body(version: u16, body: &[u8]) -> Result<MetaState, Snapsh
     } else {
         crate::sm::perms::legacy_attrs(&mut state);
     }
-    if version >= 5 {
-        rest = crate::sm::namespace::decode_dir_replication(&mut state, rest).map_err(bad)?;
-    }
-    if version >= 6 {
-        rest = crate::sm::quota::decode_section(&mut state, rest).map_err(bad)?;
-        rest = crate::sm::trash::decode_section(&mut state, rest).map_err(bad)?;
-    }
-    if version >= 7 {
-        rest = crate::sm::snaps::decode_section(&mut state, rest).map_err(bad)?;
-    }
-    if version >= 8 {
-        rest = crate::sm::appends::decode_section(&mut state, rest).map_err(bad)?;
-    }
+    let rest = super::decode_later_sections(&mut state, version, rest).map_err(bad)?;
     if !rest.is_empty() {
         return Err(SnapshotError::Body(format!(
             "{} bytes after the body",

@@ -34,6 +34,44 @@ pub const MAGIC: &[u8; 8] = b"SHALESNP";
 pub const FORMAT_VERSION: u16 = 9;
 const HEADER_BYTES: usize = 24;
 
+/// The formats this release writes ([`encode_format`]): the current one, and 8 for a master
+/// of an older release.
+pub const WRITTEN: [u16; 2] = [8, FORMAT_VERSION];
+
+/// Appends the sections formats 5 to 8 added after the permissions, in order (format 9
+/// writes them the same way): directory replication defaults, quotas, trash items,
+/// directory snapshots, append files.
+fn encode_later_sections(s: &MetaState, b: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    let mut b = crate::sm::namespace::encode_dir_replication(s, b)?;
+    b = crate::sm::quota::encode_section(s, b)?;
+    b = crate::sm::trash::encode_section(s, b)?;
+    b = crate::sm::snaps::encode_section(s, b)?;
+    crate::sm::appends::encode_section(s, b)
+}
+
+/// Reads into `state` those of [`encode_later_sections`] that format `version` has; the
+/// bytes after them.
+fn decode_later_sections<'b>(
+    state: &mut MetaState,
+    version: u16,
+    mut rest: &'b [u8],
+) -> postcard::Result<&'b [u8]> {
+    if version >= 5 {
+        rest = crate::sm::namespace::decode_dir_replication(state, rest)?;
+    }
+    if version >= 6 {
+        rest = crate::sm::quota::decode_section(state, rest)?;
+        rest = crate::sm::trash::decode_section(state, rest)?;
+    }
+    if version >= 7 {
+        rest = crate::sm::snaps::decode_section(state, rest)?;
+    }
+    if version >= 8 {
+        rest = crate::sm::appends::decode_section(state, rest)?;
+    }
+    Ok(rest)
+}
+
 /// Threads a master loads a snapshot with: every core, up to 8.
 pub fn load_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))

@@ -39,13 +39,9 @@ pub(super) fn encode_body(s: &MetaState, out: Vec<u8>) -> postcard::Result<Vec<u
     let mut body = postcard::to_extend(s, out)?;
     body = frame(body, |b| postcard::to_extend(&s.sessions, b))?;
     body = frame(body, |b| {
-        let mut b = postcard::to_extend(&s.security, b)?;
-        b = crate::sm::perms::encode_names(s, b)?;
-        b = crate::sm::namespace::encode_dir_replication(s, b)?;
-        b = crate::sm::quota::encode_section(s, b)?;
-        b = crate::sm::trash::encode_section(s, b)?;
-        b = crate::sm::snaps::encode_section(s, b)?;
-        crate::sm::appends::encode_section(s, b)
+        let b = postcard::to_extend(&s.security, b)?;
+        let b = crate::sm::perms::encode_names(s, b)?;
+        super::encode_later_sections(s, b)
     })?;
     body = postcard::to_extend(&(PARTS as u32), body)?;
     for p in 0..PARTS {
@@ -137,10 +133,11 @@ impl Work<'_> {
     }
 }
 
+/// What a piece of work decoded (a part with its number).
 enum Done {
     Sessions(Sessions),
-    Inodes(Shards<InodeId, Inode>),
-    Chunks(Shards<ChunkId, ChunkMeta>),
+    Inodes(usize, Shards<InodeId, Inode>),
+    Chunks(usize, Shards<ChunkId, ChunkMeta>),
 }
 
 fn run(w: &Work<'_>) -> Result<Done, String> {
@@ -156,18 +153,18 @@ fn run(w: &Work<'_>) -> Result<Done, String> {
                 (id, i)
             },
         )
-        .map(Done::Inodes),
+        .map(|m| Done::Inodes(part, m)),
         Work::Chunks { part, of, bytes } => IdMap::<ChunkId, ChunkMeta>::decode_shards(
             part_shards(part, of),
             bytes,
             |(id, c): (ChunkId, ChunkMeta)| (id, c),
         )
-        .map(Done::Chunks),
+        .map(|m| Done::Chunks(part, m)),
     }
 }
 
-/// Runs every piece of work on up to `threads` threads (the caller's among them); the
-/// results in the order of `work`.
+/// Runs every piece of work on up to `threads` threads (the caller's among them); a result
+/// for each.
 fn run_all(work: &[Work<'_>], threads: usize) -> Vec<Result<Done, String>> {
     let next = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<Result<Done, String>>>> =
@@ -238,27 +235,21 @@ pub(super) fn decode_body(body: &[u8], threads: usize) -> Result<MetaState, Snap
     work[1..].sort_by_key(|w| std::cmp::Reverse(w.len()));
     let mut inode_parts: Vec<Shards<InodeId, Inode>> = vec![Vec::new(); n_inodes];
     let mut chunk_parts: Vec<Shards<ChunkId, ChunkMeta>> = vec![Vec::new(); n_chunks];
-    for (w, done) in work.iter().zip(run_all(&work, threads)) {
-        match (w, done.map_err(bad)?) {
-            (_, Done::Sessions(s)) => state.sessions = s,
-            (Work::Inodes { part, .. }, Done::Inodes(m)) => inode_parts[*part] = m,
-            (Work::Chunks { part, .. }, Done::Chunks(m)) => chunk_parts[*part] = m,
-            _ => return Err(bad("a part decoded as another kind")),
+    for done in run_all(&work, threads) {
+        match done.map_err(bad)? {
+            Done::Sessions(s) => state.sessions = s,
+            Done::Inodes(part, m) => inode_parts[part] = m,
+            Done::Chunks(part, m) => chunk_parts[part] = m,
         }
     }
     let inode_shards = inode_parts.into_iter().flatten().collect();
     let chunk_shards = chunk_parts.into_iter().flatten().collect();
     state.inodes = IdMap::from_shards(inode_shards).map_err(bad)?;
     state.chunks = IdMap::from_shards(chunk_shards).map_err(bad)?;
-    let mut rest = small;
-    let (security, r) = postcard::take_from_bytes(rest).map_err(bad)?;
+    let (security, rest) = postcard::take_from_bytes(small).map_err(bad)?;
     state.security = security;
-    rest = crate::sm::perms::decode_names(&mut state, r).map_err(bad)?;
-    rest = crate::sm::namespace::decode_dir_replication(&mut state, rest).map_err(bad)?;
-    rest = crate::sm::quota::decode_section(&mut state, rest).map_err(bad)?;
-    rest = crate::sm::trash::decode_section(&mut state, rest).map_err(bad)?;
-    rest = crate::sm::snaps::decode_section(&mut state, rest).map_err(bad)?;
-    rest = crate::sm::appends::decode_section(&mut state, rest).map_err(bad)?;
+    let rest = crate::sm::perms::decode_names(&mut state, rest).map_err(bad)?;
+    let rest = super::decode_later_sections(&mut state, 9, rest).map_err(bad)?;
     if !rest.is_empty() {
         return Err(bad(format!("{} bytes after the sections", rest.len())));
     }
