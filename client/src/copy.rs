@@ -88,12 +88,17 @@ impl Client {
             chunk_size: locs.chunk_size,
             ..opts.clone()
         };
-        let (reply, building) = self.begin(dst, &opts).await?;
+        let (reply, mut building) = self.begin(dst, &opts).await?;
         let need = self.replicas_needed(reply.replication);
-        for c in &locs.chunks {
-            let len = (locs.length - u64::from(c.index) * locs.chunk_size).min(locs.chunk_size);
-            self.copy_chunk(dst, reply.file, c, len, need).await?;
+        let copied = async {
+            for c in &locs.chunks {
+                let len = (locs.length - u64::from(c.index) * locs.chunk_size).min(locs.chunk_size);
+                self.copy_chunk(dst, reply.file, c, len, need).await?;
+            }
+            Ok(())
         }
+        .await;
+        building.abandon_on_err(copied).await?;
         // The copy has the source's bytes: its digests (when the source has them all).
         let digests: Vec<_> = locs.chunks.iter().map(|c| c.digest.clone()).collect();
         let digests = if digests.iter().all(|d| d.len() == 32) {

@@ -341,13 +341,17 @@ impl Construction {
 }
 
 impl Construction {
-    /// Abandons the file now and returns once the masters have (or the call gave up): a
-    /// failed `put` returns with its path free, so that trying again at once finds no file
-    /// under construction (dropping the guard abandons in the background instead).
-    pub(crate) async fn abandon(mut self) {
-        self.renewer.abort();
-        self.finished = true;
-        abandon(self.masters.clone(), self.file, self.holder).await;
+    /// `r`, after abandoning the file if it is an error, returning once the masters have (or
+    /// the call gave up): a failed put or copy returns with its path free, so that trying
+    /// again at once finds no file under construction (dropping the guard abandons in the
+    /// background instead).
+    pub(crate) async fn abandon_on_err<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() && !self.finished {
+            self.renewer.abort();
+            self.finished = true;
+            abandon(self.masters.clone(), self.file, self.holder).await;
+        }
+        r
     }
 }
 
@@ -431,7 +435,7 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
         created: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<u64> {
-        let (reply, building) = self.begin(path, opts).await?;
+        let (reply, mut building) = self.begin(path, opts).await?;
         if let Some(tx) = created {
             let _ = tx.send(());
         }
@@ -439,13 +443,7 @@ impl Client {
         let written = self
             .write_chunks(path, reply.file, reply.chunk_size, need, &mut src, progress)
             .await;
-        let (total, digests) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                building.abandon().await;
-                return Err(e);
-            }
-        };
+        let (total, digests) = building.abandon_on_err(written).await?;
         building.finish(total, digests).await?;
         Ok(total)
     }
