@@ -23,6 +23,10 @@ pub struct Args {
     /// Files per timed step.
     #[arg(long, default_value_t = 500_000)]
     step: u64,
+    /// Also keep the final state's snapshot (format 9) in this file, e.g. to profile a load
+    /// with `shale-bench internal-load FILE`.
+    #[arg(long)]
+    save_snapshot: Option<std::path::PathBuf>,
     /// Snapshot loads in this process rather than fresh ones (the unit test: its binary is
     /// not `shale-bench`).
     #[arg(skip)]
@@ -87,6 +91,7 @@ struct SnapshotCosts {
 fn snapshot_costs(
     st: &MetaState,
     in_process: bool,
+    save: Option<&std::path::Path>,
 ) -> Result<SnapshotCosts, Box<dyn std::error::Error>> {
     use shale_meta::snapshot;
     let t = Instant::now();
@@ -100,6 +105,9 @@ fn snapshot_costs(
     let dir = tempfile::tempdir()?;
     let (v9, v8) = (dir.path().join("v9"), dir.path().join("v8"));
     std::fs::write(&v9, &bytes)?;
+    if let Some(path) = save {
+        std::fs::write(path, &bytes)?;
+    }
     drop(bytes);
     std::fs::write(&v8, snapshot::encode_format(st, 8)?)?;
     let load = |file: &std::path::Path, threads| {
@@ -270,7 +278,7 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         steps.push((done, per(clock.apply), per(clock.decode)));
     }
-    let snap = snapshot_costs(&st, a.loads_in_process)?;
+    let snap = snapshot_costs(&st, a.loads_in_process, a.save_snapshot.as_deref())?;
     // Freeing millions of inodes one by one is not what is measured (the process exits).
     std::mem::forget(st);
     std::mem::forget(names);
@@ -314,12 +322,14 @@ mod tests {
         run(Args {
             files: 600,
             step: 250,
+            save_snapshot: None,
             loads_in_process: true,
         })
         .expect("run");
         assert!(run(Args {
             files: 10,
             step: 0,
+            save_snapshot: None,
             loads_in_process: true,
         })
         .is_err());

@@ -17,6 +17,7 @@ use shale_proto::{ChunkId, ChunkVersion, InodeId, NodeId};
 use std::collections::{BTreeMap, HashMap};
 
 pub mod appends;
+mod entries;
 mod files;
 pub mod idmap;
 pub mod name;

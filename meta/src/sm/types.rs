@@ -289,6 +289,8 @@ pub struct Inode {
 pub enum InodeKind {
     /// Entries by name (ordered, for paged listing).
     /// Boxed: a file's inode is the common one, and the box keeps the kind at 24 bytes.
+    /// Decoded in one bulk build (`entries.rs`).
+    #[serde(deserialize_with = "super::entries::deserialize_dir")]
     Dir(Box<Entries>),
     File(FileMeta),
 }
