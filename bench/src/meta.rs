@@ -617,7 +617,6 @@ fn memory(chunks: u64) -> Result<(f64, f64, u64), BoxError> {
     }
     let per_file_chunks = chunks.div_ceil(FILES);
     let base = crate::alloc::live_bytes();
-    let mut files = Vec::with_capacity(FILES as usize);
     for i in 0..FILES {
         let r = s.apply(
             &Command::Create {
@@ -641,7 +640,6 @@ fn memory(chunks: u64) -> Result<(f64, f64, u64), BoxError> {
             },
             2,
         );
-        files.push(file);
     }
     let after_files = crate::alloc::live_bytes();
     // Chunks: a second set of files, each with `per_file_chunks` chunks.
@@ -688,7 +686,6 @@ fn memory(chunks: u64) -> Result<(f64, f64, u64), BoxError> {
     // The chunk files cost a file each too; what is left is the chunks' own cost.
     let per_chunk =
         ((after_chunks - before_chunks) as f64 - per_file * FILES as f64) / n_chunks as f64;
-    drop(files);
     Ok((per_file, per_chunk, n_chunks))
 }
 

@@ -279,11 +279,13 @@ impl MetaState {
             )));
         }
         let (chunk_size, length, parent) = match self.inodes.get(&file) {
-            Some(Inode {
-                kind: InodeKind::File(f),
-                parent,
-                ..
-            }) => (f.chunk_size_bytes(), f.length, *parent),
+            Some(
+                i @ Inode {
+                    kind: InodeKind::File(f),
+                    parent,
+                    ..
+                },
+            ) => (i.chunk_size_bytes(), f.length, *parent),
             _ => return Err(MetaError::UnknownFile(file)),
         };
         let index = match self.chunks.get(&chunk) {
@@ -405,11 +407,7 @@ impl MetaState {
     /// Checks the append logs (see the module's invariants).
     pub(super) fn check_appends(&self) -> Result<(), String> {
         for (id, log) in &self.appends {
-            let Some(Inode {
-                kind: InodeKind::File(f),
-                ..
-            }) = self.inodes.get(id)
-            else {
+            let Some((f, chunk_size, _)) = self.inodes.get(id).and_then(|i| i.file()) else {
                 return Err(format!("append log of {id}, which is not a file"));
             };
             if self.pending.contains_key(id) {
@@ -426,7 +424,7 @@ impl MetaState {
                 if e.at != at
                     || e.len == 0
                     || c.is_none_or(|c| e.chunk_off + e.len > c.end)
-                    || e.chunk_off + e.len > f.chunk_size_bytes()
+                    || e.chunk_off + e.len > chunk_size
                 {
                     return Err(format!("append file {id}: bad extent {e:?} at {at}"));
                 }

@@ -43,11 +43,12 @@ pub(crate) fn deserialize_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Box<Ent
 
 #[cfg(test)]
 mod tests {
-    use super::super::types::InodeKind;
+    use super::super::types::{Inode, InodeKind};
     use super::*;
 
+    /// A directory inode (parent 1, mtime 0) whose entries are encoded as a map in the order
+    /// given (a forged snapshot may give any order).
     fn dir(names: &[(&str, InodeId)]) -> Vec<u8> {
-        // Encoded as a map in the order given (a forged snapshot may give any order).
         #[derive(serde::Serialize)]
         enum Wire<'a> {
             Dir(#[serde(serialize_with = "in_order")] &'a [(&'a str, InodeId)]),
@@ -55,7 +56,9 @@ mod tests {
         fn in_order<S: serde::Serializer>(e: &&[(&str, InodeId)], s: S) -> Result<S::Ok, S::Error> {
             s.collect_map(e.iter().map(|(k, v)| (k, v)))
         }
-        postcard::to_allocvec(&Wire::Dir(names)).expect("encode")
+        let mut b = vec![1, 0]; // parent, mtime
+        b.extend(postcard::to_allocvec(&Wire::Dir(names)).expect("encode"));
+        b
     }
 
     fn by_inserts(names: &[(&str, InodeId)]) -> Entries {
@@ -77,23 +80,24 @@ mod tests {
         let twice =
             [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)].map(|(k, v)| (k, InodeId(v)));
         for case in [&sorted[..], &shuffled[..], &twice[..], &[][..]] {
-            let back: InodeKind = postcard::from_bytes(&dir(case)).expect("decode");
-            let InodeKind::Dir(got) = back else {
+            let back: Inode = postcard::from_bytes(&dir(case)).expect("decode");
+            let InodeKind::Dir(got) = back.kind else {
                 panic!("not a directory")
             };
             assert_eq!(*got, by_inserts(case));
         }
         // The same bytes as the derived encoding of a real directory.
-        let real = InodeKind::Dir(Box::new(by_inserts(&sorted)));
+        let mut real: Inode = postcard::from_bytes(&dir(&[])).expect("decode");
+        real.kind = InodeKind::Dir(Box::new(by_inserts(&sorted)));
         assert_eq!(postcard::to_allocvec(&real).expect("encode"), dir(&sorted));
     }
 
     #[test]
     fn a_forged_length_allocates_little() {
         // A map claiming u32::MAX entries, with one: refused (the bytes end), not reserved.
-        let mut b = vec![0u8]; // the variant: Dir
+        let mut b = vec![1, 0, 0u8]; // parent, mtime, the variant: Dir
         b.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
         b.extend([1, b'a', 7]);
-        assert!(postcard::from_bytes::<InodeKind>(&b).is_err());
+        assert!(postcard::from_bytes::<Inode>(&b).is_err());
     }
 }

@@ -73,9 +73,10 @@ impl MetaState {
                     f,
                     Inode {
                         kind: InodeKind::File(fm),
+                        chunk_size_log2,
                         ..
                     },
-                )) => Usage::new(1, self.file_bytes(f, fm)),
+                )) => Usage::new(1, self.file_bytes(f, fm, *chunk_size_log2)),
                 _ => Usage::default(),
             };
             self.check_room(dir, Usage::new(1, 0), credit, &[])?;
@@ -124,10 +125,10 @@ impl MetaState {
                 mtime_ms: now_ms,
                 attrs,
                 dir_replication: 0,
+                replication,
+                chunk_size_log2,
                 kind: InodeKind::File(FileMeta {
                     length: 0,
-                    replication,
-                    chunk_size_log2,
                     chunks: ThinVec::new(),
                 }),
             },
@@ -175,6 +176,14 @@ impl MetaState {
         Ok(p)
     }
 
+    /// A file's chunk size.
+    pub(super) fn chunk_size_of(&self, file: InodeId) -> Res<u64> {
+        match self.inodes.get(&file).and_then(|i| i.file()) {
+            Some((_, cs, _)) => Ok(cs),
+            None => Err(MetaError::UnknownFile(file)),
+        }
+    }
+
     pub(super) fn file_mut(&mut self, file: InodeId) -> Res<&mut FileMeta> {
         match self.inodes.get_mut(&file).map(|i| &mut i.kind) {
             Some(InodeKind::File(f)) => Ok(f),
@@ -216,7 +225,7 @@ impl MetaState {
         self.check_pipeline(pipeline)?;
         let n = self.file_mut(file)?.chunks.len();
         let (id, version) = if index as usize == n {
-            let cs = Usage::new(0, self.file_mut(file)?.chunk_size_bytes());
+            let cs = Usage::new(0, self.chunk_size_of(file)?);
             self.check_room(parent, cs, Usage::default(), &[])?;
             self.charge(parent, cs, false);
             let id = ChunkId(self.next_chunk);
@@ -269,8 +278,8 @@ impl MetaState {
         who: &Actor,
     ) -> Res<Reply> {
         let parent = self.writer(file, holder, now_ms, who)?.parent;
+        let cs = Usage::new(0, self.chunk_size_of(file)?);
         let f = self.file_mut(file)?;
-        let cs = Usage::new(0, f.chunk_size_bytes());
         if f.chunks.is_empty() || index as usize + 1 != f.chunks.len() {
             let n = f.chunks.len();
             return Err(MetaError::ChunkIndex {
@@ -302,12 +311,10 @@ impl MetaState {
     ) -> Res<Reply> {
         let p = self.writer(file, holder, now_ms, who)?;
         let (parent, overwrite) = (p.parent, p.overwrite);
-        let f = match self.inodes.get(&file).map(|i| &i.kind) {
-            Some(InodeKind::File(f)) => f,
-            _ => return Err(MetaError::UnknownFile(file)),
+        let Some((f, cs, _)) = self.inodes.get(&file).and_then(|i| i.file()) else {
+            return Err(MetaError::UnknownFile(file));
         };
         let n = f.chunks.len() as u64;
-        let cs = f.chunk_size_bytes();
         let ok = if n == 0 {
             length == 0
         } else {

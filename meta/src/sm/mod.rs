@@ -132,6 +132,8 @@ impl MetaState {
                 kind: InodeKind::Dir(Box::default()),
                 attrs: perms::Attrs::legacy(true),
                 dir_replication: 0,
+                replication: 0,
+                chunk_size_log2: 0,
             },
         );
         Ok(MetaState {

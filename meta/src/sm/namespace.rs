@@ -79,6 +79,8 @@ impl MetaState {
                     kind: InodeKind::Dir(Box::default()),
                     attrs,
                     dir_replication: 0,
+                    replication: 0,
+                    chunk_size_log2: 0,
                 },
             );
             self.dirs += 1;
@@ -213,9 +215,10 @@ impl MetaState {
         self.require(id, who, perms::WRITE, || p.to_string())?;
         match self.inodes.get_mut(&id) {
             Some(Inode {
-                kind: InodeKind::File(f),
+                kind: InodeKind::File(_),
+                replication,
                 ..
-            }) => f.replication = r,
+            }) => *replication = r,
             Some(dir) => dir.dir_replication = r,
             None => return Err(MetaError::NotFound(p.to_string())),
         }

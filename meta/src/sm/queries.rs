@@ -55,8 +55,8 @@ impl MetaState {
                 is_dir: false,
                 length: f.length,
                 mtime_ms: i.mtime_ms,
-                replication: f.replication,
-                chunk_size_bytes: f.chunk_size_bytes(),
+                replication: i.replication,
+                chunk_size_bytes: i.chunk_size_bytes(),
                 chunks: f.chunks.len() as u32,
                 entries: 0,
                 owner,
@@ -165,16 +165,16 @@ impl MetaState {
         ) {
             self.require(id, who, READ, || p.to_string())?;
         }
-        match self.inodes.get(&id).map(|i| &i.kind) {
-            Some(InodeKind::File(f)) => Ok(FileChunks {
+        match self.inodes.get(&id).and_then(|i| i.file()) {
+            Some((f, chunk_size_bytes, replication)) => Ok(FileChunks {
                 file: id,
                 length: self
                     .appends
                     .get(&id)
                     .and_then(|a| a.view_len(view))
                     .unwrap_or(f.length),
-                chunk_size_bytes: f.chunk_size_bytes(),
-                replication: f.replication,
+                chunk_size_bytes,
+                replication,
                 chunks: f
                     .chunks
                     .iter()
@@ -196,10 +196,10 @@ impl MetaState {
         if !self.pending.contains_key(&file) {
             return None;
         }
-        match self.inodes.get(&file).map(|i| &i.kind) {
-            Some(InodeKind::File(f)) => Some((f.chunk_size_bytes(), f.replication)),
-            _ => None,
-        }
+        self.inodes
+            .get(&file)
+            .and_then(|i| i.file())
+            .map(|(_, cs, r)| (cs, r))
     }
 
     /// (chunk size, chunks with versions) of a file under construction.
@@ -207,9 +207,9 @@ impl MetaState {
         if !self.pending.contains_key(&file) {
             return None;
         }
-        match self.inodes.get(&file).map(|i| &i.kind) {
-            Some(InodeKind::File(f)) => Some((
-                f.chunk_size_bytes(),
+        match self.inodes.get(&file).and_then(|i| i.file()) {
+            Some((f, cs, _)) => Some((
+                cs,
                 f.chunks
                     .iter()
                     .map(|c| {
@@ -232,10 +232,8 @@ impl MetaState {
         if self.pending.contains_key(&m.file) {
             return None;
         }
-        match self.inodes.get(&m.file).map(|i| &i.kind) {
-            Some(InodeKind::File(f)) => Some((m.version(), f.replication)),
-            _ => None,
-        }
+        let (_, _, replication) = self.inodes.get(&m.file)?.file()?;
+        Some((m.version(), replication))
     }
 
     /// One past the highest chunk id handed out (ids are assigned in order from 1).

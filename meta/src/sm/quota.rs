@@ -68,9 +68,9 @@ fn exceeded(path: &str, what: &str, max: u64, used: u64, more: u64) -> MetaError
 
 impl MetaState {
     /// The bytes a file inode is charged (see the module doc).
-    pub(super) fn file_bytes(&self, id: InodeId, f: &FileMeta) -> u64 {
+    pub(super) fn file_bytes(&self, id: InodeId, f: &FileMeta, chunk_size_log2: u8) -> u64 {
         if self.pending.contains_key(&id) {
-            (f.chunks.len() as u64) << f.chunk_size_log2
+            (f.chunks.len() as u64) << chunk_size_log2
         } else {
             f.length
         }
@@ -152,7 +152,11 @@ impl MetaState {
             };
             u.names += 1;
             match &i.kind {
-                InodeKind::File(f) => u.bytes = u.bytes.saturating_add(self.file_bytes(cur, f)),
+                InodeKind::File(f) => {
+                    u.bytes = u
+                        .bytes
+                        .saturating_add(self.file_bytes(cur, f, i.chunk_size_log2))
+                }
                 InodeKind::Dir(e) => {
                     dirs.insert(cur);
                     stack.extend(e.values().copied());
@@ -161,8 +165,13 @@ impl MetaState {
         }
         for (f, p) in &self.pending {
             if dirs.contains(&p.parent) {
-                if let Some(InodeKind::File(fm)) = self.inodes.get(f).map(|i| &i.kind) {
-                    u.add(Usage::new(1, self.file_bytes(*f, fm)));
+                if let Some(Inode {
+                    kind: InodeKind::File(fm),
+                    chunk_size_log2,
+                    ..
+                }) = self.inodes.get(f)
+                {
+                    u.add(Usage::new(1, self.file_bytes(*f, fm, *chunk_size_log2)));
                 }
             }
         }
@@ -277,7 +286,7 @@ impl MetaState {
                 continue;
             }
             let u = match &i.kind {
-                InodeKind::File(f) => Usage::new(1, self.file_bytes(*id, f)),
+                InodeKind::File(f) => Usage::new(1, self.file_bytes(*id, f, i.chunk_size_log2)),
                 InodeKind::Dir(_) => Usage::new(1, 0),
             };
             for q in self.quota_chain(i.parent) {

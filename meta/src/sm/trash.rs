@@ -307,6 +307,8 @@ impl MetaState {
                 kind: InodeKind::Dir(Box::default()),
                 attrs,
                 dir_replication: 0,
+                replication: 0,
+                chunk_size_log2: 0,
             },
         );
         self.dirs += 1;

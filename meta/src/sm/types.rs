@@ -270,43 +270,162 @@ pub enum Reply {
     },
 }
 
-/// A file or directory.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A file or directory: 48 bytes (the inode map's slots are 56 with the key; a file's
+/// replication and chunk size live here, beside the directory default, rather than in
+/// [`FileMeta`], whose padding made the inode 56 and the slot 64). Serialized as it was when
+/// they were in `FileMeta` (`Inode` → `parent, mtime_ms, kind`; a file's kind → `length,
+/// replication, chunk_size_log2, chunks`): the snapshot bytes are unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "wire::InodeIn")]
 pub struct Inode {
     pub parent: InodeId,
     pub mtime_ms: u64,
     pub kind: InodeKind,
     /// Owner, group and mode: serialized apart from the inode (snapshot format 4).
-    #[serde(skip)]
     pub attrs: Attrs,
     /// Directories: the replication of new files below (0: as the parent's, or the cluster
     /// default at the root). Files: 0. Serialized apart (snapshot format 5).
-    #[serde(skip)]
     pub dir_replication: u8,
+    /// Files: the file's replication. Directories: 0.
+    pub replication: u8,
+    /// Files: log2 of the file's chunk size. Directories: 0.
+    pub chunk_size_log2: u8,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl Inode {
+    /// A file's chunk size (meaningful for files only).
+    pub fn chunk_size_bytes(&self) -> u64 {
+        1u64 << self.chunk_size_log2
+    }
+
+    /// The file's length and chunks, chunk size and replication, if this is a file.
+    pub fn file(&self) -> Option<(&FileMeta, u64, u8)> {
+        match &self.kind {
+            InodeKind::File(f) => Some((f, self.chunk_size_bytes(), self.replication)),
+            InodeKind::Dir(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InodeKind {
     /// Entries by name (ordered, for paged listing).
-    /// Boxed: a file's inode is the common one, and the box keeps the kind at 24 bytes.
+    /// Boxed: a file's inode is the common one, and the box keeps the kind at 16 bytes.
     /// Decoded in one bulk build (`entries.rs`).
-    #[serde(deserialize_with = "super::entries::deserialize_dir")]
     Dir(Box<Entries>),
     File(FileMeta),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A file's length and chunks (its replication and chunk size are the inode's).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileMeta {
     pub length: u64,
-    pub replication: u8,
-    pub chunk_size_log2: u8,
     /// One pointer (empty: no allocation); shrunk to fit when the file completes.
     pub chunks: ThinVec<ChunkId>,
 }
 
-impl FileMeta {
-    pub fn chunk_size_bytes(&self) -> u64 {
-        1u64 << self.chunk_size_log2
+impl Serialize for Inode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        wire::InodeOut::from(self).serialize(s)
+    }
+}
+
+/// The inode's serialized shape (that of the fields as they were before the file layout moved
+/// into the inode): borrowed to write, owned to read.
+mod wire {
+    use super::*;
+
+    #[derive(Serialize)]
+    #[serde(rename = "Inode")]
+    pub struct InodeOut<'a> {
+        parent: InodeId,
+        mtime_ms: u64,
+        kind: KindOut<'a>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename = "InodeKind")]
+    enum KindOut<'a> {
+        Dir(&'a Entries),
+        File(FileOut<'a>),
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename = "FileMeta")]
+    struct FileOut<'a> {
+        length: u64,
+        replication: u8,
+        chunk_size_log2: u8,
+        chunks: &'a ThinVec<ChunkId>,
+    }
+
+    impl<'a> From<&'a Inode> for InodeOut<'a> {
+        fn from(i: &'a Inode) -> Self {
+            InodeOut {
+                parent: i.parent,
+                mtime_ms: i.mtime_ms,
+                kind: match &i.kind {
+                    InodeKind::Dir(e) => KindOut::Dir(e),
+                    InodeKind::File(f) => KindOut::File(FileOut {
+                        length: f.length,
+                        replication: i.replication,
+                        chunk_size_log2: i.chunk_size_log2,
+                        chunks: &f.chunks,
+                    }),
+                },
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename = "Inode")]
+    pub struct InodeIn {
+        parent: InodeId,
+        mtime_ms: u64,
+        kind: KindIn,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename = "InodeKind")]
+    enum KindIn {
+        #[serde(deserialize_with = "super::super::entries::deserialize_dir")]
+        Dir(Box<Entries>),
+        File(FileIn),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename = "FileMeta")]
+    struct FileIn {
+        length: u64,
+        replication: u8,
+        chunk_size_log2: u8,
+        chunks: ThinVec<ChunkId>,
+    }
+
+    impl From<InodeIn> for Inode {
+        /// Attributes and the directory default are decoded apart (their own sections).
+        fn from(i: InodeIn) -> Self {
+            let (kind, replication, chunk_size_log2) = match i.kind {
+                KindIn::Dir(e) => (InodeKind::Dir(e), 0, 0),
+                KindIn::File(f) => (
+                    InodeKind::File(FileMeta {
+                        length: f.length,
+                        chunks: f.chunks,
+                    }),
+                    f.replication,
+                    f.chunk_size_log2,
+                ),
+            };
+            Inode {
+                parent: i.parent,
+                mtime_ms: i.mtime_ms,
+                kind,
+                attrs: Attrs::default(),
+                dir_replication: 0,
+                replication,
+                chunk_size_log2,
+            }
+        }
     }
 }
 
@@ -421,4 +540,90 @@ pub struct Stat {
     pub owner: String,
     pub group: String,
     pub mode: u16,
+}
+
+#[cfg(test)]
+mod inode_tests {
+    use super::*;
+
+    /// The inode as it was serialized before a file's replication and chunk size moved into
+    /// it (derived): the bytes must not change.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OldInode {
+        parent: InodeId,
+        mtime_ms: u64,
+        kind: OldKind,
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum OldKind {
+        Dir(Box<Entries>),
+        File(OldFile),
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OldFile {
+        length: u64,
+        replication: u8,
+        chunk_size_log2: u8,
+        chunks: ThinVec<ChunkId>,
+    }
+
+    #[test]
+    fn an_inode_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Inode>(), 48);
+    }
+
+    #[test]
+    fn inodes_serialize_as_before() {
+        let old_file = OldInode {
+            parent: InodeId(7),
+            mtime_ms: 1_700_000_000_123,
+            kind: OldKind::File(OldFile {
+                length: 300 << 20,
+                replication: 2,
+                chunk_size_log2: 26,
+                chunks: ThinVec::from(vec![ChunkId(9), ChunkId(1 << 40)]),
+            }),
+        };
+        let mut entries = Entries::new();
+        entries.insert(Name::new("a"), InodeId(3));
+        entries.insert(Name::new("bb"), InodeId(4));
+        let old_dir = OldInode {
+            parent: InodeId(1),
+            mtime_ms: 5,
+            kind: OldKind::Dir(Box::new(entries.clone())),
+        };
+        let file = Inode {
+            parent: InodeId(7),
+            mtime_ms: 1_700_000_000_123,
+            kind: InodeKind::File(FileMeta {
+                length: 300 << 20,
+                chunks: ThinVec::from(vec![ChunkId(9), ChunkId(1 << 40)]),
+            }),
+            attrs: Attrs::default(),
+            dir_replication: 0,
+            replication: 2,
+            chunk_size_log2: 26,
+        };
+        let dir = Inode {
+            parent: InodeId(1),
+            mtime_ms: 5,
+            kind: InodeKind::Dir(Box::new(entries)),
+            attrs: Attrs::default(),
+            dir_replication: 0,
+            replication: 0,
+            chunk_size_log2: 0,
+        };
+        for (old, new) in [(&old_file, &file), (&old_dir, &dir)] {
+            let bytes = postcard::to_allocvec(old).expect("encode");
+            assert_eq!(postcard::to_allocvec(new).expect("encode"), bytes);
+            let back: Inode = postcard::from_bytes(&bytes).expect("decode");
+            assert_eq!(&back, new);
+            assert_eq!(
+                back.file().map(|(_, cs, r)| (cs, r)),
+                new.file().map(|(_, cs, r)| (cs, r))
+            );
+        }
+        assert_eq!(file.file().map(|(_, cs, r)| (cs, r)), Some((1 << 26, 2)));
+        assert!(dir.file().is_none());
+    }
 }

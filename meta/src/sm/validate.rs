@@ -115,7 +115,7 @@ impl MetaState {
             listed += f.chunks.len();
             if !self.pending.contains_key(id) && !self.appends.contains_key(id) {
                 let n = f.chunks.len() as u64;
-                let cs = f.chunk_size_bytes();
+                let cs = inode.chunk_size_bytes();
                 let ok = (n == 0 && f.length == 0)
                     || (n > 0 && f.length > (n - 1) * cs && f.length <= n * cs);
                 if !ok {
