@@ -166,10 +166,19 @@ impl Masters {
     }
 
     /// Waits (at most `within`) for the background clean-ups started so far; whether all ended.
+    /// Clean-ups that a clean-up starts (a dropped writer's task, ending, abandons its file)
+    /// are waited for too.
     pub async fn settle(&self, within: Duration) -> bool {
-        let handles: Vec<_> =
-            std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
-        let all = futures_util::future::join_all(handles);
+        let all = async {
+            loop {
+                let handles: Vec<_> =
+                    std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+                if handles.is_empty() {
+                    return;
+                }
+                futures_util::future::join_all(handles).await;
+            }
+        };
         tokio::time::timeout(within, all).await.is_ok()
     }
 

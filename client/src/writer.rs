@@ -40,6 +40,8 @@ pub struct FileWriter {
     closed: Arc<AtomicBool>,
     task: Option<JoinHandle<Result<u64>>>,
     outcome: Option<std::result::Result<u64, String>>,
+    /// For the drop's clean-up (see `Drop`).
+    masters: Arc<crate::master::Masters>,
 }
 
 /// The reading end of the pipe: end of file only once the writer closed properly.
@@ -102,6 +104,7 @@ impl Client {
             closed,
             task: Some(task),
             outcome: None,
+            masters: self.masters.clone(),
         };
         // Report a refused create now, not at the first write.
         if created_rx.await.is_err() {
@@ -216,9 +219,15 @@ impl AsyncWrite for FileWriter {
 impl Drop for FileWriter {
     fn drop(&mut self) {
         // Not closed: the task sees an error at the pipe's end, and is aborted besides; either
-        // way its file is abandoned (see `Construction`).
+        // way its file is abandoned (see `Construction`). The abort takes effect when a runtime
+        // worker next polls the task, after this returns: the task's end is remembered as a
+        // clean-up, so that `Client::settle` also waits for the abandon its end starts (a
+        // settle right after the drop used to miss it, and the path was still held).
         if let Some(t) = self.task.take() {
             t.abort();
+            self.masters.cleanup(async move {
+                let _ = t.await;
+            });
         }
     }
 }

@@ -3,7 +3,7 @@
 //! abandons when dropped; a `FileReader` seeks and reads ahead across chunks; listings stream
 //! page by page; errors have kinds; connecting to nothing fails fast and says where it looked;
 //! a call waiting on a leader that stopped answering moves to the new leader soon after the
-//! election, not after the call's timeout.
+//! election, not after the call's timeout; `settle` after a dropped writer waits for its abandon.
 mod common;
 
 use common::*;
@@ -358,5 +358,39 @@ async fn calls_follow_a_failover_without_waiting_for_their_timeout() {
             )
         }
         r => panic!("a put with no live chunkserver: {r:?}"),
+    }
+}
+
+/// `settle` right after a writer is dropped waits for the abandon the drop causes: the path is
+/// free once it returns. On one runtime thread the dropped writer's task cannot even be
+/// cancelled before `settle` starts (it runs when `settle` first yields), so a `settle` that
+/// waited only for the clean-ups already registered returned at once with the path still held.
+#[tokio::test(flavor = "current_thread")]
+async fn settle_waits_for_what_a_dropped_writer_starts() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, 1).await;
+    let masters = cluster.master_addrs();
+    let c = Client::connect(&masters, common::client_config())
+        .await
+        .expect("connect");
+    let other = Client::connect(&masters, common::client_config())
+        .await
+        .expect("connect");
+    for round in 0..3 {
+        let path = format!("/dropped{round}");
+        let mut w = c
+            .create(&path, CreateOptions::default())
+            .await
+            .expect("create");
+        w.write_all(&data(100_000, round)).await.expect("write");
+        drop(w);
+        assert!(c.settle(Duration::from_secs(10)).await, "settled");
+        let mut w = other
+            .create(&path, CreateOptions::default())
+            .await
+            .expect("the path is free once settle returns");
+        w.write_all(b"theirs").await.expect("write");
+        w.shutdown().await.expect("shutdown publishes");
+        assert_eq!(c.stat(&path).await.expect("stat").length, 6);
     }
 }
