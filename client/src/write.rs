@@ -344,12 +344,16 @@ impl Construction {
     /// `r`, after abandoning the file if it is an error, returning once the masters have (or
     /// the call gave up): a failed put or copy returns with its path free, so that trying
     /// again at once finds no file under construction (dropping the guard abandons in the
-    /// background instead).
+    /// background instead). Marked finished only once the abandon returned: if this future
+    /// is dropped while it waits (a dropped `FileWriter` aborts its task just as its pipe
+    /// ends, and the pipe's end is what failed `r`), the guard's drop abandons instead; before,
+    /// the abandon was cut off with the guard already marked finished, and the path stayed
+    /// held until the lease expired (CI: `client_lib`, a create right after a dropped writer).
     pub(crate) async fn abandon_on_err<T>(&mut self, r: Result<T>) -> Result<T> {
         if r.is_err() && !self.finished {
             self.renewer.abort();
-            self.finished = true;
             abandon(self.masters.clone(), self.file, self.holder).await;
+            self.finished = true;
         }
         r
     }
