@@ -71,12 +71,11 @@ impl MetaState {
             let credit = match stale.and_then(|f| self.inodes.get(&f).map(|i| (f, i))) {
                 Some((
                     f,
-                    Inode {
-                        kind: InodeKind::File(fm),
-                        chunk_size_log2,
+                    i @ Inode {
+                        kind: InodeKind::File(_),
                         ..
                     },
-                )) => Usage::new(1, self.file_bytes(f, fm, *chunk_size_log2)),
+                )) => Usage::new(1, self.file_bytes(f, i)),
                 _ => Usage::default(),
             };
             self.check_room(dir, Usage::new(1, 0), credit, &[])?;

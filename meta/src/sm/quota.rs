@@ -67,12 +67,15 @@ fn exceeded(path: &str, what: &str, max: u64, used: u64, more: u64) -> MetaError
 }
 
 impl MetaState {
-    /// The bytes a file inode is charged (see the module doc).
-    pub(super) fn file_bytes(&self, id: InodeId, f: &FileMeta, chunk_size_log2: u8) -> u64 {
-        if self.pending.contains_key(&id) {
-            (f.chunks.len() as u64) << chunk_size_log2
-        } else {
-            f.length
+    /// The bytes inode `i` (numbered `id`) is charged if a file (see the module doc); 0 for
+    /// a directory.
+    pub(super) fn file_bytes(&self, id: InodeId, i: &Inode) -> u64 {
+        match &i.kind {
+            InodeKind::File(f) if self.pending.contains_key(&id) => {
+                (f.chunks.len() as u64) << i.chunk_size_log2
+            }
+            InodeKind::File(f) => f.length,
+            InodeKind::Dir(_) => 0,
         }
     }
 
@@ -152,11 +155,7 @@ impl MetaState {
             };
             u.names += 1;
             match &i.kind {
-                InodeKind::File(f) => {
-                    u.bytes = u
-                        .bytes
-                        .saturating_add(self.file_bytes(cur, f, i.chunk_size_log2))
-                }
+                InodeKind::File(_) => u.bytes = u.bytes.saturating_add(self.file_bytes(cur, i)),
                 InodeKind::Dir(e) => {
                     dirs.insert(cur);
                     stack.extend(e.values().copied());
@@ -165,13 +164,14 @@ impl MetaState {
         }
         for (f, p) in &self.pending {
             if dirs.contains(&p.parent) {
-                if let Some(Inode {
-                    kind: InodeKind::File(fm),
-                    chunk_size_log2,
-                    ..
-                }) = self.inodes.get(f)
+                if let Some(
+                    i @ Inode {
+                        kind: InodeKind::File(_),
+                        ..
+                    },
+                ) = self.inodes.get(f)
                 {
-                    u.add(Usage::new(1, self.file_bytes(*f, fm, *chunk_size_log2)));
+                    u.add(Usage::new(1, self.file_bytes(*f, i)));
                 }
             }
         }
@@ -286,7 +286,7 @@ impl MetaState {
                 continue;
             }
             let u = match &i.kind {
-                InodeKind::File(f) => Usage::new(1, self.file_bytes(*id, f, i.chunk_size_log2)),
+                InodeKind::File(_) => Usage::new(1, self.file_bytes(*id, i)),
                 InodeKind::Dir(_) => Usage::new(1, 0),
             };
             for q in self.quota_chain(i.parent) {
